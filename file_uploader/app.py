@@ -1,0 +1,76 @@
+"""The application factory: `create_app()` is what gunicorn and `python -m file_uploader` run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from aiohttp import web
+
+from . import handlers
+from .auth import auth_middleware
+from .errors import error_middleware
+from .settings import Settings, load_settings
+from .storage import Storage, StorageFailure
+from .typedefs import SETTINGS, STORAGE
+
+log = logging.getLogger(__name__)
+
+# After refusing a request whose body it will not read, aiohttp reads and
+# discards the rest for up to `lingering_time` before closing, so that the
+# client sees the refusal (closing on unread data sends a TCP reset that can
+# destroy the response in flight). Its default of 10 s would let a refused
+# client push gigabytes; one second is enough to deliver a small JSON error.
+LINGERING_SECONDS = 1.0
+
+
+def s3_config(settings: Settings) -> AioConfig:
+    return AioConfig(
+        # Every part in flight holds a connection; concurrent uploads share the pool.
+        max_pool_connections=settings.s3_max_connections,
+        # Path-style addressing: MinIO, Ceph and moto serve buckets under the
+        # endpoint's own host name, not as virtual-host subdomains.
+        s3={"addressing_style": "path"} if settings.s3_endpoint_url else None,
+        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+    )
+
+
+async def s3_storage(app: web.Application) -> AsyncIterator[None]:
+    """One S3 client for this process, opened inside its event loop."""
+    settings = app[SETTINGS]
+    session = get_session()
+    async with session.create_client(
+        "s3",
+        region_name=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        config=s3_config(settings),
+    ) as client:
+        storage = Storage(
+            client,
+            settings.s3_bucket,
+            part_size=settings.part_size,
+            parts_in_flight=settings.parts_in_flight,
+        )
+        try:
+            await storage.ensure_bucket(create=settings.s3_create_bucket)
+        except StorageFailure as exc:
+            # Start anyway: requests get 503 until S3 answers.
+            log.warning("bucket %s is not usable yet: %s", settings.s3_bucket, exc)
+        app[STORAGE] = storage
+        yield
+
+
+async def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or load_settings()
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        handler_args={"lingering_time": LINGERING_SECONDS},
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(s3_storage)
+    handlers.add_routes(app)
+    return app

@@ -1,0 +1,128 @@
+"""Every knob of the gateway, read once from the environment (and `.env`).
+
+`Settings.from_env()` is the only place that knows a variable's name; the rest
+of the code reads attributes of a frozen `Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from dotenv import load_dotenv
+
+from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse_size
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot run with."""
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+
+
+def _int(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def _size(name: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _float(name: str, value: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    s3_bucket: str
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    s3_create_bucket: bool = True
+    host: str = "0.0.0.0"
+    port: int = 8080
+    part_size: int = DEFAULT_PART_SIZE
+    parts_in_flight: int = 4
+    s3_max_connections: int = 64
+    s3_max_attempts: int = 5
+    max_file_size: int = MAX_OBJECT_SIZE
+    body_read_timeout: float = 60.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.s3_bucket:
+            raise SettingsError("S3_BUCKET (or BUCKET) must name the bucket that holds the files")
+        if self.part_size < MIN_PART_SIZE:
+            raise SettingsError(
+                f"PART_SIZE must be at least {MIN_PART_SIZE // MiB} MiB (S3's minimum part size), "
+                f"got {self.part_size} bytes"
+            )
+        if self.s3_max_connections < self.parts_in_flight:
+            raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: `os.environ`); unset names keep their defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {"s3_bucket": env.get("S3_BUCKET") or env.get("BUCKET") or ""}
+
+        def text(var: str, field: str) -> None:
+            if env.get(var):
+                values[field] = env[var]
+
+        text("S3_ENDPOINT_URL", "s3_endpoint_url")
+        text("AWS_REGION", "aws_region")
+        text("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+        text("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
+        text("HOST", "host")
+        text("LOG_LEVEL", "log_level")
+        if "S3_CREATE_BUCKET" in env:
+            values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
+        if env.get("PORT"):
+            values["port"] = _int("PORT", env["PORT"], 0)
+        if env.get("PART_SIZE"):
+            values["part_size"] = _size("PART_SIZE", env["PART_SIZE"])
+        if env.get("PARTS_IN_FLIGHT"):
+            values["parts_in_flight"] = _int("PARTS_IN_FLIGHT", env["PARTS_IN_FLIGHT"], 1)
+        if env.get("S3_MAX_CONNECTIONS"):
+            values["s3_max_connections"] = _int("S3_MAX_CONNECTIONS", env["S3_MAX_CONNECTIONS"], 1)
+        if env.get("S3_MAX_ATTEMPTS"):
+            values["s3_max_attempts"] = _int("S3_MAX_ATTEMPTS", env["S3_MAX_ATTEMPTS"], 1)
+        if env.get("MAX_FILE_SIZE"):
+            values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
+        if env.get("BODY_READ_TIMEOUT"):
+            values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with `.env` (if any) filling in what is unset."""
+    load_dotenv()
+    return Settings.from_env()

@@ -1,0 +1,66 @@
+"""Sizes and limits, each named once with the S3 rule it comes from."""
+
+from __future__ import annotations
+
+import re
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+MIN_PART_SIZE = 5 * MiB  # S3: every part but the last is at least 5 MiB
+MAX_PART_SIZE = 5 * GiB  # S3: no part is larger than 5 GiB
+MAX_PARTS = 10_000  # S3: part numbers run from 1 to 10,000
+MAX_OBJECT_SIZE = 5 * TiB  # S3: the largest object a multipart upload can build
+MAX_KEY_BYTES = 1024  # S3: an object key is at most 1,024 bytes of UTF-8
+LIST_PAGE_SIZE = 1000  # S3: ListObjectsV2 returns at most 1,000 keys a page
+
+DEFAULT_PART_SIZE = 8 * MiB
+# An upload of unknown length (chunked) starts at the configured part size and
+# doubles it after every PARTS_PER_SIZE_STEP parts. With 900, even a 5 MiB
+# start reaches 5 GiB parts by part 9,001, so the 10,000 parts can hold S3's
+# 5 TiB maximum; at the 8 MiB default, uploads under 7 GiB never use parts
+# bigger than 8 MiB (and memory grows only for bodies that large).
+PARTS_PER_SIZE_STEP = 900
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": GiB,
+    "gb": GiB,
+    "gib": GiB,
+    "t": TiB,
+    "tb": TiB,
+    "tib": TiB,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Parse `8388608`, `8MiB`, `8M` or `5 GiB` into bytes (binary units)."""
+    match = _SIZE_RE.match(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use bytes or a unit such as 8MiB, 5GiB)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def part_size_for(total: int | None, base: int, part_number: int = 1) -> int:
+    """The size of part `part_number` for an object of `total` bytes (None: unknown).
+
+    Known length: the base size, grown (in whole MiB) until the object fits in
+    MAX_PARTS parts. Unknown length: the base size doubled every
+    PARTS_PER_SIZE_STEP parts, never above MAX_PART_SIZE.
+    """
+    if total is not None:
+        needed = -(-total // MAX_PARTS)  # ceiling division
+        needed = -(-needed // MiB) * MiB
+        return min(max(base, needed), MAX_PART_SIZE)
+    step = (part_number - 1) // PARTS_PER_SIZE_STEP
+    return min(base << step, MAX_PART_SIZE)

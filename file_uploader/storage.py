@@ -1,0 +1,298 @@
+"""S3 storage: streamed multipart uploads, listing, download and delete.
+
+Knows nothing of HTTP. An upload takes an async iterator of byte chunks and
+cuts it into parts as they arrive: a body smaller than one part goes up with
+a single PutObject; a larger one becomes a multipart upload with up to
+`parts_in_flight` UploadPart calls running while the next part is read, so
+one upload holds at most about ``part_size * (parts_in_flight + 1)`` bytes.
+S3 makes an object visible only when CompleteMultipartUpload succeeds, which
+is what makes a replacement atomic; on any failure (the body's iterator
+raising, S3 failing, cancellation) the upload is aborted, so nothing is left
+behind and an older object under the same key is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .sizes import LIST_PAGE_SIZE, MAX_PARTS, part_size_for
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_CHUNK = 256 * 1024  # what one read from S3 hands to the client
+
+
+class StorageFailure(Exception):
+    """Base of every error this module raises."""
+
+
+class FileNotFound(StorageFailure):
+    pass
+
+
+class RangeNotSatisfiable(StorageFailure):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range is outside the file's {size} bytes")
+        self.size = size
+
+
+class StorageUnavailable(StorageFailure):
+    """S3 could not be reached, or asked us to slow down: worth retrying later."""
+
+
+class StorageError(StorageFailure):
+    """S3 answered with an error."""
+
+
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+_BUSY_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+
+
+@contextlib.contextmanager
+def s3_errors(operation: str) -> Any:
+    """Translate what botocore and aiohttp raise into this module's errors."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        if code in _NOT_FOUND_CODES:
+            raise FileNotFound("no such file") from exc
+        if code == "InvalidRange":
+            raise RangeNotSatisfiable(int(error.get("ActualObjectSize", 0) or 0)) from exc
+        if code in _BUSY_CODES:
+            raise StorageUnavailable(f"S3 is busy ({code} on {operation})") from exc
+        raise StorageError(f"S3 refused {operation} ({code})") from exc
+    except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
+        raise StorageUnavailable(f"S3 is unreachable ({operation})") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    last_modified: datetime.datetime
+
+
+@dataclasses.dataclass
+class Download:
+    """An open GetObject: its headers now, its bytes as they are read."""
+
+    info: ObjectInfo
+    length: int  # of this response: the slice for a range
+    content_range: str | None
+    _body: Any
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with s3_errors("GetObject"):
+            async for chunk in self._body.iter_chunks(DOWNLOAD_CHUNK):
+                yield chunk
+
+    async def __aenter__(self) -> Download:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Releases the S3 connection even when the client went away midway.
+        self._body.close()
+
+
+class _PartReader:
+    """Cuts a stream of chunks of any size into parts of exact sizes.
+
+    Each byte is copied once, when a part is joined; a chunk that straddles a
+    part boundary is split with memoryview slices, not copied twice.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks.__aiter__()
+        self._rest: bytes | memoryview = b""
+        self._eof = False
+
+    async def read(self, size: int) -> bytes:
+        pieces: list[bytes | memoryview] = []
+        have = 0
+        if self._rest:
+            piece = memoryview(self._rest)
+            pieces.append(piece[:size])
+            self._rest = piece[size:]
+            have = len(pieces[0])
+        while have < size and not self._eof:
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._eof = True
+                break
+            need = size - have
+            if len(chunk) > need:
+                view = memoryview(chunk)
+                pieces.append(view[:need])
+                self._rest = view[need:]
+                have = size
+            else:
+                pieces.append(chunk)
+                have += len(chunk)
+        return b"".join(pieces)
+
+
+def _info(response: dict[str, Any], size: int) -> ObjectInfo:
+    modified = response["LastModified"].astimezone(datetime.UTC)
+    return ObjectInfo(size=size, etag=response["ETag"], last_modified=modified)
+
+
+class Storage:
+    """One bucket, as the gateway uses it. `client` is an aiobotocore S3 client."""
+
+    def __init__(self, client: Any, bucket: str, *, part_size: int, parts_in_flight: int) -> None:
+        self._s3 = client
+        self.bucket = bucket
+        self.part_size = part_size
+        self.parts_in_flight = parts_in_flight
+
+    async def ensure_bucket(self, *, create: bool) -> None:
+        """Check the bucket exists; create it if it does not and `create` is set."""
+        try:
+            with s3_errors("HeadBucket"):
+                await self._s3.head_bucket(Bucket=self.bucket)
+            return
+        except FileNotFound:
+            if not create:
+                raise StorageError(f"bucket {self.bucket!r} does not exist") from None
+        request: dict[str, Any] = {"Bucket": self.bucket}
+        region = self._s3.meta.region_name
+        if region != "us-east-1":  # S3 rejects us-east-1 as a LocationConstraint
+            request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        with s3_errors("CreateBucket"):
+            await self._s3.create_bucket(**request)
+        log.info("created bucket %s", self.bucket)
+
+    async def list_names(self, prefix: str) -> AsyncIterator[list[str]]:
+        """The names under `prefix`, a page at a time, in S3's (UTF-8 byte) order."""
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_SIZE}
+        while True:
+            with s3_errors("ListObjectsV2"):
+                page = await self._s3.list_objects_v2(**request)
+            yield [item["Key"][len(prefix) :] for item in page.get("Contents", ())]
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def stat(self, key: str) -> ObjectInfo:
+        with s3_errors("HeadObject"):
+            response = await self._s3.head_object(Bucket=self.bucket, Key=key)
+        return _info(response, response["ContentLength"])
+
+    async def open(self, key: str, byte_range: str | None = None) -> Download:
+        """Start a GetObject; `byte_range` is an HTTP range such as ``bytes=0-99``."""
+        request = {"Bucket": self.bucket, "Key": key}
+        if byte_range:
+            request["Range"] = byte_range
+        try:
+            with s3_errors("GetObject"):
+                response = await self._s3.get_object(**request)
+        except RangeNotSatisfiable as exc:
+            if exc.size:
+                raise
+            raise RangeNotSatisfiable((await self.stat(key)).size) from None
+        content_range = response.get("ContentRange") if byte_range else None
+        size = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
+        return Download(
+            info=_info(response, size),
+            length=response["ContentLength"],
+            content_range=content_range,
+            _body=response["Body"],
+        )
+
+    async def delete(self, key: str) -> None:
+        # S3's DeleteObject succeeds for a missing key; the API promises 404.
+        await self.stat(key)
+        with s3_errors("DeleteObject"):
+            await self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        size: int | None,
+        content_type: str = "application/octet-stream",
+    ) -> None:
+        """Store the bytes of `chunks` under `key`; `size` is their length if known."""
+        parts = _PartReader(chunks)
+        part_size = part_size_for(size, self.part_size, 1)
+        first = await parts.read(part_size)
+        if len(first) < part_size:
+            with s3_errors("PutObject"):
+                await self._s3.put_object(Bucket=self.bucket, Key=key, Body=first, ContentType=content_type)
+            return
+        with s3_errors("CreateMultipartUpload"):
+            created = await self._s3.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        upload_id = created["UploadId"]
+        try:
+            await self._upload_parts(key, upload_id, first, parts, size)
+        except BaseException:
+            # Shielded: a cancelled request must still leave no open upload.
+            await asyncio.shield(self._abort(key, upload_id))
+            raise
+
+    async def _upload_parts(
+        self, key: str, upload_id: str, data: bytes, parts: _PartReader, size: int | None
+    ) -> None:
+        in_flight: set[asyncio.Task[dict[str, Any]]] = set()
+        done: list[dict[str, Any]] = []
+        number = 1
+        try:
+            while data:
+                if number > MAX_PARTS:
+                    raise StorageError(f"the upload needs more than S3's {MAX_PARTS} parts")
+                if len(in_flight) >= self.parts_in_flight:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                # Collect every finished part now, so a failed one stops the
+                # upload at once instead of after the whole body was read.
+                for task in [task for task in in_flight if task.done()]:
+                    in_flight.discard(task)
+                    done.append(task.result())
+                in_flight.add(asyncio.create_task(self._upload_part(key, upload_id, number, data)))
+                number += 1
+                data = await parts.read(part_size_for(size, self.part_size, number))
+            done.extend(await asyncio.gather(*in_flight))
+            in_flight.clear()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        done.sort(key=lambda part: part["PartNumber"])
+        with s3_errors("CompleteMultipartUpload"):
+            await self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+            )
+
+    async def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        with s3_errors("UploadPart"):
+            response = await self._s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        for name in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"):
+            if name in response:
+                part[name] = response[name]
+        return part
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            with s3_errors("AbortMultipartUpload"):
+                await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StorageFailure:
+            # The original failure is what the caller needs to hear about; the
+            # stale upload is left to the `gc` command or a lifecycle rule.
+            log.warning("could not abort multipart upload of %s", key, exc_info=True)

@@ -1,0 +1,11 @@
+"""Typed keys for what the app and each request carry."""
+
+from aiohttp import web
+
+from .settings import Settings
+from .storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+STORAGE = web.AppKey("storage", Storage)
+# The one-way id of the request's user (never the token itself).
+USER_ID = web.RequestKey("user_id", str)

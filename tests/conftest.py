@@ -1,0 +1,177 @@
+"""Fixtures: a real moto S3 server over HTTP, the gateway in-process and as a process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from file_uploader.app import create_app
+from file_uploader.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCESS_KEY = "testing-access-key"
+SECRET_KEY = "testing-secret-key"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own AWS profile and credentials out of every test."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.startswith("S3_") or name in ("BUCKET", "PART_SIZE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(scope="session")
+def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server in its own process, as a real S3 endpoint over HTTP."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def s3(s3_url: str):
+    """A plain boto3 client on the same server, to check what S3 really holds."""
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def bucket(s3) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=item["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def settings(s3_url: str, bucket: str) -> Settings:
+    return Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=s3_url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        body_read_timeout=5,
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings):
+    """An HTTP client talking to the gateway on a real socket."""
+    return await aiohttp_client(await create_app(settings))
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def token() -> str:
+    return new_token()
+
+
+@pytest.fixture
+def auth(token: str) -> dict[str, str]:
+    return {"X-Auth-Token": token}
+
+
+def open_uploads(s3, bucket: str) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def all_keys(s3, bucket: str) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+@pytest.fixture
+def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
+    """`python -m file_uploader` as its own process; yields its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "S3_ENDPOINT_URL": s3_url,
+        "S3_BUCKET": bucket,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    log = (tmp_path / "gateway.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "file_uploader"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+async def raw_request(
+    client, method: str, target: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send a request line exactly as written (no client-side path cleaning); return status and body."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status = int(response.split(b" ", 2)[1])
+    return status, response.split(b"\r\n\r\n", 1)[1]
