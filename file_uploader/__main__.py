@@ -1,4 +1,4 @@
-"""`python -m file_uploader`: load `.env`, then serve the gateway."""
+"""`python -m file_uploader [serve]`: load `.env`, then run the gateway or an admin command."""
 
 from __future__ import annotations
 
@@ -9,14 +9,33 @@ import sys
 from aiohttp import web
 
 from .app import create_app
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    web.run_app(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port if args.port is not None else settings.port,
+        print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m file_uploader", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(run=serve, host=None, port=None)
+    run = commands.add_parser("serve", help="run the gateway (the default)")
+    run.add_argument("--host", help="address to listen on (default: HOST, else 0.0.0.0)")
+    run.add_argument("--port", type=int, help="port to listen on (default: PORT, else 8080)")
+    run.set_defaults(run=serve)
+    # Admin commands add their own sub-parsers here, each with set_defaults(run=...).
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m file_uploader", description=__doc__)
-    parser.add_argument("--host", help="address to listen on (default: HOST, else 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="port to listen on (default: PORT, else 8080)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -25,13 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    web.run_app(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),
-    )
-    return 0
+    return args.run(settings, args)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ class Storage:
     """One bucket, as the gateway uses it. `client` is an aiobotocore S3 client."""
 
     def __init__(self, client: Any, bucket: str, *, part_size: int, parts_in_flight: int) -> None:
-        self._s3 = client
+        self.client = client  # public: admin commands make other S3 calls
         self.bucket = bucket
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
@@ -161,17 +161,17 @@ class Storage:
         """Check the bucket exists; create it if it does not and `create` is set."""
         try:
             with s3_errors("HeadBucket"):
-                await self._s3.head_bucket(Bucket=self.bucket)
+                await self.client.head_bucket(Bucket=self.bucket)
             return
         except FileNotFound:
             if not create:
                 raise StorageError(f"bucket {self.bucket!r} does not exist") from None
         request: dict[str, Any] = {"Bucket": self.bucket}
-        region = self._s3.meta.region_name
+        region = self.client.meta.region_name
         if region != "us-east-1":  # S3 rejects us-east-1 as a LocationConstraint
             request["CreateBucketConfiguration"] = {"LocationConstraint": region}
         with s3_errors("CreateBucket"):
-            await self._s3.create_bucket(**request)
+            await self.client.create_bucket(**request)
         log.info("created bucket %s", self.bucket)
 
     async def list_names(self, prefix: str) -> AsyncIterator[list[str]]:
@@ -179,7 +179,7 @@ class Storage:
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_SIZE}
         while True:
             with s3_errors("ListObjectsV2"):
-                page = await self._s3.list_objects_v2(**request)
+                page = await self.client.list_objects_v2(**request)
             yield [item["Key"][len(prefix) :] for item in page.get("Contents", ())]
             if not page.get("IsTruncated"):
                 return
@@ -187,7 +187,7 @@ class Storage:
 
     async def stat(self, key: str) -> ObjectInfo:
         with s3_errors("HeadObject"):
-            response = await self._s3.head_object(Bucket=self.bucket, Key=key)
+            response = await self.client.head_object(Bucket=self.bucket, Key=key)
         return _info(response, response["ContentLength"])
 
     async def open(self, key: str, byte_range: str | None = None) -> Download:
@@ -197,7 +197,7 @@ class Storage:
             request["Range"] = byte_range
         try:
             with s3_errors("GetObject"):
-                response = await self._s3.get_object(**request)
+                response = await self.client.get_object(**request)
         except RangeNotSatisfiable as exc:
             if exc.size:
                 raise
@@ -215,7 +215,7 @@ class Storage:
         # S3's DeleteObject succeeds for a missing key; the API promises 404.
         await self.stat(key)
         with s3_errors("DeleteObject"):
-            await self._s3.delete_object(Bucket=self.bucket, Key=key)
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
 
     async def put(
         self,
@@ -231,10 +231,12 @@ class Storage:
         first = await parts.read(part_size)
         if len(first) < part_size:
             with s3_errors("PutObject"):
-                await self._s3.put_object(Bucket=self.bucket, Key=key, Body=first, ContentType=content_type)
+                await self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=first, ContentType=content_type
+                )
             return
         with s3_errors("CreateMultipartUpload"):
-            created = await self._s3.create_multipart_upload(
+            created = await self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type
             )
         upload_id = created["UploadId"]
@@ -273,13 +275,13 @@ class Storage:
             await asyncio.gather(*in_flight, return_exceptions=True)
         done.sort(key=lambda part: part["PartNumber"])
         with s3_errors("CompleteMultipartUpload"):
-            await self._s3.complete_multipart_upload(
+            await self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
             )
 
     async def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         with s3_errors("UploadPart"):
-            response = await self._s3.upload_part(
+            response = await self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
             )
         part = {"PartNumber": number, "ETag": response["ETag"]}
@@ -291,7 +293,7 @@ class Storage:
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
             with s3_errors("AbortMultipartUpload"):
-                await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except StorageFailure:
             # The original failure is what the caller needs to hear about; the
             # stale upload is left to the `gc` command or a lifecycle rule.
