@@ -144,9 +144,29 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:
+    async for page in pages:
+        yield [
+            {
+                "name": name,
+                "size": info.size,
+                "modified": info.last_modified.isoformat().replace("+00:00", "Z"),
+            }
+            for name, info in page
+        ]
+
+
 async def list_files(request: web.Request) -> web.StreamResponse:
-    """A JSON array of the user's names, streamed a listing page at a time."""
-    pages = request.app[STORAGE].list_names(user_prefix(request[USER_ID]))
+    """A JSON array of the user's names, streamed a listing page at a time.
+
+    With `?details=1`, each item is an object: name, size, modified (ISO 8601 UTC).
+    """
+    prefix = user_prefix(request[USER_ID])
+    pages: AsyncIterator[list]
+    if request.query.get("details", "") in ("1", "true", "yes"):
+        pages = _detailed(request.app[STORAGE].list_entries(prefix))
+    else:
+        pages = request.app[STORAGE].list_names(prefix)
     # The first page is fetched before the status line goes out, so that an S3
     # failure at the start is still a proper JSON error.
     first = await anext(pages)
@@ -154,7 +174,7 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     separator = ""
     await response.write(b"[")
-    page: list[str] | None = first
+    page: list | None = first
     while page is not None:
         if page:
             text = separator + ", ".join(json.dumps(name, ensure_ascii=False) for name in page)
@@ -184,9 +204,27 @@ async def head_file(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
+    return await send_file(request, _key(request), _name(request))
+
+
+async def send_file(
+    request: web.Request,
+    key: str,
+    name: str,
+    *,
+    if_match: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream the object at `key` (or the request's Range of it) as the response.
+
+    `if_match`: the ETag the object must still have; checked on the object
+    actually opened, so a file replaced at any moment is never sent in its place.
+    """
     download: Download
-    async with await request.app[STORAGE].open(_key(request), _byte_range(request)) as download:
-        response = web.StreamResponse(headers=_file_headers(_name(request), download.info))
+    async with await request.app[STORAGE].open(key, _byte_range(request)) as download:
+        if if_match is not None and download.info.etag != if_match:
+            raise ApiError(410, "file_changed", "the file was replaced after this link was made")
+        response = web.StreamResponse(headers={**_file_headers(name, download.info), **(headers or {})})
         if download.content_range:
             response.set_status(206)
             response.headers[hdrs.CONTENT_RANGE] = download.content_range

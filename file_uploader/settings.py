@@ -75,6 +75,9 @@ class Settings:
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     log_level: str = "INFO"
+    # Key of the HMAC that signs share links; None: a random one per process.
+    share_secret: str | None = dataclasses.field(default=None, repr=False)
+    share_max_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
         if not self.s3_bucket:
@@ -103,6 +106,9 @@ class Settings:
         text("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
         text("HOST", "host")
         text("LOG_LEVEL", "log_level")
+        text("SHARE_SECRET", "share_secret")
+        if env.get("SHARE_MAX_SECONDS"):
+            values["share_max_seconds"] = _int("SHARE_MAX_SECONDS", env["SHARE_MAX_SECONDS"], 1)
         if "S3_CREATE_BUCKET" in env:
             values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
         if env.get("PORT"):

@@ -176,11 +176,17 @@ class Storage:
 
     async def list_names(self, prefix: str) -> AsyncIterator[list[str]]:
         """The names under `prefix`, a page at a time, in S3's (UTF-8 byte) order."""
+        async for page in self.list_entries(prefix):
+            yield [name for name, _ in page]
+
+    async def list_entries(self, prefix: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
+        """The names under `prefix` with their size, ETag and date, a page at a time."""
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_SIZE}
         while True:
             with s3_errors("ListObjectsV2"):
                 page = await self.client.list_objects_v2(**request)
-            yield [item["Key"][len(prefix) :] for item in page.get("Contents", ())]
+            items = page.get("Contents", ())
+            yield [(item["Key"][len(prefix) :], _info(item, item["Size"])) for item in items]
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
