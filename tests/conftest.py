@@ -146,6 +146,8 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
         "S3_BUCKET": bucket,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        # The package is not installed in .venv; cwd is tmp_path, so say where it is.
+        "PYTHONPATH": str(ROOT),
     }
     log = (tmp_path / "gateway.log").open("w")
     process = subprocess.Popen(
