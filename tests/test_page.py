@@ -113,7 +113,16 @@ def test_upload_list_download_and_delete_through_the_page(gateway_process, brows
     assert page.input_value("#token") == token
 
 
-def test_a_refused_token_and_a_dismissed_delete_leave_the_files_alone(gateway_process, browser_page):
+@pytest.fixture
+def small_limit(monkeypatch: pytest.MonkeyPatch) -> int:
+    """MAX_FILE_SIZE for a gateway_process requested after this fixture."""
+    monkeypatch.setenv("MAX_FILE_SIZE", "1000")
+    return 1000
+
+
+def test_refusals_are_explained_and_a_dismissed_delete_keeps_the_file(
+    small_limit, gateway_process, browser_page
+):
     page = browser_page
     page.goto(gateway_process + "/")
     page.fill("#token", "not a uuid")
@@ -126,6 +135,9 @@ def test_a_refused_token_and_a_dismissed_delete_leave_the_files_alone(gateway_pr
     page.click("#token-use")
     page.set_input_files("#picker", [{"name": "keep.txt", "mimeType": "text/plain", "buffer": b"keep"}])
     page.locator('#files tr[data-name="keep.txt"]').wait_for()
+    page.set_input_files("#picker", [{"name": "big.bin", "mimeType": "text/plain", "buffer": b"x" * 5000}])
+    failed = page.locator('#uploads li.failed[data-name="big.bin"] .detail')
+    assert "too big for this server" in failed.inner_text()
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.click('#files tr[data-name="keep.txt"] button.delete')
     page.click("#refresh")
