@@ -145,6 +145,32 @@ def test_refusals_are_explained_and_a_dismissed_delete_keeps_the_file(
     assert listed_names(gateway_process, token) == ["keep.txt"]
 
 
+def test_a_cancelled_upload_stores_nothing(gateway_process, browser_page):
+    page = browser_page
+    token = new_token()
+    page.goto(gateway_process + "/")
+    page.fill("#token", token)
+    page.click("#token-use")
+    # Throttle uploads to 100 kB/s so there is time to press Cancel mid-way.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 100_000},
+    )
+    slow = {"name": "slow.bin", "mimeType": "text/plain", "buffer": b"x" * 2_000_000}
+    page.set_input_files("#picker", [slow])
+    row = page.locator('#uploads li[data-name="slow.bin"]')
+    page.wait_for_function(
+        "() => / of 2.0 MB · /.test(document.querySelector('#uploads li .detail').textContent)"
+    )
+    row.locator(".cancel").click()
+    # XMLHttpRequest fires "abort" only for a request still in flight.
+    assert "Cancelled" in row.locator(".detail").inner_text()
+    assert row.locator("progress").evaluate("bar => bar.value") < 1
+    assert listed_names(gateway_process, token) == []
+
+
 def test_the_share_button_shows_a_working_link(gateway_process, browser_page):
     page = browser_page
     token = new_token()
