@@ -146,6 +146,8 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
         "S3_BUCKET": bucket,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        # Run from an empty folder (no .env of the checkout's) on this checkout's code.
+        "PYTHONPATH": str(ROOT),
     }
     log = (tmp_path / "gateway.log").open("w")
     process = subprocess.Popen(
