@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,11 @@ def test_curl_sees_json_errors(gateway_process):
 
 def test_the_token_is_not_in_the_gateway_log(gateway_process, tmp_path):
     curl("-H", f"X-Auth-Token: {TOKEN}", f"{gateway_process}/api/files")
-    log = (tmp_path / "gateway.log").read_text()
-    assert "GET /api/files" in log  # the access log is there
+    log_file = tmp_path / "gateway.log"
+    deadline = time.monotonic() + 10
+    # The access log line is written just after the response has gone out.
+    while "GET /api/files" not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = log_file.read_text()
+    assert "GET /api/files" in log
     assert TOKEN not in log
