@@ -99,6 +99,7 @@ def _store(request: web.Request) -> TusStore:
         part_size=settings.part_size,
         parts_in_flight=settings.parts_in_flight,
         expiry=settings.upload_expiry,
+        max_size=settings.max_file_size,
     )
 
 

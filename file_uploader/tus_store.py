@@ -159,9 +159,8 @@ async def _remove(client: Any, bucket: str, upload: Upload) -> None:
     await _delete_prefix(client, bucket, upload.prefix)
 
 
-async def expire_uploads(client: Any, bucket: str, now: float) -> int:
-    """Abort every tus upload whose expiry is before `now` and remove its state; return how many."""
-    expired = 0
+async def _uploads(client: Any, bucket: str) -> AsyncIterator[Upload]:
+    """Every tus upload's state in the bucket."""
     request: dict[str, Any] = {"Bucket": bucket, "Prefix": UPLOADS_ROOT, "MaxKeys": LIST_PAGE_SIZE}
     while True:
         with s3_errors("ListObjectsV2"):
@@ -172,25 +171,49 @@ async def expire_uploads(client: Any, bucket: str, now: float) -> int:
             try:
                 with s3_errors("GetObject"):
                     response = await client.get_object(Bucket=bucket, Key=item["Key"])
-                    upload = Upload(**json.loads(await response["Body"].read()))
+                    yield Upload(**json.loads(await response["Body"].read()))
             except FileNotFound:
                 continue  # completed or terminated since the listing
-            if upload.expires < now:
-                await _remove(client, bucket, upload)
-                log.info("expired tus upload %s of %s", upload.id, upload.key)
-                expired += 1
         if not page.get("IsTruncated"):
-            return expired
+            return
         request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+async def expire_uploads(client: Any, bucket: str, now: float) -> int:
+    """Abort every tus upload whose expiry is before `now` and remove its state; return how many."""
+    expired = 0
+    async for upload in _uploads(client, bucket):
+        if upload.expires < now:
+            await _remove(client, bucket, upload)
+            log.info("expired tus upload %s of %s", upload.id, upload.key)
+            expired += 1
+    return expired
+
+
+async def live_multipart_ids(client: Any, bucket: str, now: float) -> set[str]:
+    """The S3 UploadIds of unexpired tus uploads.
+
+    A tus upload's multipart upload may rightly sit idle for up to
+    UPLOAD_EXPIRY: a sweep of stale multipart uploads must skip these ids.
+    """
+    return {upload.s3_upload_id async for upload in _uploads(client, bucket) if upload.expires >= now}
 
 
 class TusStore:
     """tus uploads in one bucket. `client` is the gateway's aiobotocore S3 client."""
 
     def __init__(
-        self, client: Any, bucket: str, *, part_size: int, parts_in_flight: int, expiry: float
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        part_size: int,
+        parts_in_flight: int,
+        expiry: float,
+        max_size: int,
     ) -> None:
         self.client = client
+        self.max_size = max_size
         self.bucket = bucket
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
@@ -284,8 +307,9 @@ class TusStore:
                     cut = exc
                     break
                 received += len(chunk)
-                if upload.length is not None and upload.offset + received > upload.length:
-                    raise UploadTooLarge(f"the upload is {upload.length} bytes long")
+                end = self.max_size if upload.length is None else upload.length
+                if upload.offset + received > end:
+                    raise UploadTooLarge(f"the upload cannot pass byte {end}")
                 if digest:
                     digest.update(chunk)
                 view = memoryview(chunk)

@@ -23,7 +23,7 @@ from file_uploader.app import create_app
 from file_uploader.keys import user_id
 from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
-from file_uploader.tus_store import expire_uploads
+from file_uploader.tus_store import expire_uploads, live_multipart_ids
 from file_uploader.typedefs import STORAGE
 
 from .conftest import ROOT, all_keys, free_port, new_token, open_uploads, wait_for_port
@@ -240,6 +240,16 @@ async def test_patch_past_the_declared_length_is_refused(gw, auth):
     assert await offset_of(gw, auth, url) == 0
 
 
+async def test_deferred_upload_cannot_grow_past_the_size_limit(aiohttp_client, settings, auth):
+    small = dataclasses.replace(settings, part_size=PART, max_file_size=PART + 10)
+    gw = await aiohttp_client(await create_app(small))
+    url = await create(gw, auth, "big.bin")
+    assert (await patch(gw, auth, url, 0, payload(PART))).status == 204
+    response = await patch(gw, auth, url, PART, payload(11))
+    assert response.status == 413
+    assert await offset_of(gw, auth, url) == PART
+
+
 async def test_a_name_that_cannot_be_stored_is_refused_at_creation(gw, auth):
     response = await gw.post(
         "/api/uploads/",
@@ -270,10 +280,14 @@ async def test_expired_upload_is_gone_and_gc_aborts_it(aiohttp_client, settings,
     keep = await create(gw, auth, "kept.bin", length=10)
     client = gw.app[STORAGE].client
     assert await expire_uploads(client, bucket, time.time()) == 0
+    live = await live_multipart_ids(client, bucket, time.time())
+    assert live == {upload["UploadId"] for upload in open_uploads(s3, bucket)}
+    assert len(live) == 2
     await asyncio.sleep(1.1)
     response = await patch(gw, auth, url, 100, payload(100))
     assert response.status == 410
     assert (await response.json())["error"]["code"] == "upload_expired"
+    assert await live_multipart_ids(client, bucket, time.time()) == set()
     assert await expire_uploads(client, bucket, time.time()) == 2
     assert open_uploads(s3, bucket) == []
     assert state_keys(s3, bucket) == []
