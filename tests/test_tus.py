@@ -146,11 +146,13 @@ async def test_tiny_patches_add_up_to_several_parts(gw, auth, s3, bucket):
     data = payload(total)
     url = await create(gw, auth, "tiny.bin", length=total)
     sizes: list[int] = []
-    for boundary in (PART, 2 * PART):
+    # 7 KiB short: the third 3 KiB PATCH after it straddles the first part
+    # boundary; 6 KiB short: the second ends exactly on the next one.
+    for boundary, short in ((PART, 7 * KiB), (2 * PART, 6 * KiB)):
         start = sum(sizes)
         sizes += [3 * KiB] * 4
-        sizes.append(boundary - 6 * KiB - start - 12 * KiB)  # up to 6 KiB short of the boundary
-        sizes += [3 * KiB] * 4  # the third of these crosses it
+        sizes.append(boundary - short - start - 12 * KiB)
+        sizes += [3 * KiB] * 4
     sizes.append(total - sum(sizes))
     offset = 0
     for size in sizes:
