@@ -9,7 +9,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from . import handlers, page, share
+from . import handlers, page, share, tus
 from .auth import auth_middleware
 from .errors import error_middleware
 from .settings import Settings, load_settings
@@ -73,6 +73,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(s3_storage)
     handlers.add_routes(app)
+    tus.add_routes(app)
     share.add_routes(app)
     page.add_routes(app)
     return app

@@ -75,6 +75,8 @@ class Settings:
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     log_level: str = "INFO"
+    # A tus upload not PATCHed for this long expires (Upload-Expires).
+    upload_expiry: float = 24 * 3600.0
     # Key of the HMAC that signs share links; None: a random one per process.
     share_secret: str | None = dataclasses.field(default=None, repr=False)
     share_max_seconds: int = 7 * 24 * 3600
@@ -125,6 +127,8 @@ class Settings:
             values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
         if env.get("BODY_READ_TIMEOUT"):
             values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
+        if env.get("UPLOAD_EXPIRY"):
+            values["upload_expiry"] = _float("UPLOAD_EXPIRY", env["UPLOAD_EXPIRY"], 1)
         return cls(**values)  # type: ignore[arg-type]
 
 
