@@ -8,6 +8,7 @@ import sys
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .settings import Settings, SettingsError, load_settings
 
@@ -18,6 +19,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),
+        access_log=None,  # ops.observe_middleware writes one line per request instead
+        # On SIGTERM: stop accepting, give requests in flight this long, then cancel
+        # them (a cancelled upload aborts its multipart upload).
+        shutdown_timeout=settings.graceful_timeout,
     )
     return 0
 
@@ -41,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"file_uploader: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     return args.run(settings, args)
 
 

@@ -9,7 +9,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from . import handlers
+from . import handlers, ops
 from .auth import auth_middleware
 from .errors import error_middleware
 from .settings import Settings, load_settings
@@ -73,4 +73,5 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(s3_storage)
     handlers.add_routes(app)
+    ops.add_ops(app)
     return app

@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 
 from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse_size
 
+LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -75,8 +76,17 @@ class Settings:
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
+    # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
+    graceful_timeout: float = 30.0
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)  # gunicorn
+    worker_timeout: float = 30.0  # gunicorn: a worker silent this long is restarted
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
         if not self.s3_bucket:
             raise SettingsError("S3_BUCKET (or BUCKET) must name the bucket that holds the files")
         if self.part_size < MIN_PART_SIZE:
@@ -103,6 +113,13 @@ class Settings:
         text("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
         text("HOST", "host")
         text("LOG_LEVEL", "log_level")
+        text("LOG_FORMAT", "log_format")
+        if env.get("GRACEFUL_TIMEOUT"):
+            values["graceful_timeout"] = _float("GRACEFUL_TIMEOUT", env["GRACEFUL_TIMEOUT"], 0)
+        if env.get("WORKERS"):
+            values["workers"] = _int("WORKERS", env["WORKERS"], 1)
+        if env.get("WORKER_TIMEOUT"):
+            values["worker_timeout"] = _float("WORKER_TIMEOUT", env["WORKER_TIMEOUT"], 1)
         if "S3_CREATE_BUCKET" in env:
             values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
         if env.get("PORT"):
