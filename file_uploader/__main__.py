@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import sys
 
-from aiohttp import web
-
-from . import logs
-from .app import create_app
+from . import lifecycle, logs
 from .settings import Settings, SettingsError, load_settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    web.run_app(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),
-        access_log=None,  # ops.observe_middleware writes one line per request instead
-        # On SIGTERM: stop accepting, give requests in flight this long, then cancel
-        # them (a cancelled upload aborts its multipart upload).
-        shutdown_timeout=settings.graceful_timeout,
-    )
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    asyncio.run(lifecycle.serve(settings, host, port))
     return 0
 
 

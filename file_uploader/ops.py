@@ -7,6 +7,7 @@ the user by the one-way id only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -31,6 +32,32 @@ REQUEST_ID = web.RequestKey("request_id", str)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 FILE_ROUTE = web.DynamicResource(FILE).canonical  # "/api/files/{name}", as routes are labelled
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so metrics stay bounded
+
+
+class RequestsInFlight:
+    """How many requests are being handled, so that a graceful stop can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in flight."""
+        await self._idle.wait()
+
+
+IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
 
 
 def request_id(request: web.Request) -> str:
@@ -73,11 +100,15 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     is_upload = request.method == hdrs.METH_PUT and route == FILE_ROUTE
     if is_upload:
         metrics.UPLOADS_IN_FLIGHT.inc()
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.enter()
     response: web.StreamResponse | None = None
     status = "cancelled"
     try:
         response = await handler(request)
         status = str(response.status)
+        if in_flight.draining:
+            response.force_close()  # a keep-alive client must not start another request
         return response
     except web.HTTPException as exc:  # a redirect or other non-error the error middleware passed on
         status = str(exc.status)
@@ -86,6 +117,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = "500"  # the connection will be cut: the status line is already out
         raise
     finally:
+        in_flight.leave()
         elapsed = time.perf_counter() - started
         bytes_in = request.content.total_bytes
         bytes_out = _bytes_out(response) if response is not None else 0
@@ -141,6 +173,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def add_ops(app: web.Application) -> None:
+    app[IN_FLIGHT] = RequestsInFlight()
     app.middlewares.insert(0, observe_middleware)
     app.on_response_prepare.append(_add_request_id)
     app.router.add_get("/healthz", healthz)

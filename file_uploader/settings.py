@@ -78,9 +78,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
-    graceful_timeout: float = 30.0
+    graceful_timeout: int = 30
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)  # gunicorn
-    worker_timeout: float = 30.0  # gunicorn: a worker silent this long is restarted
+    worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -115,11 +115,11 @@ class Settings:
         text("LOG_LEVEL", "log_level")
         text("LOG_FORMAT", "log_format")
         if env.get("GRACEFUL_TIMEOUT"):
-            values["graceful_timeout"] = _float("GRACEFUL_TIMEOUT", env["GRACEFUL_TIMEOUT"], 0)
+            values["graceful_timeout"] = _int("GRACEFUL_TIMEOUT", env["GRACEFUL_TIMEOUT"], 0)
         if env.get("WORKERS"):
             values["workers"] = _int("WORKERS", env["WORKERS"], 1)
         if env.get("WORKER_TIMEOUT"):
-            values["worker_timeout"] = _float("WORKER_TIMEOUT", env["WORKER_TIMEOUT"], 1)
+            values["worker_timeout"] = _int("WORKER_TIMEOUT", env["WORKER_TIMEOUT"], 1)
         if "S3_CREATE_BUCKET" in env:
             values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
         if env.get("PORT"):
