@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, free_port, wait_for_port
+from file_uploader.keys import file_key, user_id
+
+from .conftest import ACCESS_KEY, ROOT, SECRET_KEY, all_keys, free_port, wait_for_port
 
 # What a fresh checkout holds that `make run` uses; .venv is shared so that no install runs.
 CHECKOUT = ("Makefile", "requirements.txt", "requirements-dev.txt", "file_uploader", ".venv")
@@ -101,6 +103,45 @@ def test_make_run_without_env_serves_curl_and_stops_cleanly(
     assert gone, "make, the gateway or moto outlived the stop signal"
     assert not _is_listening(port)
     assert not _is_listening(moto_port)
+
+
+def test_make_run_with_env_uses_that_s3_and_starts_nothing_else(tmp_path: Path, s3_url, bucket, s3) -> None:
+    for name in CHECKOUT:
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".env").write_text(
+        f"S3_ENDPOINT_URL={s3_url}\nS3_BUCKET={bucket}\n"
+        f"AWS_ACCESS_KEY_ID={ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n"
+    )
+    port = free_port()
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("w") as log:
+        make = subprocess.Popen(
+            ["make", "run"],
+            cwd=tmp_path,
+            env=_bare_environment(port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, make, timeout=60)
+        children = subprocess.run(["pgrep", "-g", str(make.pid)], capture_output=True, text=True).stdout
+        assert len(children.split()) == 2  # make and the gateway: no moto
+        token = str(uuid.uuid4())
+        source = tmp_path / "kept.txt"
+        source.write_bytes(b"into the configured S3\n")
+        _curl(
+            "-H",
+            f"X-Auth-Token: {token}",
+            "--upload-file",
+            str(source),
+            f"http://127.0.0.1:{port}/api/files/k",
+        )
+        assert all_keys(s3, bucket) == [file_key(user_id(token), "k")]
+    finally:
+        os.killpg(make.pid, signal.SIGINT)
+        make.wait(timeout=20)
+    assert "in-memory" not in log_path.read_text()
 
 
 def test_configured_s3_means_no_local_server() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -70,7 +71,7 @@ def _put(port: int, token: str, name: str, body: bytes) -> int:
 
 def test_gunicorn_with_two_workers_serves_uploads(s3_url, bucket, s3, tmp_path, stop) -> None:
     port = free_port()
-    env = _gateway_env(s3_url, bucket, port, WORKERS="2", GRACEFUL_TIMEOUT="5")
+    env = _gateway_env(s3_url, bucket, port, WORKERS="2", GRACEFUL_TIMEOUT="5", LOG_FORMAT="json")
     master = _start(GUNICORN, env, tmp_path)
     stop.append(master)
     token = str(uuid.uuid4())
@@ -86,6 +87,14 @@ def test_gunicorn_with_two_workers_serves_uploads(s3_url, bucket, s3, tmp_path, 
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=20) == 0
     assert open_uploads(s3, bucket) == []
+    requests = [
+        json.loads(line)
+        for line in (tmp_path / "gateway.log").read_text().splitlines()
+        if '"file_uploader.access"' in line
+    ]
+    assert [r["status"] for r in requests] == ["204"] * 7
+    assert {r["route"] for r in requests} == {"/api/files/{name}"}
+    assert {r["user"] for r in requests} == {uid}
 
 
 def _start_slow_upload(port: int, token: str, name: str, total: int, first: int) -> socket.socket:
