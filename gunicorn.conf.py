@@ -8,8 +8,19 @@ and give requests in flight GRACEFUL_TIMEOUT seconds before they are
 cancelled (and their multipart uploads aborted).
 """
 
-from file_uploader import logs
-from file_uploader.settings import load_settings
+import os
+import shutil
+import tempfile
+
+# Workers share their metrics through files here (prometheus-client's
+# multiprocess mode), so a scrape answered by any worker counts them all. It
+# must be set before any worker imports prometheus_client.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="file_uploader-metrics-")
+
+from file_uploader import logs  # noqa: E402 (after the metrics directory is set)
+from file_uploader.settings import load_settings  # noqa: E402
 
 _settings = load_settings()
 
@@ -32,3 +43,14 @@ def post_fork(server, worker):
 # gunicorn's control socket (for gunicornc) sits at one fixed path per user, so
 # two gateways on one host would fight over it; nothing here uses it.
 control_socket_disable = True
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges stop counting
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

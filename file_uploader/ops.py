@@ -16,7 +16,7 @@ import uuid
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
 from .errors import ApiError
@@ -167,7 +167,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
+    response = web.Response(body=metrics.exposition())
     response.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
     return response
 

@@ -69,6 +69,12 @@ def _put(port: int, token: str, name: str, body: bytes) -> int:
         return int(sock.makefile("rb").readline().split()[1])
 
 
+def _get(port: int, path: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return sock.makefile("rb").read().decode()
+
+
 def test_gunicorn_with_two_workers_serves_uploads(s3_url, bucket, s3, tmp_path, stop) -> None:
     port = free_port()
     env = _gateway_env(s3_url, bucket, port, WORKERS="2", GRACEFUL_TIMEOUT="5", LOG_FORMAT="json")
@@ -84,6 +90,8 @@ def test_gunicorn_with_two_workers_serves_uploads(s3_url, bucket, s3, tmp_path, 
     )
     workers = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) == 2
+    for _ in range(4):  # whichever worker answers, it reports both workers' counts
+        assert "\nfile_uploader_uploads_completed_total 7.0\n" in _get(port, "/metrics")
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=20) == 0
     assert open_uploads(s3, bucket) == []
@@ -92,9 +100,11 @@ def test_gunicorn_with_two_workers_serves_uploads(s3_url, bucket, s3, tmp_path, 
         for line in (tmp_path / "gateway.log").read_text().splitlines()
         if '"file_uploader.access"' in line
     ]
-    assert [r["status"] for r in requests] == ["204"] * 7
-    assert {r["route"] for r in requests} == {"/api/files/{name}"}
-    assert {r["user"] for r in requests} == {uid}
+    uploads = [r for r in requests if r["method"] == "PUT"]
+    assert [r["status"] for r in uploads] == ["204"] * 7
+    assert {r["route"] for r in uploads} == {"/api/files/{name}"}
+    assert {r["user"] for r in uploads} == {uid}
+    assert {(r["route"], r["user"]) for r in requests if r["method"] == "GET"} == {("/metrics", "-")}
 
 
 def _start_slow_upload(port: int, token: str, name: str, total: int, first: int) -> socket.socket:
