@@ -59,6 +59,13 @@ def _float(name: str, value: str, minimum: float) -> float:
     return number
 
 
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     s3_bucket: str
@@ -79,7 +86,7 @@ class Settings:
     log_format: str = "text"  # or "json": one JSON object per line
     # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
     graceful_timeout: int = 30
-    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)  # gunicorn
+    workers: int = dataclasses.field(default_factory=_usable_cpus)  # gunicorn
     worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
 
     def __post_init__(self) -> None:
