@@ -4,9 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The venv is (re)built whenever a requirements file changes.
 INSTALLED := $(VENV)/.installed
+COMPOSE := docker compose -f docker/docker-compose.yml
+IMAGE ?= file-uploader
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint
+.PHONY: help venv run test lint start-gunicorn run-dev stop-dev logs docker-run docker-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,8 +21,8 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 
 venv: $(INSTALLED) ## create .venv and install the requirements
 
-run: $(INSTALLED) ## start the gateway on :8080 (S3 settings from .env)
-	$(BIN)/python -m file_uploader
+run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-memory S3)
+	$(BIN)/python -m file_uploader.devserver
 
 test: $(INSTALLED) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -28,3 +30,22 @@ test: $(INSTALLED) ## run the whole test suite
 lint: $(INSTALLED) ## check the code with ruff
 	$(BIN)/ruff check file_uploader tests
 	$(BIN)/ruff format --check file_uploader tests
+
+start-gunicorn: $(INSTALLED) ## serve with gunicorn: WORKERS (default one per core), HOST, PORT from env/.env
+	$(BIN)/gunicorn file_uploader.app:create_app -c gunicorn.conf.py
+
+run-dev: ## build and start gateway replicas + MinIO with docker compose (http://localhost:8080)
+	$(COMPOSE) up --build --detach
+
+stop-dev: ## stop the compose stack (MinIO's volume, and so the files, are kept)
+	$(COMPOSE) down --remove-orphans
+
+logs: ## follow the compose stack's logs
+	$(COMPOSE) logs --follow
+
+docker-run: ## build the image and run it alone: --env-file .env -p 8080:8080
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+	docker run --detach --rm --name $(IMAGE) --env-file .env -p 8080:8080 $(IMAGE)
+
+docker-logs: ## follow the logs of `make docker-run`'s container
+	docker logs --follow $(IMAGE)

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import sys
 
-from aiohttp import web
-
-from . import purge
-from .app import create_app
+from . import lifecycle, logs, purge
 from .settings import Settings, SettingsError, load_settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    web.run_app(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),
-    )
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    asyncio.run(lifecycle.serve(settings, host, port))
     return 0
 
 
@@ -43,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"file_uploader: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     return args.run(settings, args)
 
 

@@ -9,7 +9,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from . import handlers, page, share, tus
+from . import handlers, ops, page, share, tus
 from .auth import auth_middleware
 from .errors import error_middleware
 from .settings import Settings, load_settings
@@ -76,4 +76,5 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     tus.add_routes(app)
     share.add_routes(app)
     page.add_routes(app)
+    ops.add_ops(app)
     return app

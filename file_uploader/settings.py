@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 
 from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse_size
 
+LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -58,6 +59,13 @@ def _float(name: str, value: str, minimum: float) -> float:
     return number
 
 
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     s3_bucket: str
@@ -80,8 +88,17 @@ class Settings:
     # Key of the HMAC that signs share links; None: a random one per process.
     share_secret: str | None = dataclasses.field(default=None, repr=False)
     share_max_seconds: int = 7 * 24 * 3600
+    log_format: str = "text"  # or "json": one JSON object per line
+    # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
+    graceful_timeout: int = 30
+    workers: int = dataclasses.field(default_factory=_usable_cpus)  # gunicorn
+    worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
         if not self.s3_bucket:
             raise SettingsError("S3_BUCKET (or BUCKET) must name the bucket that holds the files")
         if self.part_size < MIN_PART_SIZE:
@@ -111,6 +128,13 @@ class Settings:
         text("SHARE_SECRET", "share_secret")
         if env.get("SHARE_MAX_SECONDS"):
             values["share_max_seconds"] = _int("SHARE_MAX_SECONDS", env["SHARE_MAX_SECONDS"], 1)
+        text("LOG_FORMAT", "log_format")
+        if env.get("GRACEFUL_TIMEOUT"):
+            values["graceful_timeout"] = _int("GRACEFUL_TIMEOUT", env["GRACEFUL_TIMEOUT"], 0)
+        if env.get("WORKERS"):
+            values["workers"] = _int("WORKERS", env["WORKERS"], 1)
+        if env.get("WORKER_TIMEOUT"):
+            values["worker_timeout"] = _int("WORKER_TIMEOUT", env["WORKER_TIMEOUT"], 1)
         if "S3_CREATE_BUCKET" in env:
             values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
         if env.get("PORT"):

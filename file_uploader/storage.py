@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import metrics
 from .sizes import LIST_PAGE_SIZE, MAX_PARTS, part_size_for
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,13 @@ _BUSY_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
 
 @contextlib.contextmanager
 def s3_errors(operation: str) -> Any:
-    """Translate what botocore and aiohttp raise into this module's errors."""
+    """Translate what botocore and aiohttp raise into this module's errors; time the call."""
+    with metrics.s3_call(operation), _translated(operation):
+        yield
+
+
+@contextlib.contextmanager
+def _translated(operation: str) -> Any:
     try:
         yield
     except ClientError as exc:
@@ -156,6 +163,14 @@ class Storage:
         self.bucket = bucket
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
+
+    async def check(self) -> None:
+        """Raise a StorageFailure unless the bucket answers (for readiness probes)."""
+        try:
+            with s3_errors("HeadBucket"):
+                await self.client.head_bucket(Bucket=self.bucket)
+        except FileNotFound:
+            raise StorageError(f"bucket {self.bucket!r} does not exist") from None
 
     async def ensure_bucket(self, *, create: bool) -> None:
         """Check the bucket exists; create it if it does not and `create` is set."""

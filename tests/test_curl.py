@@ -122,8 +122,8 @@ def test_the_token_is_not_in_the_gateway_log(gateway_process, tmp_path):
     log_file = tmp_path / "gateway.log"
     deadline = time.monotonic() + 10
     # The access log line is written just after the response has gone out.
-    while "GET /api/files" not in log_file.read_text() and time.monotonic() < deadline:
+    while "/api/files" not in log_file.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     log = log_file.read_text()
-    assert "GET /api/files" in log
+    assert "/api/files" in log  # the request log line is there
     assert TOKEN not in log
