@@ -74,6 +74,7 @@ class Settings:
     s3_max_attempts: int = 5
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
+    max_uploads_per_user: int = 32  # per process; 0: no limit
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -119,6 +120,8 @@ class Settings:
             values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
         if env.get("BODY_READ_TIMEOUT"):
             values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
+        if env.get("MAX_UPLOADS_PER_USER"):
+            values["max_uploads_per_user"] = _int("MAX_UPLOADS_PER_USER", env["MAX_UPLOADS_PER_USER"], 0)
         return cls(**values)  # type: ignore[arg-type]
 
 
