@@ -8,6 +8,7 @@ import sys
 
 from aiohttp import web
 
+from . import gc
 from .app import create_app
 from .settings import Settings, SettingsError, load_settings
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port to listen on (default: PORT, else 8080)")
     run.set_defaults(run=serve)
     # Admin commands add their own sub-parsers here, each with set_defaults(run=...).
+    gc.add_parser(commands)
     return parser
 
 

@@ -146,6 +146,7 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
         "S3_BUCKET": bucket,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "PYTHONPATH": str(ROOT),  # cwd is tmp_path, so the package is not on sys.path by itself
     }
     log = (tmp_path / "gateway.log").open("w")
     process = subprocess.Popen(

@@ -47,8 +47,9 @@ class Fault:
     """What to do to matching requests, for the first `times` of them (None: always).
 
     `action` is "error" (answer `status` with S3 error `code`), "reset" (read
-    `after_bytes` of the body, then reset the connection) or "delay" (wait
-    `seconds`, then forward).
+    `after_bytes` of the body, then reset the connection), "delay" (wait
+    `seconds`, then forward) or "rewrite" (forward, then pass S3's response
+    body through `rewrite`).
     """
 
     operation: str
@@ -59,6 +60,7 @@ class Fault:
     after_bytes: int = 64 * 1024
     seconds: float = 0.0
     match: Callable[[web.Request], bool] = lambda request: True
+    rewrite: Callable[[bytes], bytes] = lambda body: body
     hits: int = 0
 
     def applies(self, request: web.Request) -> bool:
@@ -140,9 +142,13 @@ class FaultProxy:
                 return _reset(request)
             if fault.action == "delay":
                 await asyncio.sleep(fault.seconds)
+            if fault.action == "rewrite":
+                return await self._forward(request, fault.rewrite)
         return await self._forward(request)
 
-    async def _forward(self, request: web.Request) -> web.Response:
+    async def _forward(
+        self, request: web.Request, rewrite: Callable[[bytes], bytes] | None = None
+    ) -> web.Response:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
@@ -154,6 +160,8 @@ class FaultProxy:
             allow_redirects=False,
         ) as upstream:
             payload = await upstream.read()
+            if rewrite is not None:
+                payload = rewrite(payload)
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
             if request.method == "HEAD" and "Content-Length" in upstream.headers:
                 out["Content-Length"] = upstream.headers["Content-Length"]  # botocore reads it

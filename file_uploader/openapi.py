@@ -1,0 +1,170 @@
+"""The OpenAPI 3 description of the API, served at GET /api/openapi.json.
+
+Kept here, in one place; a test checks its paths and methods against the
+app's routes, and schemathesis fuzzes the running gateway against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+
+OPENAPI_PATH = "/api/openapi.json"
+
+_STRING = {"schema": {"type": "string"}}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _error(description: str, headers: tuple[str, ...] = ()) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = {name: _STRING for name in headers}
+    return response
+
+
+def _no_body(description: str) -> dict[str, Any]:
+    return {"description": description}
+
+
+# Every route can answer these.
+_COMMON = {
+    "401": _error("no token, a malformed one, or more than one", ("WWW-Authenticate",)),
+    "502": _error("S3 refused the operation"),
+    "503": _error("S3 is unreachable or busy; try again", ("Retry-After",)),
+}
+_NAMED = {**_COMMON, "400": _error("the file name cannot be stored (see the message)")}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_FILE_HEADERS = {name: _STRING for name in ("ETag", "Last-Modified", "Content-Length", "Accept-Ranges")}
+
+
+def _header(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, **_STRING}
+
+
+_DIGEST_HEADERS = [_header("Content-MD5"), _header("Digest"), _header("Repr-Digest")]
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the file name: UTF-8, percent-encoded; '/' allowed between non-empty segments",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "file_uploader",
+            "version": __version__,
+            "description": "Stream files into S3. Every user is an X-Auth-Token (a UUID).",
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/files": {
+                "get": {
+                    "summary": "the user's file names, sorted",
+                    "responses": {
+                        "200": {
+                            "description": "the names",
+                            "content": {
+                                "application/json": {"schema": {"type": "array", "items": {"type": "string"}}}
+                            },
+                        },
+                        **_COMMON,
+                    },
+                }
+            },
+            "/api/files/{name}": {
+                "parameters": [_NAME],
+                "put": {
+                    "summary": "store a file (replacing any under the same name), streamed",
+                    "parameters": _DIGEST_HEADERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": _BINARY},
+                    },
+                    "responses": {
+                        "204": _no_body("stored"),
+                        **_NAMED,
+                        "400": _error("a bad name, a bad or mismatched digest, or an incomplete body"),
+                        "408": _error("the client stopped sending the body"),
+                        "413": _error("the file is larger than MAX_FILE_SIZE"),
+                        "417": _error("an Expect other than 100-continue"),
+                        "429": _error("too many uploads at once for this user", ("Retry-After",)),
+                    },
+                },
+                "get": {
+                    "summary": "the file's bytes (or one range of them)",
+                    "parameters": [_header("Range")],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "headers": _FILE_HEADERS,
+                            "content": {"*/*": _BINARY},
+                        },
+                        "206": {
+                            "description": "the requested range",
+                            "headers": {**_FILE_HEADERS, "Content-Range": {"schema": {"type": "string"}}},
+                            "content": {"*/*": _BINARY},
+                        },
+                        **_NAMED,
+                        "404": _error("no such file"),
+                        "416": _error("the range is outside the file", ("Content-Range",)),
+                    },
+                },
+                "head": {
+                    "summary": "the headers GET would send",
+                    "responses": {
+                        "200": {"description": "the file exists", "headers": _FILE_HEADERS},
+                        **{code: _no_body(r["description"]) for code, r in _NAMED.items()},
+                        "404": _no_body("no such file"),
+                    },
+                },
+                "delete": {
+                    "summary": "delete the file",
+                    "responses": {"204": _no_body("deleted"), **_NAMED, "404": _error("no such file")},
+                },
+            },
+            OPENAPI_PATH: {
+                "get": {
+                    "summary": "this description",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+            "schemas": {"Error": _ERROR},
+        },
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(spec())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(OPENAPI_PATH, serve, allow_head=False)
