@@ -243,20 +243,20 @@ async def test_a_burst_of_2000_tiny_requests_is_answered_without_errors_or_memor
 
     async def one(n: int) -> None:
         async with gate:
-            if n % 10 == 0:
+            if n % 50 == 0:  # a real listing, to S3, now and then
                 response = await client.get("/api/files", headers=auth)
-            elif n % 10 < 5:
+            elif n % 2:
                 response = await client.get("/api/files")  # no token
             else:
                 response = await client.get(TOO_LONG, headers=auth)  # refused before S3
             await response.read()
             statuses[response.status] = statuses.get(response.status, 0) + 1
 
-    await asyncio.gather(*(one(n) for n in range(1000)))  # warm up: caches, pools, buffers
+    await asyncio.gather(*(one(n) for n in range(500)))  # warm up: caches, pools, buffers
     gc.collect()
     before = rss_kib()
     await asyncio.gather(*(one(n) for n in range(2000)))
     gc.collect()
     grown_mib = (rss_kib() - before) / 1024
-    assert statuses == {200: 300, 401: 1200, 400: 1500}
+    assert statuses == {200: 50, 401: 1250, 400: 1200}
     assert grown_mib < 20, f"peak RSS grew by {grown_mib:.1f} MiB over 2000 requests"

@@ -16,7 +16,7 @@ from .conftest import all_keys, open_uploads
 from .faultproxy import Fault, FaultProxy
 
 PART = MIN_PART_SIZE
-SIZE = 2 * PART + 1234  # three parts
+SIZE = PART + 1234  # two parts: the second one is where faults are injected
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ async def test_a_part_that_fails_once_is_retried_and_the_file_is_byte_exact(
     response = await gateway.put("/api/files/f", data=data, headers=auth)
     assert response.status == 204, await response.text()
     assert fault.hits == 1
-    assert proxy.count("UploadPart") == 4  # three parts, one of them twice
+    assert proxy.count("UploadPart") == 3  # two parts, the second one twice
     await assert_stored_exactly(gateway, auth, s3, bucket, "f", data)
 
 
