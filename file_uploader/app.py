@@ -9,7 +9,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from . import handlers, openapi
+from . import handlers, openapi, tus
 from .auth import auth_middleware
 from .bucket import BUCKET, BucketCheck, bucket_middleware
 from .errors import error_middleware
@@ -78,5 +78,6 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[UPLOADS] = UploadSlots(settings.max_uploads_per_user)
     app.cleanup_ctx.append(s3_storage)
     handlers.add_routes(app)
+    tus.add_routes(app)
     openapi.add_routes(app)
     return app

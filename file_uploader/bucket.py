@@ -1,5 +1,5 @@
 """Whether the bucket is usable: checked (and created if allowed) at startup and,
-until that succeeds, again before each file request.
+until that succeeds, again before each request that needs S3.
 
 The gateway starts even when S3 is unreachable; requests get 503 until S3
 answers, and the first one after that creates the bucket if it is missing.
@@ -34,12 +34,12 @@ class BucketCheck:
 
 # Here rather than in typedefs.py, which this module's middleware would otherwise import in a cycle.
 BUCKET = web.AppKey("bucket", BucketCheck)
-FILES_PREFIX = "/api/files"
+S3_ROUTES = ("/api/files", "/api/uploads")  # what needs the bucket
 
 
 @web.middleware
 async def bucket_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the bucket before a file request, until a check has passed once."""
-    if request.path.startswith(FILES_PREFIX):
+    if request.path.startswith(S3_ROUTES):
         await request.app[BUCKET].ensure()
     return await handler(request)

@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from .app import s3_config
 from .keys import FILES_ROOT
 from .settings import Settings
 from .storage import Storage, StorageFailure, s3_errors
+from .tus_store import expire_uploads, live_multipart_ids
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +51,21 @@ class StaleUpload:
 
 
 async def stale_uploads(
-    client: Any, bucket: str, older_than: datetime.timedelta, *, prefix: str = FILES_ROOT
+    client: Any,
+    bucket: str,
+    older_than: datetime.timedelta,
+    *,
+    prefix: str = FILES_ROOT,
+    keep: frozenset[str] | set[str] = frozenset(),
 ) -> AsyncIterator[StaleUpload]:
-    """Every multipart upload under `prefix` initiated more than `older_than` ago."""
+    """Every multipart upload under `prefix` initiated more than `older_than` ago, but those in `keep`."""
     cutoff = datetime.datetime.now(datetime.UTC) - older_than
     request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     while True:
         with s3_errors("ListMultipartUploads"):
             page = await client.list_multipart_uploads(**request)
         for upload in page.get("Uploads", ()):
-            if upload["Initiated"] <= cutoff:
+            if upload["Initiated"] <= cutoff and upload["UploadId"] not in keep:
                 yield StaleUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
         if not page.get("IsTruncated"):
             return
@@ -67,15 +74,17 @@ async def stale_uploads(
 
 
 async def abort_stale_uploads(
-    storage: Storage, older_than: datetime.timedelta, *, prefix: str = FILES_ROOT
+    storage: Storage,
+    older_than: datetime.timedelta,
+    *,
+    prefix: str = FILES_ROOT,
+    keep: frozenset[str] | set[str] = frozenset(),
 ) -> list[StaleUpload]:
     """Abort the uploads `stale_uploads` finds; return those aborted.
 
     Listed in full first, so that aborting does not shift the pages being read.
-    Other kinds of garbage (expired resumable uploads, ...) can be collected
-    by callers next to this one.
     """
-    listing = stale_uploads(storage.client, storage.bucket, older_than, prefix=prefix)
+    listing = stale_uploads(storage.client, storage.bucket, older_than, prefix=prefix, keep=keep)
     found = [upload async for upload in listing]
     aborted = []
     for upload in found:
@@ -107,17 +116,38 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         )
 
 
-async def collect_garbage(settings: Settings, older_than: datetime.timedelta) -> list[StaleUpload]:
+@dataclasses.dataclass(frozen=True)
+class Collected:
+    expired_tus_uploads: int
+    aborted: list[StaleUpload]
+
+
+async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> Collected:
+    """Expire tus uploads past their Upload-Expires, then abort other stale multipart uploads.
+
+    A live tus upload's multipart upload may rightly sit idle for up to
+    UPLOAD_EXPIRY, whatever `older_than` says, so its id is kept.
+    """
+    now = time.time()
+    with s3_errors("tus expiry"):
+        expired = await expire_uploads(storage.client, storage.bucket, now)
+        live = await live_multipart_ids(storage.client, storage.bucket, now)
+    return Collected(expired, await abort_stale_uploads(storage, older_than, keep=live))
+
+
+async def _collect(settings: Settings, older_than: datetime.timedelta) -> Collected:
     async with open_storage(settings) as storage:
-        return await abort_stale_uploads(storage, older_than)
+        return await collect_garbage(storage, older_than)
 
 
 def gc_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        aborted = asyncio.run(collect_garbage(settings, args.older_than))
+        collected = asyncio.run(_collect(settings, args.older_than))
     except StorageFailure as exc:
         print(f"gc: {exc}")
         return 1
+    aborted = collected.aborted
+    print(f"gc: expired {collected.expired_tus_uploads} resumable (tus) upload(s)")
     now = datetime.datetime.now(datetime.UTC)
     for upload in aborted:
         age = now - upload.initiated

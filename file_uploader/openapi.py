@@ -67,6 +67,96 @@ _NAME = {
 }
 
 
+# tus 1.0.0 (see tus.py): every request but OPTIONS carries Tus-Resumable.
+_TUS_VERSION = {
+    "name": "Tus-Resumable",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "enum": ["1.0.0"]},
+}
+_TUS_ERRORS = {
+    **_COMMON,
+    "400": _error("a malformed tus header, metadata or file name"),
+    "412": _error("an unsupported Tus-Resumable", ("Tus-Version",)),
+}
+_TUS_OPTIONS = {
+    "summary": "tus discovery: version, extensions, maximum size",
+    "security": [],
+    "responses": {
+        "204": _no_body("the server's tus capabilities"),
+        "401": _error("a token header that is not a token", ("WWW-Authenticate",)),
+    },
+}
+_TUS_CREATE = {
+    "summary": "start a resumable (tus) upload; the file name is the filename metadata key",
+    "parameters": [
+        _TUS_VERSION,
+        _header("Upload-Length"),
+        _header("Upload-Defer-Length"),
+        _header("Upload-Metadata"),
+    ],
+    "responses": {
+        "201": {"description": "created", "headers": {"Location": _STRING, "Upload-Offset": _STRING}},
+        **_TUS_ERRORS,
+        "413": _error("Upload-Length is over MAX_FILE_SIZE"),
+        "415": _error("a body without Content-Type: application/offset+octet-stream"),
+    },
+}
+_UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _tus_paths() -> dict[str, Any]:
+    return {
+        "/api/uploads": {"post": _TUS_CREATE, "options": _TUS_OPTIONS},
+        "/api/uploads/": {"post": _TUS_CREATE, "options": _TUS_OPTIONS},
+        "/api/uploads/{upload_id}": {
+            "parameters": [_UPLOAD_ID],
+            "options": _TUS_OPTIONS,
+            "head": {
+                "summary": "the upload's offset (where to resume)",
+                "parameters": [_TUS_VERSION],
+                "responses": {
+                    "200": {"description": "the upload", "headers": {"Upload-Offset": _STRING}},
+                    **{code: _no_body(r["description"]) for code, r in _TUS_ERRORS.items()},
+                    "404": _no_body("no such upload"),
+                    "410": _no_body("the upload expired"),
+                },
+            },
+            "patch": {
+                "summary": "append bytes at Upload-Offset",
+                "parameters": [
+                    _TUS_VERSION,
+                    _header("Upload-Offset"),
+                    _header("Upload-Length"),
+                    _header("Upload-Checksum"),
+                ],
+                "requestBody": {"required": True, "content": {"application/offset+octet-stream": _BINARY}},
+                "responses": {
+                    "204": {"description": "appended", "headers": {"Upload-Offset": _STRING}},
+                    **_TUS_ERRORS,
+                    "404": _error("no such upload"),
+                    "408": _error("the client stopped sending the body"),
+                    "409": _error("Upload-Offset is not the upload's offset"),
+                    "410": _error("the upload expired"),
+                    "413": _error("the bytes run past the upload's length"),
+                    "415": _error("Content-Type is not application/offset+octet-stream"),
+                    "460": _error("the bytes do not match Upload-Checksum"),
+                },
+            },
+            "delete": {
+                "summary": "terminate the upload",
+                "parameters": [_TUS_VERSION],
+                "responses": {
+                    "204": _no_body("terminated"),
+                    **_TUS_ERRORS,
+                    "404": _error("no such upload"),
+                    "410": _error("the upload expired"),
+                },
+            },
+        },
+    }
+
+
 def spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -142,6 +232,7 @@ def spec() -> dict[str, Any]:
                     "responses": {"204": _no_body("deleted"), **_NAMED, "404": _error("no such file")},
                 },
             },
+            **_tus_paths(),
             OPENAPI_PATH: {
                 "get": {
                     "summary": "this description",

@@ -76,6 +76,8 @@ class Settings:
     body_read_timeout: float = 60.0
     max_uploads_per_user: int = 32  # per process; 0: no limit
     log_level: str = "INFO"
+    # A tus upload not PATCHed for this long expires (Upload-Expires).
+    upload_expiry: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if not self.s3_bucket:
@@ -122,6 +124,8 @@ class Settings:
             values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
         if env.get("MAX_UPLOADS_PER_USER"):
             values["max_uploads_per_user"] = _int("MAX_UPLOADS_PER_USER", env["MAX_UPLOADS_PER_USER"], 0)
+        if env.get("UPLOAD_EXPIRY"):
+            values["upload_expiry"] = _float("UPLOAD_EXPIRY", env["UPLOAD_EXPIRY"], 1)
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -73,8 +73,9 @@ def bucket(s3) -> Iterator[str]:
     for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
         s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for item in page.get("Contents", []):
-            s3.delete_object(Bucket=name, Key=item["Key"])
+        if page.get("Contents"):
+            keys = [{"Key": item["Key"]} for item in page["Contents"]]
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
     s3.delete_bucket(Bucket=name)
 
 
@@ -146,7 +147,8 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
         "S3_BUCKET": bucket,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "PYTHONPATH": str(ROOT),  # cwd is tmp_path, so the package is not on sys.path by itself
+        # Run from an empty folder (no .env of the checkout's) on this checkout's code.
+        "PYTHONPATH": str(ROOT),
     }
     log = (tmp_path / "gateway.log").open("w")
     process = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import re
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from file_uploader.gc import abort_stale_uploads, open_storage, parse_age
+from file_uploader.gc import abort_stale_uploads, collect_garbage, open_storage, parse_age
 from file_uploader.settings import Settings
 
 from .conftest import ROOT, open_uploads
@@ -89,3 +90,24 @@ def test_ages_parse(text, seconds):
 def test_a_bad_age_is_refused(text):
     with pytest.raises(ValueError):
         parse_age(text)
+
+
+async def test_gc_keeps_a_live_resumable_upload_however_old(client, auth, settings, s3, bucket):
+    """A tus upload may sit idle until it expires: gc aborts only the crashed plain upload."""
+    response = await client.post(
+        "/api/uploads",
+        headers={
+            **auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "100",
+            "Upload-Metadata": "filename " + base64.b64encode(b"resumable.bin").decode(),
+        },
+    )
+    assert response.status == 201, await response.text()
+    tus_keys = open_keys(s3, bucket)
+    assert len(tus_keys) == 1  # the tus upload has its multipart upload open
+    crashed_id = start_upload(s3, bucket, GATEWAY_KEY)
+    async with open_storage(settings) as storage:
+        collected = await collect_garbage(storage, datetime.timedelta(0))
+    assert [upload.upload_id for upload in collected.aborted] == [crashed_id]
+    assert open_keys(s3, bucket) == tus_keys
