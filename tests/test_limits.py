@@ -11,6 +11,7 @@ import pytest
 
 from file_uploader.app import create_app
 from file_uploader.keys import user_id, user_prefix
+from file_uploader.limits import UPLOADS
 from file_uploader.settings import Settings
 from file_uploader.sizes import MIN_PART_SIZE
 
@@ -34,7 +35,12 @@ async def start_upload(client, auth, name: str, declared: int, sent: bytes):
         + sent
     )
     await writer.drain()
-    await asyncio.sleep(0.2)  # the gateway has taken the upload slot
+    slots, uid = client.app[UPLOADS], user_id(auth["X-Auth-Token"])
+    for _ in range(200):  # until the gateway's handler holds the slot (slow on a busy machine)
+        if slots.active(uid):
+            break
+        await asyncio.sleep(0.02)
+    assert slots.active(uid) == 1
     return reader, writer
 
 
