@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from . import lifecycle, logs, purge
+from . import gc, lifecycle, logs, purge
 from .settings import Settings, SettingsError, load_settings
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=serve)
     # Admin commands add their own sub-parsers here, each with set_defaults(run=...).
     purge.add_parser(commands)
+    gc.add_parser(commands)
     return parser
 
 

@@ -9,9 +9,11 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from . import handlers, ops, page, share, tus
+from . import handlers, openapi, ops, page, share, tus
 from .auth import auth_middleware
+from .bucket import BUCKET, BucketCheck, bucket_middleware
 from .errors import error_middleware
+from .limits import UPLOADS, UploadSlots
 from .settings import Settings, load_settings
 from .storage import Storage, StorageFailure
 from .typedefs import SETTINGS, STORAGE
@@ -33,7 +35,8 @@ def s3_config(settings: Settings) -> AioConfig:
         # Path-style addressing: MinIO, Ceph and moto serve buckets under the
         # endpoint's own host name, not as virtual-host subdomains.
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else None,
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        # total_max_attempts counts the first try; botocore's max_attempts would not.
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
     )
 
 
@@ -55,10 +58,11 @@ async def s3_storage(app: web.Application) -> AsyncIterator[None]:
             part_size=settings.part_size,
             parts_in_flight=settings.parts_in_flight,
         )
+        bucket = app[BUCKET] = BucketCheck(storage, create=settings.s3_create_bucket)
         try:
-            await storage.ensure_bucket(create=settings.s3_create_bucket)
+            await bucket.ensure()
         except StorageFailure as exc:
-            # Start anyway: requests get 503 until S3 answers.
+            # Start anyway: requests get 503 until S3 answers (bucket_middleware retries).
             log.warning("bucket %s is not usable yet: %s", settings.s3_bucket, exc)
         app[STORAGE] = storage
         yield
@@ -67,14 +71,16 @@ async def s3_storage(app: web.Application) -> AsyncIterator[None]:
 async def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, auth_middleware, bucket_middleware],
         handler_args={"lingering_time": LINGERING_SECONDS},
     )
     app[SETTINGS] = settings
+    app[UPLOADS] = UploadSlots(settings.max_uploads_per_user)
     app.cleanup_ctx.append(s3_storage)
     handlers.add_routes(app)
     tus.add_routes(app)
     share.add_routes(app)
     page.add_routes(app)
     ops.add_ops(app)
+    openapi.add_routes(app)
     return app

@@ -12,10 +12,13 @@ from aiohttp.typedefs import Handler
 
 from .errors import ApiError
 from .keys import is_valid_token, user_id
+from .openapi import OPENAPI_PATH
 from .typedefs import USER_ID
 
 TOKEN_HEADER = "X-Auth-Token"
 API_PREFIX = "/api/"
+# Under /api/ but open to all: the API's description, which a client reads before it has a token.
+PUBLIC_PATHS = frozenset({OPENAPI_PATH})
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 
 
@@ -40,6 +43,8 @@ def authenticate(request: web.Request) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
     if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
         authenticate(request)
     return await handler(request)

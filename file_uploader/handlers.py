@@ -15,7 +15,9 @@ from aiohttp.http import HttpVersion11
 
 from .auth import authenticate
 from .errors import ApiError, as_api_error, error_response
+from .integrity import expected_digests, verified
 from .keys import InvalidName, file_key, user_prefix
+from .limits import UPLOADS
 from .settings import Settings
 from .storage import Download, ObjectInfo
 from .typedefs import SETTINGS, STORAGE, USER_ID
@@ -128,6 +130,8 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         authenticate(request)
         _key(request)
         _declared_length(request, request.app[SETTINGS])
+        expected_digests(request.headers)
+        request.app[UPLOADS].check(request[USER_ID])
     except Exception as exc:
         response = error_response(as_api_error(exc))
         response.force_close()
@@ -190,9 +194,9 @@ async def put_file(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     key = _key(request)
     size = _declared_length(request, settings)
-    await request.app[STORAGE].put(
-        key, _body(request, settings), size=size, content_type=_content_type(_name(request))
-    )
+    body = verified(_body(request, settings), expected_digests(request.headers))
+    with request.app[UPLOADS].hold(request[USER_ID]):
+        await request.app[STORAGE].put(key, body, size=size, content_type=_content_type(_name(request)))
     return web.Response(status=204)
 
 

@@ -82,6 +82,7 @@ class Settings:
     s3_max_attempts: int = 5
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
+    max_uploads_per_user: int = 32  # per process; 0: no limit
     log_level: str = "INFO"
     # A tus upload not PATCHed for this long expires (Upload-Expires).
     upload_expiry: float = 24 * 3600.0
@@ -151,6 +152,8 @@ class Settings:
             values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
         if env.get("BODY_READ_TIMEOUT"):
             values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
+        if env.get("MAX_UPLOADS_PER_USER"):
+            values["max_uploads_per_user"] = _int("MAX_UPLOADS_PER_USER", env["MAX_UPLOADS_PER_USER"], 0)
         if env.get("UPLOAD_EXPIRY"):
             values["upload_expiry"] = _float("UPLOAD_EXPIRY", env["UPLOAD_EXPIRY"], 1)
         return cls(**values)  # type: ignore[arg-type]
