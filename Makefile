@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint
+.PHONY: help venv run test lint bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,3 +28,6 @@ test: $(INSTALLED) ## run the whole test suite
 lint: $(INSTALLED) ## check the code with ruff
 	$(BIN)/ruff check file_uploader tests
 	$(BIN)/ruff format --check file_uploader tests
+
+bench: $(INSTALLED) ## gateway vs direct S3: throughput and memory table (minutes; BENCH_* env, see bench/bench.py)
+	$(BIN)/python bench/bench.py

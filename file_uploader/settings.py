@@ -74,6 +74,7 @@ class Settings:
     s3_max_attempts: int = 5
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
+    memory_budget: int = 512 * MiB
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -84,6 +85,8 @@ class Settings:
                 f"PART_SIZE must be at least {MIN_PART_SIZE // MiB} MiB (S3's minimum part size), "
                 f"got {self.part_size} bytes"
             )
+        if self.memory_budget < self.part_size:
+            raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.s3_max_connections < self.parts_in_flight:
             raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
 
@@ -119,6 +122,8 @@ class Settings:
             values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
         if env.get("BODY_READ_TIMEOUT"):
             values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
+        if env.get("MEMORY_BUDGET"):
+            values["memory_budget"] = _size("MEMORY_BUDGET", env["MEMORY_BUDGET"])
         return cls(**values)  # type: ignore[arg-type]
 
 
