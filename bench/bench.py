@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from file_uploader.app import s3_config  # noqa: E402
 from file_uploader.keys import user_id, user_prefix  # noqa: E402
+from file_uploader.loop import new_event_loop  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import MiB, parse_size  # noqa: E402
 from file_uploader.storage import send_bodies_as_is  # noqa: E402
@@ -154,7 +155,8 @@ def gateway(s3_url: str, bucket: str) -> Iterator[tuple[str, int]]:
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
     }
-    with server([sys.executable, "-m", "file_uploader"], port, env) as process:
+    command = os.environ.get("BENCH_GATEWAY", "-m file_uploader").split()
+    with server([sys.executable, *command], port, env) as process:
         yield f"http://127.0.0.1:{port}", process.pid
 
 
@@ -561,8 +563,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(main())
+    # The direct client runs on the gateway's event loop too (uvloop when installed).
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())

@@ -9,17 +9,14 @@ import sys
 from aiohttp import web
 
 from .app import create_app
+from .loop import new_event_loop
 from .settings import Settings, SettingsError, load_settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        import uvloop  # its event loop moves bytes between sockets faster than asyncio's
-    except ImportError:
-        uvloop = None
     web.run_app(
         create_app(settings),
-        loop=uvloop.new_event_loop() if uvloop else None,
+        loop=new_event_loop(),
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         print=lambda text: logging.getLogger("file_uploader").info("%s", text.strip()),

@@ -305,16 +305,22 @@ class Storage:
             self._release(len(first))
             raise
         upload_id = created["UploadId"]
+        # Handed over in a list and dropped here: once S3 has the first part
+        # its bytes must be freed, not kept alive by this frame until the end
+        # of the upload (8 MiB per upload beyond MEMORY_BUDGET otherwise).
+        pending = [first]
+        del first
         try:
-            await self._upload_parts(key, upload_id, first, parts, size)
+            await self._upload_parts(key, upload_id, pending, parts, size)
         except BaseException:
             # Shielded: a cancelled request must still leave no open upload.
             await asyncio.shield(self._abort(key, upload_id))
             raise
 
     async def _upload_parts(
-        self, key: str, upload_id: str, data: bytes, parts: _PartReader, size: int | None
+        self, key: str, upload_id: str, pending: list[bytes], parts: _PartReader, size: int | None
     ) -> None:
+        data = pending.pop()
         in_flight: set[asyncio.Task[dict[str, Any]]] = set()
         done: list[dict[str, Any]] = []
         number = 1
