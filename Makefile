@@ -8,7 +8,7 @@ COMPOSE := docker compose -f docker/docker-compose.yml
 IMAGE ?= file-uploader
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint soak start-gunicorn run-dev stop-dev logs docker-run docker-logs
+.PHONY: help venv run test lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,5 +49,9 @@ docker-run: ## build the image and run it alone: --env-file .env -p 8080:8080
 
 docker-logs: ## follow the logs of `make docker-run`'s container
 	docker logs --follow $(IMAGE)
+
 soak: $(INSTALLED) ## mixed workload against a real gateway + moto (SOAK_SECONDS=180, SOAK_USERS=8)
 	$(BIN)/python soak/soak.py
+
+bench: $(INSTALLED) ## gateway vs direct S3: throughput and memory table (minutes; BENCH_* env, see bench/bench.py)
+	$(BIN)/python bench/bench.py

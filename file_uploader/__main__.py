@@ -7,13 +7,15 @@ import asyncio
 import sys
 
 from . import gc, lifecycle, logs, purge
+from .loop import new_event_loop
 from .settings import Settings, SettingsError, load_settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    asyncio.run(lifecycle.serve(settings, host, port))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(lifecycle.serve(settings, host, port))
     return 0
 
 

@@ -83,6 +83,7 @@ class Settings:
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     max_uploads_per_user: int = 32  # per process; 0: no limit
+    memory_budget: int = 512 * MiB
     log_level: str = "INFO"
     # A tus upload not PATCHed for this long expires (Upload-Expires).
     upload_expiry: float = 24 * 3600.0
@@ -107,6 +108,8 @@ class Settings:
                 f"PART_SIZE must be at least {MIN_PART_SIZE // MiB} MiB (S3's minimum part size), "
                 f"got {self.part_size} bytes"
             )
+        if self.memory_budget < self.part_size:
+            raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.s3_max_connections < self.parts_in_flight:
             raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
 
@@ -156,6 +159,8 @@ class Settings:
             values["max_uploads_per_user"] = _int("MAX_UPLOADS_PER_USER", env["MAX_UPLOADS_PER_USER"], 0)
         if env.get("UPLOAD_EXPIRY"):
             values["upload_expiry"] = _float("UPLOAD_EXPIRY", env["UPLOAD_EXPIRY"], 1)
+        if env.get("MEMORY_BUDGET"):
+            values["memory_budget"] = _size("MEMORY_BUDGET", env["MEMORY_BUDGET"])
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
 from .lifecycle import drain, runner_for
+from .loop import send_headers_and_body_apart
 from .settings import load_settings
 
 
@@ -19,6 +20,10 @@ class GracefulWorker(GunicornUVLoopWebWorker):
 
     _runner: web.AppRunner | None = None
     _stopping = False
+
+    def init_process(self) -> None:
+        send_headers_and_body_apart()  # this worker always runs on uvloop
+        super().init_process()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()  # the factory named on the command line: file_uploader.app:create_app

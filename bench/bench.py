@@ -1,0 +1,568 @@
+"""`make bench`: the gateway against a client that talks to S3 itself.
+
+Every line pairs a gateway figure with a baseline measured in the same run and
+their ratio; each figure is the median of BENCH_RUNS runs. S3 is either moto's
+server or bench/fast_s3.py (which discards bytes, so that only the gateway's
+own overhead is measured). The table is printed and written as JSON to
+bench/results/. Settings (environment):
+
+    BENCH_RUNS=3                         runs per figure (median)
+    BENCH_UPLOAD_SIZES=256MiB,2GiB       single-stream upload sizes
+    BENCH_UPLOAD_TARGETS=fast,moto       S3 servers for the upload lines
+    BENCH_MEMORY_SIZES=256MiB,1GiB,4GiB  upload sizes for peak memory growth
+    BENCH_CONCURRENCY=50,200             concurrent uploads...
+    BENCH_CONCURRENT_SIZE=32MiB          ...of this size each
+    BENCH_DOWNLOAD_SIZE=1GiB             download size
+    BENCH_LIST_FILES=10000               files in the listing line
+    BENCH_SECTIONS=upload,memory,concurrency,download,list
+
+The gateway runs as `python -m file_uploader` with its own defaults (PART_SIZE,
+PARTS_IN_FLIGHT, MEMORY_BUDGET, ... from the environment if set); the direct
+client uses the same part size, parts in flight and S3 client config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiobotocore.session import get_session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from file_uploader.app import s3_config  # noqa: E402
+from file_uploader.keys import user_id, user_prefix  # noqa: E402
+from file_uploader.loop import new_event_loop  # noqa: E402
+from file_uploader.settings import Settings  # noqa: E402
+from file_uploader.sizes import MiB, parse_size  # noqa: E402
+from file_uploader.storage import send_bodies_as_is  # noqa: E402
+
+ACCESS_KEY = "bench-access-key"
+SECRET_KEY = "bench-secret-key"
+BLOCK = os.urandom(MiB)  # generated bodies repeat one random MiB
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_sizes(name: str, default: str) -> list[int]:
+    return [parse_size(item) for item in env_list(name, default)]
+
+
+def human(size: int) -> str:
+    for unit, factor in (("GiB", 1024 * MiB), ("MiB", MiB)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextlib.contextmanager
+def server(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        wait_for_port(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def s3_server(kind: str) -> Iterator[str]:
+    port = free_port()
+    if kind == "moto":
+        args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    else:
+        args = [sys.executable, str(ROOT / "bench" / "fast_s3.py"), "--port", str(port)]
+    with server(args, port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def gateway_settings(s3_url: str, bucket: str) -> Settings:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PART_SIZE", "PARTS_IN_FLIGHT", "S3_MAX_CONNECTIONS", "MEMORY_BUDGET")
+    }
+    return Settings.from_env(
+        {
+            **env,
+            "S3_BUCKET": bucket,
+            "S3_ENDPOINT_URL": s3_url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+    )
+
+
+@contextlib.contextmanager
+def gateway(s3_url: str, bucket: str) -> Iterator[tuple[str, int]]:
+    """`python -m file_uploader` against `s3_url`; yields its URL and pid."""
+    port = free_port()
+    env = {
+        "S3_ENDPOINT_URL": s3_url,
+        "S3_BUCKET": bucket,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    command = os.environ.get("BENCH_GATEWAY", "-m file_uploader").split()
+    with server([sys.executable, *command], port, env) as process:
+        yield f"http://127.0.0.1:{port}", process.pid
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of `pid`, in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) * 1024
+    return values
+
+
+def reset_peak(pid: int) -> None:
+    """Make VmHWM start again from the current RSS (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def make_file(directory: Path, size: int) -> Path:
+    path = directory / f"body-{size}"
+    if not path.exists():
+        with path.open("wb") as file:
+            for _ in range(size // MiB):
+                file.write(BLOCK)
+            file.write(BLOCK[: size % MiB])
+    return path
+
+
+async def generated(size: int, chunk: int = 256 * 1024) -> AsyncIterator[bytes]:
+    view = memoryview(BLOCK)
+    sent = 0
+    while sent < size:
+        for start in range(0, MiB, chunk):
+            piece = view[start : start + min(chunk, size - sent)]
+            if not piece:
+                return
+            yield piece
+            sent += len(piece)
+            if sent >= size:
+                return
+
+
+@contextlib.asynccontextmanager
+async def s3_client(settings: Settings) -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=s3_config(settings),
+    ) as client:
+        # The direct client gets the gateway's tuning too (same config, bodies
+        # sent without botocore's copies), so the ratio is the cost of the hop.
+        send_bodies_as_is(client)
+        yield client
+
+
+async def direct_upload(client: Any, bucket: str, key: str, path: Path, settings: Settings) -> None:
+    """What a client does without the gateway: multipart, same parts and parts in flight."""
+    created = await client.create_multipart_upload(Bucket=bucket, Key=key)
+    upload_id = created["UploadId"]
+    slots = asyncio.Semaphore(settings.parts_in_flight)
+    tasks = []
+
+    async def send(number: int, data: bytes) -> dict[str, Any]:
+        try:
+            response = await client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        finally:
+            slots.release()
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    with path.open("rb") as file:
+        number = 1
+        while True:
+            await slots.acquire()
+            data = file.read(settings.part_size)
+            if not data:
+                slots.release()
+                break
+            tasks.append(asyncio.create_task(send(number, data)))
+            number += 1
+    parts = await asyncio.gather(*tasks)
+    await client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+
+
+async def curl(*args: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    elapsed = time.perf_counter() - started
+    return int(out or 0), elapsed
+
+
+async def timed(action: Awaitable[Any]) -> float:
+    started = time.perf_counter()
+    await action
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        line: str,
+        gateway: float,
+        baseline: float | None,
+        unit: str,
+        *,
+        target: str = "",
+        met: bool | None = None,
+    ) -> None:
+        ratio = gateway / baseline if baseline else None
+        row = {"line": line, "gateway": gateway, "baseline": baseline, "ratio": ratio, "unit": unit}
+        row.update(target=target, met=met)
+        self.rows.append(row)
+        print(self.format_row(row), flush=True)
+
+    @staticmethod
+    def format_row(row: dict[str, Any]) -> str:
+        def num(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f}"
+
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        met = {True: "met", False: "NOT met", None: ""}[row["met"]]
+        return (
+            f"| {row['line']} | {num(row['gateway'])} | {num(row['baseline'])} | {row['unit']} "
+            f"| {ratio} | {row['target']} | {met} |"
+        )
+
+    def table(self) -> str:
+        head = "| line | gateway | baseline | unit | ratio | target | |\n"
+        head += "| --- | ---: | ---: | --- | ---: | --- | --- |"
+        return "\n".join([head, *(self.format_row(row) for row in self.rows)])
+
+
+async def bench_uploads(report: Report, work: Path, runs: int) -> None:
+    for kind in env_list("BENCH_UPLOAD_TARGETS", "fast,moto"):
+        with s3_server(kind) as s3_url:
+            bucket = "bench"
+            settings = gateway_settings(s3_url, bucket)
+            async with s3_client(settings) as client:
+                await client.create_bucket(Bucket=bucket)
+                with gateway(s3_url, bucket) as (url, _):
+                    token = str(uuid.uuid4())
+                    for size in env_sizes("BENCH_UPLOAD_SIZES", "256MiB,2GiB"):
+                        path = make_file(work, size)
+                        via, direct = [], []
+                        for run in range(runs):
+                            auth = f"X-Auth-Token: {token}"
+                            target_url = f"{url}/api/files/f{run}"
+                            status, elapsed = await curl("-H", auth, "--upload-file", str(path), target_url)
+                            if status != 204:
+                                raise RuntimeError(f"gateway upload answered {status}")
+                            via.append(size / MiB / elapsed)
+                            seconds = await timed(direct_upload(client, bucket, f"d{run}", path, settings))
+                            direct.append(size / MiB / seconds)
+                            # moto keeps what it stores: drop it between runs.
+                            prefix = user_prefix(user_id(token))
+                            await client.delete_object(Bucket=bucket, Key=f"{prefix}f{run}")
+                            await client.delete_object(Bucket=bucket, Key=f"d{run}")
+                        target = 0.8 if kind == "fast" else 0.95
+                        gw, base = median(via), median(direct)
+                        report.add(
+                            f"upload {human(size)}, {kind} S3",
+                            gw,
+                            base,
+                            "MiB/s",
+                            target=f">= {target}x",
+                            met=gw / base >= target,
+                        )
+
+
+async def upload_generated(session: aiohttp.ClientSession, url: str, token: str, size: int) -> int:
+    headers = {"X-Auth-Token": token, "Content-Length": str(size)}
+    async with session.put(url, data=generated(size), headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def peak_growth(pid: int, action: Awaitable[Any]) -> tuple[int, Any]:
+    """Await `action`; return how far the process's peak RSS rose above its RSS before."""
+    reset_peak(pid)
+    before = memory(pid)["VmRSS"]
+    result = await action
+    return memory(pid)["VmHWM"] - before, result
+
+
+async def bench_memory(report: Report, runs: int) -> None:
+    sizes = env_sizes("BENCH_MEMORY_SIZES", "256MiB,1GiB,4GiB")
+    growth: dict[int, float] = {}
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        with gateway(s3_url, "bench") as (url, pid):
+            token = str(uuid.uuid4())
+            async with aiohttp.ClientSession() as session:
+                # Warm up: every code path loaded and every pool filled once.
+                await upload_generated(session, f"{url}/api/files/warm", token, 64 * MiB)
+                for size in sizes:
+                    samples = []
+                    for _ in range(runs):
+                        upload = upload_generated(session, f"{url}/api/files/m", token, size)
+                        grew, status = await peak_growth(pid, upload)
+                        if status != 204:
+                            raise RuntimeError(f"gateway upload answered {status}")
+                        samples.append(grew / MiB)
+                    growth[size] = median(samples)
+    smallest = min(sizes)
+    for size in sizes:
+        extra = growth[size] - growth[smallest]
+        met = None if size == smallest else extra <= 16
+        target = "" if size == smallest else f"<= {growth[smallest]:.1f} + 16"
+        line = f"peak RSS growth, {human(size)} upload"
+        report.add(line, growth[size], growth[smallest], "MiB", target=target, met=met)
+
+
+async def bench_concurrency(report: Report, runs: int) -> None:
+    size = parse_size(os.environ.get("BENCH_CONCURRENT_SIZE", "32MiB"))
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        budget = settings.memory_budget
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        with gateway(s3_url, "bench") as (url, pid):
+            connector = aiohttp.TCPConnector(limit=0)
+            no_timeout = aiohttp.ClientTimeout(None)
+            async with aiohttp.ClientSession(connector=connector, timeout=no_timeout) as session:
+                await upload_generated(session, f"{url}/api/files/warm", str(uuid.uuid4()), 64 * MiB)
+                for count in (int(item) for item in env_list("BENCH_CONCURRENCY", "50,200")):
+                    speeds, failures, peaks = [], [], []
+                    for _ in range(runs):
+                        uploads = (
+                            upload_generated(session, f"{url}/api/files/c{i}", str(uuid.uuid4()), size)
+                            for i in range(count)
+                        )
+                        started = time.perf_counter()
+                        burst = asyncio.gather(*uploads, return_exceptions=True)
+                        grew, statuses = await peak_growth(pid, burst)
+                        elapsed = time.perf_counter() - started
+                        speeds.append(count * size / MiB / elapsed)
+                        failures.append(sum(status != 204 for status in statuses))
+                        peaks.append(grew / MiB)
+                    limit = budget / MiB + 100
+                    label = f"{count} x {human(size)} concurrent"
+                    report.add(f"{label}: aggregate upload", median(speeds), None, "MiB/s")
+                    worst = max(failures)
+                    report.add(f"{label}: failures", worst, None, "uploads", target="0", met=worst == 0)
+                    report.add(
+                        f"{label}: peak RSS growth",
+                        max(peaks),
+                        limit,
+                        "MiB",
+                        target="<= MEMORY_BUDGET + 100 MiB",
+                        met=max(peaks) <= limit,
+                    )
+
+
+async def bench_download(report: Report, runs: int) -> None:
+    size = parse_size(os.environ.get("BENCH_DOWNLOAD_SIZE", "1GiB"))
+    token = str(uuid.uuid4())
+    key = user_prefix(user_id(token)) + "big"
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+            # The stand-in serves generated bytes of the recorded size.
+            await direct_upload_sized(client, key, size, settings)
+            with gateway(s3_url, "bench") as (url, _):
+                via, direct = [], []
+
+                async def read_direct() -> None:
+                    response = await client.get_object(Bucket="bench", Key=key)
+                    async with response["Body"] as body:
+                        async for _ in body.iter_chunks(256 * 1024):
+                            pass
+
+                for _ in range(runs):
+                    status, elapsed = await curl("-H", f"X-Auth-Token: {token}", f"{url}/api/files/big")
+                    if status != 200:
+                        raise RuntimeError(f"gateway download answered {status}")
+                    via.append(size / MiB / elapsed)
+                    direct.append(size / MiB / await timed(read_direct()))
+    gw, base = median(via), median(direct)
+    report.add(f"download {human(size)}", gw, base, "MiB/s", target=">= 0.9x", met=gw / base >= 0.9)
+
+
+async def direct_upload_sized(client: Any, key: str, size: int, settings: Settings) -> None:
+    created = await client.create_multipart_upload(Bucket="bench", Key=key)
+    parts = []
+    number, left = 1, size
+    while left > 0:
+        length = min(settings.part_size, left)
+        body = BLOCK * (length // MiB) + BLOCK[: length % MiB]
+        response = await client.upload_part(
+            Bucket="bench", Key=key, UploadId=created["UploadId"], PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        number += 1
+        left -= length
+    await client.complete_multipart_upload(
+        Bucket="bench", Key=key, UploadId=created["UploadId"], MultipartUpload={"Parts": parts}
+    )
+
+
+async def bench_list(report: Report, runs: int) -> None:
+    count = int(os.environ.get("BENCH_LIST_FILES", "10000"))
+    token = str(uuid.uuid4())
+    prefix = user_prefix(user_id(token))
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+            slots = asyncio.Semaphore(32)
+
+            async def put(i: int) -> None:
+                async with slots:
+                    await client.put_object(Bucket="bench", Key=f"{prefix}dir/file-{i:06d}.txt", Body=b"x")
+
+            await asyncio.gather(*(put(i) for i in range(count)))
+            with gateway(s3_url, "bench") as (url, _):
+                via, direct = [], []
+
+                async def list_direct() -> None:
+                    names = []
+                    paginator = client.get_paginator("list_objects_v2")
+                    async for page in paginator.paginate(Bucket="bench", Prefix=prefix):
+                        names.extend(item["Key"][len(prefix) :] for item in page.get("Contents", ()))
+                    assert len(names) == count
+
+                async with aiohttp.ClientSession() as session:
+
+                    async def list_gateway() -> None:
+                        headers = {"X-Auth-Token": token}
+                        async with session.get(f"{url}/api/files", headers=headers) as response:
+                            names = json.loads(await response.read())
+                        assert len(names) == count, len(names)
+
+                    for _ in range(runs):
+                        via.append(count / await timed(list_gateway()))
+                        direct.append(count / await timed(list_direct()))
+    gw, base = median(via), median(direct)
+    report.add(f"list {count} files", gw, base, "files/s", target=">= 0.9x", met=gw / base >= 0.9)
+
+
+SECTIONS = {
+    "upload": bench_uploads,
+    "memory": bench_memory,
+    "concurrency": bench_concurrency,
+    "download": bench_download,
+    "list": bench_list,
+}
+
+
+async def main() -> None:
+    runs = int(os.environ.get("BENCH_RUNS", "3"))
+    report = Report()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    print(f"median of {runs} runs; {os.cpu_count()} CPUs", flush=True)
+    print(report.table(), flush=True)
+    try:
+        for name in env_list("BENCH_SECTIONS", ",".join(SECTIONS)):
+            if name == "upload":
+                await bench_uploads(report, work, runs)
+            else:
+                await SECTIONS[name](report, runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(report.table())
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = results / f"bench-{stamp}.json"
+    settings = gateway_settings("http://unused", "bench")
+    out.write_text(
+        json.dumps(
+            {
+                "when": stamp,
+                "runs": runs,
+                "cpus": os.cpu_count(),
+                "part_size": settings.part_size,
+                "parts_in_flight": settings.parts_in_flight,
+                "memory_budget": settings.memory_budget,
+                "rows": report.rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    # The direct client runs on the gateway's event loop too (uvloop when installed).
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
