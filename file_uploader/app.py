@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -51,18 +52,26 @@ def s3_config(settings: Settings) -> AioConfig:
     )
 
 
-async def s3_storage(app: web.Application) -> AsyncIterator[None]:
-    """One S3 client for this process, opened inside its event loop."""
-    settings = app[SETTINGS]
-    session = get_session()
-    async with session.create_client(
+def open_s3_client(settings: Settings) -> Any:
+    """The aiobotocore S3 client for `settings`, as an async context manager.
+
+    Open it inside the loop that will use it: the server does so once per
+    process in `s3_storage`, admin commands once per run.
+    """
+    return get_session().create_client(
         "s3",
         region_name=settings.aws_region,
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         config=s3_config(settings),
-    ) as client:
+    )
+
+
+async def s3_storage(app: web.Application) -> AsyncIterator[None]:
+    """One S3 client for this process, opened inside its event loop."""
+    settings = app[SETTINGS]
+    async with open_s3_client(settings) as client:
         storage = Storage(
             client,
             settings.s3_bucket,

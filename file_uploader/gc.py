@@ -21,9 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiobotocore.session import get_session
-
-from .app import s3_config
+from .app import open_s3_client
 from .keys import FILES_ROOT
 from .settings import Settings
 from .storage import Storage, StorageFailure, s3_errors
@@ -103,14 +101,7 @@ async def abort_stale_uploads(
 @contextlib.asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """A Storage with its own S3 client, for a command run outside the server."""
-    async with get_session().create_client(
-        "s3",
-        region_name=settings.aws_region,
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        config=s3_config(settings),
-    ) as client:
+    async with open_s3_client(settings) as client:
         yield Storage(
             client, settings.s3_bucket, part_size=settings.part_size, parts_in_flight=settings.parts_in_flight
         )

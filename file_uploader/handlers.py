@@ -66,7 +66,7 @@ def _declared_length(request: web.Request, settings: Settings) -> int | None:
     return length
 
 
-async def _body(request: web.Request, settings: Settings) -> AsyncIterator[bytes]:
+async def read_body(request: web.Request, settings: Settings) -> AsyncIterator[bytes]:
     """The request body as it arrives, held to MAX_FILE_SIZE and BODY_READ_TIMEOUT."""
     content = request.content
     limit = settings.max_file_size
@@ -194,7 +194,7 @@ async def put_file(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     key = _key(request)
     size = _declared_length(request, settings)
-    body = verified(_body(request, settings), expected_digests(request.headers))
+    body = verified(read_body(request, settings), expected_digests(request.headers))
     with request.app[UPLOADS].hold(request[USER_ID]):
         await request.app[STORAGE].put(key, body, size=size, content_type=_content_type(_name(request)))
     return web.Response(status=204)

@@ -12,9 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from aiobotocore.session import get_session
-
-from .app import s3_config
+from .app import open_s3_client
 from .keys import is_valid_token, user_id, user_prefix
 from .settings import Settings
 from .sizes import LIST_PAGE_SIZE
@@ -49,14 +47,7 @@ async def purge_user(settings: Settings, token: str, *, really: bool) -> tuple[i
     """(files, open uploads) of the user: deleted if `really`, else only counted."""
     prefix = user_prefix(user_id(token))
     bucket = settings.s3_bucket
-    async with get_session().create_client(
-        "s3",
-        region_name=settings.aws_region,
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        config=s3_config(settings),
-    ) as client:
+    async with open_s3_client(settings) as client:
         keys = await _keys(client, bucket, prefix)
         if not really:
             return len(keys), 0

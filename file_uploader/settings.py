@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from dotenv import load_dotenv
 
@@ -16,7 +16,7 @@ from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse
 
 LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class SettingsError(ValueError):
@@ -64,6 +64,47 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
+
+
+def _text(name: str, value: str) -> str:
+    return value
+
+
+def _whole(minimum: int) -> Callable[[str, str], int]:
+    return lambda name, value: _int(name, value, minimum)
+
+
+def _seconds(minimum: float) -> Callable[[str, str], float]:
+    return lambda name, value: _float(name, value, minimum)
+
+
+# Each environment variable (besides S3_BUCKET / BUCKET): the field it sets
+# and how its text is read.
+ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "S3_ENDPOINT_URL": ("s3_endpoint_url", _text),
+    "S3_CREATE_BUCKET": ("s3_create_bucket", _bool),
+    "AWS_REGION": ("aws_region", _text),
+    "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
+    "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", _text),
+    "S3_MAX_CONNECTIONS": ("s3_max_connections", _whole(1)),
+    "S3_MAX_ATTEMPTS": ("s3_max_attempts", _whole(1)),
+    "HOST": ("host", _text),
+    "PORT": ("port", _whole(0)),
+    "LOG_LEVEL": ("log_level", _text),
+    "LOG_FORMAT": ("log_format", _text),
+    "PART_SIZE": ("part_size", _size),
+    "PARTS_IN_FLIGHT": ("parts_in_flight", _whole(1)),
+    "MEMORY_BUDGET": ("memory_budget", _size),
+    "MAX_FILE_SIZE": ("max_file_size", _size),
+    "BODY_READ_TIMEOUT": ("body_read_timeout", _seconds(0.1)),
+    "MAX_UPLOADS_PER_USER": ("max_uploads_per_user", _whole(0)),
+    "UPLOAD_EXPIRY": ("upload_expiry", _seconds(1)),
+    "SHARE_SECRET": ("share_secret", _text),
+    "SHARE_MAX_SECONDS": ("share_max_seconds", _whole(1)),
+    "GRACEFUL_TIMEOUT": ("graceful_timeout", _whole(0)),
+    "WORKERS": ("workers", _whole(1)),
+    "WORKER_TIMEOUT": ("worker_timeout", _whole(1)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,52 +156,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: `os.environ`); unset names keep their defaults."""
+        """Build settings from `env` (default: `os.environ`); unset or empty names keep their defaults."""
         env = os.environ if env is None else env
         values: dict[str, object] = {"s3_bucket": env.get("S3_BUCKET") or env.get("BUCKET") or ""}
-
-        def text(var: str, field: str) -> None:
+        for var, (field, parse) in ENV_VARIABLES.items():
             if env.get(var):
-                values[field] = env[var]
-
-        text("S3_ENDPOINT_URL", "s3_endpoint_url")
-        text("AWS_REGION", "aws_region")
-        text("AWS_ACCESS_KEY_ID", "aws_access_key_id")
-        text("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
-        text("HOST", "host")
-        text("LOG_LEVEL", "log_level")
-        text("SHARE_SECRET", "share_secret")
-        if env.get("SHARE_MAX_SECONDS"):
-            values["share_max_seconds"] = _int("SHARE_MAX_SECONDS", env["SHARE_MAX_SECONDS"], 1)
-        text("LOG_FORMAT", "log_format")
-        if env.get("GRACEFUL_TIMEOUT"):
-            values["graceful_timeout"] = _int("GRACEFUL_TIMEOUT", env["GRACEFUL_TIMEOUT"], 0)
-        if env.get("WORKERS"):
-            values["workers"] = _int("WORKERS", env["WORKERS"], 1)
-        if env.get("WORKER_TIMEOUT"):
-            values["worker_timeout"] = _int("WORKER_TIMEOUT", env["WORKER_TIMEOUT"], 1)
-        if "S3_CREATE_BUCKET" in env:
-            values["s3_create_bucket"] = _bool("S3_CREATE_BUCKET", env["S3_CREATE_BUCKET"])
-        if env.get("PORT"):
-            values["port"] = _int("PORT", env["PORT"], 0)
-        if env.get("PART_SIZE"):
-            values["part_size"] = _size("PART_SIZE", env["PART_SIZE"])
-        if env.get("PARTS_IN_FLIGHT"):
-            values["parts_in_flight"] = _int("PARTS_IN_FLIGHT", env["PARTS_IN_FLIGHT"], 1)
-        if env.get("S3_MAX_CONNECTIONS"):
-            values["s3_max_connections"] = _int("S3_MAX_CONNECTIONS", env["S3_MAX_CONNECTIONS"], 1)
-        if env.get("S3_MAX_ATTEMPTS"):
-            values["s3_max_attempts"] = _int("S3_MAX_ATTEMPTS", env["S3_MAX_ATTEMPTS"], 1)
-        if env.get("MAX_FILE_SIZE"):
-            values["max_file_size"] = _size("MAX_FILE_SIZE", env["MAX_FILE_SIZE"])
-        if env.get("BODY_READ_TIMEOUT"):
-            values["body_read_timeout"] = _float("BODY_READ_TIMEOUT", env["BODY_READ_TIMEOUT"], 0.1)
-        if env.get("MAX_UPLOADS_PER_USER"):
-            values["max_uploads_per_user"] = _int("MAX_UPLOADS_PER_USER", env["MAX_UPLOADS_PER_USER"], 0)
-        if env.get("UPLOAD_EXPIRY"):
-            values["upload_expiry"] = _float("UPLOAD_EXPIRY", env["UPLOAD_EXPIRY"], 1)
-        if env.get("MEMORY_BUDGET"):
-            values["memory_budget"] = _size("MEMORY_BUDGET", env["MEMORY_BUDGET"])
+                values[field] = parse(var, env[var])
         return cls(**values)  # type: ignore[arg-type]
 
 

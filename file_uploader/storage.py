@@ -158,7 +158,6 @@ class _PartReader:
                 have += len(chunk)
         return b"".join(pieces)
 
-
     async def read_to_end(self) -> None:
         """Read on to the end of the stream, which must hold nothing more.
 

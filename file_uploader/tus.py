@@ -19,7 +19,7 @@ from aiohttp.http import HttpVersion11
 
 from .auth import authenticate
 from .errors import ApiError, as_api_error, error_response
-from .handlers import _body
+from .handlers import read_body
 from .keys import InvalidName
 from .tus_store import (
     CHECKSUMS,
@@ -161,7 +161,7 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     checksum = _checksum(request)
     _check_body_fits(request, upload, offset)
     return await _store(request).append(
-        upload, offset, _body(request, settings), now=time.time(), length=length, checksum=checksum
+        upload, offset, read_body(request, settings), now=time.time(), length=length, checksum=checksum
     )
 
 
