@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 # suggesting a BytesIO; for parts that is the fast path (send_bodies_as_is).
 warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning, "aiohttp")
 
-DOWNLOAD_CHUNK = 256 * 1024  # what one read from S3 hands to the client
 
 
 class StorageFailure(Exception):
@@ -107,8 +106,11 @@ class Download:
     _body: Any
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        # The chunks aiohttp received, as received: reading fixed-size pieces
+        # (the body's iter_chunks) would join buffered chunks into new bytes
+        # objects first, one more copy of every byte on its way to the client.
         with s3_errors("GetObject"):
-            async for chunk in self._body.iter_chunks(DOWNLOAD_CHUNK):
+            async for chunk, _ in self._body.raw_stream.content.iter_chunks():
                 yield chunk
 
     async def __aenter__(self) -> Download:
@@ -239,23 +241,25 @@ class Storage:
         if self.budget is not None:
             self.budget.release(size)
 
-    async def check(self) -> None:
-        """Raise a StorageFailure unless the bucket answers (for readiness probes)."""
+    async def _bucket_exists(self) -> bool:
         try:
             with s3_errors("HeadBucket"):
                 await self.client.head_bucket(Bucket=self.bucket)
         except FileNotFound:
-            raise StorageError(f"bucket {self.bucket!r} does not exist") from None
+            return False
+        return True
+
+    async def check(self) -> None:
+        """Raise a StorageFailure unless the bucket answers (for readiness probes)."""
+        if not await self._bucket_exists():
+            raise StorageError(f"bucket {self.bucket!r} does not exist")
 
     async def ensure_bucket(self, *, create: bool) -> None:
         """Check the bucket exists; create it if it does not and `create` is set."""
-        try:
-            with s3_errors("HeadBucket"):
-                await self.client.head_bucket(Bucket=self.bucket)
+        if await self._bucket_exists():
             return
-        except FileNotFound:
-            if not create:
-                raise StorageError(f"bucket {self.bucket!r} does not exist") from None
+        if not create:
+            raise StorageError(f"bucket {self.bucket!r} does not exist")
         request: dict[str, Any] = {"Bucket": self.bucket}
         region = self.client.meta.region_name
         if region != "us-east-1":  # S3 rejects us-east-1 as a LocationConstraint
