@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning, "aiohttp")
 
 
-
 class StorageFailure(Exception):
     """Base of every error this module raises."""
 
