@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,14 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiobotocore.session import get_session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from file_uploader.app import s3_config  # noqa: E402
+from file_uploader.app import open_s3_client  # noqa: E402
 from file_uploader.keys import user_id, user_prefix  # noqa: E402
 from file_uploader.loop import new_event_loop  # noqa: E402
+from file_uploader.ports import free_port, wait_for_port  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import MiB, parse_size  # noqa: E402
 from file_uploader.storage import send_bodies_as_is  # noqa: E402
@@ -71,25 +70,6 @@ def human(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor} {unit}"
     return f"{size} B"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 @contextlib.contextmanager
@@ -201,14 +181,7 @@ async def generated(size: int, chunk: int = 256 * 1024) -> AsyncIterator[bytes]:
 
 @contextlib.asynccontextmanager
 async def s3_client(settings: Settings) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=s3_config(settings),
-    ) as client:
+    async with open_s3_client(settings) as client:
         # The direct client gets the gateway's tuning too (same config, bodies
         # sent without botocore's copies), so the ratio is the cost of the hop.
         send_bodies_as_is(client)

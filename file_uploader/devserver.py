@@ -12,16 +12,15 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 
 from dotenv import load_dotenv
 
 from . import __main__ as cli
+from .ports import free_port, wait_for_port
 
 LOCAL_BUCKET = "file-uploader"
 MOTO_START_SECONDS = 30.0
@@ -33,12 +32,6 @@ def wants_local_s3(env: Mapping[str, str]) -> bool:
     return not any(env.get(name) for name in ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"))
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     # If the gateway is killed outright (SIGKILL), moto must not outlive it.
     with contextlib.suppress(OSError, AttributeError):
@@ -48,7 +41,7 @@ def _die_with_parent() -> None:
 @contextlib.contextmanager
 def local_s3() -> Iterator[str]:
     """moto's S3 server on a free loopback port, for as long as the block runs; yields its URL."""
-    port = _free_loopback_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -56,17 +49,7 @@ def local_s3() -> Iterator[str]:
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     try:
-        deadline = time.monotonic() + MOTO_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the local S3 server exited with {process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the local S3 server did not start") from None
-                time.sleep(0.1)
+        wait_for_port(port, process, MOTO_START_SECONDS)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

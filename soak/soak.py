@@ -18,7 +18,6 @@ import collections
 import hashlib
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,30 +29,15 @@ import aiohttp
 import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from file_uploader.ports import free_port, wait_for_port  # noqa: E402
+
 MiB = 1024 * 1024
 PART_SIZE = 5 * MiB
 SIZES = [0, 1, 1000, 100_000, MiB, PART_SIZE - 1, PART_SIZE + 1, 2 * PART_SIZE + 7, 3 * PART_SIZE]
 RSS_SLACK_MIB = 64  # allocator noise; a leak per request would pass this within minutes
 KEYS = ("testing", "testing")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def rss_mib(pid: int) -> float:

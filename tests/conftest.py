@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import boto3
 import pytest
 
 from file_uploader.app import create_app
+from file_uploader.ports import free_port, wait_for_port
 from file_uploader.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,28 +118,9 @@ def all_keys(s3, bucket: str) -> list[str]:
     return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-@pytest.fixture
-def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
-    """`python -m file_uploader` as its own process; yields its base URL."""
+@contextlib.contextmanager
+def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[str]:
+    """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -149,18 +130,25 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
         "PORT": str(port),
         # Run from an empty folder (no .env of the checkout's) on this checkout's code.
         "PYTHONPATH": str(ROOT),
+        **settings,
     }
-    log = (tmp_path / "gateway.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "file_uploader"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "gateway.log").open("w") as log:
+        command = [sys.executable, "-m", "file_uploader"]
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
+    """A gateway process for one test; its log is tmp_path/gateway.log."""
+    with run_gateway(s3_url, bucket, tmp_path) as url:
+        yield url
 
 
 async def raw_request(

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
-import os
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +21,7 @@ from file_uploader.sizes import KiB, MiB
 from file_uploader.tus_store import expire_uploads, live_multipart_ids
 from file_uploader.typedefs import STORAGE
 
-from .conftest import ROOT, all_keys, free_port, new_token, open_uploads, wait_for_port
+from .conftest import all_keys, new_token, open_uploads, run_gateway
 
 PART = 5 * MiB  # the smallest part size S3 allows keeps these tests quick
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -313,29 +308,9 @@ async def test_patch_with_a_bad_token_is_refused_before_the_body(gw):
 # tuspy against `python -m file_uploader` processes -------------------------------------------
 
 
-@contextlib.contextmanager
-def gateway(s3_url: str, bucket: str, workdir: Path) -> Iterator[str]:
+def gateway(s3_url: str, bucket: str, workdir: Path):
     """A gateway process of its own (as conftest's gateway_process), with 5 MiB parts."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "S3_ENDPOINT_URL": s3_url,
-        "S3_BUCKET": bucket,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "PART_SIZE": str(PART),
-        "PYTHONPATH": str(ROOT),
-    }
-    workdir.mkdir()
-    with (workdir / "gateway.log").open("w") as log:
-        command = [sys.executable, "-m", "file_uploader"]
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, process)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    return run_gateway(s3_url, bucket, workdir, PART_SIZE=str(PART))
 
 
 def listed(base: str, auth: dict[str, str]) -> list[str]:
