@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from file_uploader.app import open_s3_client  # noqa: E402
 from file_uploader.keys import user_id, user_prefix  # noqa: E402
 from file_uploader.loop import new_event_loop  # noqa: E402
-from file_uploader.ports import free_port, wait_for_port  # noqa: E402
+from file_uploader.ports import child_server, free_port  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import MiB, parse_size  # noqa: E402
 from file_uploader.storage import send_bodies_as_is  # noqa: E402
@@ -74,23 +74,15 @@ def human(size: int) -> str:
 
 @contextlib.contextmanager
 def server(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(
+    with child_server(
         args,
+        port,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
-    )
-    try:
-        wait_for_port(port, process)
+    ) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager

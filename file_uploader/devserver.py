@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dotenv import load_dotenv
 
 from . import __main__ as cli
-from .ports import free_port, wait_for_port
+from .ports import child_server, free_port
 
 LOCAL_BUCKET = "file-uploader"
 MOTO_START_SECONDS = 30.0
@@ -42,22 +42,15 @@ def _die_with_parent() -> None:
 def local_s3() -> Iterator[str]:
     """moto's S3 server on a free loopback port, for as long as the block runs; yields its URL."""
     port = free_port()
-    process = subprocess.Popen(
+    with child_server(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        port,
+        timeout=MOTO_START_SECONDS,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
-    try:
-        wait_for_port(port, process, MOTO_START_SECONDS)
+    ):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _banner(s3_url: str, port: str) -> str:

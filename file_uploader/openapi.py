@@ -51,6 +51,15 @@ _COMMON = {
 _NAMED = {**_COMMON, "400": _error("the file name cannot be stored (see the message)")}
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _FILE_HEADERS = {name: _STRING for name in ("ETag", "Last-Modified", "Content-Length", "Accept-Ranges")}
+# What GET of a file, and of a share link, answers when it sends bytes.
+_FILE_BODY = {
+    "200": {"description": "the file", "headers": _FILE_HEADERS, "content": {"*/*": _BINARY}},
+    "206": {
+        "description": "the requested range",
+        "headers": {**_FILE_HEADERS, "Content-Range": _STRING},
+        "content": {"*/*": _BINARY},
+    },
+}
 
 
 def _header(name: str) -> dict[str, Any]:
@@ -230,16 +239,7 @@ def spec() -> dict[str, Any]:
                     "summary": "the file's bytes (or one range of them)",
                     "parameters": [_header("Range")],
                     "responses": {
-                        "200": {
-                            "description": "the file",
-                            "headers": _FILE_HEADERS,
-                            "content": {"*/*": _BINARY},
-                        },
-                        "206": {
-                            "description": "the requested range",
-                            "headers": {**_FILE_HEADERS, "Content-Range": {"schema": {"type": "string"}}},
-                            "content": {"*/*": _BINARY},
-                        },
+                        **_FILE_BODY,
                         **_NAMED,
                         "404": _error("no such file"),
                         "416": _error("the range is outside the file", ("Content-Range",)),
@@ -311,16 +311,7 @@ def spec() -> dict[str, Any]:
                     "security": [],
                     "parameters": [_header("Range")],
                     "responses": {
-                        "200": {
-                            "description": "the file",
-                            "headers": _FILE_HEADERS,
-                            "content": {"*/*": _BINARY},
-                        },
-                        "206": {
-                            "description": "the requested range",
-                            "headers": _FILE_HEADERS,
-                            "content": {"*/*": _BINARY},
-                        },
+                        **_FILE_BODY,
                         "403": _error("the link was not signed by this gateway"),
                         "404": _error("the file is gone"),
                         "410": _error("the link has expired, or the file was replaced"),

@@ -1,10 +1,13 @@
-"""Loopback ports for the child servers that `make run`, the tests, the bench and the soak start."""
+"""Child servers on loopback ports: what `make run`, the tests, the bench and the soak start."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from typing import Any
 
 
 def free_port() -> int:
@@ -26,3 +29,21 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def child_server(
+    args: list[str], port: int, *, timeout: float = 30.0, **popen: Any
+) -> Iterator[subprocess.Popen]:
+    """Run `args` until the block ends, once it listens on `port`; stop it (kill if it lingers)."""
+    process = subprocess.Popen(args, **popen)
+    try:
+        wait_for_port(port, process, timeout)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

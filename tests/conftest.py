@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from file_uploader.app import create_app
-from file_uploader.ports import free_port, wait_for_port
+from file_uploader.ports import child_server, free_port
 from file_uploader.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,19 +38,16 @@ def _isolated_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server in its own process, as a real S3 endpoint over HTTP."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
+    with (
+        (tmp_path_factory.mktemp("moto") / "moto.log").open("w") as log,
+        child_server(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            port,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ),
+    ):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
@@ -133,15 +130,12 @@ def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Ite
         **settings,
     }
     workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / "gateway.log").open("w") as log:
-        command = [sys.executable, "-m", "file_uploader"]
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, process)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    command = [sys.executable, "-m", "file_uploader"]
+    with (
+        (workdir / "gateway.log").open("w") as log,
+        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT),
+    ):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

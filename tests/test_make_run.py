@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from file_uploader.keys import file_key, user_id
+from file_uploader.ports import free_port, wait_for_port
 
-from .conftest import ACCESS_KEY, ROOT, SECRET_KEY, all_keys, free_port, wait_for_port
+from .conftest import ACCESS_KEY, ROOT, SECRET_KEY, all_keys
 
 # What a fresh checkout holds that `make run` uses; .venv is shared so that no install runs.
 CHECKOUT = ("Makefile", "requirements.txt", "requirements-dev.txt", "file_uploader", ".venv")
@@ -51,20 +52,13 @@ def _group_is_gone(pgid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_make_run_without_env_serves_curl_and_stops_cleanly(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
-    # Linked file by file, so that a developer's own ROOT/.env is not part of this checkout.
-    for name in CHECKOUT:
-        (tmp_path / name).symlink_to(ROOT / name)
-    port = free_port()
-    log_path = tmp_path / "make-run.log"
-    with log_path.open("w") as log:
+def _start_make_run(checkout: Path, port: int) -> subprocess.Popen:
+    """`make run` in `checkout`, in its own process group (as from a terminal), logging to make-run.log."""
+    with (checkout / "make-run.log").open("w") as log:
         # Its own process group stands for a terminal: Ctrl-C signals make, the gateway and moto together.
         make = subprocess.Popen(
             ["make", "run"],
-            cwd=tmp_path,
+            cwd=checkout,
             env=_bare_environment(port),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -72,7 +66,28 @@ def test_make_run_without_env_serves_curl_and_stops_cleanly(
         )
     try:
         wait_for_port(port, make, timeout=60)
-        output = log_path.read_text()
+    except BaseException:
+        os.killpg(make.pid, signal.SIGKILL)
+        make.wait(timeout=10)
+        raise
+    return make
+
+
+def _link_checkout(tmp_path: Path) -> None:
+    # Linked file by file, so that a developer's own ROOT/.env is not part of this checkout.
+    for name in CHECKOUT:
+        (tmp_path / name).symlink_to(ROOT / name)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_make_run_without_env_serves_curl_and_stops_cleanly(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    _link_checkout(tmp_path)
+    port = free_port()
+    make = _start_make_run(tmp_path, port)
+    try:
+        output = (tmp_path / "make-run.log").read_text()
         assert "in-memory S3" in output and "GONE when `make run` stops" in output
         upload = f"--upload-file README.md http://localhost:{port}/api/files/README.md"
         assert upload in output
@@ -106,25 +121,14 @@ def test_make_run_without_env_serves_curl_and_stops_cleanly(
 
 
 def test_make_run_with_env_uses_that_s3_and_starts_nothing_else(tmp_path: Path, s3_url, bucket, s3) -> None:
-    for name in CHECKOUT:
-        (tmp_path / name).symlink_to(ROOT / name)
+    _link_checkout(tmp_path)
     (tmp_path / ".env").write_text(
         f"S3_ENDPOINT_URL={s3_url}\nS3_BUCKET={bucket}\n"
         f"AWS_ACCESS_KEY_ID={ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n"
     )
     port = free_port()
-    log_path = tmp_path / "make-run.log"
-    with log_path.open("w") as log:
-        make = subprocess.Popen(
-            ["make", "run"],
-            cwd=tmp_path,
-            env=_bare_environment(port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    make = _start_make_run(tmp_path, port)
     try:
-        wait_for_port(port, make, timeout=60)
         children = subprocess.run(["pgrep", "-g", str(make.pid)], capture_output=True, text=True).stdout
         assert len(children.split()) == 2  # make and the gateway: no moto
         token = str(uuid.uuid4())
@@ -141,7 +145,7 @@ def test_make_run_with_env_uses_that_s3_and_starts_nothing_else(tmp_path: Path, 
     finally:
         os.killpg(make.pid, signal.SIGINT)
         make.wait(timeout=20)
-    assert "in-memory" not in log_path.read_text()
+    assert "in-memory" not in (tmp_path / "make-run.log").read_text()
 
 
 def test_configured_s3_means_no_local_server() -> None:

@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from file_uploader.app import create_app
 from file_uploader.keys import user_id
 from file_uploader.logs import JsonFormatter
+from file_uploader.ports import free_port, wait_for_port
 from file_uploader.settings import Settings
 
-from .conftest import free_port, new_token, wait_for_port
+from .conftest import new_token
 
 
 def _moto(port: int) -> subprocess.Popen:

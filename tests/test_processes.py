@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from file_uploader.keys import file_key, user_id
+from file_uploader.ports import free_port, wait_for_port
 from file_uploader.sizes import MiB
 
-from .conftest import ROOT, all_keys, free_port, open_uploads, wait_for_port
+from .conftest import ROOT, all_keys, open_uploads
 
 PART = 5 * MiB  # the smallest part S3 takes: a 6 MiB upload is a multipart one
 
