@@ -22,7 +22,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 venv: $(INSTALLED) ## create .venv and install the requirements
 
 run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-memory S3)
-	$(BIN)/python -m file_uploader.devserver
+	$(BIN)/python -m devtools.localrun
 
 test: $(INSTALLED) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

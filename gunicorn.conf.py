@@ -19,7 +19,7 @@ _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="file_uploader-metrics-")
 
-from file_uploader import logs  # noqa: E402 (after the metrics directory is set)
+from file_uploader.ops import logs  # noqa: E402 (after the metrics directory is set)
 from file_uploader.settings import load_settings  # noqa: E402
 
 _settings = load_settings()
@@ -28,7 +28,7 @@ _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = f"{_host}:{_settings.port}"
 workers = _settings.workers
 # aiohttp.GunicornUVLoopWebWorker, with a graceful stop that lets uploads finish.
-worker_class = "file_uploader.worker.GracefulWorker"
+worker_class = "file_uploader.ops.worker.GracefulWorker"
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
 # The request log is file_uploader's own (ops.observe_middleware), not gunicorn's.

@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from . import gc, lifecycle, logs, purge
-from .loop import new_event_loop
+from .admin import gc, purge
+from .ops import lifecycle, logs
+from .ops.loop import new_event_loop
 from .settings import Settings, SettingsError, load_settings
 
 

@@ -1,23 +1,28 @@
-"""The application factory: `create_app()` is what gunicorn and `python -m file_uploader` run."""
+"""The application: `create_app()` is what gunicorn and `python -m file_uploader` run.
+
+Everything the gateway does is wired here, on one screen: the storage opened
+once per process, the middlewares in the order a request meets them, and the
+route table.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from . import handlers, openapi, ops, page, share, tus
-from .auth import auth_middleware
-from .bucket import BUCKET, BucketCheck, bucket_middleware
-from .errors import error_middleware
-from .limits import UPLOADS, UploadSlots
+from .api import files, health, page, share, tus
+from .api.auth import auth_middleware
+from .api.errors import error_middleware
+from .api.openapi import OPENAPI_PATH
+from .api.openapi import serve as openapi
+from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE
+from .ops.access import access_middleware, add_request_id
+from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
-from .storage import Storage, StorageFailure
-from .typedefs import SETTINGS, STORAGE
+from .storage import open_storage
+from .storage.errors import StorageFailure
 
 log = logging.getLogger(__name__)
 
@@ -28,80 +33,66 @@ log = logging.getLogger(__name__)
 # client push gigabytes; one second is enough to deliver a small JSON error.
 LINGERING_SECONDS = 1.0
 
+MIDDLEWARES = [
+    access_middleware,  # outermost: logs and counts every request, errors included
+    error_middleware,  # every failure becomes the one JSON error shape
+    auth_middleware,  # X-Auth-Token -> the user's id, for /api/
+    health.storage_ready_middleware,  # the bucket is there before any request that needs S3
+]
 
-def s3_config(settings: Settings) -> AioConfig:
-    # Integrity, end to end, with one checksum instead of two: every part and
-    # object carries a CRC32 of its bytes (botocore's default flexible
-    # checksum, `request_checksum_calculation="when_supported"`), which S3
-    # verifies and refuses the part on a mismatch. The SHA-256 payload
-    # signature that botocore adds over plain http would check the same bytes
-    # again at a third of CRC32's speed, so it is turned off: the headers,
-    # the CRC32 among them, stay signed (UNSIGNED-PAYLOAD in the signature).
-    s3: dict[str, object] = {"payload_signing_enabled": False}
-    if settings.s3_endpoint_url:
-        # Path-style addressing: MinIO, Ceph and moto serve buckets under the
-        # endpoint's own host name, not as virtual-host subdomains.
-        s3["addressing_style"] = "path"
-    return AioConfig(
-        # Every part in flight holds a connection; concurrent uploads share the pool.
-        max_pool_connections=settings.s3_max_connections,
-        s3=s3,
-        request_checksum_calculation="when_supported",
-        # total_max_attempts counts the first try; botocore's max_attempts would not.
-        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
-    )
-
-
-def open_s3_client(settings: Settings) -> Any:
-    """The aiobotocore S3 client for `settings`, as an async context manager.
-
-    Open it inside the loop that will use it: the server does so once per
-    process in `s3_storage`, admin commands once per run.
-    """
-    return get_session().create_client(
-        "s3",
-        region_name=settings.aws_region,
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        config=s3_config(settings),
-    )
-
-
-async def s3_storage(app: web.Application) -> AsyncIterator[None]:
-    """One S3 client for this process, opened inside its event loop."""
-    settings = app[SETTINGS]
-    async with open_s3_client(settings) as client:
-        storage = Storage(
-            client,
-            settings.s3_bucket,
-            part_size=settings.part_size,
-            parts_in_flight=settings.parts_in_flight,
-            memory_budget=settings.memory_budget,
+ROUTES = [
+    # Operations: no token.
+    web.get("/healthz", health.healthz),
+    web.get("/readyz", health.readyz),
+    web.get("/metrics", health.metrics_page),
+    # The web page and the API's description.
+    web.get("/", page.index),
+    web.static("/static/", page.STATIC),
+    web.get(OPENAPI_PATH, openapi, allow_head=False),
+    # Files.
+    web.get(files.FILES, files.list_files, allow_head=False),
+    web.put(files.FILE, files.put_file, expect_handler=files.expect_upload),
+    web.get(files.FILE, files.get_file, allow_head=False),
+    web.head(files.FILE, files.head_file),
+    web.delete(files.FILE, files.delete_file),
+    # Share links: POST .../share matches no method of the file routes above.
+    web.post(share.SHARE, share.create_link),
+    web.get(share.SHARED, share.serve_link, name=share.SHARED_NAME, allow_head=False),
+    # Resumable uploads (tus 1.0.0).
+    *[
+        route
+        for path in (tus.UPLOADS, tus.UPLOADS + "/")
+        for route in (
+            web.route(hdrs.METH_OPTIONS, path, tus.options),
+            web.post(path, tus.create, expect_handler=tus.expect_patch),
         )
-        bucket = app[BUCKET] = BucketCheck(storage, create=settings.s3_create_bucket)
+    ],
+    web.route(hdrs.METH_OPTIONS, tus.UPLOAD, tus.options),
+    web.head(tus.UPLOAD, tus.head),
+    web.patch(tus.UPLOAD, tus.patch, expect_handler=tus.expect_patch),
+    web.delete(tus.UPLOAD, tus.terminate),
+]
+
+
+async def storage_context(app: web.Application) -> AsyncIterator[None]:
+    """One S3 client and one Storage for this process, opened inside its event loop."""
+    async with open_storage(app[SETTINGS]) as storage:
         try:
-            await bucket.ensure()
+            await storage.ensure_bucket()
         except StorageFailure as exc:
-            # Start anyway: requests get 503 until S3 answers (bucket_middleware retries).
-            log.warning("bucket %s is not usable yet: %s", settings.s3_bucket, exc)
+            # Start anyway: requests get 503 until S3 answers (storage_ready_middleware retries).
+            log.warning("the bucket is not usable yet: %s", exc)
         app[STORAGE] = storage
         yield
 
 
 async def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
-    app = web.Application(
-        middlewares=[error_middleware, auth_middleware, bucket_middleware],
-        handler_args={"lingering_time": LINGERING_SECONDS},
-    )
+    app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
     app[SETTINGS] = settings
-    app[UPLOADS] = UploadSlots(settings.max_uploads_per_user)
-    app.cleanup_ctx.append(s3_storage)
-    handlers.add_routes(app)
-    tus.add_routes(app)
-    share.add_routes(app)
-    page.add_routes(app)
-    ops.add_ops(app)
-    openapi.add_routes(app)
+    app[SHARE_KEY] = share.share_key(settings)
+    app[IN_FLIGHT] = RequestsInFlight()
+    app.cleanup_ctx.append(storage_context)
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_routes(ROUTES)
     return app

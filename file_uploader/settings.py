@@ -15,6 +15,9 @@ from dotenv import load_dotenv
 from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse_size
 
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What S3_CHECKSUM may name (storage/checksums.py says what each costs and does).
+S3_CHECKSUMS = ("crc32", "sha256", "md5", "off")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -70,6 +73,16 @@ def _text(name: str, value: str) -> str:
     return value
 
 
+def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, value: str) -> str:
+        value = value.strip().upper() if upper else value.strip().lower()
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
 def _whole(minimum: int) -> Callable[[str, str], int]:
     return lambda name, value: _int(name, value, minimum)
 
@@ -88,10 +101,11 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", _text),
     "S3_MAX_CONNECTIONS": ("s3_max_connections", _whole(1)),
     "S3_MAX_ATTEMPTS": ("s3_max_attempts", _whole(1)),
+    "S3_CHECKSUM": ("s3_checksum", _one_of(S3_CHECKSUMS)),
     "HOST": ("host", _text),
     "PORT": ("port", _whole(0)),
-    "LOG_LEVEL": ("log_level", _text),
-    "LOG_FORMAT": ("log_format", _text),
+    "LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
     "PART_SIZE": ("part_size", _size),
     "PARTS_IN_FLIGHT": ("parts_in_flight", _whole(1)),
     "MEMORY_BUDGET": ("memory_budget", _size),
@@ -121,6 +135,7 @@ class Settings:
     parts_in_flight: int = 4
     s3_max_connections: int = 64
     s3_max_attempts: int = 5
+    s3_checksum: str = "crc32"  # see storage/checksums.py
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     max_uploads_per_user: int = 32  # per process; 0: no limit
@@ -138,10 +153,13 @@ class Settings:
     worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
 
     def __post_init__(self) -> None:
-        if self.log_format not in LOG_FORMATS:
-            raise SettingsError(
-                f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
-            )
+        for name, value, choices in (
+            ("LOG_FORMAT", self.log_format, LOG_FORMATS),
+            ("LOG_LEVEL", self.log_level, LOG_LEVELS),
+            ("S3_CHECKSUM", self.s3_checksum, S3_CHECKSUMS),
+        ):
+            if value not in choices:
+                raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         if not self.s3_bucket:
             raise SettingsError("S3_BUCKET (or BUCKET) must name the bucket that holds the files")
         if self.part_size < MIN_PART_SIZE:

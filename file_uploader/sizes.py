@@ -15,6 +15,7 @@ MAX_PARTS = 10_000  # S3: part numbers run from 1 to 10,000
 MAX_OBJECT_SIZE = 5 * TiB  # S3: the largest object a multipart upload can build
 MAX_KEY_BYTES = 1024  # S3: an object key is at most 1,024 bytes of UTF-8
 LIST_PAGE_SIZE = 1000  # S3: ListObjectsV2 returns at most 1,000 keys a page
+DELETE_BATCH_SIZE = 1000  # S3: DeleteObjects takes at most 1,000 keys a call
 
 DEFAULT_PART_SIZE = 8 * MiB
 # An upload of unknown length (chunked) starts at the configured part size and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -13,13 +12,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
-from file_uploader.ports import child_server, free_port
 from file_uploader.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-ACCESS_KEY = "testing-access-key"
-SECRET_KEY = "testing-secret-key"
+from .helpers import ACCESS_KEY, SECRET_KEY, new_token, run_gateway
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +90,6 @@ async def client(aiohttp_client, settings: Settings):
     return await aiohttp_client(await create_app(settings))
 
 
-def new_token() -> str:
-    return str(uuid.uuid4())
-
-
 @pytest.fixture
 def token() -> str:
     return new_token()
@@ -107,56 +100,8 @@ def auth(token: str) -> dict[str, str]:
     return {"X-Auth-Token": token}
 
 
-def open_uploads(s3, bucket: str) -> list[dict]:
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-
-
-def all_keys(s3, bucket: str) -> list[str]:
-    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-@contextlib.contextmanager
-def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[str]:
-    """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "S3_ENDPOINT_URL": s3_url,
-        "S3_BUCKET": bucket,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        # Run from an empty folder (no .env of the checkout's) on this checkout's code.
-        "PYTHONPATH": str(ROOT),
-        **settings,
-    }
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "file_uploader"]
-    with (
-        (workdir / "gateway.log").open("w") as log,
-        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT),
-    ):
-        yield f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
 def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
     """A gateway process for one test; its log is tmp_path/gateway.log."""
     with run_gateway(s3_url, bucket, tmp_path) as url:
         yield url
-
-
-async def raw_request(
-    client, method: str, target: str, headers: dict[str, str], body: bytes = b""
-) -> tuple[int, bytes]:
-    """Send a request line exactly as written (no client-side path cleaning); return status and body."""
-    import asyncio
-
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    writer.write(head.encode() + b"\r\n" + body)
-    await writer.drain()
-    response = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    status = int(response.split(b" ", 2)[1])
-    return status, response.split(b"\r\n\r\n", 1)[1]

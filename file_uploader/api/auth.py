@@ -1,0 +1,51 @@
+"""X-Auth-Token: any UUID is a user, mapped 1:1 to a one-way user id.
+
+The token is checked by middleware for every /api/ request, and by the expect
+handlers of the routes that take a body (body.py), which aiohttp runs before
+any middleware: that is how a bad token is refused before a client sends a
+body behind `Expect: 100-continue`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..appkeys import USER_ID
+from ..storage.keys import is_valid_token, user_id
+from .errors import ApiError
+from .openapi import OPENAPI_PATH
+
+TOKEN_HEADER = "X-Auth-Token"
+API_PREFIX = "/api/"
+# Under /api/ but open to all: the API's description, which a client reads before it has a token.
+PUBLIC_PATHS = frozenset({OPENAPI_PATH})
+_CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
+
+
+def authenticate(request: web.Request) -> str:
+    """Store and return the request's user id, or raise a 401 ApiError."""
+    tokens = request.headers.getall(TOKEN_HEADER, [])
+    if len(tokens) > 1:
+        raise ApiError(401, "invalid_token", f"send exactly one {TOKEN_HEADER} header", _CHALLENGE)
+    token = tokens[0].strip() if tokens else ""
+    if not token:
+        raise ApiError(401, "missing_token", f"send your token in the {TOKEN_HEADER} header", _CHALLENGE)
+    if not is_valid_token(token):
+        raise ApiError(
+            401,
+            "invalid_token",
+            f"{TOKEN_HEADER} must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a",
+            _CHALLENGE,
+        )
+    uid = request[USER_ID] = user_id(token)
+    return uid
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
+        authenticate(request)
+    return await handler(request)

@@ -1,0 +1,101 @@
+"""Reading request bodies: as a stream of chunks, within the limits, and `Expect: 100-continue`.
+
+aiohttp answers `Expect: 100-continue` itself, before any middleware runs,
+unless the route has its own `expect_handler`. Every route that takes a body
+has one (`expect_body`), which runs the route's own checks first, so that a
+bad token, name, length or an upload slot the user does not have is refused
+before the client sends a byte of the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
+
+from ..appkeys import SETTINGS
+from ..settings import Settings
+from .errors import ApiError, as_api_error, error_response
+
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
+def file_too_large(limit: int) -> ApiError:
+    return ApiError(413, "file_too_large", f"the file is larger than the limit of {limit} bytes")
+
+
+def declared_length(request: web.Request, settings: Settings) -> int | None:
+    """The body's length if the client declared it (None for chunked), within MAX_FILE_SIZE."""
+    length = request.content_length
+    if length is None:
+        return None if request.body_exists else 0
+    if length > settings.max_file_size:
+        raise file_too_large(settings.max_file_size)
+    return length
+
+
+async def read_body(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, held to MAX_FILE_SIZE and BODY_READ_TIMEOUT."""
+    settings = request.app[SETTINGS]
+    content = request.content
+    limit = settings.max_file_size
+    total = 0
+    while True:
+        try:
+            async with asyncio.timeout(settings.body_read_timeout):
+                # readchunk hands over aiohttp's buffers as received, without
+                # joining them into a new bytes object first.
+                chunk, _ = await content.readchunk()
+        except TimeoutError:
+            raise ApiError(
+                408, "body_timeout", f"no data arrived for {settings.body_read_timeout:g} seconds"
+            ) from None
+        except Exception as exc:  # what aiohttp raises for a connection lost midway
+            raise ApiError(
+                400, "incomplete_body", "the connection ended before the whole body arrived"
+            ) from exc
+        if not chunk:
+            # An empty read is either the end of one HTTP chunk or the end of
+            # the body; ask the stream which. (aiohttp's shared empty-body
+            # reader answers (b"", True) to everyone after its first use, so
+            # the flag alone would loop forever.)
+            if content.at_eof():
+                return
+            continue
+        total += len(chunk)
+        if total > limit:
+            raise file_too_large(limit)
+        yield chunk
+
+
+def expect_body(check: Callable[[web.Request], None], headers: dict[str, str] | None = None) -> ExpectHandler:
+    """An expect handler that runs `check` and answers `100 Continue` only if it passes.
+
+    A refusal (whatever `check` raises, as its JSON error, with `headers`
+    added) goes out before the body; the connection is then closed, since the
+    body that may follow will not be read.
+    """
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        try:
+            check(request)
+        except Exception as exc:
+            error = as_api_error(exc)
+            error.headers.update(headers or {})
+            response = error_response(error)
+            response.force_close()
+            return response
+        if request.version != HttpVersion11:
+            return None
+        expect = request.headers.get(hdrs.EXPECT, "")
+        if expect.lower() != "100-continue":
+            response = error_response(ApiError(417, "expectation_failed", f"unknown Expect: {expect}"))
+            response.force_close()
+            return response
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the response has not started
+        return None
+
+    return expect

@@ -1,0 +1,347 @@
+"""The OpenAPI 3 description of the API, served at GET /api/openapi.json.
+
+Kept here, in one place; a test checks its paths and methods against the
+app's routes, and schemathesis fuzzes the running gateway against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+
+OPENAPI_PATH = "/api/openapi.json"
+
+_STRING = {"schema": {"type": "string"}}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _error(description: str, headers: tuple[str, ...] = ()) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = {name: _STRING for name in headers}
+    return response
+
+
+def _no_body(description: str) -> dict[str, Any]:
+    return {"description": description}
+
+
+# Every route can answer these.
+_COMMON = {
+    "401": _error("no token, a malformed one, or more than one", ("WWW-Authenticate",)),
+    "502": _error("S3 refused the operation"),
+    "503": _error("S3 is unreachable or busy; try again", ("Retry-After",)),
+}
+_NAMED = {**_COMMON, "400": _error("the file name cannot be stored (see the message)")}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_FILE_HEADERS = {name: _STRING for name in ("ETag", "Last-Modified", "Content-Length", "Accept-Ranges")}
+# What GET of a file, and of a share link, answers when it sends bytes.
+_FILE_BODY = {
+    "200": {"description": "the file", "headers": _FILE_HEADERS, "content": {"*/*": _BINARY}},
+    "206": {
+        "description": "the requested range",
+        "headers": {**_FILE_HEADERS, "Content-Range": _STRING},
+        "content": {"*/*": _BINARY},
+    },
+}
+
+
+def _header(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, **_STRING}
+
+
+_DIGEST_HEADERS = [_header("Content-MD5"), _header("Digest"), _header("Repr-Digest")]
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the file name: UTF-8, percent-encoded; '/' allowed between non-empty segments",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+# tus 1.0.0 (see tus.py): every request but OPTIONS carries Tus-Resumable.
+_TUS_VERSION = {
+    "name": "Tus-Resumable",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "enum": ["1.0.0"]},
+}
+_TUS_ERRORS = {
+    **_COMMON,
+    "400": _error("a malformed tus header, metadata or file name"),
+    "412": _error("an unsupported Tus-Resumable", ("Tus-Version",)),
+}
+_TUS_OPTIONS = {
+    "summary": "tus discovery: version, extensions, maximum size",
+    "security": [],
+    "responses": {
+        "204": _no_body("the server's tus capabilities"),
+        "401": _error("a token header that is not a token", ("WWW-Authenticate",)),
+    },
+}
+_TUS_CREATE = {
+    "summary": "start a resumable (tus) upload; the file name is the filename metadata key",
+    "parameters": [
+        _TUS_VERSION,
+        _header("Upload-Length"),
+        _header("Upload-Defer-Length"),
+        _header("Upload-Metadata"),
+    ],
+    "responses": {
+        "201": {"description": "created", "headers": {"Location": _STRING, "Upload-Offset": _STRING}},
+        **_TUS_ERRORS,
+        "413": _error("Upload-Length is over MAX_FILE_SIZE"),
+        "415": _error("a body without Content-Type: application/offset+octet-stream"),
+    },
+}
+_UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _tus_paths() -> dict[str, Any]:
+    return {
+        "/api/uploads": {"post": _TUS_CREATE, "options": _TUS_OPTIONS},
+        "/api/uploads/": {"post": _TUS_CREATE, "options": _TUS_OPTIONS},
+        "/api/uploads/{upload_id}": {
+            "parameters": [_UPLOAD_ID],
+            "options": _TUS_OPTIONS,
+            "head": {
+                "summary": "the upload's offset (where to resume)",
+                "parameters": [_TUS_VERSION],
+                "responses": {
+                    "200": {"description": "the upload", "headers": {"Upload-Offset": _STRING}},
+                    **{code: _no_body(r["description"]) for code, r in _TUS_ERRORS.items()},
+                    "404": _no_body("no such upload"),
+                    "410": _no_body("the upload expired"),
+                },
+            },
+            "patch": {
+                "summary": "append bytes at Upload-Offset",
+                "parameters": [
+                    _TUS_VERSION,
+                    _header("Upload-Offset"),
+                    _header("Upload-Length"),
+                    _header("Upload-Checksum"),
+                ],
+                "requestBody": {"required": True, "content": {"application/offset+octet-stream": _BINARY}},
+                "responses": {
+                    "204": {"description": "appended", "headers": {"Upload-Offset": _STRING}},
+                    **_TUS_ERRORS,
+                    "404": _error("no such upload"),
+                    "408": _error("the client stopped sending the body"),
+                    "409": _error("Upload-Offset is not the upload's offset"),
+                    "410": _error("the upload expired"),
+                    "413": _error("the bytes run past the upload's length"),
+                    "415": _error("Content-Type is not application/offset+octet-stream"),
+                    "460": _error("the bytes do not match Upload-Checksum"),
+                },
+            },
+            "delete": {
+                "summary": "terminate the upload",
+                "parameters": [_TUS_VERSION],
+                "responses": {
+                    "204": _no_body("terminated"),
+                    **_TUS_ERRORS,
+                    "404": _error("no such upload"),
+                    "410": _error("the upload expired"),
+                },
+            },
+        },
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    def probe(summary: str, ok: dict[str, Any], failure: dict[str, Any] | None = None) -> dict[str, Any]:
+        responses = {"200": ok, **({"503": failure} if failure else {})}
+        head = {code: _no_body(response["description"]) for code, response in responses.items()}
+        return {
+            "get": {"summary": summary, "security": [], "responses": responses},
+            "head": {"summary": summary, "security": [], "responses": head},
+        }
+
+    status = {
+        "application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}
+    }
+    return {
+        "/healthz": probe("alive (no S3 call)", {"description": "serving", "content": status}),
+        "/readyz": probe(
+            "ready: the bucket answers",
+            {"description": "ready", "content": status},
+            _error("S3 or the bucket is not reachable"),
+        ),
+        "/metrics": probe(
+            "Prometheus metrics",
+            {"description": "text exposition format", "content": {"text/plain": _STRING}},
+        ),
+    }
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "file_uploader",
+            "version": __version__,
+            "description": "Stream files into S3. Every user is an X-Auth-Token (a UUID).",
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/files": {
+                "get": {
+                    "summary": "the user's file names, sorted",
+                    "responses": {
+                        "200": {
+                            "description": "the names",
+                            "content": {
+                                "application/json": {"schema": {"type": "array", "items": {"type": "string"}}}
+                            },
+                        },
+                        **_COMMON,
+                    },
+                }
+            },
+            "/api/files/{name}": {
+                "parameters": [_NAME],
+                "put": {
+                    "summary": "store a file (replacing any under the same name), streamed",
+                    "parameters": _DIGEST_HEADERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": _BINARY},
+                    },
+                    "responses": {
+                        "204": _no_body("stored"),
+                        **_NAMED,
+                        "400": _error("a bad name, a bad or mismatched digest, or an incomplete body"),
+                        "408": _error("the client stopped sending the body"),
+                        "413": _error("the file is larger than MAX_FILE_SIZE"),
+                        "417": _error("an Expect other than 100-continue"),
+                        "429": _error("too many uploads at once for this user", ("Retry-After",)),
+                    },
+                },
+                "get": {
+                    "summary": "the file's bytes (or one range of them)",
+                    "parameters": [_header("Range")],
+                    "responses": {
+                        **_FILE_BODY,
+                        **_NAMED,
+                        "404": _error("no such file"),
+                        "416": _error("the range is outside the file", ("Content-Range",)),
+                    },
+                },
+                "head": {
+                    "summary": "the headers GET would send",
+                    "responses": {
+                        "200": {"description": "the file exists", "headers": _FILE_HEADERS},
+                        **{code: _no_body(r["description"]) for code, r in _NAMED.items()},
+                        "404": _no_body("no such file"),
+                    },
+                },
+                "delete": {
+                    "summary": "delete the file",
+                    "responses": {"204": _no_body("deleted"), **_NAMED, "404": _error("no such file")},
+                },
+            },
+            "/api/files/{name}/share": {
+                "parameters": [_NAME],
+                "post": {
+                    "summary": "a link that serves the file without a token until it expires",
+                    "parameters": [
+                        {
+                            "name": "expires_in",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"expires_in": {"type": "integer", "minimum": 1}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the link",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["url", "expires_at", "expires_in"],
+                                        "properties": {
+                                            "url": {"type": "string"},
+                                            "expires_at": {"type": "string"},
+                                            "expires_in": {"type": "integer"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_NAMED,
+                        "400": _error("a bad name, body or expires_in"),
+                        "404": _error("no such file"),
+                    },
+                },
+            },
+            "/s/{link}": {
+                "parameters": [{"name": "link", "in": "path", "required": True, **_STRING}],
+                "get": {
+                    "summary": "a shared file (or one range of it), as an attachment",
+                    "security": [],
+                    "parameters": [_header("Range")],
+                    "responses": {
+                        **_FILE_BODY,
+                        "403": _error("the link was not signed by this gateway"),
+                        "404": _error("the file is gone"),
+                        "410": _error("the link has expired, or the file was replaced"),
+                        "416": _error("the range is outside the file", ("Content-Range",)),
+                        "502": _COMMON["502"],
+                        "503": _COMMON["503"],
+                    },
+                },
+            },
+            **_tus_paths(),
+            **_ops_paths(),
+            OPENAPI_PATH: {
+                "get": {
+                    "summary": "this description",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+            "schemas": {"Error": _ERROR},
+        },
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(spec())

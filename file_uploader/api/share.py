@@ -1,0 +1,128 @@
+"""Share links: `POST /api/files/{name}/share` signs a link, `GET /s/{link}` serves it.
+
+A link carries its own state, so the gateway stores nothing: the file's S3 key,
+its ETag when the link was made and the expiry, signed with HMAC-SHA256 under
+SHARE_SECRET. Binding the ETag means the link stops working when the file is
+replaced or deleted. The key holds the one-way user id, never the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+
+from aiohttp import web
+
+from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
+from ..settings import Settings
+from ..storage.keys import FILES_ROOT, file_key
+from .errors import ApiError
+from .files import FILE, decode_name, send_file
+
+log = logging.getLogger(__name__)
+
+SHARE = FILE + "/share"
+SHARED = "/s/{link}"
+SHARED_NAME = "shared"  # the route's name, to build links with
+DEFAULT_SHARE_SECONDS = 3600  # what a link lives when the request does not say
+_SHARE_SUFFIX = "/share"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: bytes, key: str, etag: str, expires: int) -> str:
+    """The link's path segment: `<payload>.<signature>`, both base64url."""
+    payload = json.dumps({"k": key, "t": etag, "e": expires}, separators=(",", ":")).encode()
+    signature = hmac.new(secret, payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+def verify(secret: bytes, link: str) -> tuple[str, str, int]:
+    """The key, ETag and expiry a link names; 403 if it was not signed by us."""
+    forged = ApiError(403, "invalid_link", "this share link is not valid")
+    try:
+        payload_text, signature_text = link.split(".")
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+    except (ValueError, binascii.Error):
+        raise forged from None
+    if not hmac.compare_digest(signature, hmac.new(secret, payload, hashlib.sha256).digest()):
+        raise forged
+    fields = json.loads(payload)  # signed by us, so well-formed
+    return fields["k"], fields["t"], fields["e"]
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187)."""
+    base = name.rsplit("/", 1)[-1]
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in base)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(base, safe='')}"
+
+
+async def _expires_in(request: web.Request, maximum: int) -> int:
+    value: object = request.query.get("expires_in")
+    if value is None and request.body_exists:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "invalid_body", 'send JSON such as {"expires_in": 3600}') from None
+        value = body.get("expires_in") if isinstance(body, dict) else None
+    if value is None:
+        return min(DEFAULT_SHARE_SECONDS, maximum)
+    try:
+        seconds = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        seconds = 0
+    if isinstance(value, bool) or not 1 <= seconds <= maximum:
+        raise ApiError(
+            400, "invalid_expiry", f"expires_in must be a whole number of seconds from 1 to {maximum}"
+        )
+    return seconds
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def create_link(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    seconds = await _expires_in(request, settings.share_max_seconds)
+    key = file_key(request[USER_ID], decode_name(request, _SHARE_SUFFIX))
+    info = await request.app[STORAGE].files.stat(key)
+    expires = int(time.time()) + seconds
+    link = sign(request.app[SHARE_KEY], key, info.etag, expires)
+    url = request.url.origin().join(request.app.router[SHARED_NAME].url_for(link=link))
+    return web.json_response({"url": str(url), "expires_at": _iso(expires), "expires_in": seconds})
+
+
+async def serve_link(request: web.Request) -> web.StreamResponse:
+    key, etag, expires = verify(request.app[SHARE_KEY], request.match_info["link"])
+    if time.time() >= expires:
+        raise ApiError(410, "link_expired", "this share link has expired")
+    name = key.split("/", 2)[2] if key.startswith(FILES_ROOT) else key
+    disposition = {"Content-Disposition": content_disposition(name)}
+    return await send_file(request, key, name, if_match=etag, headers=disposition)
+
+
+def share_key(settings: Settings) -> bytes:
+    """The key that signs links: SHARE_SECRET, else a random one for this process (and a warning)."""
+    if settings.share_secret:
+        return settings.share_secret.encode()
+    log.warning(
+        "SHARE_SECRET is not set: share links are signed with a random key that dies with this "
+        "process and is not shared with other workers"
+    )
+    return secrets.token_bytes(32)

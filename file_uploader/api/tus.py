@@ -1,0 +1,212 @@
+"""tus 1.0.0 resumable uploads under /api/uploads/: thin handlers over `storage.resumable`.
+
+Extensions: creation, creation-with-upload, creation-defer-length, termination,
+expiration and checksum (sha1, sha256, md5). The file name comes from the
+`filename` key of Upload-Metadata; a completed upload is an ordinary file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+
+from aiohttp import hdrs, web
+
+from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..storage.errors import InvalidName
+from ..storage.resumable import CHECKSUMS, Upload
+from .auth import authenticate
+from .body import expect_body, read_body
+from .errors import ApiError, as_api_error
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+UPLOADS = "/api/uploads"
+UPLOAD = "/api/uploads/{upload_id}"
+_TUS_HEADERS = {"Tus-Resumable": TUS_VERSION}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _check_version(request: web.Request) -> None:
+    if request.headers.get("Tus-Resumable") != TUS_VERSION:
+        raise ApiError(
+            412,
+            "unsupported_tus_version",
+            f"send Tus-Resumable: {TUS_VERSION}",
+            {"Tus-Version": TUS_VERSION},
+        )
+
+
+def tus_route(handler: Handler) -> Handler:
+    """Check Tus-Resumable, and put it on every answer, errors included."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            _check_version(request)
+            response = await handler(request)
+        except Exception as exc:
+            error = as_api_error(exc)
+            if error.status == 500:
+                raise  # the error middleware logs it with its traceback
+            error.headers.update(_TUS_HEADERS)
+            raise error from exc
+        response.headers.update(_TUS_HEADERS)
+        return response
+
+    return wrapper
+
+
+def _number(request: web.Request, header: str) -> int | None:
+    value = request.headers.get(header)
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer")
+    return int(value)
+
+
+def _metadata(header: str) -> dict[str, str]:
+    """Upload-Metadata: comma-separated `key base64value` pairs (the value may be absent)."""
+    pairs: dict[str, str] = {}
+    for item in header.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, encoded = item.partition(" ")
+        try:
+            pairs[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(400, "invalid_metadata", f"Upload-Metadata {key!r} is not base64 UTF-8") from None
+    return pairs
+
+
+def _checksum(request: web.Request) -> tuple[str, bytes] | None:
+    value = request.headers.get("Upload-Checksum")
+    if value is None:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    if algorithm not in CHECKSUMS:
+        raise ApiError(400, "unsupported_checksum", f"Upload-Checksum algorithms: {','.join(CHECKSUMS)}")
+    try:
+        return algorithm, base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ApiError(400, "invalid_checksum", "Upload-Checksum is not base64") from None
+
+
+def _expires(upload: Upload) -> str:
+    return formatdate(upload.expires, usegmt=True)
+
+
+def _check_body_fits(request: web.Request, upload: Upload, offset: int) -> None:
+    """Refuse before reading a declared body that would run past the upload's end."""
+    size = request.content_length
+    limit = request.app[SETTINGS].max_file_size
+    end = upload.length if upload.length is not None else limit
+    if size is not None and offset + size > end:
+        raise ApiError(413, "upload_too_large", f"the upload ends at byte {end}")
+
+
+async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
+    if request.content_type != OFFSET_OCTET_STREAM:
+        raise ApiError(415, "unsupported_media_type", f"send Content-Type: {OFFSET_OCTET_STREAM}")
+    length = _number(request, "Upload-Length")
+    checksum = _checksum(request)
+    _check_body_fits(request, upload, offset)
+    return await request.app[STORAGE].resumable.append(
+        upload, offset, read_body(request), now=time.time(), length=length, checksum=checksum
+    )
+
+
+def _upload_headers(upload: Upload) -> dict[str, str]:
+    headers = {"Upload-Offset": str(upload.offset)}
+    if not upload.done:
+        headers["Upload-Expires"] = _expires(upload)
+    return headers
+
+
+async def options(request: web.Request) -> web.Response:
+    """Discovery; tus lets OPTIONS go without Tus-Resumable."""
+    return web.Response(
+        status=204,
+        headers={
+            "Tus-Resumable": TUS_VERSION,
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(request.app[SETTINGS].max_file_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        },
+    )
+
+
+@tus_route
+async def create(request: web.Request) -> web.Response:
+    length = _number(request, "Upload-Length")
+    deferred = request.headers.get("Upload-Defer-Length")
+    if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
+        raise ApiError(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
+    raw_metadata = request.headers.get("Upload-Metadata", "")
+    name = _metadata(raw_metadata).get("filename")
+    if not name:
+        raise InvalidName("Upload-Metadata has no filename")
+    resumable = request.app[STORAGE].resumable
+    upload = await resumable.create(request[USER_ID], name, length, raw_metadata, time.time())
+    headers = {hdrs.LOCATION: f"{UPLOADS}/{upload.id}"}
+    if request.body_exists and request.content_type == OFFSET_OCTET_STREAM:  # creation-with-upload
+        upload = await _append(request, upload, 0)
+    headers.update(_upload_headers(upload))
+    return web.Response(status=201, headers=headers)
+
+
+async def _get(request: web.Request) -> Upload:
+    return await request.app[STORAGE].resumable.get(
+        request[USER_ID], request.match_info["upload_id"], time.time()
+    )
+
+
+@tus_route
+async def head(request: web.Request) -> web.Response:
+    upload = await _get(request)
+    headers = _upload_headers(upload)
+    headers[hdrs.CACHE_CONTROL] = "no-store"
+    if upload.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(upload.length)
+    if upload.metadata:
+        headers["Upload-Metadata"] = upload.metadata
+    return web.Response(status=200, headers=headers)
+
+
+@tus_route
+async def patch(request: web.Request) -> web.Response:
+    offset = _number(request, "Upload-Offset")
+    if offset is None:
+        raise ApiError(400, "missing_offset", "send Upload-Offset")
+    if request.content_type != OFFSET_OCTET_STREAM:
+        raise ApiError(415, "unsupported_media_type", f"send Content-Type: {OFFSET_OCTET_STREAM}")
+    upload = await _append(request, await _get(request), offset)
+    return web.Response(status=204, headers=_upload_headers(upload))
+
+
+@tus_route
+async def terminate(request: web.Request) -> web.Response:
+    upload = await _get(request)
+    await request.app[STORAGE].resumable.terminate(upload)
+    return web.Response(status=204)
+
+
+def _check_body(request: web.Request) -> None:
+    """What a tus request with a body refuses before reading it: token, version, upload slots."""
+    authenticate(request)
+    _check_version(request)
+    request.app[STORAGE].pipeline.slots.check(request[USER_ID])
+
+
+expect_patch = expect_body(_check_body, _TUS_HEADERS)

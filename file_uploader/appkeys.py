@@ -1,0 +1,18 @@
+"""Every typed key the app and its requests carry, in one place."""
+
+from aiohttp import web
+
+from .ops.inflight import RequestsInFlight
+from .settings import Settings
+from .storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+STORAGE = web.AppKey("storage", Storage)
+# The HMAC key of share links: SHARE_SECRET, or random per process.
+SHARE_KEY = web.AppKey("share_key", bytes)
+IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
+
+# The one-way id of the request's user (never the token itself).
+USER_ID = web.RequestKey("user_id", str)
+# The request's id: the client's X-Request-ID if sane, else a new one.
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,243 @@
+"""`file-uploader` (or `python -m file_uploader.cli`): the gateway's API from a shell.
+
+Token and URL come from --token / --url or FILE_UPLOADER_TOKEN / FILE_UPLOADER_URL.
+Progress bars and tables go to stderr and stdout through rich; every failure is
+one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.filesize import decimal
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+from yarl import URL
+
+DEFAULT_URL = "http://localhost:8080"
+CHUNK = 256 * 1024
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+out = Console()
+err = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A failure to report in one line."""
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `90`, `90s`, `10m`, `1h`, `2d` or `1w`."""
+    match = _DURATION_RE.fullmatch(text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m, 1h, 7d)")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None) -> None:
+        self.session = session
+        self.base = URL(url.rstrip("/"))
+        self.token = token
+
+    def headers(self) -> dict[str, str]:
+        if not self.token:
+            raise CliError("no token: pass --token or set FILE_UPLOADER_TOKEN (`token` makes one)")
+        return {"X-Auth-Token": self.token}
+
+    def file_url(self, name: str, suffix: str = "") -> URL:
+        quoted = urllib.parse.quote(name, safe="/") + suffix
+        return URL(f"{self.base}/api/files/{quoted}", encoded=True)
+
+    async def request(
+        self, method: str, url: URL, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        try:
+            response = await self.session.request(
+                method, url, headers={**self.headers(), **(headers or {})}, **kwargs
+            )
+        except aiohttp.ClientConnectionError as exc:
+            raise CliError(f"cannot reach {self.base}: {exc}") from None
+        if response.status >= 400:
+            raise CliError(await _error_text(response))
+        return response
+
+
+async def _error_text(response: aiohttp.ClientResponse) -> str:
+    try:
+        error = (await response.json(content_type=None))["error"]
+        return f"{error['message']} ({response.status} {error['code']})"
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        return f"the gateway answered {response.status} {response.reason}"
+
+
+async def _read_file(path: Path, advance: Callable[[int], object]) -> AsyncIterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := await asyncio.to_thread(file.read, CHUNK):
+            advance(len(chunk))
+            yield chunk
+
+
+async def put(client: Client, args: argparse.Namespace) -> int:
+    files = [Path(name) for name in args.files]
+    if args.as_name and len(files) > 1:
+        raise CliError("--as names one file; give a single FILE with it")
+    for path in files:
+        if not path.is_file():
+            raise CliError(f"{path}: not a readable file")
+    with _progress() as progress:
+        for path in files:
+            name = args.as_name or path.name
+            size = path.stat().st_size
+            task = progress.add_task(escape(name), total=size)
+            body = _read_file(path, lambda n, task=task: progress.advance(task, n))
+            response = await client.request(
+                "PUT", client.file_url(name), data=body, headers={"Content-Length": str(size)}
+            )
+            response.release()
+    return 0
+
+
+async def ls(client: Client, args: argparse.Namespace) -> int:
+    response = await client.request("GET", URL(f"{client.base}/api/files").with_query(details="1"))
+    items = await response.json()
+    table = Table("name", "size", "modified", box=None, header_style="bold")
+    table.columns[1].justify = "right"
+    for item in items:
+        # Text() keeps a name such as "[bold]" from being read as rich markup.
+        modified = item["modified"].replace("T", " ").replace("Z", "")[:19]
+        table.add_row(Text(item["name"]), decimal(item["size"]), modified)
+    out.print(table)
+    return 0
+
+
+def _target(name: str, output: str | None) -> Path:
+    """Where `get` writes: -o PATH, a file named like NAME inside -o DIR, or ./NAME."""
+    base = name.rsplit("/", 1)[-1]
+    target = Path(output or base)
+    return target / base if target.is_dir() else target
+
+
+async def get(client: Client, args: argparse.Namespace) -> int:
+    response = await client.request("GET", client.file_url(args.name))
+    if args.output == "-":
+        async for chunk in response.content.iter_chunked(CHUNK):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return 0
+    target = _target(args.name, args.output)
+    partial = target.with_name(target.name + ".part")
+    with _progress() as progress, partial.open("wb") as file:
+        task = progress.add_task(escape(target.name), total=response.content_length)
+        async for chunk in response.content.iter_chunked(CHUNK):
+            await asyncio.to_thread(file.write, chunk)
+            progress.advance(task, len(chunk))
+    partial.replace(target)  # a cut download never leaves a file that looks whole
+    return 0
+
+
+async def rm(client: Client, args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.names:
+        try:
+            (await client.request("DELETE", client.file_url(name))).release()
+            err.print(f"deleted {name}", markup=False, highlight=False)
+        except CliError as exc:
+            err.print(f"{name}: {exc}", style="red", markup=False, highlight=False)
+            failed += 1
+    return 1 if failed else 0
+
+
+async def share(client: Client, args: argparse.Namespace) -> int:
+    body = {"expires_in": args.expires} if args.expires else None
+    response = await client.request("POST", client.file_url(args.name, "/share"), json=body)
+    link = await response.json()
+    print(link["url"])
+    err.print(f"expires {link['expires_at']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="file-uploader", description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("FILE_UPLOADER_URL", DEFAULT_URL), help="gateway URL")
+    parser.add_argument(
+        "--token", default=os.environ.get("FILE_UPLOADER_TOKEN"), help="your UUID (X-Auth-Token)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("token", help="print a new random token (a new, empty space)")
+    command = commands.add_parser("put", help="upload files")
+    command.add_argument("files", nargs="+", metavar="FILE")
+    command.add_argument("--as", dest="as_name", metavar="NAME", help="store the one FILE under NAME")
+    command.set_defaults(run=put)
+    commands.add_parser("ls", help="list your files").set_defaults(run=ls)
+    command = commands.add_parser("get", help="download a file")
+    command.add_argument("name", metavar="NAME")
+    command.add_argument("-o", "--output", metavar="PATH", help="where to write it (- for stdout)")
+    command.set_defaults(run=get)
+    command = commands.add_parser("rm", help="delete files")
+    command.add_argument("names", nargs="+", metavar="NAME")
+    command.set_defaults(run=rm)
+    command = commands.add_parser("share", help="print a link that needs no token")
+    command.add_argument("name", metavar="NAME")
+    command.add_argument(
+        "--expires", type=parse_duration, metavar="TIME", help="lifetime: 90s, 10m, 1h (default), 7d"
+    )
+    command.set_defaults(run=share)
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    # No total timeout: a large upload or download takes as long as it takes.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return await args.run(Client(session, args.url, args.token), args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        print(uuid.uuid4())
+        return 0
+    try:
+        return asyncio.run(_run(args))
+    except CliError as exc:
+        err.print(f"file-uploader: {exc}", style="red", markup=False, highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The gateway's Prometheus metrics, in the process's default registry.
+
+Kept free of aiohttp so that the storage layer can count its S3 calls and uploads here. Under
+gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR, and `exposition()`
+adds up every worker's files, whichever worker answers the scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+# Upload and download latencies span milliseconds to hours; the tail buckets matter.
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+
+HTTP_REQUESTS = Counter(
+    "file_uploader_http_requests", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "file_uploader_http_request_duration_seconds",
+    "Time from a request's arrival until its handler returned",
+    ["method", "route"],
+    buckets=_SECONDS,
+)
+UPLOADED_BYTES = Counter("file_uploader_uploaded_bytes", "Bytes received in request bodies")
+DOWNLOADED_BYTES = Counter("file_uploader_downloaded_bytes", "Bytes of files sent to clients")
+# Uploads by kind: "put" (PUT /api/files/...) or "tus" (each PATCH, or creation with a body).
+UPLOADS_IN_FLIGHT = Gauge(
+    "file_uploader_uploads_in_flight",
+    "Upload requests being received right now",
+    ["kind"],
+    multiprocess_mode="livesum",  # the sum over the workers that are alive
+)
+UPLOADS_COMPLETED = Counter("file_uploader_uploads_completed", "Files stored in S3", ["kind"])
+UPLOADS_ABORTED = Counter(
+    "file_uploader_uploads_aborted",
+    "Upload requests that failed; a failed tus PATCH keeps what was committed before it",
+    ["kind", "reason"],
+)
+S3_SECONDS = Histogram(
+    "file_uploader_s3_request_duration_seconds",
+    "Time spent in one S3 call (for GetObject, until its body was read)",
+    ["operation"],
+    buckets=_SECONDS,
+)
+S3_ERRORS = Counter(
+    "file_uploader_s3_errors",
+    "S3 calls that failed, by the storage error they became",
+    ["operation", "error"],
+)
+
+
+@contextlib.contextmanager
+def s3_call(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as exc:
+        S3_ERRORS.labels(operation, type(exc).__name__).inc()
+        raise
+    finally:
+        S3_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+
+def exposition() -> bytes:
+    """This process's metrics, or every worker's in multiprocess mode, in the text format."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

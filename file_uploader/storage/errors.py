@@ -1,0 +1,63 @@
+"""Every error the storage layer raises. The HTTP layer maps them to statuses in one table
+(`api/errors.py`); nothing here knows HTTP."""
+
+from __future__ import annotations
+
+
+class StorageFailure(Exception):
+    """Base of every error the storage layer raises."""
+
+
+class FileNotFound(StorageFailure):
+    pass
+
+
+class RangeNotSatisfiable(StorageFailure):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range is outside the file's {size} bytes")
+        self.size = size
+
+
+class StorageUnavailable(StorageFailure):
+    """S3 could not be reached, or asked us to slow down: worth retrying later."""
+
+
+class StorageError(StorageFailure):
+    """S3 answered with an error."""
+
+
+class InvalidName(StorageFailure, ValueError):
+    """A file name that cannot be stored safely; the message says why."""
+
+
+class TooManyUploads(StorageFailure):
+    """The user already runs MAX_UPLOADS_PER_USER uploads in this process."""
+
+
+class TooLarge(StorageFailure):
+    """The bytes run past a limit: MAX_FILE_SIZE, or a resumable upload's declared length."""
+
+
+# Resumable (tus) uploads.
+
+
+class UploadNotFound(StorageFailure):
+    pass
+
+
+class UploadExpired(StorageFailure):
+    pass
+
+
+class OffsetMismatch(StorageFailure):
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the upload is at offset {offset}")
+        self.offset = offset
+
+
+class LengthConflict(StorageFailure):
+    """Upload-Length contradicts the upload's length or offset."""
+
+
+class ChecksumMismatch(StorageFailure):
+    """The bytes do not match the checksum the client sent with them."""

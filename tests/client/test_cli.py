@@ -1,0 +1,141 @@
+"""The command-line client and the purge command, run as processes against a real gateway."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+from file_uploader.storage.keys import file_key, user_id
+
+from ..helpers import ROOT, all_keys, free_port, new_token, open_uploads
+
+
+def cli(*args: str, url: str, token: str | None, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FILE_UPLOADER_URL": url, "COLUMNS": "120", "PYTHONPATH": str(ROOT)}
+    env.pop("FILE_UPLOADER_TOKEN", None)
+    if token:
+        env["FILE_UPLOADER_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "file_uploader.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_token_prints_a_new_uuid():
+    first = cli("token", url="http://unused", token=None)
+    second = cli("token", url="http://unused", token=None)
+    assert first.returncode == 0
+    assert uuid.UUID(first.stdout.strip()) != uuid.UUID(second.stdout.strip())
+
+
+def test_put_ls_get_rm_round_trip(gateway_process, tmp_path):
+    token = new_token()
+    small = tmp_path / "notes.txt"
+    small.write_bytes(b"hello world\n")
+    big = tmp_path / "photo.jpg"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+
+    put = cli("put", str(small), str(big), url=gateway_process, token=token)
+    assert put.returncode == 0, put.stderr
+    assert "photo.jpg" in put.stderr  # the progress bars go to stderr
+
+    listing = cli("ls", url=gateway_process, token=token)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert rows[0] == ["name", "size", "modified"]
+    assert [row[:3] for row in rows[1:]] == [["notes.txt", "12", "bytes"], ["photo.jpg", "3.1", "MB"]]
+
+    out = tmp_path / "copy.jpg"
+    got = cli("get", "photo.jpg", "-o", str(out), url=gateway_process, token=token)
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == big.read_bytes()
+    assert not (tmp_path / "copy.jpg.part").exists()
+
+    stdout_get = ["get", "notes.txt", "-o", "-"]
+    to_stdout = subprocess.run(
+        [sys.executable, "-m", "file_uploader.cli", "--url", gateway_process, "--token", token, *stdout_get],
+        capture_output=True,
+        timeout=60,
+    )
+    assert to_stdout.stdout == b"hello world\n"
+
+    removed = cli("rm", "notes.txt", "photo.jpg", url=gateway_process, token=token)
+    assert removed.returncode == 0, removed.stderr
+    assert cli("ls", url=gateway_process, token=token).stdout.splitlines()[1:] == []
+
+
+def test_put_as_stores_under_another_name_with_options_instead_of_env(gateway_process, tmp_path):
+    token = new_token()
+    source = tmp_path / "local.bin"
+    source.write_bytes(b"\x00\x01")
+    args = ("--url", gateway_process, "--token", token)
+    put = cli(*args, "put", str(source), "--as", "dir/remote name.bin", url="http://unused", token=None)
+    assert put.returncode == 0, put.stderr
+    got = cli(*args, "get", "dir/remote name.bin", url="http://unused", token=None, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "remote name.bin").read_bytes() == b"\x00\x01"
+
+
+def test_share_prints_a_link_that_works_without_a_token(gateway_process, tmp_path):
+    token = new_token()
+    source = tmp_path / "shared.txt"
+    source.write_bytes(b"for a colleague")
+    assert cli("put", str(source), url=gateway_process, token=token).returncode == 0
+    shared = cli("share", "shared.txt", "--expires", "10m", url=gateway_process, token=token)
+    assert shared.returncode == 0, shared.stderr
+    link = shared.stdout.strip()
+    assert "/s/" in link and token not in link
+    with urllib.request.urlopen(link, timeout=10) as response:
+        assert response.read() == b"for a colleague"
+
+
+def test_errors_are_one_line_and_a_failing_status(gateway_process, tmp_path):
+    token = new_token()
+    missing = cli("rm", "nothing-here", url=gateway_process, token=token)
+    assert missing.returncode == 1
+    assert "nothing-here" in missing.stderr and "404" in missing.stderr
+    no_token = cli("ls", url=gateway_process, token=None)
+    assert no_token.returncode == 1 and "FILE_UPLOADER_TOKEN" in no_token.stderr
+    bad_token = cli("ls", url=gateway_process, token="not-a-uuid")
+    assert bad_token.returncode == 1 and "must be a UUID" in bad_token.stderr
+    down = cli("ls", url=f"http://127.0.0.1:{free_port()}", token=token)
+    assert down.returncode == 1 and "cannot reach" in down.stderr
+    assert "Traceback" not in missing.stderr + no_token.stderr + bad_token.stderr + down.stderr
+
+
+def test_purge_deletes_every_file_of_one_user_only(s3_url, bucket, s3, tmp_path):
+    victim, bystander = new_token(), new_token()
+    for name in ["a", "b", "dir/c"]:
+        s3.put_object(Bucket=bucket, Key=file_key(user_id(victim), name), Body=b"x")
+    s3.create_multipart_upload(Bucket=bucket, Key=file_key(user_id(victim), "open"))
+    kept = file_key(user_id(bystander), "a")
+    s3.put_object(Bucket=bucket, Key=kept, Body=b"x")
+    env = {**os.environ, "S3_ENDPOINT_URL": s3_url, "S3_BUCKET": bucket, "PYTHONPATH": str(ROOT)}
+
+    def purge(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "file_uploader", "purge", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    dry = purge("--token", victim)
+    assert dry.returncode == 1 and "3 files" in dry.stdout
+    assert len(all_keys(s3, bucket)) == 4
+    done = purge("--token", victim, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "deleted 3 files and aborted 1" in done.stdout
+    assert victim not in done.stdout + done.stderr
+    assert all_keys(s3, bucket) == [kept]
+    assert open_uploads(s3, bucket) == []
+    assert purge("--token", "nope", "--yes").returncode == 2

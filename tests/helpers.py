@@ -1,0 +1,80 @@
+"""What many tests share: tokens, what S3 holds, a gateway process, raw requests.
+
+Fixtures live in conftest.py; plain functions live here, imported by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from devtools.ports import child_server, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCESS_KEY = "testing-access-key"
+SECRET_KEY = "testing-secret-key"
+
+__all__ = ["free_port", "wait_for_port"]
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+def open_uploads(s3, bucket: str) -> list[dict]:
+    """The multipart uploads S3 holds open in `bucket`."""
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def all_keys(s3, bucket: str) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+async def chunked(data: bytes, piece: int = 250_000) -> AsyncIterator[bytes]:
+    """`data` as a request body of unknown length (sent chunked)."""
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+@contextlib.contextmanager
+def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[str]:
+    """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "S3_ENDPOINT_URL": s3_url,
+        "S3_BUCKET": bucket,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        # Run from an empty folder (no .env of the checkout's) on this checkout's code.
+        "PYTHONPATH": str(ROOT),
+        **settings,
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "file_uploader"]
+    with (
+        (workdir / "gateway.log").open("w") as log,
+        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT),
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def raw_request(
+    client, method: str, target: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send a request line exactly as written (no client-side path cleaning); return status and body."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status = int(response.split(b" ", 2)[1])
+    return status, response.split(b"\r\n\r\n", 1)[1]

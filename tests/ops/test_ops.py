@@ -1,0 +1,181 @@
+"""Health and readiness probes, /metrics, request ids and the request log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.ports import free_port, wait_for_port
+from file_uploader.app import create_app
+from file_uploader.ops.logs import JsonFormatter
+from file_uploader.settings import Settings
+from file_uploader.storage.keys import user_id
+
+from ..helpers import new_token
+
+
+def _moto(port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return process
+
+
+@pytest.fixture
+def own_moto() -> Iterator[tuple[int, list[subprocess.Popen]]]:
+    """A moto server this test may stop and start again on the same port."""
+    port = free_port()
+    processes = [_moto(port)]
+    yield port, processes
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def _metrics(client) -> dict[tuple[str, tuple], float]:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settings) -> None:
+    dead = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1)
+    client = await aiohttp_client(await create_app(dead))
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_readyz_follows_s3_going_away_and_coming_back(
+    aiohttp_client, settings: Settings, own_moto
+) -> None:
+    port, processes = own_moto
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+    ours = dataclasses.replace(
+        settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_max_attempts=1, s3_create_bucket=True
+    )
+    client = await aiohttp_client(await create_app(ours))
+    response = await client.get("/readyz")
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"status": "ready"}
+
+    processes[0].terminate()
+    processes[0].wait(timeout=10)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    error = (await response.json())["error"]
+    assert error["code"] == "not_ready" and "unreachable" in error["message"]
+
+    processes.append(_moto(port))  # a new, empty moto: the bucket is gone
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert "does not exist" in (await response.json())["error"]["message"]
+
+    s3.create_bucket(Bucket=ours.s3_bucket)
+    response = await client.get("/readyz")
+    assert response.status == 200
+
+
+async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, settings: Settings) -> None:
+    client = await aiohttp_client(await create_app(dataclasses.replace(settings, max_file_size=1000)))
+    auth = {"X-Auth-Token": new_token()}
+    before = await _metrics(client)
+
+    assert (await client.put("/api/files/a.bin", data=b"x" * 600, headers=auth)).status == 204
+    assert len(await (await client.get("/api/files/a.bin", headers=auth)).read()) == 600
+
+    async def too_big():
+        for _ in range(3):
+            yield b"y" * 500
+
+    response = await client.put("/api/files/big.bin", data=too_big(), headers=auth)
+    assert response.status == 413
+
+    after = await _metrics(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("file_uploader_uploads_completed_total", kind="put") == 1
+    assert grew("file_uploader_uploads_aborted_total", kind="put", reason="file_too_large") == 1
+    assert grew("file_uploader_uploaded_bytes_total") >= 600 + 1000
+    assert grew("file_uploader_downloaded_bytes_total") == 600
+    assert _value(after, "file_uploader_uploads_in_flight", kind="put") == 0
+    route = "/api/files/{name}"
+    assert grew("file_uploader_http_requests_total", method="PUT", route=route, status="204") == 1
+    assert grew("file_uploader_http_requests_total", method="PUT", route=route, status="413") == 1
+    assert grew("file_uploader_http_request_duration_seconds_count", method="GET", route=route) == 1
+    assert grew("file_uploader_s3_request_duration_seconds_count", operation="PutObject") == 1
+    assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 0
+    await client.head("/api/files/missing", headers=auth)
+    after = await _metrics(client)
+    assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 1
+
+
+async def test_a_sane_request_id_is_kept_and_returned(client, auth) -> None:
+    response = await client.get("/api/files", headers={**auth, "X-Request-ID": "trace-42.a"})
+    assert response.status == 200
+    assert response.headers["X-Request-ID"] == "trace-42.a"
+
+
+@pytest.mark.parametrize("incoming", [None, "has space", "x" * 200, "new\\nline"])
+async def test_a_missing_or_odd_request_id_is_replaced(client, auth, incoming) -> None:
+    headers = dict(auth) if incoming is None else {**auth, "X-Request-ID": incoming}
+    response = await client.get("/api/files", headers=headers)
+    rid = response.headers["X-Request-ID"]
+    assert rid != incoming and len(rid) == 32
+
+
+async def test_errors_and_early_refusals_carry_a_request_id(client) -> None:
+    assert "X-Request-ID" in (await client.get("/api/files")).headers  # 401 from middleware
+    response = await client.put(
+        "/api/files/x", data=b"abc", headers={"Expect": "100-continue", "X-Request-ID": "early-1"}
+    )
+    assert response.status == 401  # answered by the expect handler, before any middleware
+    assert response.headers["X-Request-ID"] == "early-1"
+
+
+async def test_request_log_has_route_and_user_id_but_never_the_token(client, caplog) -> None:
+    token = new_token()
+    caplog.set_level(logging.INFO, logger="file_uploader.access")
+    response = await client.put(
+        "/api/files/secret-name.txt", data=b"hi", headers={"X-Auth-Token": token, "X-Request-ID": "r-1"}
+    )
+    assert response.status == 204
+    [record] = [r for r in caplog.records if r.name == "file_uploader.access"]
+    line = record.getMessage()
+    assert "request_id=r-1" in line and "method=PUT" in line and "status=204" in line
+    assert "route=/api/files/{name}" in line and "secret-name" not in line
+    assert f"user={user_id(token)}" in line and token not in line
+    assert "bytes_in=2" in line and "duration_ms=" in line
+
+    as_json = json.loads(JsonFormatter().format(record))
+    assert as_json["request_id"] == "r-1" and as_json["status"] == "204" and as_json["bytes_in"] == 2
+    assert as_json["user"] == user_id(token) and token not in json.dumps(as_json)

@@ -1,0 +1,91 @@
+"""MEMORY_BUDGET: the part data of all uploads together stays under one cap, and
+uploads over it wait instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import pytest
+
+from file_uploader.app import create_app
+from file_uploader.appkeys import STORAGE
+from file_uploader.settings import Settings, SettingsError
+from file_uploader.sizes import MiB
+from file_uploader.storage.budget import ByteBudget
+
+from ..helpers import new_token, open_uploads
+
+PART = 5 * MiB
+
+
+async def chunked(data: bytes, piece: int = 250_000):
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+@pytest.fixture
+async def tight_client(aiohttp_client, settings: Settings):
+    """A gateway whose budget holds three parts, while six uploads of three parts come at once."""
+    tight = dataclasses.replace(settings, part_size=PART, parts_in_flight=2, memory_budget=3 * PART)
+    return await aiohttp_client(await create_app(tight))
+
+
+async def test_concurrent_uploads_over_the_budget_wait_and_all_arrive_intact(tight_client, s3, bucket):
+    bodies = {f"file-{i}": os.urandom(2 * PART + 1000 * i + 1) for i in range(6)}
+    tokens = {name: new_token() for name in bodies}
+
+    async def upload(name: str) -> int:
+        # Half declare their length, half are chunked: both paths reserve parts.
+        data = bodies[name] if name[-1] in "024" else chunked(bodies[name])
+        headers = {"X-Auth-Token": tokens[name]}
+        response = await tight_client.put(f"/api/files/{name}", data=data, headers=headers)
+        return response.status
+
+    statuses = await asyncio.gather(*(upload(name) for name in bodies))
+
+    assert statuses == [204] * len(bodies)
+    for name, data in bodies.items():
+        response = await tight_client.get(f"/api/files/{name}", headers={"X-Auth-Token": tokens[name]})
+        assert await response.read() == data
+    budget = tight_client.server.app[STORAGE].pipeline.budget
+    assert budget.peak <= 3 * PART  # never more part data held than the cap...
+    assert budget.peak > 2 * PART  # ...which the uploads really filled...
+    assert budget.waits > 0  # ...and had to wait for
+    assert budget.held == 0  # every reservation was given back
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_a_failed_upload_gives_its_reservations_back(tight_client, auth):
+    async def broken():
+        yield os.urandom(PART + 10)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(Exception):  # noqa: B017 (the client sees its own body fail)
+        await tight_client.put("/api/files/broken", data=broken(), headers=auth)
+    budget = tight_client.server.app[STORAGE].pipeline.budget
+    for _ in range(50):  # the server notices the cut connection a moment later
+        if budget.held == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert budget.held == 0
+
+
+async def test_a_waiter_cancelled_in_the_queue_does_not_block_the_next():
+    budget = ByteBudget(10)
+    await budget.acquire(8)
+    cancelled = asyncio.create_task(budget.acquire(5))
+    behind = asyncio.create_task(budget.acquire(2))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.wait_for(behind, 1)
+    assert budget.held == 10
+    budget.release(8)
+    budget.release(2)
+    assert budget.held == 0
+
+
+def test_the_budget_must_hold_at_least_one_part():
+    with pytest.raises(SettingsError, match="MEMORY_BUDGET"):
+        Settings.from_env({"S3_BUCKET": "b", "PART_SIZE": "8MiB", "MEMORY_BUDGET": "4MiB"})
