@@ -8,7 +8,7 @@ COMPOSE := docker compose -f docker/docker-compose.yml
 IMAGE ?= file-uploader
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
+.PHONY: help venv run test test-fast lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,9 +27,13 @@ run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-m
 test: $(INSTALLED) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## check the code with ruff
-	$(BIN)/ruff check file_uploader tests
-	$(BIN)/ruff format --check file_uploader tests
+test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones
+	$(BIN)/python -m pytest -m "not slow and not process and not browser" $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## check the code: ruff, and mypy for types
+	$(BIN)/ruff check file_uploader devtools tests bench soak
+	$(BIN)/ruff format --check file_uploader devtools tests bench soak
+	$(BIN)/mypy
 
 start-gunicorn: $(INSTALLED) ## serve with gunicorn: WORKERS (default one per core), HOST, PORT from env/.env
 	$(BIN)/gunicorn file_uploader.app:create_app -c gunicorn.conf.py

@@ -44,10 +44,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from file_uploader.app import open_s3_client  # noqa: E402
 from file_uploader.keys import user_id, user_prefix  # noqa: E402
 from file_uploader.loop import new_event_loop  # noqa: E402
 from file_uploader.ports import child_server, free_port  # noqa: E402
+
+from file_uploader.app import open_s3_client  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import MiB, parse_size  # noqa: E402
 from file_uploader.storage import send_bodies_as_is  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -35,31 +36,11 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
 
 
-def _int(name: str, value: str, minimum: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
-    if number < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
-    return number
-
-
 def _size(name: str, value: str) -> int:
     try:
         return parse_size(value)
     except ValueError as exc:
         raise SettingsError(f"{name}: {exc}") from None
-
-
-def _float(name: str, value: str, minimum: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
-    return number
 
 
 def _usable_cpus() -> int:
@@ -83,12 +64,25 @@ def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str, 
     return parse
 
 
+def _at_least(minimum: float, parse: Callable[[str], Any], what: str) -> Callable[[str, str], Any]:
+    def read(name: str, value: str) -> Any:
+        try:
+            number = parse(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be {what}, got {value!r}") from None
+        if number < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {number}")
+        return number
+
+    return read
+
+
 def _whole(minimum: int) -> Callable[[str, str], int]:
-    return lambda name, value: _int(name, value, minimum)
+    return _at_least(minimum, int, "a whole number")
 
 
 def _seconds(minimum: float) -> Callable[[str, str], float]:
-    return lambda name, value: _float(name, value, minimum)
+    return _at_least(minimum, float, "a number of seconds")
 
 
 # Each environment variable (besides S3_BUCKET / BUCKET): the field it sets

@@ -16,7 +16,14 @@ from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
 from file_uploader.settings import Settings
 
-from .helpers import ACCESS_KEY, SECRET_KEY, new_token, run_gateway
+from .helpers import ACCESS_KEY, SECRET_KEY, Gateway, new_token, run_gateway
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs the gateway as a process is a process test, whatever its module."""
+    for item in items:
+        if "gateway_process" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.process)
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +108,7 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[str]:
+def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[Gateway]:
     """A gateway process for one test; its log is tmp_path/gateway.log."""
     with run_gateway(s3_url, bucket, tmp_path) as url:
         yield url

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from devtools.ports import child_server, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +44,25 @@ async def chunked(data: bytes, piece: int = 250_000) -> AsyncIterator[bytes]:
         yield data[start : start + piece]
 
 
+def start_moto(port: int) -> subprocess.Popen:
+    """moto's S3 server on `port`, for a test that stops and starts S3 itself."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return process
+
+
+class Gateway(str):
+    """A gateway process's base URL, which also knows the process's id."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[str]:
+def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[Gateway]:
     """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL."""
     port = free_port()
     env = {
@@ -60,9 +79,19 @@ def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Ite
     command = [sys.executable, "-m", "file_uploader"]
     with (
         (workdir / "gateway.log").open("w") as log,
-        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT),
+        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT) as process,
     ):
-        yield f"http://127.0.0.1:{port}"
+        url = Gateway(f"http://127.0.0.1:{port}")
+        url.pid = process.pid
+        yield url
+
+
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory now (VmRSS), or its peak so far (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(field)
 
 
 async def raw_request(
@@ -78,3 +107,20 @@ async def raw_request(
     writer.close()
     status = int(response.split(b" ", 2)[1])
     return status, response.split(b"\r\n\r\n", 1)[1]
+
+
+async def metric_samples(client) -> dict[tuple[str, tuple], float]:
+    """Every sample /metrics reports, by name and labels."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """One sample of `metric_samples`; 0 when it was never reported."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

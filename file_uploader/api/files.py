@@ -8,6 +8,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -96,6 +97,12 @@ async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> Async
         ]
 
 
+async def _prepend(first: list[Any], rest: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
+    yield first
+    async for item in rest:
+        yield item
+
+
 async def list_files(request: web.Request) -> web.StreamResponse:
     """A JSON array of the user's names, streamed a listing page at a time.
 
@@ -103,25 +110,23 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     """
     files = request.app[STORAGE].files
     prefix = user_prefix(request[USER_ID])
-    pages: AsyncIterator[list]
+    pages: AsyncIterator[list[Any]]
     if request.query.get("details", "") in ("1", "true", "yes"):
         pages = _detailed(files.list_entries(prefix))
     else:
         pages = files.list_names(prefix)
     # The first page is fetched before the status line goes out, so that an S3
     # failure at the start is still a proper JSON error.
-    first = await anext(pages)
+    first = await pages.__anext__()
     response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json; charset=utf-8"})
     await response.prepare(request)
-    separator = ""
     await response.write(b"[")
-    page: list | None = first
-    while page is not None:
-        if page:
-            text = separator + ", ".join(json.dumps(name, ensure_ascii=False) for name in page)
+    separator = ""
+    async for items in _prepend(first, pages):
+        if items:
+            text = separator + ", ".join(json.dumps(item, ensure_ascii=False) for item in items)
             await response.write(text.encode())
             separator = ", "
-        page = await anext(pages, None)
     await response.write(b"]")
     await response.write_eof()
     return response

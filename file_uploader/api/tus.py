@@ -157,7 +157,7 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidName("Upload-Metadata has no filename")
     resumable = request.app[STORAGE].resumable
     upload = await resumable.create(request[USER_ID], name, length, raw_metadata, time.time())
-    headers = {hdrs.LOCATION: f"{UPLOADS}/{upload.id}"}
+    headers: dict[str, str] = {hdrs.LOCATION: f"{UPLOADS}/{upload.id}"}
     if request.body_exists and request.content_type == OFFSET_OCTET_STREAM:  # creation-with-upload
         upload = await _append(request, upload, 0)
     headers.update(_upload_headers(upload))

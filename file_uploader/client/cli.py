@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import sys
@@ -122,7 +123,7 @@ async def put(client: Client, args: argparse.Namespace) -> int:
             name = args.as_name or path.name
             size = path.stat().st_size
             task = progress.add_task(escape(name), total=size)
-            body = _read_file(path, lambda n, task=task: progress.advance(task, n))
+            body = _read_file(path, functools.partial(progress.advance, task))
             response = await client.request(
                 "PUT", client.file_url(name), data=body, headers={"Content-Length": str(size)}
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ def cancel_window(settings: Settings) -> float:
     return min(CANCEL_SECONDS, settings.graceful_timeout / 2)
 
 
-def runner_for(app: web.Application, settings: Settings, **kwargs: object) -> web.AppRunner:
+def runner_for(app: web.Application, settings: Settings, **kwargs: Any) -> web.AppRunner:
     # aiohttp waits up to shutdown_timeout twice (for handlers, then after cancelling them).
     return web.AppRunner(app, access_log=None, shutdown_timeout=cancel_window(settings) / 2, **kwargs)
 

@@ -7,6 +7,8 @@ Each worker process builds its own app (and so its own S3 client) in its own loo
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
@@ -27,7 +29,7 @@ class GracefulWorker(GunicornUVLoopWebWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()  # the factory named on the command line: file_uploader.app:create_app
-        make_app = self.wsgi
+        make_app: Any = self.wsgi  # type: ignore[has-type]
         self._settings = load_settings()
 
         async def make_runner() -> web.AppRunner:

@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import re
+
 
 class StorageFailure(Exception):
     """Base of every error the storage layer raises."""
+
+    @property
+    def code(self) -> str:
+        """The error's kind in snake_case (ChecksumMismatch -> checksum_mismatch), for metrics."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 class FileNotFound(StorageFailure):

@@ -33,6 +33,7 @@ def open_keys(s3, bucket: str) -> list[str]:
     return sorted(upload["Key"] for upload in open_uploads(s3, bucket))
 
 
+@pytest.mark.process
 def test_gc_command_aborts_the_gateways_stale_uploads_and_says_so(s3_url, bucket, s3, tmp_path):
     upload_id = start_upload(s3, bucket, GATEWAY_KEY)
     start_upload(s3, bucket, OTHER_KEY)

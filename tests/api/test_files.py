@@ -44,6 +44,7 @@ async def test_list_is_sorted(client, auth):
     assert await names(client, auth) == ["C", "a", "b", "dir/inner.txt", "ä"]
 
 
+@pytest.mark.slow
 async def test_list_is_complete_past_one_s3_page(client, auth):
     wanted = [f"f{n:04d}" for n in range(1050)]
     gate = asyncio.Semaphore(32)

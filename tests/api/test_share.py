@@ -12,6 +12,8 @@ from file_uploader.api.share import sign
 from file_uploader.app import create_app
 from file_uploader.storage.keys import file_key, user_id
 
+from ..helpers import free_port, new_token, start_moto
+
 SECRET = "test-share-secret"
 
 
@@ -165,3 +167,21 @@ async def test_the_detailed_list_gives_size_and_date(client, auth):
     assert [(item["name"], item["size"]) for item in items] == [("a", 0), ("b", 5)]
     assert all(item["modified"].endswith("Z") for item in items)
     assert await (await client.get("/api/files", headers=auth)).json() == ["a", "b"]
+
+
+async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_client, settings):
+    """/s/ links check (and create) the bucket like every other route that needs S3."""
+    port = free_port()
+    late = dataclasses.replace(
+        settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_max_attempts=1, share_secret=SECRET
+    )
+    client = await aiohttp_client(await create_app(late))  # S3 is down: the gateway starts anyway
+    moto = start_moto(port)
+    try:
+        link = sign(SECRET.encode(), file_key(user_id(new_token()), "gone"), '"etag"', int(time.time()) + 60)
+        response = await client.get(f"/s/{link}")
+        assert response.status == 404, await response.text()
+        assert (await response.json())["error"]["code"] == "not_found"
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)

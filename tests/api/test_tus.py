@@ -20,7 +20,7 @@ from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 from file_uploader.storage.keys import user_id
 
-from ..helpers import all_keys, new_token, open_uploads, run_gateway
+from ..helpers import all_keys, metric, metric_samples, new_token, open_uploads, run_gateway
 
 PART = 5 * MiB  # the smallest part size S3 allows keeps these tests quick
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -320,6 +320,7 @@ def downloaded(base: str, auth: dict[str, str], name: str) -> bytes:
     return requests.get(f"{base}/api/files/{name}", headers=auth, timeout=30).content
 
 
+@pytest.mark.process
 def test_tuspy_uploads_a_file_of_several_parts_in_one_go(s3_url, bucket, s3, tmp_path, auth):
     data = payload(3 * PART + 123)
     path = tmp_path / "several.bin"
@@ -337,6 +338,7 @@ def test_tuspy_uploads_a_file_of_several_parts_in_one_go(s3_url, bucket, s3, tmp
     assert state_keys(s3, bucket) == []
 
 
+@pytest.mark.process
 def test_tuspy_resumes_an_interrupted_upload_on_another_gateway(s3_url, bucket, s3, tmp_path, auth):
     data = payload(2 * PART + 777)
     path = tmp_path / "resumed.bin"
@@ -376,3 +378,65 @@ def test_tuspy_resumes_an_interrupted_upload_on_another_gateway(s3_url, bucket, 
         assert downloaded(second, auth, "resumed.bin") == data
     assert open_uploads(s3, bucket) == []
     assert state_keys(s3, bucket) == []
+
+
+async def test_a_deferred_upload_that_ends_at_zero_bytes_is_an_empty_file(gw, auth, s3, bucket):
+    url = await create(gw, auth, "nothing.txt")
+    response = await patch(gw, auth, url, 0, b"", **{"Upload-Length": "0"})
+    assert response.status == 204, await response.text()
+    assert response.headers["Upload-Offset"] == "0"
+    assert await content(gw, auth, "nothing.txt") == b""
+    assert open_uploads(s3, bucket) == []
+    assert state_keys(s3, bucket) == []
+
+
+async def test_a_patch_takes_one_of_the_users_upload_slots(aiohttp_client, settings, auth):
+    """tus PATCHes and PUTs count against MAX_UPLOADS_PER_USER together."""
+    gw = await aiohttp_client(await create_app(dataclasses.replace(settings, max_uploads_per_user=1)))
+    url = await create(gw, auth, "slow.bin", length=1000)
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    writer.write(
+        f"PATCH {url} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n"
+        "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+        "Content-Length: 1000\r\n\r\n".encode()
+        + b"x" * 10
+    )
+    await writer.drain()
+    slots, uid = gw.app[STORAGE].pipeline.slots, user_id(auth["X-Auth-Token"])
+    for _ in range(200):
+        if slots.active(uid):
+            break
+        await asyncio.sleep(0.02)
+    assert slots.active(uid) == 1
+
+    put = await gw.put("/api/files/other", data=b"y", headers=auth)
+    second = await patch(gw, auth, await create(gw, auth, "other.bin", length=5), 0, b"12345")
+
+    assert put.status == 429
+    assert second.status == 429
+    assert (await second.json())["error"]["code"] == "too_many_uploads"
+    assert second.headers["Tus-Resumable"] == "1.0.0"
+    writer.write(b"x" * 990)  # the first PATCH finishes and gives its slot back
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 204")
+    writer.close()
+    assert slots.active(uid) == 0
+
+
+async def test_resumable_uploads_count_in_the_upload_metrics(gw, auth):
+    before = await metric_samples(gw)
+    url = await create(gw, auth, "counted.bin", length=200)
+    assert (await patch(gw, auth, url, 0, payload(100))).status == 204
+    wrong = {"Upload-Checksum": "sha1 " + base64.b64encode(b"x" * 20).decode()}
+    assert (await patch(gw, auth, url, 100, payload(100), **wrong)).status == 460
+    assert (await patch(gw, auth, url, 100, payload(100))).status == 204
+    after = await metric_samples(gw)
+    assert (
+        metric(after, "file_uploader_uploads_completed_total", kind="tus")
+        - metric(before, "file_uploader_uploads_completed_total", kind="tus")
+        == 1
+    )
+    aborted = "file_uploader_uploads_aborted_total"
+    assert metric(after, aborted, kind="tus", reason="checksum_mismatch") == 1 + metric(
+        before, aborted, kind="tus", reason="checksum_mismatch"
+    )
+    assert metric(after, "file_uploader_uploads_in_flight", kind="tus") == 0

@@ -8,9 +8,11 @@ import sys
 import urllib.request
 import uuid
 
-from file_uploader.storage.keys import file_key, user_id
+import pytest
 
-from ..helpers import ROOT, all_keys, free_port, new_token, open_uploads
+from ..helpers import ROOT, free_port, new_token
+
+pytestmark = pytest.mark.process
 
 
 def cli(*args: str, url: str, token: str | None, cwd=None) -> subprocess.CompletedProcess:
@@ -108,34 +110,3 @@ def test_errors_are_one_line_and_a_failing_status(gateway_process, tmp_path):
     down = cli("ls", url=f"http://127.0.0.1:{free_port()}", token=token)
     assert down.returncode == 1 and "cannot reach" in down.stderr
     assert "Traceback" not in missing.stderr + no_token.stderr + bad_token.stderr + down.stderr
-
-
-def test_purge_deletes_every_file_of_one_user_only(s3_url, bucket, s3, tmp_path):
-    victim, bystander = new_token(), new_token()
-    for name in ["a", "b", "dir/c"]:
-        s3.put_object(Bucket=bucket, Key=file_key(user_id(victim), name), Body=b"x")
-    s3.create_multipart_upload(Bucket=bucket, Key=file_key(user_id(victim), "open"))
-    kept = file_key(user_id(bystander), "a")
-    s3.put_object(Bucket=bucket, Key=kept, Body=b"x")
-    env = {**os.environ, "S3_ENDPOINT_URL": s3_url, "S3_BUCKET": bucket, "PYTHONPATH": str(ROOT)}
-
-    def purge(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "file_uploader", "purge", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    dry = purge("--token", victim)
-    assert dry.returncode == 1 and "3 files" in dry.stdout
-    assert len(all_keys(s3, bucket)) == 4
-    done = purge("--token", victim, "--yes")
-    assert done.returncode == 0, done.stderr
-    assert "deleted 3 files and aborted 1" in done.stdout
-    assert victim not in done.stdout + done.stderr
-    assert all_keys(s3, bucket) == [kept]
-    assert open_uploads(s3, bucket) == []
-    assert purge("--token", "nope", "--yes").returncode == 2

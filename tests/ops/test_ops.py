@@ -3,58 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.ports import free_port, wait_for_port
+from devtools.ports import free_port
 from file_uploader.app import create_app
 from file_uploader.ops.logs import JsonFormatter
 from file_uploader.settings import Settings
+from file_uploader.storage import open_storage
 from file_uploader.storage.keys import user_id
+from file_uploader.storage.sweep import collect_garbage
 
-from ..helpers import new_token
-
-
-def _moto(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, process)
-    return process
+from ..helpers import metric, metric_samples, new_token, start_moto
 
 
 @pytest.fixture
 def own_moto() -> Iterator[tuple[int, list[subprocess.Popen]]]:
     """A moto server this test may stop and start again on the same port."""
     port = free_port()
-    processes = [_moto(port)]
+    processes = [start_moto(port)]
     yield port, processes
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
-
-
-async def _metrics(client) -> dict[tuple[str, tuple], float]:
-    response = await client.get("/metrics")
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=")
-    samples = {}
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def _value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settings) -> None:
@@ -93,7 +69,7 @@ async def test_readyz_follows_s3_going_away_and_coming_back(
     error = (await response.json())["error"]
     assert error["code"] == "not_ready" and "unreachable" in error["message"]
 
-    processes.append(_moto(port))  # a new, empty moto: the bucket is gone
+    processes.append(start_moto(port))  # a new, empty moto: the bucket is gone
     response = await client.get("/readyz")
     assert response.status == 503
     assert "does not exist" in (await response.json())["error"]["message"]
@@ -106,7 +82,7 @@ async def test_readyz_follows_s3_going_away_and_coming_back(
 async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, settings: Settings) -> None:
     client = await aiohttp_client(await create_app(dataclasses.replace(settings, max_file_size=1000)))
     auth = {"X-Auth-Token": new_token()}
-    before = await _metrics(client)
+    before = await metric_samples(client)
 
     assert (await client.put("/api/files/a.bin", data=b"x" * 600, headers=auth)).status == 204
     assert len(await (await client.get("/api/files/a.bin", headers=auth)).read()) == 600
@@ -118,16 +94,16 @@ async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, s
     response = await client.put("/api/files/big.bin", data=too_big(), headers=auth)
     assert response.status == 413
 
-    after = await _metrics(client)
+    after = await metric_samples(client)
 
     def grew(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert grew("file_uploader_uploads_completed_total", kind="put") == 1
     assert grew("file_uploader_uploads_aborted_total", kind="put", reason="file_too_large") == 1
     assert grew("file_uploader_uploaded_bytes_total") >= 600 + 1000
     assert grew("file_uploader_downloaded_bytes_total") == 600
-    assert _value(after, "file_uploader_uploads_in_flight", kind="put") == 0
+    assert metric(after, "file_uploader_uploads_in_flight", kind="put") == 0
     route = "/api/files/{name}"
     assert grew("file_uploader_http_requests_total", method="PUT", route=route, status="204") == 1
     assert grew("file_uploader_http_requests_total", method="PUT", route=route, status="413") == 1
@@ -135,7 +111,7 @@ async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, s
     assert grew("file_uploader_s3_request_duration_seconds_count", operation="PutObject") == 1
     assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 0
     await client.head("/api/files/missing", headers=auth)
-    after = await _metrics(client)
+    after = await metric_samples(client)
     assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 1
 
 
@@ -179,3 +155,29 @@ async def test_request_log_has_route_and_user_id_but_never_the_token(client, cap
     as_json = json.loads(JsonFormatter().format(record))
     assert as_json["request_id"] == "r-1" and as_json["status"] == "204" and as_json["bytes_in"] == 2
     assert as_json["user"] == user_id(token) and token not in json.dumps(as_json)
+
+
+async def test_s3_metrics_name_only_real_s3_operations(
+    aiohttp_client, settings: Settings, s3, bucket
+) -> None:
+    """Every S3 call is counted under its own operation name: gc's aborts as AbortMultipartUpload,
+    tus state reads as GetObject; no made-up names."""
+    client = await aiohttp_client(await create_app(settings))
+    auth = {"X-Auth-Token": new_token(), "Tus-Resumable": "1.0.0"}
+    created = await client.post(
+        "/api/uploads", headers={**auth, "Upload-Length": "10", "Upload-Metadata": "filename eA=="}
+    )
+    assert (await client.head(created.headers["Location"], headers=auth)).status == 200
+    stale = s3.create_multipart_upload(Bucket=bucket, Key="files/" + "ab" * 32 + "/crashed")["UploadId"]
+    async with open_storage(settings) as storage:
+        collected = await collect_garbage(storage, datetime.timedelta(0))
+    assert [upload.upload_id for upload in collected.aborted] == [stale]
+
+    samples = await metric_samples(client)
+    operations = {
+        dict(labels)["operation"]
+        for name, labels in samples
+        if name == "file_uploader_s3_request_duration_seconds_count"
+    }
+    assert {"AbortMultipartUpload", "ListMultipartUploads", "GetObject"} <= operations
+    assert operations <= set(s3.meta.service_model.operation_names)

@@ -21,6 +21,8 @@ from file_uploader.storage.keys import file_key, user_id
 
 from ..helpers import ROOT, all_keys, open_uploads
 
+pytestmark = pytest.mark.process
+
 PART = 5 * MiB  # the smallest part S3 takes: a 6 MiB upload is a multipart one
 
 

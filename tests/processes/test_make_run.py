@@ -17,6 +17,8 @@ from file_uploader.storage.keys import file_key, user_id
 
 from ..helpers import ACCESS_KEY, ROOT, SECRET_KEY, all_keys
 
+pytestmark = pytest.mark.process
+
 # What a fresh checkout holds that `make run` uses; .venv is shared so that no install runs.
 CHECKOUT = ("Makefile", "requirements.txt", "requirements-dev.txt", "file_uploader", "devtools", ".venv")
 

@@ -4,25 +4,27 @@ uploads over it wait instead of failing."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 
+import aiohttp
 import pytest
 
+from file_uploader.api.tus import OFFSET_OCTET_STREAM
 from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings, SettingsError
-from file_uploader.sizes import MiB
+from file_uploader.sizes import MAX_OBJECT_SIZE, MiB
 from file_uploader.storage.budget import ByteBudget
 
-from ..helpers import new_token, open_uploads
+from ..helpers import chunked, new_token, open_uploads, rss_bytes, run_gateway
 
 PART = 5 * MiB
 
 
-async def chunked(data: bytes, piece: int = 250_000):
-    for start in range(0, len(data), piece):
-        yield data[start : start + piece]
+def filename(name: str) -> dict[str, str]:
+    return {"Upload-Metadata": "filename " + base64.b64encode(name.encode()).decode()}
 
 
 @pytest.fixture
@@ -89,3 +91,42 @@ async def test_a_waiter_cancelled_in_the_queue_does_not_block_the_next():
 def test_the_budget_must_hold_at_least_one_part():
     with pytest.raises(SettingsError, match="MEMORY_BUDGET"):
         Settings.from_env({"S3_BUCKET": "b", "PART_SIZE": "8MiB", "MEMORY_BUDGET": "4MiB"})
+
+
+@pytest.mark.slow
+@pytest.mark.process
+async def test_tus_patches_into_huge_uploads_stay_within_the_memory_budget(s3_url, bucket, tmp_path):
+    """Three 300 MiB PATCHes into uploads that declare 5 TiB, whose parts must be 525 MiB
+    (S3's 10,000-part rule): the parts go through temporary files, not memory."""
+    budget, sent = 64 * MiB, 300 * MiB
+    block = os.urandom(MiB)
+
+    async def body():
+        for _ in range(sent // MiB):
+            yield block
+
+    with run_gateway(s3_url, bucket, tmp_path, MEMORY_BUDGET=str(budget)) as base:
+        async with aiohttp.ClientSession(base) as session:
+            headers = {"X-Auth-Token": new_token(), "Tus-Resumable": "1.0.0"}
+            assert (await session.get("/api/files", headers=headers)).status == 200  # warmed up
+            before = rss_bytes(base.pid)
+
+            async def upload(number: int) -> int:
+                response = await session.post(
+                    "/api/uploads",
+                    headers={**headers, "Upload-Length": str(MAX_OBJECT_SIZE), **filename(f"huge-{number}")},
+                )
+                assert response.status == 201, await response.text()
+                response = await session.patch(
+                    response.headers["Location"],
+                    data=body(),
+                    headers={**headers, "Upload-Offset": "0", "Content-Type": OFFSET_OCTET_STREAM},
+                )
+                assert response.status == 204, await response.text()
+                return int(response.headers["Upload-Offset"])
+
+            offsets = await asyncio.gather(*(upload(number) for number in range(3)))
+            growth = rss_bytes(base.pid, "VmHWM") - before
+    assert offsets == [sent] * 3
+    print(f"peak RSS growth {growth / MiB:.0f} MiB")
+    assert growth < budget + 150 * MiB, f"the gateway grew by {growth / MiB:.0f} MiB"
