@@ -14,7 +14,11 @@ bench/results/. Settings (environment):
     BENCH_CONCURRENT_SIZE=32MiB          ...of this size each
     BENCH_DOWNLOAD_SIZE=1GiB             download size
     BENCH_LIST_FILES=10000               files in the listing line
-    BENCH_SECTIONS=upload,memory,concurrency,download,list
+    BENCH_CPU_SIZE=1GiB                  upload size for the CPU-per-GiB lines...
+    BENCH_CHECKSUMS=crc32,md5,sha256,off ...one line per S3_CHECKSUM
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list
+    BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
+                                         git worktree of an older commit) to compare versions
 
 The gateway runs as `python -m file_uploader` with its own defaults (PART_SIZE,
 PARTS_IN_FLIGHT, MEMORY_BUDGET, ... from the environment if set); the direct
@@ -44,15 +48,14 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from file_uploader.keys import user_id, user_prefix  # noqa: E402
-from file_uploader.loop import new_event_loop  # noqa: E402
-from file_uploader.ports import child_server, free_port  # noqa: E402
-
-from file_uploader.app import open_s3_client  # noqa: E402
+from devtools.ports import child_server, free_port  # noqa: E402
+from file_uploader.ops.loop import new_event_loop  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
-from file_uploader.sizes import MiB, parse_size  # noqa: E402
-from file_uploader.storage import send_bodies_as_is  # noqa: E402
+from file_uploader.sizes import GiB, MiB, parse_size  # noqa: E402
+from file_uploader.storage.client import open_client, send_bodies_as_is  # noqa: E402
+from file_uploader.storage.keys import user_id, user_prefix  # noqa: E402
 
+GATEWAY_DIR = Path(os.environ.get("BENCH_GATEWAY_DIR", ROOT)).resolve()
 ACCESS_KEY = "bench-access-key"
 SECRET_KEY = "bench-secret-key"
 BLOCK = os.urandom(MiB)  # generated bodies repeat one random MiB
@@ -74,16 +77,21 @@ def human(size: int) -> str:
 
 
 @contextlib.contextmanager
-def server(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def server(
+    args: list[str], port: int, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen]:
     with child_server(
         args,
         port,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=cwd,
     ) as process:
         yield process
+
+
+_SERVERS: dict[int, int] = {}  # port -> pid of the S3 servers running now
 
 
 @contextlib.contextmanager
@@ -93,7 +101,8 @@ def s3_server(kind: str) -> Iterator[str]:
         args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     else:
         args = [sys.executable, str(ROOT / "bench" / "fast_s3.py"), "--port", str(port)]
-    with server(args, port):
+    with server(args, port) as process:
+        _SERVERS[port] = process.pid
         yield f"http://127.0.0.1:{port}"
 
 
@@ -115,7 +124,7 @@ def gateway_settings(s3_url: str, bucket: str) -> Settings:
 
 
 @contextlib.contextmanager
-def gateway(s3_url: str, bucket: str) -> Iterator[tuple[str, int]]:
+def gateway(s3_url: str, bucket: str, extra: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """`python -m file_uploader` against `s3_url`; yields its URL and pid."""
     port = free_port()
     env = {
@@ -128,8 +137,9 @@ def gateway(s3_url: str, bucket: str) -> Iterator[tuple[str, int]]:
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
     }
+    env.update(extra or {})
     command = os.environ.get("BENCH_GATEWAY", "-m file_uploader").split()
-    with server([sys.executable, *command], port, env) as process:
+    with server([sys.executable, *command], port, env, cwd=GATEWAY_DIR) as process:
         yield f"http://127.0.0.1:{port}", process.pid
 
 
@@ -141,6 +151,12 @@ def memory(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) * 1024
     return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def reset_peak(pid: int) -> None:
@@ -174,7 +190,7 @@ async def generated(size: int, chunk: int = 256 * 1024) -> AsyncIterator[bytes]:
 
 @contextlib.asynccontextmanager
 async def s3_client(settings: Settings) -> AsyncIterator[Any]:
-    async with open_s3_client(settings) as client:
+    async with open_client(settings) as client:
         # The direct client gets the gateway's tuning too (same config, bodies
         # sent without botocore's copies), so the ratio is the cost of the hop.
         send_bodies_as_is(client)
@@ -256,7 +272,9 @@ class Report:
     @staticmethod
     def format_row(row: dict[str, Any]) -> str:
         def num(value: float | None) -> str:
-            return "-" if value is None else f"{value:.1f}"
+            if value is None:
+                return "-"
+            return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         met = {True: "met", False: "NOT met", None: ""}[row["met"]]
@@ -306,6 +324,52 @@ async def bench_uploads(report: Report, work: Path, runs: int) -> None:
                             target=f">= {target}x",
                             met=gw / base >= target,
                         )
+
+
+async def bench_cpu(report: Report, work: Path, runs: int) -> None:
+    """CPU seconds per GiB uploaded: the gateway process, against the floor of a bare aiohttp
+    server that only receives the body plus a direct aiobotocore upload of it to S3."""
+    size = parse_size(os.environ.get("BENCH_CPU_SIZE", "1GiB"))
+    path = make_file(work, size)
+    per_gib = GiB / size
+    with s3_server("fast") as s3_url, s3_server("fast") as sink_url:
+        bucket = "bench"
+        settings = gateway_settings(s3_url, bucket)
+        sink_pid = _pid_of(sink_url)
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket=bucket)
+            await curl("-X", "PUT", f"{sink_url}/{bucket}")
+            floor = []
+            for run in range(runs):
+                before = cpu_seconds(sink_pid)
+                status, _ = await curl("--upload-file", str(path), f"{sink_url}/{bucket}/sink{run}")
+                if status != 200:
+                    raise RuntimeError(f"the bare server answered {status}")
+                received = cpu_seconds(sink_pid) - before
+                started = time.process_time()
+                await direct_upload(client, bucket, f"d{run}", path, settings)
+                floor.append((received + time.process_time() - started) * per_gib)
+            for checksum in env_list("BENCH_CHECKSUMS", "crc32,md5,sha256,off"):
+                with gateway(s3_url, bucket, {"S3_CHECKSUM": checksum}) as (url, pid):
+                    token = str(uuid.uuid4())
+                    spent = []
+                    for run in range(runs):
+                        before = cpu_seconds(pid)
+                        auth = f"X-Auth-Token: {token}"
+                        status, _ = await curl(
+                            "-H", auth, "--upload-file", str(path), f"{url}/api/files/c{run}"
+                        )
+                        if status != 204:
+                            raise RuntimeError(f"gateway upload answered {status}")
+                        spent.append((cpu_seconds(pid) - before) * per_gib)
+                report.add(
+                    f"CPU per GiB uploaded, S3_CHECKSUM={checksum}", median(spent), median(floor), "CPU s/GiB"
+                )
+
+
+def _pid_of(url: str) -> int:
+    """The pid of the child server listening on `url`'s port (see s3_server)."""
+    return _SERVERS[int(url.rsplit(":", 1)[1])]
 
 
 async def upload_generated(session: aiohttp.ClientSession, url: str, token: str, size: int) -> int:
@@ -482,6 +546,7 @@ async def bench_list(report: Report, runs: int) -> None:
 
 
 SECTIONS = {
+    "cpu": bench_cpu,
     "upload": bench_uploads,
     "memory": bench_memory,
     "concurrency": bench_concurrency,
@@ -498,8 +563,8 @@ async def main() -> None:
     print(report.table(), flush=True)
     try:
         for name in env_list("BENCH_SECTIONS", ",".join(SECTIONS)):
-            if name == "upload":
-                await bench_uploads(report, work, runs)
+            if name in ("upload", "cpu"):
+                await SECTIONS[name](report, work, runs)
             else:
                 await SECTIONS[name](report, runs)
     finally:
