@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from file_uploader.settings import Settings, SettingsError
+from file_uploader.settings import ENV_VARIABLES, Settings, SettingsError
 from file_uploader.sizes import PARTS_PER_SIZE_STEP
 
 from .helpers import ROOT
@@ -50,3 +50,9 @@ def test_env_example_states_how_often_a_chunked_uploads_part_size_doubles():
     stated = re.search(r"doubles it every ([\d,]+) parts", text)
     assert stated, "the .env.example explains part growth"
     assert int(stated.group(1).replace(",", "")) == PARTS_PER_SIZE_STEP
+
+
+def test_the_operations_guide_describes_every_setting():
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    missing = [name for name in ENV_VARIABLES if f"`{name}`" not in guide]
+    assert missing == []
