@@ -1,1 +1,1 @@
-"""Tools for developing and testing the gateway: not part of the package that runs in production."""
+"""Tools for developing and testing the gateway (local S3 servers, free ports): not shipped with the package."""
