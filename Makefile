@@ -8,7 +8,7 @@ COMPOSE := docker compose -f docker/docker-compose.yml
 IMAGE ?= file-uploader
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
+.PHONY: help venv system-deps run test test-fast lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ venv: $(INSTALLED) ## create .venv and install the requirements
 run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-memory S3)
 	$(BIN)/python -m devtools.localrun
 
-test: $(INSTALLED) ## run the whole test suite
+system-deps: ## as root: Debian's chromium and Ceph RGW for the tests (else: say what is missing)
+	bash devtools/system-deps.sh
+
+test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones
