@@ -1,4 +1,5 @@
-"""`python -m file_uploader [serve]`: load `.env`, then run the gateway or an admin command."""
+"""`python -m file_uploader [serve]`: load `.env`, then run the gateway or an admin command
+(gc, purge, probe)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from .admin import gc, purge
+from .admin import gc, probe, purge
 from .ops import lifecycle, logs
 from .ops.loop import new_event_loop
 from .settings import Settings, SettingsError, load_settings
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Admin commands add their own sub-parsers here, each with set_defaults(run=...).
     purge.add_parser(commands)
     gc.add_parser(commands)
+    probe.add_parser(commands)
     return parser
 
 

@@ -75,13 +75,18 @@ ROUTES = [
 
 
 async def storage_context(app: web.Application) -> AsyncIterator[None]:
-    """One S3 client and one Storage for this process, opened inside its event loop."""
+    """One S3 client and one Storage for this process, opened inside its event loop.
+
+    The bucket is checked (or created) and the write probe run before the
+    first request; should either fail, the gateway starts anyway and retries
+    before each request that needs S3 (storage_ready_middleware), while
+    /readyz says why it is not ready.
+    """
     async with open_storage(app[SETTINGS]) as storage:
         try:
-            await storage.ensure_bucket()
+            await storage.ensure_ready()
         except StorageFailure as exc:
-            # Start anyway: requests get 503 until S3 answers (storage_ready_middleware retries).
-            log.warning("the bucket is not usable yet: %s", exc)
+            log.warning("S3 is not usable yet: %s", exc)
         app[STORAGE] = storage
         yield
 

@@ -18,7 +18,10 @@ from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # What S3_CHECKSUM may name (storage/checksums.py says what each costs and does).
-S3_CHECKSUMS = ("crc32", "sha256", "md5", "off")
+S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
+# What the gateway does when the probe finds that S3 does not verify
+# S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
+S3_CHECKSUM_FALLBACKS = ("md5", "warn")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -51,6 +54,12 @@ def _usable_cpus() -> int:
 
 
 def _text(name: str, value: str) -> str:
+    return value
+
+
+def _file(name: str, value: str) -> str:
+    if not os.path.isfile(value):
+        raise SettingsError(f"{name} must name a file, and {value!r} is not one")
     return value
 
 
@@ -96,6 +105,8 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "S3_MAX_CONNECTIONS": ("s3_max_connections", _whole(1)),
     "S3_MAX_ATTEMPTS": ("s3_max_attempts", _whole(1)),
     "S3_CHECKSUM": ("s3_checksum", _one_of(S3_CHECKSUMS)),
+    "S3_CHECKSUM_FALLBACK": ("s3_checksum_fallback", _one_of(S3_CHECKSUM_FALLBACKS)),
+    "S3_CA_BUNDLE": ("s3_ca_bundle", _file),
     "HOST": ("host", _text),
     "PORT": ("port", _whole(0)),
     "LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS, upper=True)),
@@ -130,6 +141,10 @@ class Settings:
     s3_max_connections: int = 64
     s3_max_attempts: int = 5
     s3_checksum: str = "crc32"  # see storage/checksums.py
+    s3_checksum_fallback: str = "md5"  # see storage/probe.py
+    # PEM file of the CAs to trust for an https S3_ENDPOINT_URL (a private
+    # CA); None: botocore's default (certifi, or AWS_CA_BUNDLE).
+    s3_ca_bundle: str | None = None
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
     max_uploads_per_user: int = 32  # per process; 0: no limit
@@ -151,6 +166,7 @@ class Settings:
             ("LOG_FORMAT", self.log_format, LOG_FORMATS),
             ("LOG_LEVEL", self.log_level, LOG_LEVELS),
             ("S3_CHECKSUM", self.s3_checksum, S3_CHECKSUMS),
+            ("S3_CHECKSUM_FALLBACK", self.s3_checksum_fallback, S3_CHECKSUM_FALLBACKS),
         ):
             if value not in choices:
                 raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -18,12 +18,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the bucket answers a HeadBucket."""
+    """Ready: the bucket answers a HeadBucket and the write probe succeeded; the answer says
+    what the probe found S3 to enforce and the integrity mode in force."""
     try:
-        await request.app[STORAGE].check()
+        s3 = await request.app[STORAGE].check()
     except StorageFailure as exc:
         raise ApiError(503, "not_ready", str(exc)) from None
-    return web.json_response({"status": "ready"})
+    return web.json_response({"status": "ready", "s3": s3})
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -38,12 +39,13 @@ _WITHOUT_S3 = frozenset({"/healthz", "/readyz", "/metrics", "/", "/api/openapi.j
 
 @web.middleware
 async def storage_ready_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Before any request that needs S3, make sure the bucket is there (until it was once).
+    """Before any request that needs S3, make sure the bucket is there and S3 was probed
+    (until both were once).
 
     Every route but those above needs S3, share links and routes added later
     included, so none can skip the check by being forgotten in a list.
     """
     unrouted = request.match_info.http_exception is not None
     if not (unrouted or request.path in _WITHOUT_S3 or request.path.startswith("/static/")):
-        await request.app[STORAGE].ensure_bucket()
+        await request.app[STORAGE].ensure_ready()
     return await handler(request)

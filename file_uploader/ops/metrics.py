@@ -49,18 +49,41 @@ S3_SECONDS = Histogram(
 )
 S3_ERRORS = Counter(
     "file_uploader_s3_errors",
-    "S3 calls that failed, by the storage error they became",
-    ["operation", "error"],
+    "S3 calls that failed, by the storage error they became and S3's error code (empty: no answer)",
+    ["operation", "error", "code"],
 )
 
 
+# What the write probe found (storage/probe.py); the same in every worker.
+S3_INTEGRITY = Gauge(
+    "file_uploader_s3_integrity",
+    "1 for the integrity mode in force: the checksum each part carries and who verifies it",
+    ["checksum", "verified_by"],
+    multiprocess_mode="livemax",
+)
+S3_CAPABILITY = Gauge(
+    "file_uploader_s3_capability",
+    "1 if the write probe found S3 to enforce it (checksum_<name>, etag_is_md5, if_none_match, if_match)",
+    ["capability"],
+    multiprocess_mode="livemax",
+)
+
+
+def report_s3(integrity: dict[str, object], capabilities: dict[str, bool]) -> None:
+    S3_INTEGRITY.clear()
+    S3_INTEGRITY.labels(str(integrity["checksum"]), str(integrity["verified_by"])).set(1)
+    for name, found in capabilities.items():
+        S3_CAPABILITY.labels(name).set(int(found))
+
+
 @contextlib.contextmanager
-def s3_call(operation: str) -> Iterator[None]:
+def s3_call(operation: str, *, count_errors: bool = True) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
     except Exception as exc:
-        S3_ERRORS.labels(operation, type(exc).__name__).inc()
+        if count_errors:
+            S3_ERRORS.labels(operation, type(exc).__name__, getattr(exc, "s3_code", None) or "").inc()
         raise
     finally:
         S3_SECONDS.labels(operation).observe(time.perf_counter() - started)

@@ -2,7 +2,8 @@
 
     client.py     the aiobotocore client, its config, `S3` (every call, errors, paging)
     keys.py       how a token and a name become an S3 key
-    checksums.py  the checksum sent with each part
+    checksums.py  the checksum sent with each part, and who checks it
+    probe.py      what S3 really enforces, found at startup
     budget.py     MEMORY_BUDGET and MAX_UPLOADS_PER_USER
     parts.py      the one part pipeline, for PUT and tus alike
     files.py      put, get, list, delete
@@ -18,13 +19,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+from ..ops import metrics
 from ..settings import Settings
-from .checksums import CHECKSUMS
+from .checksums import CHECKSUMS, configured
 from .client import S3, open_client
-from .errors import StorageError
+from .errors import StorageError, StorageFailure, StorageUnavailable
 from .files import Files
 from .parts import PartPipeline
+from .probe import UNPROBED, Capabilities, Decision, choose, probe
 from .resumable import Resumable
 
 log = logging.getLogger(__name__)
@@ -40,40 +44,99 @@ class Storage:
             part_size=settings.part_size,
             parts_in_flight=settings.parts_in_flight,
             memory_budget=settings.memory_budget,
-            checksum=CHECKSUMS[settings.s3_checksum],
+            integrity=configured(settings.s3_checksum),
             max_uploads_per_user=settings.max_uploads_per_user,
         )
         self.files = Files(s3, self.pipeline)
         self.resumable = Resumable(
             s3, self.pipeline, expiry=settings.upload_expiry, max_size=settings.max_file_size
         )
-        self._create_bucket = settings.s3_create_bucket
+        self._settings = settings
+        # What the write probe found S3 to enforce: every finding False until
+        # it succeeded. The tus store reads `if_none_match` and `if_match`.
+        self.capabilities: Capabilities = UNPROBED
         self._bucket_ready = False
-        self._bucket_lock = asyncio.Lock()
+        self._ready_lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._bucket_ready and self.capabilities.probed
 
     async def ensure_bucket(self) -> None:
-        """Return once the bucket exists (creating it if allowed); raise a StorageFailure otherwise.
-
-        Checked at startup and, until that succeeds, again before each request
-        that needs S3: the gateway starts even when S3 is unreachable, and the
-        first request after S3 answers creates a missing bucket.
-        """
+        """Return once the bucket exists (creating it if allowed); raise a StorageFailure otherwise."""
         if self._bucket_ready:
             return
-        async with self._bucket_lock:  # one check at a time, not one per waiting request
-            if self._bucket_ready:
-                return
-            if not await self.s3.bucket_exists():
-                if not self._create_bucket:
-                    raise StorageError("the bucket does not exist")
-                await self.s3.create_bucket()
-                log.info("created the bucket")
-            self._bucket_ready = True
+        if not await self.s3.bucket_exists():
+            if not self._settings.s3_create_bucket:
+                raise StorageError("the bucket does not exist")
+            await self.s3.create_bucket()
+            log.info("created the bucket")
+        self._bucket_ready = True
 
-    async def check(self) -> None:
-        """Raise a StorageFailure unless the bucket answers (for readiness probes)."""
+    async def ensure_ready(self) -> None:
+        """Return once the bucket exists and the write probe has run; raise a StorageFailure otherwise.
+
+        Checked at startup and, until that succeeds, again before each request
+        that needs S3: the gateway starts even when S3 is unreachable or
+        refuses writes, and the first request after S3 answers creates a
+        missing bucket and probes it.
+        """
+        if self.ready:
+            return
+        async with self._ready_lock:  # one check at a time, not one per waiting request
+            if self.ready:
+                return
+            await self.ensure_bucket()
+            await self.probe()
+
+    async def probe(self, *, every_checksum: bool = False) -> Decision:
+        """Run the write probe, and apply the integrity it leads to (docs/s3-engines.md).
+
+        At startup only S3_CHECKSUM and its fallback, Content-MD5, are tried;
+        `every_checksum` tries every algorithm (`python -m file_uploader probe`).
+        """
+        names = list(CHECKSUMS) if every_checksum else [self._settings.s3_checksum, "md5"]
+        try:
+            found = await probe(self.s3, names)
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"the write probe failed: {exc}") from exc
+        except StorageFailure as exc:
+            raise StorageError(f"the write probe failed: {exc}", exc.s3_code) from exc
+        decision = choose(self._settings.s3_checksum, self._settings.s3_checksum_fallback, found)
+        self.pipeline.integrity = decision.integrity
+        self.capabilities = found
+        metrics.report_s3(decision.integrity.describe(), found.flags())
+        integrity = decision.integrity
+        log.info(
+            "S3 write probe: checksums %s, ETags %s MD5s, If-None-Match %s, If-Match %s; "
+            "integrity: %s, verified by %s",
+            ", ".join(f"{name} {verdict}" for name, verdict in found.checksums.items()),
+            "are" if found.etag_is_md5 else "are not",
+            "honoured" if found.if_none_match else "ignored",
+            "honoured" if found.if_match else "ignored",
+            integrity.name,
+            integrity.verified_by,
+        )
+        if decision.note:
+            log.log(logging.WARNING if decision.loud else logging.INFO, "%s", decision.note)
+        return decision
+
+    async def check(self) -> dict[str, Any]:
+        """What S3 is found to do, or a StorageFailure saying why the gateway is not ready.
+
+        For readiness probes: the bucket answers a HeadBucket, and the write
+        probe has succeeded (it is retried here until it does).
+        """
         if not await self.s3.bucket_exists():
             raise StorageError("the bucket does not exist")
+        await self.ensure_ready()
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "integrity": self.pipeline.integrity.describe(),
+            "capabilities": self.capabilities.describe(),
+        }
 
 
 @contextlib.asynccontextmanager

@@ -8,8 +8,14 @@ with a trailing checksum and no Content-Length, which older S3-compatible
 servers (Ceph RGW 16 among them) refuse with 411 MissingContentLength.
 
 S3_CHECKSUM picks the algorithm: `crc32` (the default: cheap, and what AWS
-computes itself), `sha256`, `md5` (Content-MD5, which even old servers verify)
-or `off`.
+computes itself), `crc32c` (cheaper still: hardware CRC32C through
+google-crc32c, as botocore would only with awscrt), `sha256`, `md5`
+(Content-MD5, which even old servers verify) or `off`.
+
+Sending a checksum is not the same as having it checked: moto checks none,
+Ceph RGW 16 only Content-MD5. What the server really enforces is found at
+startup by probe.py, which picks the `Integrity` the part pipeline applies
+(docs/s3-engines.md has the table).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from typing import Protocol
+
+import google_crc32c
 
 
 class Hasher(Protocol):
@@ -41,6 +49,27 @@ class _Crc32:
         return self._value.to_bytes(4, "big")
 
 
+class _Crc32c:
+    """CRC32C (Castagnoli) from google-crc32c's C library, with hashlib's update/digest shape."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        # The C function takes only buffers it need not release: bytes, not
+        # memoryviews. Slices arrive only where a chunk straddles two parts.
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        self._value = google_crc32c.extend(self._value, data)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+def _md5() -> Hasher:
+    return hashlib.md5(usedforsecurity=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Checksum:
     name: str  # the S3_CHECKSUM value
@@ -54,11 +83,53 @@ class Checksum:
     def encode(self, hasher: Hasher) -> str:
         return base64.b64encode(hasher.digest()).decode("ascii")
 
+    def of(self, data: bytes) -> str:
+        """The header's value for `data` (the probe's right and wrong values)."""
+        hasher = self.new()
+        hasher.update(data)
+        return self.encode(hasher)
+
 
 CHECKSUMS: dict[str, Checksum | None] = {
     "crc32": Checksum("crc32", "ChecksumCRC32", "CRC32", _Crc32),
+    "crc32c": Checksum("crc32c", "ChecksumCRC32C", "CRC32C", _Crc32c),
     "sha256": Checksum("sha256", "ChecksumSHA256", "SHA256", hashlib.sha256),
-    "md5": Checksum("md5", "ContentMD5", None, lambda: hashlib.md5(usedforsecurity=False)),
+    "md5": Checksum("md5", "ContentMD5", None, _md5),
     "off": None,
 }
 DEFAULT_CHECKSUM = "crc32"
+MD5 = CHECKSUMS["md5"]
+assert MD5 is not None
+
+# Who checks that the bytes S3 stored are the bytes the gateway sent.
+BY_S3 = "s3"  # S3 verifies the checksum header and refuses a mismatch
+BY_GATEWAY = "gateway"  # the gateway compares S3's ETag with the MD5 it computed
+BY_NOBODY = "nobody"
+
+
+@dataclasses.dataclass(frozen=True)
+class Integrity:
+    """What the part pipeline sends with each part, and who checks it.
+
+    `compare_etags`: the checksum is MD5 and S3's ETags are the MD5 of the
+    bytes it stored (probe.py found out), so the gateway compares each
+    ETag S3 answers with its own MD5 and refuses a mismatch. That catches a
+    corruption on an engine that verifies nothing itself (moto), at no cost
+    beyond the MD5 already computed for Content-MD5.
+    """
+
+    checksum: Checksum | None
+    verified_by: str
+    compare_etags: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.checksum.name if self.checksum else "off"
+
+    def describe(self) -> dict[str, object]:
+        return {"checksum": self.name, "verified_by": self.verified_by, "etags_compared": self.compare_etags}
+
+
+def configured(name: str) -> Integrity:
+    """The integrity S3_CHECKSUM asks for, before the probe says who checks it."""
+    return Integrity(CHECKSUMS[name], BY_NOBODY)

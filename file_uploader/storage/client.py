@@ -10,6 +10,7 @@ aiobotocore or botocore.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -26,10 +27,12 @@ from ..settings import Settings
 from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE
 from .errors import (
     FileNotFound,
+    PreconditionFailed,
     RangeNotSatisfiable,
     StorageError,
     StorageFailure,
     StorageUnavailable,
+    TransferCorrupted,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,14 @@ warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarni
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 _BUSY_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+# S3 computed a digest of the bytes it received and it is not the one sent:
+# Content-MD5 (BadDigest, and AWS for x-amz-checksum-*), MinIO's x-amz-checksum-*,
+# the SigV4 payload hash.
+_CORRUPTION_CODES = {"BadDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
+
+# Set while probe.py sends requests meant to be refused: their refusals are
+# findings, not faults, so they are neither logged as warnings nor counted.
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
 
 Body = bytes | IO[bytes]
 
@@ -83,6 +94,9 @@ def open_client(settings: Settings) -> Any:
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
+        # S3_CA_BUNDLE: a private CA's certificate (None: botocore's own
+        # default, which also reads AWS_CA_BUNDLE).
+        verify=settings.s3_ca_bundle,
         config=s3_config(settings),
     )
 
@@ -104,22 +118,49 @@ def send_bodies_as_is(client: Any) -> None:
 
 @contextlib.contextmanager
 def translated(operation: str) -> Iterator[None]:
-    """Time one S3 call, and turn what botocore and aiohttp raise into the storage layer's errors."""
-    with metrics.s3_call(operation):
+    """Time one S3 call, and turn what botocore and aiohttp raise into the storage layer's errors.
+
+    A refusal is logged once, as a warning naming the operation and S3's
+    error code, and counted by code (file_uploader_s3_errors_total): never
+    the key or the bucket, which S3's message may carry. A missing key is an
+    answer, not a refusal (DEBUG); so is a failed precondition, which the
+    gateway asked for (INFO).
+    """
+    quiet = _probing.get()
+    with metrics.s3_call(operation, count_errors=not quiet):
         try:
             yield
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            if code in _NOT_FOUND_CODES:
-                raise FileNotFound("no such file") from exc
-            if code == "InvalidRange":
-                raise RangeNotSatisfiable(int(error.get("ActualObjectSize", 0) or 0)) from exc
-            if code in _BUSY_CODES:
-                raise StorageUnavailable(f"S3 is busy ({code} on {operation})") from exc
-            raise StorageError(f"S3 refused {operation} ({code})") from exc
+            raise _refusal(operation, exc, quiet) from exc
         except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
+            if not quiet:
+                log.warning("S3 unreachable on %s (%s)", operation, type(exc).__name__)
             raise StorageUnavailable(f"S3 is unreachable ({operation})") from exc
+
+
+def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
+    """The storage error for an S3 error answer, logged as its kind deserves."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+    level = logging.DEBUG if quiet else logging.WARNING
+    failure: StorageFailure
+    if code in _NOT_FOUND_CODES:
+        failure, level = FileNotFound("no such file"), logging.DEBUG
+    elif code == "InvalidRange":
+        failure, level = RangeNotSatisfiable(int(error.get("ActualObjectSize", 0) or 0)), logging.DEBUG
+    elif code in _BUSY_CODES:
+        failure = StorageUnavailable(f"S3 is busy ({code} on {operation})")
+    elif code == "PreconditionFailed":
+        failure = PreconditionFailed(f"S3 refused {operation} ({code})", code)
+        level = min(level, logging.INFO)
+    elif code in _CORRUPTION_CODES:
+        failure = TransferCorrupted(f"S3 refused {operation} ({code}): it received other bytes", code)
+    else:
+        failure = StorageError(f"S3 refused {operation} ({code})", code)
+    failure.s3_code = code
+    log.log(level, "S3 refused %s: %s (HTTP %s)", operation, code, status)
+    return failure
 
 
 class S3:
@@ -129,6 +170,16 @@ class S3:
         self._client = client
         self.bucket = bucket
         send_bodies_as_is(client)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def probing() -> Iterator[None]:
+        """Calls in this block are meant to be refused: no warnings, no error metrics (probe.py)."""
+        token = _probing.set(True)
+        try:
+            yield
+        finally:
+            _probing.reset(token)
 
     # Buckets.
 
@@ -233,6 +284,22 @@ class S3:
             if name in response:
                 part[name] = response[name]
         return part
+
+    async def upload_part_copy(
+        self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int
+    ) -> dict[str, Any]:
+        """UploadPartCopy: bytes `first`..`last` (inclusive) of the object `source_key` become
+        part `number`, copied inside S3; the part as CompleteMultipartUpload wants it."""
+        with translated("UploadPartCopy"):
+            response = await self._client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+        return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], **params: str

@@ -9,6 +9,9 @@ import re
 class StorageFailure(Exception):
     """Base of every error the storage layer raises."""
 
+    # S3's error code when S3 answered with one (NoSuchKey, BadDigest, ...), for metrics.
+    s3_code: str | None = None
+
     @property
     def code(self) -> str:
         """The error's kind in snake_case (ChecksumMismatch -> checksum_mismatch), for metrics."""
@@ -30,7 +33,20 @@ class StorageUnavailable(StorageFailure):
 
 
 class StorageError(StorageFailure):
-    """S3 answered with an error."""
+    """S3 answered with an error; `s3_code` is S3's error code (None: the gateway found the fault)."""
+
+    def __init__(self, message: str, s3_code: str | None = None) -> None:
+        super().__init__(message)
+        self.s3_code = s3_code
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write (If-None-Match, If-Match) found the object not as required: 412."""
+
+
+class TransferCorrupted(StorageError):
+    """The bytes S3 received are not those the gateway sent: S3 refused them for their checksum
+    (BadDigest), or the ETag it answered is not the MD5 the gateway computed."""
 
 
 class InvalidName(StorageFailure, ValueError):

@@ -123,8 +123,7 @@ class Files:
             if first.size < part_size:
                 try:
                     await reader.read_to_end()
-                    params = pipeline.part_params(first)
-                    await self.s3.put_object(key, first.body(), ContentType=content_type, **params)
+                    await pipeline.put_object(key, first, ContentType=content_type)
                 finally:
                     first.release()
                 metrics.UPLOADS_COMPLETED.labels("put").inc()

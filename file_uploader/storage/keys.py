@@ -18,8 +18,10 @@ from .errors import InvalidName
 
 FILES_ROOT = "files/"
 UPLOADS_ROOT = "uploads/"  # resumable (tus) upload state: see resumable.py
-# Every prefix the gateway writes under; anything else in the bucket is not ours.
+# Every prefix that holds users' data, under the user's id.
 ROOTS = (FILES_ROOT, UPLOADS_ROOT)
+# The write probe's objects (probe.py), deleted as soon as written; no user's.
+PROBE_ROOT = "probe/"
 USER_ID_LENGTH = 64  # hex digits of SHA-256
 # files/ + 64 hex digits + /: every user's prefix has this length.
 USER_PREFIX_BYTES = len(FILES_ROOT) + USER_ID_LENGTH + 1

@@ -34,9 +34,9 @@ from typing import IO, Any
 from ..ops import metrics
 from ..sizes import MAX_PARTS
 from .budget import ByteBudget, UploadSlots
-from .checksums import Checksum, Hasher
+from .checksums import Checksum, Hasher, Integrity
 from .client import S3, Body
-from .errors import StorageError
+from .errors import StorageError, TransferCorrupted
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ class Part:
             return self._file
         assert self._data is not None, "finish() the part before sending it"
         return self._data
+
+    def digest(self) -> bytes:
+        """The checksum's digest of the part's bytes (an MD5 when ETags are compared)."""
+        assert self._hasher is not None, "a part without a checksum has no digest"
+        return self._hasher.digest()
 
     def checksum(self, checksum: Checksum | None) -> dict[str, str]:
         """The botocore parameter carrying this part's checksum, if any."""
@@ -179,7 +184,7 @@ class PartPipeline:
         part_size: int,
         parts_in_flight: int,
         memory_budget: int,
-        checksum: Checksum | None,
+        integrity: Integrity,
         max_uploads_per_user: int,
     ) -> None:
         self.s3 = s3
@@ -187,8 +192,13 @@ class PartPipeline:
         self.parts_in_flight = parts_in_flight
         self.budget = ByteBudget(memory_budget)
         self.memory_part_limit = max(part_size, memory_budget // MEMORY_PART_SHARE)
-        self.checksum = checksum
+        # Set again once the write probe found what S3 enforces (probe.py).
+        self.integrity = integrity
         self.slots = UploadSlots(max_uploads_per_user)
+
+    @property
+    def checksum(self) -> Checksum | None:
+        return self.integrity.checksum
 
     @contextlib.contextmanager
     def upload(self, user: str, kind: str) -> Iterator[None]:
@@ -216,6 +226,42 @@ class PartPipeline:
 
     def part_params(self, part: Part) -> dict[str, str]:
         return part.checksum(self.checksum)
+
+    async def put_object(self, key: str, part: Part, **params: str) -> None:
+        """PutObject of one part's bytes (a small file, a tus tail), with their checksum.
+
+        Where the gateway compares ETags, a mismatch means S3 stored other
+        bytes: they are deleted at once (and with them any older object under
+        the key, which S3 replaced already) rather than served.
+        """
+        response = await self.s3.put_object(key, part.body(), **params, **self.part_params(part))
+        try:
+            self._check_etag("PutObject", part, response["ETag"])
+        except TransferCorrupted:
+            await self.s3.delete_object(key)
+            raise
+
+    async def upload_part(self, key: str, upload_id: str, number: int, part: Part) -> dict[str, Any]:
+        """UploadPart of `part`, with its checksum; the part as CompleteMultipartUpload wants it.
+
+        A part whose ETag shows other bytes is refused here; the multipart
+        upload it belongs to is aborted by the caller, so it never shows.
+        """
+        sent = await self.s3.upload_part(key, upload_id, number, part.body(), **self.part_params(part))
+        self._check_etag("UploadPart", part, sent["ETag"])
+        return sent
+
+    def _check_etag(self, operation: str, part: Part, etag: str) -> None:
+        if not self.integrity.compare_etags:
+            return
+        if etag.strip('"').lower() != part.digest().hex():
+            metrics.S3_ERRORS.labels(operation, TransferCorrupted.__name__, "ETagMismatch").inc()
+            log.warning(
+                "S3 stored other bytes than sent: %s answered an ETag that is not their MD5", operation
+            )
+            raise TransferCorrupted(
+                f"S3 stored other bytes than sent ({operation}: the ETag is not their MD5)"
+            )
 
     def create_params(self) -> dict[str, str]:
         """CreateMultipartUpload's parameters for parts that carry our checksum."""
@@ -278,9 +324,7 @@ class PartPipeline:
         return sent, part
 
     def _start(self, key: str, upload_id: str, number: int, part: Part) -> asyncio.Task[dict[str, Any]]:
-        task = asyncio.create_task(
-            self.s3.upload_part(key, upload_id, number, part.body(), **self.part_params(part))
-        )
+        task = asyncio.create_task(self.upload_part(key, upload_id, number, part))
         # A done callback runs even for a task cancelled before it started.
         task.add_done_callback(lambda _: part.release())
         return task

@@ -27,6 +27,7 @@ check at the same moment can interleave.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -37,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import part_size_for
+from ..sizes import MAX_PART_SIZE, part_size_for
 from .client import S3
 from .errors import (
     ChecksumMismatch,
@@ -276,7 +277,7 @@ class Resumable:
             return
         upload.expires = now + self.expiry
         if tail.size and upload.tail_key != old_tail:
-            await self.s3.put_object(upload.tail_key, tail.body(), **self.pipeline.part_params(tail))
+            await self.pipeline.put_object(upload.tail_key, tail)
         await self.s3.put_object(upload.info_key, upload.to_json())
         if old_tail and old_tail != upload.tail_key:
             await self.s3.delete_object(old_tail)
@@ -284,12 +285,10 @@ class Resumable:
     async def _complete(self, upload: Upload, tail: Part) -> None:
         if tail.size:
             upload.parts += 1
-            await self.s3.upload_part(
-                upload.key, upload.s3_upload_id, upload.parts, tail.body(), **self.pipeline.part_params(tail)
-            )
+            await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts, tail)
         if upload.parts:
             parts = await self._committed_parts(upload)
-            await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
+            await self._complete_past_strays(upload, parts)
         else:
             # A deferred length that ended at 0 bytes: S3 cannot complete a
             # multipart upload without parts, so the empty file is put instead.
@@ -310,6 +309,58 @@ class Resumable:
         if len(parts) != upload.parts:
             raise StorageError(f"S3 lists {len(parts)} of the upload's {upload.parts} parts")
         return parts
+
+    async def _complete_past_strays(self, upload: Upload, parts: list[dict[str, Any]]) -> None:
+        """Complete the multipart upload from `parts`, even where S3 insists on parts left past them.
+
+        A PATCH that failed after sending parts (an Upload-Checksum mismatch,
+        say) leaves them in the multipart upload. The next PATCHes overwrite
+        them, unless the upload ends before their numbers: a deferred length
+        declared shorter than what the failed PATCH sent. AWS, MinIO and moto
+        drop the parts a completion leaves out; Ceph RGW 16 refuses such a
+        completion (InvalidPart, "total parts mismatch"), and S3 has no call
+        to delete one part. Then the upload is completed with every part, so
+        that the object holds the stray bytes past its length, and rewritten
+        at once from its first `length` bytes by a new multipart upload of
+        server-side copies (UploadPartCopy, at most 5 GiB a part): no byte
+        passes through the gateway again. Between the two completions a
+        reader may see the longer object.
+        """
+        try:
+            await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
+            return
+        except StorageError as exc:
+            if exc.s3_code != "InvalidPart":
+                raise
+            refused = exc
+        every = [
+            {name: value for name, value in part.items() if name in _PART_FIELDS}
+            async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
+            for part in page
+        ]
+        if len(every) <= len(parts) or upload.length is None:
+            raise refused
+        log.info(
+            "tus upload %s: completing with %d stray parts, then trimming", upload.id, len(every) - len(parts)
+        )
+        await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, every)
+        trim_id = await self.s3.create_multipart_upload(upload.key)
+        try:
+            copies = [
+                await self.s3.upload_part_copy(
+                    upload.key,
+                    trim_id,
+                    number,
+                    upload.key,
+                    first,
+                    min(first + MAX_PART_SIZE, upload.length) - 1,
+                )
+                for number, first in enumerate(range(0, upload.length, MAX_PART_SIZE), start=1)
+            ]
+            await self.s3.complete_multipart_upload(upload.key, trim_id, copies)
+        except BaseException:
+            await asyncio.shield(self.s3.abort_multipart_upload(upload.key, trim_id))
+            raise
 
     async def _delete_state(self, upload: Upload) -> None:
         await self.s3.delete_objects(await self.s3.keys(upload.prefix))

@@ -60,7 +60,9 @@ async def test_readyz_follows_s3_going_away_and_coming_back(
     client = await aiohttp_client(await create_app(ours))
     response = await client.get("/readyz")
     assert response.status == 200, await response.text()
-    assert await response.json() == {"status": "ready"}
+    ready = await response.json()
+    assert ready["status"] == "ready"
+    assert ready["s3"]["integrity"] == {"checksum": "md5", "verified_by": "gateway", "etags_compared": True}
 
     processes[0].terminate()
     processes[0].wait(timeout=10)
@@ -109,10 +111,11 @@ async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, s
     assert grew("file_uploader_http_requests_total", method="PUT", route=route, status="413") == 1
     assert grew("file_uploader_http_request_duration_seconds_count", method="GET", route=route) == 1
     assert grew("file_uploader_s3_request_duration_seconds_count", operation="PutObject") == 1
-    assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 0
+    missing = {"operation": "HeadObject", "error": "FileNotFound", "code": "404"}
+    assert grew("file_uploader_s3_errors_total", **missing) == 0
     await client.head("/api/files/missing", headers=auth)
     after = await metric_samples(client)
-    assert grew("file_uploader_s3_errors_total", operation="HeadObject", error="FileNotFound") == 1
+    assert grew("file_uploader_s3_errors_total", **missing) == 1
 
 
 async def test_a_sane_request_id_is_kept_and_returned(client, auth) -> None:
