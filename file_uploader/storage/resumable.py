@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import MAX_PART_SIZE, part_size_for
+from ..sizes import MAX_PART_SIZE, MIN_PART_SIZE, part_size_for
 from .client import S3
 from .errors import (
     ChecksumMismatch,
@@ -288,7 +288,7 @@ class Resumable:
             await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts, tail)
         if upload.parts:
             parts = await self._committed_parts(upload)
-            await self._complete_past_strays(upload, parts)
+            await self._complete_past_strays(upload, parts, tail)
         else:
             # A deferred length that ended at 0 bytes: S3 cannot complete a
             # multipart upload without parts, so the empty file is put instead.
@@ -310,7 +310,7 @@ class Resumable:
             raise StorageError(f"S3 lists {len(parts)} of the upload's {upload.parts} parts")
         return parts
 
-    async def _complete_past_strays(self, upload: Upload, parts: list[dict[str, Any]]) -> None:
+    async def _complete_past_strays(self, upload: Upload, parts: list[dict[str, Any]], tail: Part) -> None:
         """Complete the multipart upload from `parts`, even where S3 insists on parts left past them.
 
         A PATCH that failed after sending parts (an Upload-Checksum mismatch,
@@ -323,8 +323,10 @@ class Resumable:
         that the object holds the stray bytes past its length, and rewritten
         at once from its first `length` bytes by a new multipart upload of
         server-side copies (UploadPartCopy, at most 5 GiB a part): no byte
-        passes through the gateway again. Between the two completions a
-        reader may see the longer object.
+        passes through the gateway again. A tail under 5 MiB, no longer the
+        last part, is sent again padded to 5 MiB (S3's minimum for every part
+        but the last); its bytes stay where the trimmed object wants them.
+        Between the two completions a reader may see the longer object.
         """
         try:
             await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
@@ -338,24 +340,29 @@ class Resumable:
             async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
             for part in page
         ]
-        if len(every) <= len(parts) or upload.length is None:
+        length = upload.length
+        if len(every) <= len(parts) or not length:
             raise refused
-        log.info(
-            "tus upload %s: completing with %d stray parts, then trimming", upload.id, len(every) - len(parts)
-        )
+        log.info("tus upload %s: completing past %d stray parts", upload.id, len(every) - len(parts))
+        if 0 < tail.size < MIN_PART_SIZE:
+            padded = await self.pipeline.new_part(MIN_PART_SIZE)
+            try:
+                body = tail.body()
+                padded.add(body if isinstance(body, bytes) else body.read())
+                padded.add(bytes(MIN_PART_SIZE - tail.size))
+                padded.finish()
+                sent = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts, padded)
+            finally:
+                padded.release()
+            every = [sent if part["PartNumber"] == upload.parts else part for part in every]
         await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, every)
         trim_id = await self.s3.create_multipart_upload(upload.key)
         try:
             copies = [
                 await self.s3.upload_part_copy(
-                    upload.key,
-                    trim_id,
-                    number,
-                    upload.key,
-                    first,
-                    min(first + MAX_PART_SIZE, upload.length) - 1,
+                    upload.key, trim_id, number, upload.key, first, min(first + MAX_PART_SIZE, length) - 1
                 )
-                for number, first in enumerate(range(0, upload.length, MAX_PART_SIZE), start=1)
+                for number, first in enumerate(range(0, length, MAX_PART_SIZE), start=1)
             ]
             await self.s3.complete_multipart_upload(upload.key, trim_id, copies)
         except BaseException:
