@@ -71,6 +71,10 @@ class RgwEngine:
     http_url: str
     https_url: str
     ca_file: str  # PEM of the CA that signed the https certificate (127.0.0.1 and localhost)
+    # The https certificate and its key: what a test proxy in front of the
+    # engine serves, so that clients trusting `ca_file` trust it too.
+    cert_file: str
+    key_file: str
     access_key: str
     secret_key: str
     version: str  # Ceph's, e.g. "16.2.15"
@@ -183,6 +187,8 @@ class _Cluster:
             http_url=http_url,
             https_url=https_url,
             ca_file=str(ca_file),
+            cert_file=str(cert_file),
+            key_file=str(key_file),
             access_key=access_key,
             secret_key=secret_key,
             version=self._version(),

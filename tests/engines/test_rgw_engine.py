@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-import os
 import socket
 import ssl
 import uuid
@@ -37,7 +36,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, FlexibleChecksumError, MissingDependencyException
 
-from devtools.rgw import RgwEngine, RgwStartError, running_rgw, unavailable_reason
+from devtools.rgw import RgwEngine, RgwStartError, running_rgw
+
+from .conftest import require_ceph
 
 MOTO, RGW = "moto", "rgw"
 STORED = "stored"  # an outcome: the engine accepted the request and kept the body
@@ -80,23 +81,6 @@ def s3_client(engine: Engine, *, checksums: str = "when_required", sign_payload:
             retries={"mode": "standard", "total_max_attempts": 1},
         ),
     )
-
-
-def _require_ceph() -> None:
-    """Skip, saying why, where Ceph is not installed; under CI fail instead."""
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the RGW tests: {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RgwEngine]:
-    """One throwaway Ceph cluster with RGW for the whole session (its files and logs under a temp dir)."""
-    _require_ceph()
-    with running_rgw(tmp_path_factory.mktemp("rgw")) as engine:
-        yield engine
 
 
 def _new_engine(name: str, url: str, verify: str | bool, access_key: str, secret_key: str) -> Engine:
@@ -746,7 +730,7 @@ def test_a_second_cluster_runs_beside_the_first_and_leaves_nothing_running(rgw, 
 
 def test_a_daemon_that_dies_at_startup_is_reported_with_its_log(tmp_path) -> None:
     """The error names the daemon and quotes its own words; nothing is left running."""
-    _require_ceph()
+    require_ceph()
     with (
         pytest.raises(RgwStartError) as failure,
         running_rgw(tmp_path / "bad", config={"mon_data_avail_crit": "100"}),
