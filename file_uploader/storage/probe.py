@@ -238,7 +238,8 @@ def choose(name: str, fallback: str, found: Capabilities) -> Decision:
             note = f"{why}: sending Content-MD5 instead, which it verifies"
             return Decision(Integrity(MD5, BY_S3, found.etag_is_md5), None if chosen is MD5 else note)
         if found.checksums.get("md5") == IGNORED and found.etag_is_md5:
-            note = f"{why} nor Content-MD5: sending Content-MD5 and comparing each ETag with it"
+            why = "S3 does not verify Content-MD5" if chosen is MD5 else f"{why} nor Content-MD5"
+            note = f"{why}: sending Content-MD5 and comparing each ETag with it"
             return Decision(Integrity(MD5, BY_GATEWAY, True), note)
     kept = chosen if verdict == IGNORED else None
     note = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 
 import pytest
@@ -13,7 +14,7 @@ from file_uploader.settings import Settings
 from file_uploader.sizes import MIN_PART_SIZE
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import all_keys, open_uploads
+from ..helpers import all_keys, metric, metric_samples, open_uploads
 
 PART = MIN_PART_SIZE
 SIZE = PART + 1234  # two parts: the second one is where faults are injected
@@ -181,3 +182,43 @@ async def test_s3_going_down_later_gives_503_and_recovers(gateway, proxy, auth):
     assert response.headers["Retry-After"]
     proxy.up()
     assert await (await gateway.get("/api/files/a", headers=auth)).read() == b"one"
+
+
+async def test_a_refusal_is_logged_once_with_operation_and_code_and_counted_by_code(
+    gateway, proxy, auth, bucket, caplog
+):
+    before = await metric_samples(gateway)
+    proxy.add(Fault("UploadPart", status=400, code="InvalidArgument", match=second_part))
+    caplog.set_level(logging.WARNING, logger="file_uploader")
+    response = await gateway.put("/api/files/secret-name", data=os.urandom(SIZE), headers=auth)
+    assert response.status == 502
+    assert (await response.json())["error"]["message"] == "S3 refused UploadPart (InvalidArgument)"
+    [warning] = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert warning == "S3 refused UploadPart: InvalidArgument (HTTP 400)"
+    assert "secret-name" not in caplog.text and bucket not in caplog.text
+    after = await metric_samples(gateway)
+    labels = {"operation": "UploadPart", "error": "StorageError", "code": "InvalidArgument"}
+    grown = metric(after, "file_uploader_s3_errors_total", **labels)
+    assert grown - metric(before, "file_uploader_s3_errors_total", **labels) == 1
+
+
+async def test_readyz_says_why_while_the_write_probe_fails_and_recovers(
+    aiohttp_client, settings, proxy, auth
+):
+    """S3 answers but refuses writes: /readyz says so, requests that need S3 are refused too,
+    and both recover once a probe succeeds."""
+    denied = proxy.add(Fault("PutObject", status=403, code="AccessDenied"))
+    gateway = await aiohttp_client(await create_app(through(settings, proxy)))
+    response = await gateway.get("/readyz")
+    assert response.status == 503
+    error = (await response.json())["error"]
+    assert error == {
+        "code": "not_ready",
+        "message": "the write probe failed: S3 refused PutObject (AccessDenied)",
+    }
+    assert (await gateway.get("/api/files", headers=auth)).status == 502
+    proxy.faults.remove(denied)
+    response = await gateway.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["s3"]["capabilities"]["if_none_match"] is True
+    assert (await gateway.get("/api/files", headers=auth)).status == 200
