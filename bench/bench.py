@@ -8,21 +8,23 @@ bench/results/. Settings (environment):
 
     BENCH_RUNS=3                         runs per figure (median)
     BENCH_UPLOAD_SIZES=256MiB,2GiB       single-stream upload sizes
-    BENCH_UPLOAD_TARGETS=fast,moto       S3 servers for the upload lines
+    BENCH_UPLOAD_TARGETS=fast,moto,rgw   S3 servers for the upload lines (rgw: where Ceph is installed)
     BENCH_MEMORY_SIZES=256MiB,1GiB,4GiB  upload sizes for peak memory growth
     BENCH_CONCURRENCY=50,200             concurrent uploads...
     BENCH_CONCURRENT_SIZE=32MiB          ...of this size each
     BENCH_DOWNLOAD_SIZE=1GiB             download size
     BENCH_LIST_FILES=10000               files in the listing line
     BENCH_CPU_SIZE=1GiB                  upload size for the CPU-per-GiB lines...
-    BENCH_CHECKSUMS=crc32,md5,sha256,off ...one line per S3_CHECKSUM
+    BENCH_CHECKSUMS=crc32,crc32c,md5,sha256,off  ...one line per S3_CHECKSUM
     BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
 The gateway runs as `python -m file_uploader` with its own defaults (PART_SIZE,
 PARTS_IN_FLIGHT, MEMORY_BUDGET, ... from the environment if set); the direct
-client uses the same part size, parts in flight and S3 client config.
+client uses the same part size, parts in flight and S3 client config, and
+sends no checksum. The gateway applies the integrity mode its startup probe
+chose (docs/s3-engines.md): on RGW that is Content-MD5, whose MD5 it pays for.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools.ports import child_server, free_port  # noqa: E402
+from devtools.rgw import running_rgw, unavailable_reason  # noqa: E402
 from file_uploader.ops.loop import new_event_loop  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import GiB, MiB, parse_size  # noqa: E402
@@ -92,10 +95,28 @@ def server(
 
 
 _SERVERS: dict[int, int] = {}  # port -> pid of the S3 servers running now
+_KEYS: dict[str, tuple[str, str]] = {}  # S3 URL -> its access key and secret, where not the bench's own
+# RGW's OSD keeps objects in RAM: room for a 2 GiB upload through the gateway
+# and one direct, and deleted objects reclaimed within seconds, not hours.
+RGW_CONFIG = {
+    "memstore_device_bytes": str(8 * GiB),
+    "rgw_gc_obj_min_wait": "5",
+    "rgw_gc_processor_period": "5",
+}
+
+
+def keys(s3_url: str) -> tuple[str, str]:
+    return _KEYS.get(s3_url, (ACCESS_KEY, SECRET_KEY))
 
 
 @contextlib.contextmanager
 def s3_server(kind: str) -> Iterator[str]:
+    if kind == "rgw":
+        with tempfile.TemporaryDirectory(prefix="bench-rgw-") as workdir:
+            with running_rgw(Path(workdir) / "rgw", config=RGW_CONFIG) as rgw:
+                _KEYS[rgw.http_url] = (rgw.access_key, rgw.secret_key)
+                yield rgw.http_url
+        return
     port = free_port()
     if kind == "moto":
         args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
@@ -112,13 +133,14 @@ def gateway_settings(s3_url: str, bucket: str) -> Settings:
         for key, value in os.environ.items()
         if key in ("PART_SIZE", "PARTS_IN_FLIGHT", "S3_MAX_CONNECTIONS", "MEMORY_BUDGET")
     }
+    access_key, secret_key = keys(s3_url)
     return Settings.from_env(
         {
             **env,
             "S3_BUCKET": bucket,
             "S3_ENDPOINT_URL": s3_url,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
         }
     )
 
@@ -127,11 +149,12 @@ def gateway_settings(s3_url: str, bucket: str) -> Settings:
 def gateway(s3_url: str, bucket: str, extra: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """`python -m file_uploader` against `s3_url`; yields its URL and pid."""
     port = free_port()
+    access_key, secret_key = keys(s3_url)
     env = {
         "S3_ENDPOINT_URL": s3_url,
         "S3_BUCKET": bucket,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
         "AWS_REGION": "us-east-1",
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -289,8 +312,18 @@ class Report:
         return "\n".join([head, *(self.format_row(row) for row in self.rows)])
 
 
+def upload_targets() -> list[str]:
+    rgw_missing = unavailable_reason()
+    default = "fast,moto" + ("" if rgw_missing else ",rgw")
+    targets = env_list("BENCH_UPLOAD_TARGETS", default)
+    if rgw_missing:
+        print(f"# no upload lines on RGW: {rgw_missing}", flush=True)
+        targets = [target for target in targets if target != "rgw"]
+    return targets
+
+
 async def bench_uploads(report: Report, work: Path, runs: int) -> None:
-    for kind in env_list("BENCH_UPLOAD_TARGETS", "fast,moto"):
+    for kind in upload_targets():
         with s3_server(kind) as s3_url:
             bucket = "bench"
             settings = gateway_settings(s3_url, bucket)
@@ -310,7 +343,7 @@ async def bench_uploads(report: Report, work: Path, runs: int) -> None:
                             via.append(size / MiB / elapsed)
                             seconds = await timed(direct_upload(client, bucket, f"d{run}", path, settings))
                             direct.append(size / MiB / seconds)
-                            # moto keeps what it stores: drop it between runs.
+                            # moto and RGW keep what they store: drop it between runs.
                             prefix = user_prefix(user_id(token))
                             await client.delete_object(Bucket=bucket, Key=f"{prefix}f{run}")
                             await client.delete_object(Bucket=bucket, Key=f"d{run}")
@@ -349,8 +382,10 @@ async def bench_cpu(report: Report, work: Path, runs: int) -> None:
                 started = time.process_time()
                 await direct_upload(client, bucket, f"d{run}", path, settings)
                 floor.append((received + time.process_time() - started) * per_gib)
-            for checksum in env_list("BENCH_CHECKSUMS", "crc32,md5,sha256,off"):
-                with gateway(s3_url, bucket, {"S3_CHECKSUM": checksum}) as (url, pid):
+            for checksum in env_list("BENCH_CHECKSUMS", "crc32,crc32c,md5,sha256,off"):
+                # The named checksum itself, whatever the stand-in is found to verify.
+                only = {"S3_CHECKSUM": checksum, "S3_CHECKSUM_FALLBACK": "warn"}
+                with gateway(s3_url, bucket, only) as (url, pid):
                     token = str(uuid.uuid4())
                     spent = []
                     for run in range(runs):
