@@ -100,6 +100,14 @@ def test_the_compose_stack_wires_gateway_proxy_and_minio() -> None:
     assert "proxy_request_buffering off;" in nginx and "client_max_body_size 0;" in nginx
 
 
+def test_the_build_context_is_only_what_the_image_copies() -> None:
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert lines[0] == "*"  # everything out (.env, .venv, .git, ...), then back in:
+    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = {shlex.split(line)[0] for line in _instructions("COPY")}
+    assert included == copied
+
+
 @pytest.mark.parametrize(
     ("path", "valid"), [(COMPOSE_FILE, True), (Path("broken.yml"), False)], ids=["ours", "broken"]
 )
