@@ -94,10 +94,27 @@ def test_the_compose_stack_wires_gateway_proxy_and_minio() -> None:
     )
     # Replicas publish no host port of their own; the proxy is the one address.
     assert "ports" not in GATEWAY and str(environment["PORT"]) in GATEWAY["expose"]
-    assert "8080:8080" in COMPOSE["services"]["proxy"]["ports"]
-    nginx = (COMPOSE_FILE.parent / "nginx.conf").read_text()
-    assert f"server gateway:{environment['PORT']};" in nginx
+    proxy = COMPOSE["services"]["proxy"]
+    assert "${HTTP_PORT:-8080}:8080" in proxy["ports"]
+    nginx = (COMPOSE_FILE.parent / "nginx.conf.template").read_text()
+    assert f"set $gateway gateway:{environment['PORT']};" in nginx
     assert "proxy_request_buffering off;" in nginx and "client_max_body_size 0;" in nginx
+    mounted = {volume.split(":")[0] for volume in proxy["volumes"]}
+    assert mounted == {"./nginx.conf.template", "./nginx-resolver.envsh"}
+    assert all((COMPOSE_FILE.parent / name).is_file() for name in mounted)
+
+
+def test_nginx_passes_the_clients_host_port_and_scheme() -> None:
+    nginx = (COMPOSE_FILE.parent / "nginx.conf.template").read_text()
+    for header in ("Host $http_host", "X-Forwarded-Host $http_host", "X-Forwarded-Proto $scheme"):
+        assert f"proxy_set_header {header};" in nginx
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+
+
+def test_nginx_stops_gracefully() -> None:
+    proxy = COMPOSE["services"]["proxy"]
+    assert proxy["stop_signal"] == "SIGQUIT"  # nginx's graceful stop; SIGTERM drops connections
+    assert proxy["stop_grace_period"] == "${STOP_TIMEOUT:-40}s"
 
 
 def test_the_build_context_is_only_what_the_image_copies() -> None:
