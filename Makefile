@@ -29,7 +29,7 @@ STOP_TIMEOUT ?= $(shell expr $(GRACEFUL_TIMEOUT) + 10)
 DOCKER_RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint soak bench start-gunicorn run-dev stop-dev logs docker-run \
+.PHONY: help venv run test test-deploy lint soak bench start-gunicorn run-dev stop-dev logs docker-run \
 	docker-logs dot-env
 
 help: ## list the targets
@@ -106,6 +106,21 @@ docker-run: dot-env ## build the image and run it alone on :8080 (HTTP_PORT) wit
 
 docker-logs: ## follow the logs of `make docker-run`'s container
 	$(DOCKER) logs --follow $(IMAGE)
+
+# Debian's container engine and what it needs here (installed by test-deploy
+# as root when there is no Docker engine); debootstrap builds stand-in images
+# when the images the product names cannot be pulled.
+DEPLOY_PACKAGES := podman buildah runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables \
+	debootstrap
+
+test-deploy: $(INSTALLED) ## build the image, run the compose stack with a real engine and check it through nginx (minutes)
+	@packages="$(DEPLOY_PACKAGES)"; docker info >/dev/null 2>&1 && packages=debootstrap; \
+	if ! dpkg -s $$packages >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing $$packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get -o DPkg::Lock::Timeout=300 install -y -qq $$packages >/dev/null; \
+	fi
+	$(BIN)/python -m pytest -m deploy --timeout=1500 tests/deploy $(PYTEST_ARGS)
 
 soak: $(INSTALLED) ## mixed workload against a real gateway + moto (SOAK_SECONDS=180, SOAK_USERS=8)
 	$(BIN)/python soak/soak.py
