@@ -179,7 +179,7 @@ def test_replicas_restarted_or_added_are_followed_without_an_error_window(stack:
         for name in names:
             engine.wait_healthy(name)
         healthy = time.monotonic()
-        time.sleep(7)  # past nginx's `valid=5s`: any address it kept would show now
+        time.sleep(5)  # past nginx's `valid=2s`: any address it kept would show now
     new = {engine.address(name) for name in names}
     # Fresh addresses: a proxy that kept the old ones has nowhere to send requests.
     assert len(new) == 2 and new.isdisjoint(old), (old, new)
@@ -194,7 +194,8 @@ def test_replicas_restarted_or_added_are_followed_without_an_error_window(stack:
         f"at {healthy - recreated:.1f} s; before that {dict(waiting)}), then {later} requests, "
         f"{sum(errors.values())} failed"
     )
-    assert served[0] < healthy + 3
+    # At most one cached DNS answer (2 s) of stale addresses, 1 s of connect timeout each.
+    assert served[0] < healthy + 5
     assert not errors, f"errors after the first answer from the new replicas: {errors}"
 
     # Scaled out: the third replica gets its share without touching the proxy.
@@ -204,7 +205,7 @@ def test_replicas_restarted_or_added_are_followed_without_an_error_window(stack:
     assert len(names) == 3
     for name in names:
         engine.wait_healthy(name)
-    time.sleep(6)
+    time.sleep(3)  # nginx asks DNS again
     route = "/api/openapi.json"
     before = {name: route_count(replica_metrics(engine, name), route) for name in names}
     statuses = collections.Counter(status_of(stack.url + route) for _ in range(60))
@@ -251,9 +252,11 @@ def test_the_proxy_passes_the_clients_host_port_scheme_and_address(stack: Checko
         engine("rm", "--force", echo, check=False)
     assert seen, "nginx never sent a request to the new container named gateway"
     host = f"127.0.0.1:{stack.http_port}"
-    assert (seen["Host"], seen["X-Forwarded-Host"]) == (host, host), seen
-    assert (seen["X-Forwarded-Port"], seen["X-Forwarded-Proto"]) == (str(stack.http_port), "http"), seen
-    client, proxy_peer = seen["X-Forwarded-For"].split(", ")
+    assert (seen.get("Host"), seen.get("X-Forwarded-Host")) == (host, host), seen
+    assert (seen.get("X-Forwarded-Port"), seen.get("X-Forwarded-Proto")) == (str(stack.http_port), "http"), (
+        seen
+    )
+    client, proxy_peer = seen.get("X-Forwarded-For", "-, -").split(", ")
     assert client == "203.0.113.9" and ipaddress.ip_address(proxy_peer), seen
 
 
