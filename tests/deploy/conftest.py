@@ -6,6 +6,7 @@ test`; `make test-deploy` runs them (`pytest -m deploy tests/deploy`).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -85,7 +86,7 @@ def stack(engine: Engine, images: dict[str, str], workdir: Path) -> Iterator[Che
     checkout = Checkout(
         copy_checkout(path),
         engine,
-        free_port(),
+        int(os.environ.get("DEPLOY_HTTP_PORT") or free_port()),
         {"MINIO_PORT": str(free_port()), "MINIO_CONSOLE_PORT": str(free_port())},
     )
     started = time.monotonic()

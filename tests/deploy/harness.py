@@ -5,6 +5,12 @@ The checks run the product's own make targets (`make run-dev`, `stop-dev`,
 own ports and compose project, so a developer's `.env`, stack and MinIO data
 are never touched. Everything is reached through real sockets with curl, or
 inside the containers with the engine's `exec`.
+
+Knobs, for running the checks against other files or another engine:
+DEPLOY_SOURCE (the checkout whose product files are tested, default this
+one), DEPLOY_ENGINE (docker or podman, default: docker if it answers),
+DEPLOY_HTTP_PORT (the proxy's port, default a free one; files that cannot
+move it need 8080).
 """
 
 from __future__ import annotations
@@ -50,8 +56,14 @@ class Engine:
 
     @classmethod
     def detect(cls, workdir: Path) -> Engine:
+        """DEPLOY_ENGINE (docker or podman) if set, else docker if it answers, else podman."""
         env = dict(os.environ)
-        if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        chosen = os.environ.get("DEPLOY_ENGINE")
+        if chosen == "docker" or (
+            chosen is None
+            and shutil.which("docker")
+            and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+        ):
             return cls("docker", env)
         if not shutil.which("podman"):
             raise RuntimeError(

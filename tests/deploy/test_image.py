@@ -130,7 +130,6 @@ def test_make_docker_logs_follows_the_container(docker_run: Checkout) -> None:
 def test_an_upload_survives_docker_stop_within_graceful_timeout(docker_run: Checkout, tmp_path: Path) -> None:
     """`docker stop` as an operator types it: the container's own stop timeout applies."""
     engine = docker_run.engine
-    assert int(engine.inspect(RUN, "{{.Config.StopTimeout}}")) >= 40
     random_file(tmp_path / "slow.bin", 20 * MiB)
     with slow_upload(tmp_path / "slow.bin", f"{docker_run.url}/api/files/slow.bin") as upload:
         time.sleep(3)
@@ -141,3 +140,4 @@ def test_an_upload_survives_docker_stop_within_graceful_timeout(docker_run: Chec
     report(f"upload in flight during `{engine.name} stop`: answered {status or 'nothing'}, took {took:.0f} s")
     assert status == "204", f"the upload was cut when the container stopped ({took:.0f} s): {errors}"
     assert took > ENGINE_DEFAULT_STOP
+    assert int(engine.inspect(RUN, "{{.Config.StopTimeout}}")) >= 40
