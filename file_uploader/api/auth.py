@@ -21,9 +21,10 @@ API_PREFIX = "/api/"
 # Under /api/ but open to all: the API's description, which a client reads before it has a
 # token, and the public library.
 PUBLIC_PATHS = frozenset({OPENAPI_PATH, "/api/public"})
-# Routes that may carry the token in the body instead of the header, because a plain HTML
-# form cannot set a header: their handler authenticates (forms.py). Only these.
+# Routes that may carry the token in a multipart/form-data body instead of the header,
+# because a plain HTML form cannot set a header: their handler authenticates (forms.py).
 BODY_TOKEN_ROUTES = frozenset({("POST", "/api/files")})
+FORM_TYPE = "multipart/form-data"
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 
 
@@ -55,7 +56,11 @@ def authenticate_with(request: web.Request, token: str) -> str:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    if (request.method, request.path) in BODY_TOKEN_ROUTES and TOKEN_HEADER not in request.headers:
+    if (
+        (request.method, request.path) in BODY_TOKEN_ROUTES
+        and request.content_type == FORM_TYPE
+        and TOKEN_HEADER not in request.headers
+    ):
         return await handler(request)
     if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
         authenticate(request)

@@ -35,7 +35,7 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..storage.errors import StorageFailure
 from ..storage.keys import file_key
-from .auth import TOKEN_HEADER, authenticate, authenticate_with
+from .auth import FORM_TYPE, TOKEN_HEADER, authenticate, authenticate_with
 from .body import expect_body, read_part
 from .digests import expected_digests, verified
 from .errors import ApiError, as_api_error
@@ -45,7 +45,6 @@ TOKEN_FIELD = "token"
 NAME_FIELD = "name"
 PUBLIC_FIELD = "public"
 FIELD_MAX_BYTES = 4096  # a plain field (token, name, public) is short text
-FORM_TYPE = "multipart/form-data"
 # Errors that leave the body unreadable: the request ends with them.
 _BROKEN_BODY = frozenset({"incomplete_body", "body_timeout", "invalid_form"})
 

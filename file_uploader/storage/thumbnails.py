@@ -53,6 +53,8 @@ def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
     """
     try:
         image = Image.open(io.BytesIO(data), formats=_DECODERS)
+    except Image.DecompressionBombError:  # Pillow's own, far higher, limit
+        raise ImageTooLarge("the image has too many pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise NotAnImage("the file is not a PNG, JPEG, WebP or GIF image") from None
     with image:
