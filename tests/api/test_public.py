@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import aiohttp
 import pytest
@@ -131,8 +130,8 @@ async def test_the_library_is_the_same_on_two_gateway_processes(s3_url, bucket, 
                 files = (await response.json())["files"]
             assert [f["name"] for f in files] == ["shared.txt"]
             assert files[0]["url"].startswith(second)
-            with urllib.request.urlopen(files[0]["url"], timeout=10) as answer:
-                assert answer.read() == b"hello"
+            async with session.get(files[0]["url"]) as answer:  # no token
+                assert await answer.read() == b"hello"
             response = await session.patch(
                 f"{second}/api/files/shared.txt", json={"public": False}, headers={"X-Auth-Token": token}
             )
