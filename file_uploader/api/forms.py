@@ -186,7 +186,9 @@ def _answer(request: web.Request, results: list[dict[str, Any]]) -> web.StreamRe
     failures = [result for result in results if result["status"] >= 400]
     status = 200 if not failures else 207 if len(failures) < len(results) else failures[0]["status"]
     if "text/html" in request.headers.get(hdrs.ACCEPT, ""):
-        return web.Response(status=status, text=_page(results), content_type="text/html", headers=PAGE_HEADERS)
+        return web.Response(
+            status=status, text=_page(results), content_type="text/html", headers=PAGE_HEADERS
+        )
     body: dict[str, Any] = {"files": results}
     if status >= 400:
         body["error"] = failures[0]["error"]
