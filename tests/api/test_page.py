@@ -244,7 +244,8 @@ def test_folders_thumbnails_the_viewer_and_the_public_library_under_a_strict_csp
     thumb = page.locator('#files tr[data-name="photos/cat.png"] td.thumb img')
     thumb.wait_for()
     page.wait_for_function(
-        "() => { const i = document.querySelector('td.thumb img'); return i && i.complete && i.naturalWidth > 0; }"
+        "() => { const i = document.querySelector('td.thumb img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
     )
     assert thumb.get_attribute("src").startswith("blob:")
     assert thumb.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [64, 32]
