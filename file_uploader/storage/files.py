@@ -24,7 +24,7 @@ from typing import Any
 from ..ops import metrics
 from ..sizes import part_size_for
 from .client import S3, translated
-from .errors import RangeNotSatisfiable
+from .errors import RangeNotSatisfiable, StorageFailure
 from .keys import split_file_key, start_after, user_prefix
 from .library import Library
 from .parts import PartPipeline
@@ -157,10 +157,13 @@ class Files:
         await asyncio.gather(self.library.unpublish(uid, name), self.thumbnails.forget(uid, name))
 
     async def stored(self, key: str, *, public: bool) -> None:
-        """After any upload completes at `key`: the library and the thumbnails follow the new
-        version. A replaced file is public only if its replacement says so."""
-        uid, name = split_file_key(key)
-        await asyncio.gather(self.set_public(key, public), self.thumbnails.forget(uid, name))
+        """After any upload completes at `key`: the library follows the new version. A replaced
+        file is public only if its replacement says so.
+
+        Cached thumbnails need nothing here: each is checked against the file's ETag when it is
+        served and remade when stale, so a replacement costs no S3 call for them.
+        """
+        await self.set_public(key, public)
 
     async def set_public(self, key: str, public: bool) -> str | None:
         """Put the file in the public library or take it out; its library id when public."""
@@ -183,8 +186,25 @@ class Files:
     ) -> None:
         """Store the bytes of `chunks` under `key`; `size` is their length if known; `public`
         puts the file in the public library. `kind` labels the upload's metrics."""
-        await self._store(user, key, chunks, size=size, content_type=content_type, kind=kind)
-        await self.stored(key, public=public)
+        uid, name = split_file_key(key)
+        # Whether the file being replaced is public is asked while the bytes stream in, so that a
+        # small upload does not pay for one more S3 round trip after its own.
+        replaced = asyncio.create_task(self.library.library_id(uid, name))
+        try:
+            await self._store(user, key, chunks, size=size, content_type=content_type, kind=kind)
+        except BaseException:
+            replaced.cancel()
+            await asyncio.gather(replaced, return_exceptions=True)
+            raise
+        try:
+            library_id = await replaced
+        except StorageFailure:
+            await self.stored(key, public=public)  # which asks again
+            return
+        if public:
+            await self.set_public(key, True)
+        elif library_id is not None:
+            await self.library.remove(uid, name, library_id)
 
     async def _store(
         self,

@@ -127,9 +127,13 @@ class Library:
         library_id = await self.library_id(uid, name)
         if library_id is None:
             return False
+        await self.remove(uid, name, library_id)
+        return True
+
+    async def remove(self, uid: str, name: str, library_id: str) -> None:
+        """Take out the file whose library id the caller has just looked up."""
         await self.s3.delete_object(LIBRARY_ROOT + library_id)
         await self.s3.delete_object(marker_key(uid, name))
-        return True
 
     async def unpublish_folder(self, uid: str, folder: str) -> int:
         """Take every public file under `folder` (a name ending in /) out of the library."""

@@ -75,11 +75,13 @@ async def test_a_thumbnail_is_made_once_kept_in_s3_and_follows_its_file(client, 
     assert await again.read() == await first.read()
     assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == made  # not made again
 
-    # Replaced: the old thumbnail goes with the old file, and the next one shows the new image.
+    # Replaced: the cached thumbnail shows the old version, so it is never served again; the
+    # next request makes one of the new image in its place.
     await put(client, auth, "pics/a.png", image("PNG", (200, 400)))
-    assert key not in all_keys(s3, bucket)
     response = await client.get("/api/files/pics/a.png", params={"thumbnail": "256"}, headers=auth)
     assert decoded(await response.read()).size == (128, 256)
+    assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] >= made
+    assert decoded(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).size == (128, 256)
     # Deleted: its thumbnails too.
     assert (await client.delete("/api/files/pics/a.png", headers=auth)).status == 204
     assert all_keys(s3, bucket) == []
