@@ -8,9 +8,10 @@ a replacement atomic; on any failure (the body's iterator raising, S3 failing,
 cancellation) the upload is aborted, so nothing is left behind and an older
 object under the same key is untouched.
 
-Every way a file is stored (PUT, a form, tus) ends in `stored()`, and every
-delete in `_forget()`: they keep the public library (library.py) and the
-cached thumbnails (thumbnails.py) true to the file that is there now.
+Every way a file is stored (PUT and forms in `put()`, tus in `stored()`) then
+updates the public library (library.py), and every delete ends in `_forget()`,
+which also removes the cached thumbnails (thumbnails.py): both stay true to
+the file that is there now.
 """
 
 from __future__ import annotations
