@@ -4,11 +4,33 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The venv is (re)built whenever a requirements file changes.
 INSTALLED := $(VENV)/.installed
-COMPOSE := docker compose -f docker/docker-compose.yml
 IMAGE ?= file-uploader
+# Where the proxy of `make run-dev`, or the container of `make docker-run`, answers.
+HTTP_PORT ?= 8080
+# The container engine: docker where a Docker engine answers, else podman
+# (Debian's; `make test-deploy` installs it), with podman-compose from the venv.
+# Worked out once, and only by the targets that use it.
+DOCKER ?= $(eval DOCKER := $(shell docker info >/dev/null 2>&1 && echo docker || \
+	{ command -v podman >/dev/null && echo podman || echo docker; }))$(DOCKER)
+COMPOSE_TOOL = $(if $(filter podman,$(DOCKER)),$(BIN)/podman-compose,docker compose)
+# --env-file: compose fills ${...} from this .env, not from docker/.env.
+# BUILDAH_FORMAT: podman builds OCI images by default, which have no HEALTHCHECK.
+COMPOSE = HTTP_PORT=$(HTTP_PORT) STOP_TIMEOUT=$(STOP_TIMEOUT) BUILDAH_FORMAT=docker \
+	$(COMPOSE_TOOL) --env-file .env -f docker/docker-compose.yml
+# What the compose targets need first: .env with its secrets, and
+# podman-compose when podman is the engine.
+COMPOSE_NEEDS = dot-env $(if $(filter podman,$(DOCKER)),$(INSTALLED))
+# Seconds a stopping container gets before it is killed: the gateway's
+# GRACEFUL_TIMEOUT (from the environment, else .env, else 30) plus 10 for
+# gunicorn to close. The proxy gets as long, so uploads through it can finish.
+GRACEFUL_TIMEOUT ?= $(or $(shell sed -n 's/^GRACEFUL_TIMEOUT=\([0-9][0-9]*\).*/\1/p' .env 2>/dev/null | tail -n 1),30)
+STOP_TIMEOUT ?= $(shell expr $(GRACEFUL_TIMEOUT) + 10)
+# Extra `docker run` options for `make docker-run`, e.g. --network NAME.
+DOCKER_RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps run test test-fast lint soak bench start-gunicorn run-dev stop-dev logs docker-run docker-logs
+.PHONY: help venv system-deps run test test-fast test-deploy lint soak bench start-gunicorn run-dev stop-dev \
+	logs docker-run docker-logs dot-env
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -31,7 +53,7 @@ test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones
-	$(BIN)/python -m pytest -m "not slow and not process and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not process and not browser and not deploy" $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## check the code: ruff, and mypy for types
 	$(BIN)/ruff check file_uploader devtools tests bench soak
@@ -41,21 +63,71 @@ lint: $(INSTALLED) ## check the code: ruff, and mypy for types
 start-gunicorn: $(INSTALLED) ## serve with gunicorn: WORKERS (default one per core), HOST, PORT from env/.env
 	$(BIN)/gunicorn file_uploader.app:create_app -c gunicorn.conf.py
 
-run-dev: ## build and start gateway replicas + MinIO with docker compose (http://localhost:8080)
-	$(COMPOSE) up --build --detach
+# Secrets that every replica and worker must share, generated once into .env
+# (created, readable by its owner only, when missing) and never changed after.
+dot-env:
+	@umask 077; test -f .env || { touch .env && echo "make: created .env"; }; \
+	for name in SHARE_SECRET MINIO_ROOT_PASSWORD; do \
+	    grep -q "^$$name=." .env && continue; \
+	    value=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))') || exit 1; \
+	    grep -v "^$$name=" .env > .env.new; \
+	    echo "$$name=$$value" >> .env.new; \
+	    cat .env.new > .env && rm .env.new; \
+	    echo "make: wrote a new $$name to .env"; \
+	done
 
-stop-dev: ## stop the compose stack (MinIO's volume, and so the files, are kept)
+run-dev: $(COMPOSE_NEEDS) ## build and start gateway replicas + MinIO + nginx; returns once it serves on :8080 (HTTP_PORT)
+	@# Built once: podman-compose would build it once per replica.
+	$(COMPOSE) build gateway
+	$(COMPOSE) up --detach
+	@# Compose v2 starts nginx only once the replicas are healthy; podman 4.3
+	@# cannot wait for health, so wait here for the whole chain, on any engine.
+	@for i in $$(seq 120); do \
+	    curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:$(HTTP_PORT)/readyz 2>/dev/null && \
+	        echo "make: serving on http://127.0.0.1:$(HTTP_PORT)" && exit 0; \
+	    sleep 1; \
+	done; echo "make: nothing ready on :$(HTTP_PORT) after 120 s (make logs)"; exit 1
+
+stop-dev: $(COMPOSE_NEEDS) ## stop the stack, letting uploads in flight finish (MinIO's volume, and so the files, are kept)
+	@# In order: the proxy first (it waits for the requests it carries), then
+	@# the gateways, then MinIO. Compose v2 orders `down` so itself;
+	@# podman-compose stops every container at once, S3 under live uploads.
+	-$(COMPOSE) stop proxy
+	-$(COMPOSE) stop gateway
 	$(COMPOSE) down --remove-orphans
 
-logs: ## follow the compose stack's logs
+logs: $(COMPOSE_NEEDS) ## follow the compose stack's logs
 	$(COMPOSE) logs --follow
 
-docker-run: ## build the image and run it alone: --env-file .env -p 8080:8080
-	docker build -f docker/Dockerfile -t $(IMAGE) .
-	docker run --detach --rm --name $(IMAGE) --env-file .env -p 8080:8080 $(IMAGE)
+docker-run: dot-env ## build the image and run it alone on :8080 (HTTP_PORT) with .env (replacing one already there)
+	BUILDAH_FORMAT=docker $(DOCKER) build -f docker/Dockerfile -t $(IMAGE) .
+	@# A container already there (running, or stopped and kept for its logs) is
+	@# replaced; a running one is stopped gracefully first.
+	@$(DOCKER) stop --time $(STOP_TIMEOUT) $(IMAGE) >/dev/null 2>&1 || true
+	@$(DOCKER) rm --force $(IMAGE) >/dev/null 2>&1 || true
+	@# --stop-timeout: `docker stop` waits that long (not 10 s) before SIGKILL,
+	@# so uploads get their GRACEFUL_TIMEOUT. No --rm: the logs of a stopped or
+	@# crashed container stay readable with `make docker-logs`.
+	$(DOCKER) run --detach --name $(IMAGE) --env-file .env -e HOST=0.0.0.0 -e PORT=8080 \
+	    --stop-timeout $(STOP_TIMEOUT) -p $(HTTP_PORT):8080 $(DOCKER_RUN_ARGS) $(IMAGE)
 
 docker-logs: ## follow the logs of `make docker-run`'s container
-	docker logs --follow $(IMAGE)
+	$(DOCKER) logs --follow $(IMAGE)
+
+# Debian's container engine and what it needs here (installed by test-deploy
+# as root when there is no Docker engine); debootstrap builds stand-in images
+# when the images the product names cannot be pulled.
+DEPLOY_PACKAGES := podman buildah runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables \
+	debootstrap
+
+test-deploy: $(INSTALLED) ## build the image, run the compose stack with a real engine and check it through nginx (minutes)
+	@packages="$(DEPLOY_PACKAGES)"; docker info >/dev/null 2>&1 && packages=debootstrap; \
+	if ! dpkg -s $$packages >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing $$packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get -o DPkg::Lock::Timeout=300 install -y -qq $$packages >/dev/null; \
+	fi
+	$(BIN)/python -m pytest -m deploy --timeout=1500 tests/deploy $(PYTEST_ARGS)
 
 soak: $(INSTALLED) ## mixed workload against a real gateway + moto (SOAK_SECONDS=180, SOAK_USERS=8)
 	$(BIN)/python soak/soak.py

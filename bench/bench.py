@@ -16,7 +16,8 @@ bench/results/. Settings (environment):
     BENCH_LIST_FILES=10000               files in the listing line
     BENCH_CPU_SIZE=1GiB                  upload size for the CPU-per-GiB lines...
     BENCH_CHECKSUMS=crc32,crc32c,md5,sha256,off  ...one line per S3_CHECKSUM
-    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list
+    BENCH_FORM_SIZE=1GiB                 file size of the form upload lines
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
@@ -580,6 +581,52 @@ async def bench_list(report: Report, runs: int) -> None:
     report.add(f"list {count} files", gw, base, "files/s", target=">= 0.9x", met=gw / base >= 0.9)
 
 
+async def bench_form(report: Report, work: Path, runs: int) -> None:
+    """The same file sent as multipart/form-data (curl -F) and by PUT (curl --upload-file):
+    throughput, and the gateway's peak RSS growth during each."""
+    size = parse_size(os.environ.get("BENCH_FORM_SIZE", "1GiB"))
+    path = make_file(work, size)
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        with gateway(s3_url, "bench") as (url, pid):
+            auth = f"X-Auth-Token: {uuid.uuid4()}"
+            speeds: dict[str, list[float]] = {"form": [], "put": []}
+            growth: dict[str, list[float]] = {"form": [], "put": []}
+            uploads = {
+                "form": ("-H", auth, "-F", f"file=@{path};filename=form.bin", f"{url}/api/files"),
+                "put": ("-H", auth, "--upload-file", str(path), f"{url}/api/files/put.bin"),
+            }
+            await curl(*uploads["put"])  # warm up
+            for _ in range(runs):
+                for kind, args in uploads.items():
+                    grew, (status, elapsed) = await peak_growth(pid, curl(*args))
+                    if status not in (200, 204):
+                        raise RuntimeError(f"gateway {kind} upload answered {status}")
+                    speeds[kind].append(size / MiB / elapsed)
+                    growth[kind].append(grew / MiB)
+    label = f"{human(size)} upload as a form (vs PUT), fast S3"
+    form_speed, put_speed = median(speeds["form"]), median(speeds["put"])
+    report.add(
+        f"{label}: throughput",
+        form_speed,
+        put_speed,
+        "MiB/s",
+        target=">= 0.8x",
+        met=form_speed / put_speed >= 0.8,
+    )
+    form_rss, put_rss = median(growth["form"]), median(growth["put"])
+    report.add(
+        f"{label}: peak RSS growth",
+        form_rss,
+        put_rss,
+        "MiB",
+        target="<= PUT + 16",
+        met=form_rss <= put_rss + 16,
+    )
+
+
 SECTIONS = {
     "cpu": bench_cpu,
     "upload": bench_uploads,
@@ -587,6 +634,7 @@ SECTIONS = {
     "concurrency": bench_concurrency,
     "download": bench_download,
     "list": bench_list,
+    "form": bench_form,
 }
 
 
@@ -598,7 +646,7 @@ async def main() -> None:
     print(report.table(), flush=True)
     try:
         for name in env_list("BENCH_SECTIONS", ",".join(SECTIONS)):
-            if name in ("upload", "cpu"):
+            if name in ("cpu", "upload", "form"):
                 await SECTIONS[name](report, work, runs)
             else:
                 await SECTIONS[name](report, runs)

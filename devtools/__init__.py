@@ -1,1 +1,3 @@
-"""Tools for developing and testing the gateway (local S3 servers, free ports): not shipped."""
+"""Tools for developing and testing the gateway: local S3 servers, free ports.
+
+Not shipped with the package."""

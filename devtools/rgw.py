@@ -332,8 +332,8 @@ class _Cluster:
         for process in self.daemons.values():
             with contextlib.suppress(OSError):
                 status = Path(f"/proc/{process.pid}/status").read_text()
-                if found := re.search(r"VmRSS:\s+(\d+) kB", status):
-                    total += int(found.group(1)) * 1024
+                match = re.search(r"VmRSS:\s+(\d+) kB", status)
+                total += int(match.group(1)) * 1024 if match else 0
         return total
 
     def stop(self) -> None:

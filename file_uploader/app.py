@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import files, health, page, share, tus
+from .api import files, forms, health, page, public, share, tus
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.openapi import OPENAPI_PATH
@@ -54,7 +54,12 @@ ROUTES = [
     web.put(files.FILE, files.put_file, expect_handler=files.expect_upload),
     web.get(files.FILE, files.get_file, allow_head=False),
     web.head(files.FILE, files.head_file),
-    web.delete(files.FILE, files.delete_file),
+    web.delete(files.FILE, files.delete_file),  # a folder too: <folder>/?recursive=1
+    web.patch(files.FILE, files.patch_file),  # {"public": true|false}
+    web.post(files.FILES, forms.upload_form, expect_handler=forms.expect_form),  # multipart/form-data
+    # The public library: no token.
+    web.get(public.PUBLIC, public.list_public, allow_head=False),
+    web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),
     # Share links: POST .../share matches no method of the file routes above.
     web.post(share.SHARE, share.create_link),
     web.get(share.SHARED, share.serve_link, name=share.SHARED_NAME, allow_head=False),

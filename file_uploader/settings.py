@@ -123,6 +123,9 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GRACEFUL_TIMEOUT": ("graceful_timeout", _whole(0)),
     "WORKERS": ("workers", _whole(1)),
     "WORKER_TIMEOUT": ("worker_timeout", _whole(1)),
+    "THUMBNAIL_MAX_PIXELS": ("thumbnail_max_pixels", _whole(1)),
+    "THUMBNAIL_MAX_BYTES": ("thumbnail_max_bytes", _size),
+    "THUMBNAIL_WORKERS": ("thumbnail_workers", _whole(1)),
 }
 
 
@@ -160,6 +163,11 @@ class Settings:
     graceful_timeout: int = 30
     workers: int = dataclasses.field(default_factory=_usable_cpus)  # gunicorn
     worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
+    # Thumbnails (storage/thumbnails.py): images with more pixels than this are refused
+    # before decoding (decompression bombs); each decode holds up to 4 bytes a pixel.
+    thumbnail_max_pixels: int = 40_000_000
+    thumbnail_max_bytes: int = 32 * MiB  # larger files get no thumbnail
+    thumbnail_workers: int = 2  # threads decoding images, and images open at once
 
     def __post_init__(self) -> None:
         for name, value, choices in (

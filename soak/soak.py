@@ -31,7 +31,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from file_uploader.ports import free_port, wait_for_port  # noqa: E402
+from devtools.ports import free_port, wait_for_port  # noqa: E402
 
 MiB = 1024 * 1024
 PART_SIZE = 5 * MiB

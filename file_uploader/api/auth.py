@@ -18,8 +18,13 @@ from .openapi import OPENAPI_PATH
 
 TOKEN_HEADER = "X-Auth-Token"
 API_PREFIX = "/api/"
-# Under /api/ but open to all: the API's description, which a client reads before it has a token.
-PUBLIC_PATHS = frozenset({OPENAPI_PATH})
+# Under /api/ but open to all: the API's description, which a client reads before it has a
+# token, and the public library.
+PUBLIC_PATHS = frozenset({OPENAPI_PATH, "/api/public"})
+# Routes that may carry the token in a multipart/form-data body instead of the header,
+# because a plain HTML form cannot set a header: their handler authenticates (forms.py).
+BODY_TOKEN_ROUTES = frozenset({("POST", "/api/files")})
+FORM_TYPE = "multipart/form-data"
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 
 
@@ -31,6 +36,11 @@ def authenticate(request: web.Request) -> str:
     token = tokens[0].strip() if tokens else ""
     if not token:
         raise ApiError(401, "missing_token", f"send your token in the {TOKEN_HEADER} header", _CHALLENGE)
+    return authenticate_with(request, token)
+
+
+def authenticate_with(request: web.Request, token: str) -> str:
+    """Store and return the user id of `token`, wherever the request carried it; or a 401."""
     if not is_valid_token(token):
         raise ApiError(
             401,
@@ -45,6 +55,12 @@ def authenticate(request: web.Request) -> str:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if (
+        (request.method, request.path) in BODY_TOKEN_ROUTES
+        and request.content_type == FORM_TYPE
+        and TOKEN_HEADER not in request.headers
+    ):
         return await handler(request)
     if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
         authenticate(request)

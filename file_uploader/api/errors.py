@@ -57,6 +57,8 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.OffsetMismatch: (409, "offset_mismatch", {}),
     storage.LengthConflict: (400, "length_conflict", {}),
     storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
+    storage.NotAnImage: (415, "not_an_image", {}),
+    storage.ImageTooLarge: (422, "image_too_large", {}),
     storage.StorageUnavailable: (503, "storage_unavailable", _RETRY),
     storage.StorageError: (502, "storage_error", {}),
 }

@@ -1,4 +1,9 @@
-"""The /api/files routes: each validates, calls one storage method, shapes the reply."""
+"""The /api/files routes: each validates, calls one storage method, shapes the reply.
+
+Also what every route that serves a file shares (`serve`): `?thumbnail=<size>`,
+`?inline=1` and the Content-Disposition rules, for /api/files, share links and
+public links alike.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,21 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..ops import metrics
+from ..sizes import LIST_PAGE_SIZE
+from ..storage import sweep
 from ..storage.errors import InvalidName
-from ..storage.files import Download, ObjectInfo
-from ..storage.keys import file_key, user_prefix
+from ..storage.files import Download, FolderPage, ObjectInfo
+from ..storage.keys import MAX_NAME_BYTES, file_key, user_prefix, validate_folder
+from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
 from .auth import authenticate
 from .body import declared_length, expect_body, read_body
 from .digests import expected_digests, verified
 from .errors import ApiError
 
 FILES = "/api/files"
+PUBLIC_HEADER = "X-Public"  # on PUT: true puts the file in the public library
+PUBLIC_FILE = "/p/{id}"
+PUBLIC_FILE_NAME = "public_file"  # the route's name, to build public URLs with
 # [\s\S] rather than ".": a newline must reach the name check (and be refused there).
 FILE = r"/api/files/{name:[\s\S]+}"
 
@@ -52,17 +63,106 @@ def _key(request: web.Request) -> str:
     return file_key(request[USER_ID], decode_name(request))
 
 
-def _content_type(name: str) -> str:
+def content_type(name: str) -> str:
     return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
 
 
 def _file_headers(name: str, info: ObjectInfo) -> dict[str, str]:
     return {
-        hdrs.CONTENT_TYPE: _content_type(name),
+        hdrs.CONTENT_TYPE: content_type(name),
         hdrs.ETAG: info.etag,
         hdrs.LAST_MODIFIED: format_datetime(info.last_modified, usegmt=True),
         hdrs.ACCEPT_RANGES: "bytes",
+        # A browser must take the type as given: never sniff a text file into HTML.
+        "X-Content-Type-Options": "nosniff",
     }
+
+
+# What `?inline=1` may show in the browser: media a browser renders without running the
+# file's own code. Everything else, and always the active types below, is an attachment.
+INLINE_PREFIXES = ("image/", "audio/", "video/")
+INLINE_TYPES = frozenset({"application/pdf", "text/plain"})
+# Types that run script or pull in other documents when opened as a page: HTML, SVG, XML.
+ACTIVE_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+)
+
+
+def may_be_inline(kind: str) -> bool:
+    if kind in ACTIVE_TYPES or kind.endswith("+xml"):
+        return False
+    return kind in INLINE_TYPES or kind.startswith(INLINE_PREFIXES)
+
+
+def content_disposition(name: str, *, inline: bool = False) -> str:
+    """`attachment` (or `inline`) with an ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187)."""
+    base = name.rsplit("/", 1)[-1]
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in base)
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(base, safe='')}"
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _thumbnail_size(request: web.Request) -> int | None:
+    value = request.query.get("thumbnail")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) not in THUMBNAIL_SIZES:
+        sizes = ", ".join(map(str, THUMBNAIL_SIZES))
+        raise ApiError(400, "invalid_thumbnail", f"thumbnail must be one of {sizes}")
+    return int(value)
+
+
+def _thumbnail_format(request: web.Request) -> str:
+    """WebP for a client that says it takes it (every browser does), else JPEG."""
+    return "webp" if "image/webp" in request.headers.get(hdrs.ACCEPT, "") else "jpeg"
+
+
+async def serve(
+    request: web.Request, key: str, name: str, *, if_match: str | None = None
+) -> web.StreamResponse:
+    """GET of a file by any route: its thumbnail with `?thumbnail=`, else its bytes, as an
+    attachment unless `?inline=1` asks for one of the types a browser may show."""
+    size = _thumbnail_size(request)
+    if size is None:
+        inline = _flag(request, "inline") and may_be_inline(content_type(name))
+        disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
+        return await send_file(request, key, name, if_match=if_match, headers=disposition)
+    image_format = _thumbnail_format(request)
+    thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format)
+    if if_match is not None and etag != if_match:
+        raise _changed()
+    base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
+    return web.Response(
+        body=thumb,
+        headers={
+            hdrs.CONTENT_TYPE: THUMBNAIL_FORMATS[image_format],
+            hdrs.ETAG: f'"{etag.strip(chr(34))}-{size}-{image_format}"',
+            hdrs.CONTENT_DISPOSITION: content_disposition(f"{base}.{size}.{image_format}", inline=True),
+            hdrs.VARY: "Accept",
+            hdrs.CACHE_CONTROL: "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _changed() -> ApiError:
+    return ApiError(410, "file_changed", "the file was replaced after this link was made")
+
+
+def public_flag(value: str | None, what: str) -> bool:
+    """X-Public, or a form's `public` field: true/false (1/0, yes/no, on/off); absent is false."""
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "invalid_public", f"{what} must be true or false")
 
 
 def _byte_range(request: web.Request) -> str | None:
@@ -82,19 +182,13 @@ def _check_upload(request: web.Request) -> None:
     _key(request)
     declared_length(request, request.app[SETTINGS])
     expected_digests(request.headers)
+    public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     request.app[STORAGE].pipeline.slots.check(request[USER_ID])
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:
     async for page in pages:
-        yield [
-            {
-                "name": name,
-                "size": info.size,
-                "modified": info.last_modified.isoformat().replace("+00:00", "Z"),
-            }
-            for name, info in page
-        ]
+        yield [{"name": name, "size": info.size, "modified": _iso(info)} for name, info in page]
 
 
 async def _prepend(first: list[Any], rest: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
@@ -103,12 +197,53 @@ async def _prepend(first: list[Any], rest: AsyncIterator[list[Any]]) -> AsyncIte
         yield item
 
 
+def _iso(info: ObjectInfo) -> str:
+    return info.last_modified.isoformat().replace("+00:00", "Z")
+
+
+# The query parameters that ask for one page (an object) rather than the whole array.
+_PAGE_PARAMETERS = ("prefix", "delimiter", "after", "limit")
+
+
+def _page_query(request: web.Request) -> tuple[str, bool, str | None, int]:
+    query = request.query
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter")
+    if delimiter not in (None, "/"):
+        raise ApiError(400, "invalid_delimiter", "the only delimiter is /")
+    after = query.get("after") or None
+    for value in (prefix, after or ""):
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES or not value.isprintable():
+            raise InvalidName("prefix and after are file or folder names")
+    limit_text = query.get("limit", str(LIST_PAGE_SIZE))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_PAGE_SIZE:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {LIST_PAGE_SIZE}")
+    return prefix, delimiter == "/", after, int(limit_text)
+
+
+def _page_json(prefix: str, page: FolderPage) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "folders": page.folders,
+        "files": [
+            {"name": name, "size": info.size, "modified": _iso(info), "public": public}
+            for name, info, public in page.files
+        ],
+        "next": page.next,
+    }
+
+
 async def list_files(request: web.Request) -> web.StreamResponse:
     """A JSON array of the user's names, streamed a listing page at a time.
 
     With `?details=1`, each item is an object: name, size, modified (ISO 8601 UTC).
+    With any of prefix, delimiter=/, after, limit: one page, as an object (`_page_json`).
     """
     files = request.app[STORAGE].files
+    if any(name in request.query for name in _PAGE_PARAMETERS):
+        prefix, folders, after, limit = _page_query(request)
+        page = await files.page(request[USER_ID], prefix, after=after, limit=limit, folders=folders)
+        return web.json_response(_page_json(prefix, page))
     prefix = user_prefix(request[USER_ID])
     pages: AsyncIterator[list[Any]]
     if request.query.get("details", "") in ("1", "true", "yes"):
@@ -135,11 +270,33 @@ async def list_files(request: web.Request) -> web.StreamResponse:
 async def put_file(request: web.Request) -> web.Response:
     name = decode_name(request)
     size = declared_length(request, request.app[SETTINGS])
+    public = public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     body = verified(read_body(request), expected_digests(request.headers))
     await request.app[STORAGE].files.put(
-        request[USER_ID], _key(request), body, size=size, content_type=_content_type(name)
+        request[USER_ID], _key(request), body, size=size, content_type=content_type(name), public=public
     )
     return web.Response(status=204)
+
+
+async def patch_file(request: web.Request) -> web.Response:
+    """`{"public": true|false}`: put the file in the public library, or take it out."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("public"), bool):
+        raise ApiError(400, "invalid_body", 'send JSON such as {"public": true}')
+    name = decode_name(request)
+    library_id = await request.app[STORAGE].files.set_public(_key(request), body["public"])
+    answer: dict[str, Any] = {"name": name, "public": library_id is not None}
+    if library_id is not None:
+        answer["url"] = public_url(request, library_id)
+    return web.json_response(answer)
+
+
+def public_url(request: web.Request, library_id: str) -> str:
+    """The URL that serves a public file to anyone: /p/<library id>, on the request's origin."""
+    return str(request.url.origin().join(request.app.router[PUBLIC_FILE_NAME].url_for(id=library_id)))
 
 
 async def head_file(request: web.Request) -> web.StreamResponse:
@@ -150,7 +307,7 @@ async def head_file(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
-    return await send_file(request, _key(request), decode_name(request))
+    return await serve(request, _key(request), decode_name(request))
 
 
 async def send_file(
@@ -169,7 +326,7 @@ async def send_file(
     download: Download
     async with await request.app[STORAGE].files.open(key, _byte_range(request)) as download:
         if if_match is not None and download.info.etag != if_match:
-            raise ApiError(410, "file_changed", "the file was replaced after this link was made")
+            raise _changed()
         response = web.StreamResponse(headers={**_file_headers(name, download.info), **(headers or {})})
         if download.content_range:
             response.set_status(206)
@@ -188,8 +345,18 @@ async def send_file(
 
 
 async def delete_file(request: web.Request) -> web.Response:
-    await request.app[STORAGE].files.delete(_key(request))
-    return web.Response(status=204)
+    """Delete a file; or, for a name ending in / with `?recursive=1`, everything under it."""
+    name = decode_name(request)
+    if not name.endswith("/"):
+        await request.app[STORAGE].files.delete(_key(request))
+        return web.Response(status=204)
+    folder = validate_folder(name)
+    if not _flag(request, "recursive"):
+        raise ApiError(
+            400, "folder_not_recursive", "to delete a folder and everything in it, add ?recursive=1"
+        )
+    deleted = await sweep.delete_folder(request.app[STORAGE], request[USER_ID], folder)
+    return web.json_response({"folder": folder, "deleted": deleted.files, "aborted": deleted.aborted})
 
 
 expect_upload = expect_body(_check_upload)

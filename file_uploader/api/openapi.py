@@ -15,17 +15,12 @@ from .. import __version__
 OPENAPI_PATH = "/api/openapi.json"
 
 _STRING = {"schema": {"type": "string"}}
-_ERROR = {
+_ERROR_BODY = {
     "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
 }
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _ERROR_BODY}}
 
 
 def _error(description: str, headers: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -74,6 +69,181 @@ _NAME = {
     "description": "the file name: UTF-8, percent-encoded; '/' allowed between non-empty segments",
     "schema": {"type": "string", "minLength": 1},
 }
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+# Issue #15: forms, folders, the public library, thumbnails and inline.
+_JSON = "application/json"
+_THUMBNAIL = _query(
+    "thumbnail",
+    {"type": "integer", "enum": [64, 128, 256, 512]},
+    "a JPEG thumbnail of an image (WebP when Accept names image/webp), this many pixels on its longest side",
+)
+_INLINE = _query(
+    "inline",
+    {"type": "string", "enum": ["1", "0"]},
+    "1: images, audio, video, PDF and plain text shown inline",
+)
+# What a file-serving route adds for ?thumbnail= and ?inline=.
+_SERVE_ERRORS = {
+    "400": _error("a thumbnail size that is not offered"),
+    "415": _error("a thumbnail of a file that is not a PNG, JPEG, WebP or GIF image"),
+    "422": _error("a thumbnail of an image over THUMBNAIL_MAX_PIXELS or THUMBNAIL_MAX_BYTES"),
+}
+_FILE_ITEM = {
+    "type": "object",
+    "required": ["name", "size", "modified"],
+    "properties": {
+        "name": {"type": "string"},
+        "size": {"type": "integer"},
+        "modified": {"type": "string"},
+        "public": {"type": "boolean"},
+    },
+}
+_LISTING = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "array", "items": _FILE_ITEM},
+        {
+            "type": "object",
+            "required": ["prefix", "folders", "files", "next"],
+            "properties": {
+                "prefix": {"type": "string"},
+                "folders": {"type": "array", "items": {"type": "string"}},
+                "files": {"type": "array", "items": _FILE_ITEM},
+                "next": {"type": "string", "nullable": True},
+            },
+        },
+    ]
+}
+_FORM_FILE = {
+    "type": "object",
+    "required": ["field", "name", "status"],
+    "properties": {
+        "field": {"type": "string", "nullable": True},
+        "name": {"type": "string"},
+        "status": {"type": "integer"},
+        "size": {"type": "integer"},
+        "public": {"type": "boolean"},
+        "error": _ERROR_BODY,
+    },
+}
+_FORM_ANSWER = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {"files": {"type": "array", "items": _FORM_FILE}},
+}
+_FORM_POST = {
+    "summary": "store files sent as multipart/form-data (curl -F, an HTML form, FormData), streamed",
+    "description": (
+        "Fields are read in order: `token` (only for a client that cannot send X-Auth-Token; before any "
+        "file), `name` (the name of the next file), `public` (true/false, for the files after it), then "
+        "file fields, each stored under its filename. Each file is checked and stored on its own."
+    ),
+    "security": [{"token": []}, {}],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "token": {"type": "string"},
+                        "name": {"type": "string"},
+                        "public": {"type": "string", "enum": ["true", "false"]},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                },
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "every file was stored", "content": {_JSON: {"schema": _FORM_ANSWER}}},
+        "207": {
+            "description": "some files were stored, some not",
+            "content": {_JSON: {"schema": _FORM_ANSWER}},
+        },
+        **_NAMED,
+        "400": _error("no file, a malformed form or field, or (with the list) every file refused for a 400"),
+        "408": _error("the client stopped sending the body"),
+        "413": _error("every file was larger than MAX_FILE_SIZE"),
+        "415": _error("not multipart/form-data"),
+        "417": _error("an Expect other than 100-continue"),
+        "429": _error("too many uploads at once for this user", ("Retry-After",)),
+    },
+}
+_LIBRARY_ITEM = {
+    "type": "object",
+    "required": ["id", "name", "size", "type", "modified", "published", "url"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "size": {"type": "integer"},
+        "type": {"type": "string"},
+        "modified": {"type": "string"},
+        "published": {"type": "string"},
+        "url": {"type": "string"},
+    },
+}
+
+
+def _library_paths() -> dict[str, Any]:
+    return {
+        "/api/public": {
+            "get": {
+                "summary": "the public library: every user's public files, newest first, a page at a time",
+                "security": [],
+                "parameters": [
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query("after", {"type": "string"}, "the `next` of the page before"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "one page",
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["files", "next"],
+                                    "properties": {
+                                        "files": {"type": "array", "items": _LIBRARY_ITEM},
+                                        "next": {"type": "string", "nullable": True},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("a bad limit or cursor"),
+                    "502": _COMMON["502"],
+                    "503": _COMMON["503"],
+                },
+            }
+        },
+        "/p/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, **_STRING}],
+            "get": {
+                "summary": "a public file (or one range of it, or its thumbnail), without a token",
+                "security": [],
+                "parameters": [_header("Range"), _THUMBNAIL, _INLINE],
+                "responses": {
+                    **_FILE_BODY,
+                    **_SERVE_ERRORS,
+                    "404": _error("no such public file"),
+                    "410": _error("the file was replaced since it was published"),
+                    "416": _error("the range is outside the file", ("Content-Range",)),
+                    "502": _COMMON["502"],
+                    "503": _COMMON["503"],
+                },
+            },
+        },
+    }
 
 
 # tus 1.0.0 (see tus.py): every request but OPTIONS carries Tus-Resumable.
@@ -204,23 +374,32 @@ def spec() -> dict[str, Any]:
         "paths": {
             "/api/files": {
                 "get": {
-                    "summary": "the user's file names, sorted",
+                    "summary": "the user's file names, sorted; or one page of one folder",
+                    "description": (
+                        "Without parameters: every name (with details=1, objects). With prefix, "
+                        "delimiter=/, after or limit: one page, an object with the folders and files "
+                        "directly under prefix and the `next` cursor (null at the end)."
+                    ),
+                    "parameters": [
+                        _query("details", {"type": "string", "enum": ["1"]}),
+                        _query("prefix", {"type": "string"}, "a folder such as photos/"),
+                        _query("delimiter", {"type": "string", "enum": ["/"]}),
+                        _query("after", {"type": "string"}, "the `next` of the page before"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    ],
                     "responses": {
-                        "200": {
-                            "description": "the names",
-                            "content": {
-                                "application/json": {"schema": {"type": "array", "items": {"type": "string"}}}
-                            },
-                        },
+                        "200": {"description": "the names", "content": {_JSON: {"schema": _LISTING}}},
                         **_COMMON,
+                        "400": _error("a bad prefix, delimiter, cursor or limit"),
                     },
-                }
+                },
+                "post": _FORM_POST,
             },
             "/api/files/{name}": {
                 "parameters": [_NAME],
                 "put": {
                     "summary": "store a file (replacing any under the same name), streamed",
-                    "parameters": _DIGEST_HEADERS,
+                    "parameters": [*_DIGEST_HEADERS, _header("X-Public")],
                     "requestBody": {
                         "required": True,
                         "content": {"application/octet-stream": _BINARY},
@@ -236,11 +415,13 @@ def spec() -> dict[str, Any]:
                     },
                 },
                 "get": {
-                    "summary": "the file's bytes (or one range of them)",
-                    "parameters": [_header("Range")],
+                    "summary": "the file's bytes (or one range of them, or its thumbnail)",
+                    "parameters": [_header("Range"), _THUMBNAIL, _INLINE],
                     "responses": {
                         **_FILE_BODY,
                         **_NAMED,
+                        **_SERVE_ERRORS,
+                        "400": _error("a bad name or thumbnail size"),
                         "404": _error("no such file"),
                         "416": _error("the range is outside the file", ("Content-Range",)),
                     },
@@ -254,8 +435,66 @@ def spec() -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "delete the file",
-                    "responses": {"204": _no_body("deleted"), **_NAMED, "404": _error("no such file")},
+                    "summary": "delete the file; or, for a name ending in / with recursive=1, the folder",
+                    "parameters": [_query("recursive", {"type": "string", "enum": ["1"]})],
+                    "responses": {
+                        "204": _no_body("deleted"),
+                        "200": {
+                            "description": "the folder and everything in it deleted",
+                            "content": {
+                                _JSON: {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["folder", "deleted", "aborted"],
+                                        "properties": {
+                                            "folder": {"type": "string"},
+                                            "deleted": {"type": "integer"},
+                                            "aborted": {"type": "integer"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_NAMED,
+                        "400": _error("a bad name, or a folder without recursive=1"),
+                        "404": _error("no such file, or nothing in the folder"),
+                    },
+                },
+                "patch": {
+                    "summary": "make the file public (listed in /api/public) or private",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["public"],
+                                    "properties": {"public": {"type": "boolean"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the file's visibility now, and its public URL",
+                            "content": {
+                                _JSON: {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["name", "public"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "public": {"type": "boolean"},
+                                            "url": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_NAMED,
+                        "400": _error("a bad name or body"),
+                        "404": _error("no such file"),
+                    },
                 },
             },
             "/api/files/{name}/share": {
@@ -307,11 +546,12 @@ def spec() -> dict[str, Any]:
             "/s/{link}": {
                 "parameters": [{"name": "link", "in": "path", "required": True, **_STRING}],
                 "get": {
-                    "summary": "a shared file (or one range of it), as an attachment",
+                    "summary": "a shared file (or one range of it, or its thumbnail), as an attachment",
                     "security": [],
-                    "parameters": [_header("Range")],
+                    "parameters": [_header("Range"), _THUMBNAIL, _INLINE],
                     "responses": {
                         **_FILE_BODY,
+                        **_SERVE_ERRORS,
                         "403": _error("the link was not signed by this gateway"),
                         "404": _error("the file is gone"),
                         "410": _error("the link has expired, or the file was replaced"),
@@ -321,6 +561,7 @@ def spec() -> dict[str, Any]:
                     },
                 },
             },
+            **_library_paths(),
             **_tus_paths(),
             **_ops_paths(),
             OPENAPI_PATH: {

@@ -17,7 +17,6 @@ import json
 import logging
 import secrets
 import time
-import urllib.parse
 
 from aiohttp import web
 
@@ -25,7 +24,7 @@ from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT, file_key
 from .errors import ApiError
-from .files import FILE, decode_name, send_file
+from .files import FILE, decode_name, serve
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +62,6 @@ def verify(secret: bytes, link: str) -> tuple[str, str, int]:
         raise forged
     fields = json.loads(payload)  # signed by us, so well-formed
     return fields["k"], fields["t"], fields["e"]
-
-
-def content_disposition(name: str) -> str:
-    """`attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187)."""
-    base = name.rsplit("/", 1)[-1]
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in base)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(base, safe='')}"
 
 
 async def _expires_in(request: web.Request, maximum: int) -> int:
@@ -113,8 +105,7 @@ async def serve_link(request: web.Request) -> web.StreamResponse:
     if time.time() >= expires:
         raise ApiError(410, "link_expired", "this share link has expired")
     name = key.split("/", 2)[2] if key.startswith(FILES_ROOT) else key
-    disposition = {"Content-Disposition": content_disposition(name)}
-    return await send_file(request, key, name, if_match=etag, headers=disposition)
+    return await serve(request, key, name, if_match=etag)
 
 
 def share_key(settings: Settings) -> bytes:

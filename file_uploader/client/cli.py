@@ -131,15 +131,39 @@ async def put(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _modified(item: dict[str, Any]) -> str:
+    return str(item["modified"]).replace("T", " ").replace("Z", "")[:19]
+
+
+async def _folder(client: Client, folder: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every sub-folder and file directly in `folder`, following the listing's pages."""
+    folders: list[str] = []
+    files: list[dict[str, Any]] = []
+    query = {"prefix": folder, "delimiter": "/"}
+    while True:
+        response = await client.request("GET", URL(f"{client.base}/api/files").with_query(query))
+        page = await response.json()
+        folders += page["folders"]
+        files += page["files"]
+        if page["next"] is None:
+            return folders, files
+        query["after"] = page["next"]
+
+
 async def ls(client: Client, args: argparse.Namespace) -> int:
-    response = await client.request("GET", URL(f"{client.base}/api/files").with_query(details="1"))
-    items = await response.json()
     table = Table("name", "size", "modified", box=None, header_style="bold")
     table.columns[1].justify = "right"
+    if args.folder is None:
+        response = await client.request("GET", URL(f"{client.base}/api/files").with_query(details="1"))
+        items = await response.json()
+    else:
+        folder = args.folder.strip("/") + "/" if args.folder.strip("/") else ""
+        folders, items = await _folder(client, folder)
+        for name in folders:
+            table.add_row(Text(name), "-", "")
     for item in items:
         # Text() keeps a name such as "[bold]" from being read as rich markup.
-        modified = item["modified"].replace("T", " ").replace("Z", "")[:19]
-        table.add_row(Text(item["name"]), decimal(item["size"]), modified)
+        table.add_row(Text(item["name"]), decimal(item["size"]), _modified(item))
     out.print(table)
     return 0
 
@@ -169,10 +193,29 @@ async def get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _remove_folder(client: Client, name: str) -> str:
+    """Delete the folder `name` and everything in it; what was done, in words. A name that is
+    no folder but a file is deleted as a file, as `rm -r` does."""
+    folder = name.rstrip("/") + "/"
+    url = client.file_url(folder).with_query(recursive="1")
+    try:
+        response = await client.request("DELETE", url)
+    except CliError as exc:
+        if "(404 " not in str(exc) or name.endswith("/"):
+            raise
+        (await client.request("DELETE", client.file_url(name))).release()
+        return f"deleted {name}"
+    done = await response.json()
+    return f"deleted {folder} ({done['deleted']} files, {done['aborted']} unfinished uploads)"
+
+
 async def rm(client: Client, args: argparse.Namespace) -> int:
     failed = 0
     for name in args.names:
         try:
+            if args.recursive:
+                err.print(await _remove_folder(client, name), markup=False, highlight=False)
+                continue
             (await client.request("DELETE", client.file_url(name))).release()
             err.print(f"deleted {name}", markup=False, highlight=False)
         except CliError as exc:
@@ -202,13 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("files", nargs="+", metavar="FILE")
     command.add_argument("--as", dest="as_name", metavar="NAME", help="store the one FILE under NAME")
     command.set_defaults(run=put)
-    commands.add_parser("ls", help="list your files").set_defaults(run=ls)
+    command = commands.add_parser("ls", help="list your files (all of them, or one folder's)")
+    command.add_argument(
+        "folder", nargs="?", metavar="FOLDER", help="list only this folder: its files and sub-folders"
+    )
+    command.set_defaults(run=ls)
     command = commands.add_parser("get", help="download a file")
     command.add_argument("name", metavar="NAME")
     command.add_argument("-o", "--output", metavar="PATH", help="where to write it (- for stdout)")
     command.set_defaults(run=get)
-    command = commands.add_parser("rm", help="delete files")
+    command = commands.add_parser("rm", help="delete files (-r: folders and everything in them)")
     command.add_argument("names", nargs="+", metavar="NAME")
+    command.add_argument("-r", "--recursive", action="store_true", help="delete folders and what is in them")
     command.set_defaults(run=rm)
     command = commands.add_parser("share", help="print a link that needs no token")
     command.add_argument("name", metavar="NAME")

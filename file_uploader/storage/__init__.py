@@ -6,9 +6,11 @@
     probe.py      what S3 really enforces, found at startup
     budget.py     MEMORY_BUDGET and MAX_UPLOADS_PER_USER
     parts.py      the one part pipeline, for PUT and tus alike
-    files.py      put, get, list, delete
+    files.py      put, get, list (flat or by folder), delete, public or not
+    library.py    the public library: which files are public, newest first
+    thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     resumable.py  tus uploads, their state in S3
-    sweep.py      gc and purge
+    sweep.py      gc, purge (one user or all), deleting a folder
 
 `Storage` ties them together, once per process (or per admin command).
 """
@@ -27,9 +29,11 @@ from .checksums import CHECKSUMS, configured
 from .client import S3, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .files import Files
+from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
 from .resumable import Resumable
+from .thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +51,22 @@ class Storage:
             integrity=configured(settings.s3_checksum),
             max_uploads_per_user=settings.max_uploads_per_user,
         )
-        self.files = Files(s3, self.pipeline)
+        self.library = Library(s3)
+        self.thumbnails = Thumbnails(
+            s3,
+            self.pipeline.budget,
+            max_pixels=settings.thumbnail_max_pixels,
+            # Held in memory under the budget while decoded: never more than the budget itself.
+            max_bytes=min(settings.thumbnail_max_bytes, settings.memory_budget),
+            workers=settings.thumbnail_workers,
+        )
+        self.files = Files(s3, self.pipeline, self.library, self.thumbnails)
         self.resumable = Resumable(
-            s3, self.pipeline, expiry=settings.upload_expiry, max_size=settings.max_file_size
+            s3,
+            self.pipeline,
+            expiry=settings.upload_expiry,
+            max_size=settings.max_file_size,
+            on_stored=lambda key: self.files.stored(key, public=False),
         )
         self._settings = settings
         # What the write probe found S3 to enforce: every finding False until
@@ -143,4 +160,8 @@ class Storage:
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """A Storage with its own S3 client, open for the block; one per process or admin command."""
     async with open_client(settings) as client:
-        yield Storage(S3(client, settings.s3_bucket), settings)
+        storage = Storage(S3(client, settings.s3_bucket), settings)
+        try:
+            yield storage
+        finally:
+            storage.thumbnails.close()

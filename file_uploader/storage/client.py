@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import IO, Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from .errors import (
     StorageError,
     StorageFailure,
     StorageUnavailable,
+    TooLarge,
     TransferCorrupted,
 )
 
@@ -53,6 +55,16 @@ _CORRUPTION_CODES = {"BadDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA
 _probing: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
 
 Body = bytes | IO[bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class ListPage:
+    """One ListObjectsV2 page: objects (Key, Size, ETag, LastModified) and, with a delimiter,
+    the common prefixes ("folders"), both in key order."""
+
+    objects: list[dict[str, Any]]
+    prefixes: list[str]
+    truncated: bool
 
 
 def s3_config(settings: Settings) -> AioConfig:
@@ -201,8 +213,8 @@ class S3:
 
     # Objects.
 
-    async def put_object(self, key: str, body: Body, **params: str) -> dict[str, Any]:
-        """PutObject; `params` are botocore's (ContentType, a checksum, conditions)."""
+    async def put_object(self, key: str, body: Body, **params: Any) -> dict[str, Any]:
+        """PutObject; `params` are botocore's (ContentType, Metadata, a checksum, conditions)."""
         with translated("PutObject"):
             return await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
 
@@ -231,6 +243,24 @@ class S3:
             async with response["Body"] as body:
                 return await body.read()
 
+    async def read_object_and_head(self, key: str, *, limit: int) -> tuple[bytes, dict[str, Any]]:
+        """A small object's bytes and the fields of its GetObject (ETag, Metadata, ...);
+        TooLarge as soon as it runs past `limit` bytes."""
+        response = await self.get_object(key)
+        body = response.pop("Body")
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            with translated("GetObject"):
+                async for chunk, _ in body.raw_stream.content.iter_chunks():
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"the object is larger than {limit} bytes")
+                    pieces.append(chunk)
+        finally:
+            body.close()
+        return b"".join(pieces), response
+
     async def head_object(self, key: str) -> dict[str, Any]:
         with translated("HeadObject"):
             return await self._client.head_object(Bucket=self.bucket, Key=key)
@@ -241,6 +271,8 @@ class S3:
 
     async def delete_objects(self, keys: list[str]) -> None:
         """Delete `keys`, in batches of what one DeleteObjects takes."""
+        if not keys:
+            return
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
             batch = keys[start : start + DELETE_BATCH_SIZE]
             with translated("DeleteObjects"):
@@ -262,6 +294,40 @@ class S3:
     async def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix`."""
         return [item["Key"] async for page in self.list_objects(prefix) for item in page]
+
+    async def list_page(
+        self,
+        prefix: str,
+        *,
+        start_after: str | None = None,
+        delimiter: str | None = None,
+        max_keys: int = LIST_PAGE_SIZE,
+    ) -> ListPage:
+        """One page of what is under `prefix`, after the key `start_after`; with `delimiter`,
+        keys that go on past it are rolled up into their common prefix (S3 counts each once)."""
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if start_after:
+            request["StartAfter"] = start_after
+        if delimiter:
+            request["Delimiter"] = delimiter
+        with translated("ListObjectsV2"):
+            page = await self._client.list_objects_v2(**request)
+        return ListPage(
+            objects=page.get("Contents", []),
+            prefixes=[item["Prefix"] for item in page.get("CommonPrefixes", [])],
+            truncated=bool(page.get("IsTruncated")),
+        )
+
+    async def delete_prefix(self, prefix: str, *, keep: Callable[[str], bool] | None = None) -> int:
+        """Delete every key under `prefix` (but those `keep` says to keep), a listing page at a
+        time: one DeleteObjects per page, so memory stays flat however many keys there are.
+        Returns how many were deleted."""
+        deleted = 0
+        async for page in self.list_objects(prefix):
+            keys = [item["Key"] for item in page if keep is None or not keep(item["Key"])]
+            await self.delete_objects(keys)
+            deleted += len(keys)
+        return deleted
 
     # Multipart uploads.
 

@@ -84,3 +84,18 @@ class LengthConflict(StorageFailure):
 
 class ChecksumMismatch(StorageFailure):
     """The bytes do not match the checksum the client sent with them."""
+
+
+# Thumbnails.
+
+
+class NotAnImage(StorageFailure):
+    """The file is not an image the gateway makes thumbnails of (PNG, JPEG, WebP, GIF)."""
+
+
+class ImageTooLarge(StorageFailure):
+    """The image has more pixels, or more bytes, than a thumbnail may be made from."""
+
+
+class FolderNotFound(FileNotFound):
+    """Nothing is stored under the folder."""

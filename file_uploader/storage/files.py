@@ -7,6 +7,11 @@ object visible only when CompleteMultipartUpload succeeds, which is what makes
 a replacement atomic; on any failure (the body's iterator raising, S3 failing,
 cancellation) the upload is aborted, so nothing is left behind and an older
 object under the same key is untouched.
+
+Every way a file is stored (PUT and forms in `put()`, tus in `stored()`) then
+updates the public library (library.py), and every delete ends in `_forget()`,
+which also removes the cached thumbnails (thumbnails.py): both stay true to
+the file that is there now.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from typing import Any
 from ..ops import metrics
 from ..sizes import part_size_for
 from .client import S3, translated
-from .errors import RangeNotSatisfiable
+from .errors import RangeNotSatisfiable, StorageFailure
+from .keys import split_file_key, start_after, user_prefix
+from .library import Library
 from .parts import PartPipeline
+from .thumbnails import Thumbnails
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +69,23 @@ class Download:
         self._body.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderPage:
+    """One page of a listing: files (name, info, public) and, with a delimiter, sub-folders."""
+
+    files: list[tuple[str, ObjectInfo, bool]]
+    folders: list[str]
+    next: str | None  # the name to list after for the next page; None at the end
+
+
 class Files:
     """The users' files in one bucket."""
 
-    def __init__(self, s3: S3, pipeline: PartPipeline) -> None:
+    def __init__(self, s3: S3, pipeline: PartPipeline, library: Library, thumbnails: Thumbnails) -> None:
         self.s3 = s3
         self.pipeline = pipeline
+        self.library = library
+        self.thumbnails = thumbnails
 
     async def list_entries(self, prefix: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
         """The names under `prefix` with their size, ETag and date, a page at a time, in S3's
@@ -77,6 +96,34 @@ class Files:
     async def list_names(self, prefix: str) -> AsyncIterator[list[str]]:
         async for page in self.list_entries(prefix):
             yield [name for name, _ in page]
+
+    async def page(
+        self, uid: str, prefix: str, *, after: str | None, limit: int, folders: bool
+    ) -> FolderPage:
+        """Up to `limit` names under `prefix` after the name `after`, in S3's order; with
+        `folders`, what lies in sub-folders is one folder entry (`prefix` + `sub/`) each."""
+        root = user_prefix(uid)
+        delimiter = "/" if folders else None
+        listed = await self.s3.list_page(
+            root + prefix,
+            start_after=start_after(root + after) if after else None,
+            delimiter=delimiter,
+            max_keys=limit,
+        )
+        entries = [(item["Key"][len(root) :], _info(item, item["Size"])) for item in listed.objects]
+        subfolders = [folder[len(root) :] for folder in listed.prefixes]
+        public: set[str] = set()
+        if entries:
+            public = await self.library.public_names(
+                uid, prefix, after_name=after, until=entries[-1][0], delimiter=delimiter
+            )
+        names = [name for name, _ in entries] + subfolders
+        last = max(names, key=str.encode) if names else None
+        return FolderPage(
+            files=[(name, info, name in public) for name, info in entries],
+            folders=subfolders,
+            next=last if listed.truncated else None,
+        )
 
     async def stat(self, key: str) -> ObjectInfo:
         response = await self.s3.head_object(key)
@@ -103,6 +150,29 @@ class Files:
         # S3's DeleteObject succeeds for a missing key; the API promises 404.
         await self.stat(key)
         await self.s3.delete_object(key)
+        await self._forget(key)
+
+    async def _forget(self, key: str) -> None:
+        """What goes with a deleted file: its library entry and its thumbnails."""
+        uid, name = split_file_key(key)
+        await asyncio.gather(self.library.unpublish(uid, name), self.thumbnails.forget(uid, name))
+
+    async def stored(self, key: str, *, public: bool) -> None:
+        """After any upload completes at `key`: the library follows the new version. A replaced
+        file is public only if its replacement says so.
+
+        Cached thumbnails need nothing here: each is checked against the file's ETag when it is
+        served and remade when stale, so a replacement costs no S3 call for them.
+        """
+        await self.set_public(key, public)
+
+    async def set_public(self, key: str, public: bool) -> str | None:
+        """Put the file in the public library or take it out; its library id when public."""
+        uid, name = split_file_key(key)
+        if not public:
+            await self.library.unpublish(uid, name)
+            return None
+        return await self.library.publish(uid, name, key, await self.s3.head_object(key))
 
     async def put(
         self,
@@ -112,10 +182,43 @@ class Files:
         *,
         size: int | None,
         content_type: str = "application/octet-stream",
+        public: bool = False,
+        kind: str = "put",
     ) -> None:
-        """Store the bytes of `chunks` under `key`; `size` is their length if known."""
+        """Store the bytes of `chunks` under `key`; `size` is their length if known; `public`
+        puts the file in the public library. `kind` labels the upload's metrics."""
+        uid, name = split_file_key(key)
+        # Whether the file being replaced is public is asked while the bytes stream in, so that a
+        # small upload does not pay for one more S3 round trip after its own.
+        replaced = asyncio.create_task(self.library.library_id(uid, name))
+        try:
+            await self._store(user, key, chunks, size=size, content_type=content_type, kind=kind)
+        except BaseException:
+            replaced.cancel()
+            await asyncio.gather(replaced, return_exceptions=True)
+            raise
+        try:
+            library_id = await replaced
+        except StorageFailure:
+            await self.stored(key, public=public)  # which asks again
+            return
+        if public:
+            await self.set_public(key, True)
+        elif library_id is not None:
+            await self.library.remove(uid, name, library_id)
+
+    async def _store(
+        self,
+        user: str,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        size: int | None,
+        content_type: str,
+        kind: str,
+    ) -> None:
         pipeline = self.pipeline
-        with pipeline.upload(user, "put"):
+        with pipeline.upload(user, kind):
             reader = pipeline.reader(chunks)
             part_size = part_size_for(size, pipeline.part_size, 1)
             # A declared length smaller than a part reserves only what it needs.
@@ -126,7 +229,7 @@ class Files:
                     await pipeline.put_object(key, first, ContentType=content_type)
                 finally:
                     first.release()
-                metrics.UPLOADS_COMPLETED.labels("put").inc()
+                metrics.UPLOADS_COMPLETED.labels(kind).inc()
                 return
             try:
                 upload_id = await self.s3.create_multipart_upload(
@@ -150,4 +253,4 @@ class Files:
                 # Shielded: a cancelled request must still leave no open upload.
                 await asyncio.shield(self.s3.abort_multipart_upload(key, upload_id))
                 raise
-            metrics.UPLOADS_COMPLETED.labels("put").inc()
+            metrics.UPLOADS_COMPLETED.labels(kind).inc()

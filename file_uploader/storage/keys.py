@@ -1,8 +1,15 @@
 """How a token and a file name become an S3 key.
 
-Layout: ``files/<user id>/<name>`` for files and ``uploads/<user id>/`` for the
-state of resumable uploads, where the user id is the SHA-256 (hex) of
-the token's canonical lower-case form. The hash is one-way, so no token can be
+Layout, where the user id is the SHA-256 (hex) of
+the token's canonical lower-case form:
+
+    files/<user id>/<name>             the files
+    uploads/<user id>/<upload id>.*    the state of resumable (tus) uploads
+    pub/<user id>/<name>               "this file is public": its library id (library.py)
+    library/<library id>               the public library, newest first (library.py)
+    thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
+
+The hash is one-way, so no token can be
 read back from a bucket listing, a backup or a log line, and the same UUID in
 any letter case is the same user. Everything here is pure, so property tests
 can run it without a server.
@@ -18,10 +25,18 @@ from .errors import InvalidName
 
 FILES_ROOT = "files/"
 UPLOADS_ROOT = "uploads/"  # resumable (tus) upload state: see resumable.py
-# Every prefix that holds users' data, under the user's id.
-ROOTS = (FILES_ROOT, UPLOADS_ROOT)
-# The write probe's objects (probe.py), deleted as soon as written; no user's.
-PROBE_ROOT = "probe/"
+# Shorter than files/, so that a marker fits S3's key limit for every name a file may have.
+PUBLIC_ROOT = "pub/"  # one marker per public file: see library.py
+LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see library.py
+THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
+PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
+# The per-user roots: every one of them holds `<root><user id>/...`.
+USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT)
+# Every prefix the gateway writes under; anything else in the bucket is not ours.
+ROOTS = (*USER_ROOTS, LIBRARY_ROOT, PROBE_ROOT)
+# Between a name and its thumbnails' file names: an empty path segment, which no name has,
+# so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
+THUMBNAIL_SEPARATOR = "//"
 USER_ID_LENGTH = 64  # hex digits of SHA-256
 # files/ + 64 hex digits + /: every user's prefix has this length.
 USER_PREFIX_BYTES = len(FILES_ROOT) + USER_ID_LENGTH + 1
@@ -50,8 +65,8 @@ def user_prefix(uid: str) -> str:
 
 
 def user_prefixes(uid: str) -> tuple[str, ...]:
-    """Every prefix that holds anything of the user's: files and resumable upload state."""
-    return tuple(f"{root}{uid}/" for root in ROOTS)
+    """Every per-user prefix that holds anything of the user's (the library holds the rest)."""
+    return tuple(f"{root}{uid}/" for root in USER_ROOTS)
 
 
 def validate_name(name: str) -> str:
@@ -80,3 +95,57 @@ def validate_name(name: str) -> str:
 
 def file_key(uid: str, name: str) -> str:
     return user_prefix(uid) + validate_name(name)
+
+
+def split_file_key(key: str) -> tuple[str, str]:
+    """The user id and name of a file's key: the inverse of `file_key`."""
+    root, uid, name = key.split("/", 2)
+    if root + "/" != FILES_ROOT or len(uid) != USER_ID_LENGTH:
+        raise ValueError(f"not a file key: {key!r}")
+    return uid, name
+
+
+def validate_folder(folder: str) -> str:
+    """A folder is a name ending in `/` (`photos/`, `a/b/`); raise InvalidName otherwise."""
+    if not folder.endswith("/"):
+        raise InvalidName("a folder name ends with '/'")
+    validate_name(folder[:-1])
+    return folder
+
+
+# The largest code point: in UTF-8 (F4 8F BF BF) it sorts after every other character.
+_LAST_CHARACTER = "\U0010ffff"
+
+
+def past_folder(key: str) -> str:
+    """A StartAfter that skips every key under the folder `key` (which ends in /), and nothing
+    after them.
+
+    Listing with a delimiter after the folder's own key would roll its
+    contents up into the same folder again; the folder followed by the last
+    character, repeated up to S3's key length, is after every key in it.
+    """
+    room = MAX_KEY_BYTES - len(key.encode())
+    return key + _LAST_CHARACTER * max(1, room // len(_LAST_CHARACTER.encode()))
+
+
+def start_after(key: str) -> str:
+    """What to list after `key`, a file's or a folder's (ending in /) key."""
+    return past_folder(key) if key.endswith("/") else key
+
+
+def marker_key(uid: str, name: str) -> str:
+    """The key that says the file `name` is public (library.py)."""
+    return f"{PUBLIC_ROOT}{uid}/{name}"
+
+
+def thumbnails_prefix(uid: str, name: str) -> str:
+    """Where the thumbnails of the file `name` are kept."""
+    return f"{THUMBNAILS_ROOT}{uid}/{name}{THUMBNAIL_SEPARATOR}"
+
+
+def thumbnail_key(uid: str, name: str, size: int, image_format: str) -> str | None:
+    """The key of one cached thumbnail; None when it would not fit S3's key limit (the
+    longest names: such a thumbnail is made anew each time instead)."""
+    key = f"{thumbnails_prefix(uid, name)}{size}.{image_format}"
+    return key if len(key.encode()) <= MAX_KEY_BYTES else None

@@ -34,7 +34,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..ops import metrics
@@ -170,9 +170,19 @@ _PART_FIELDS = {"PartNumber", "ETag", "ChecksumCRC32", "ChecksumCRC32C", "Checks
 class Resumable:
     """tus uploads in one bucket, through the process's part pipeline."""
 
-    def __init__(self, s3: S3, pipeline: PartPipeline, *, expiry: float, max_size: int) -> None:
+    def __init__(
+        self,
+        s3: S3,
+        pipeline: PartPipeline,
+        *,
+        expiry: float,
+        max_size: int,
+        on_stored: Callable[[str], Awaitable[None]],
+    ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
+        # Called with a file's key once an upload has stored it (Files.stored: library, thumbnails).
+        self.on_stored = on_stored
         self.expiry = expiry
         self.max_size = max_size
 
@@ -196,6 +206,7 @@ class Resumable:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
             # upload without parts: the empty file is stored now.
             await self.s3.put_object(upload.key, b"")
+            await self.on_stored(upload.key)
             return upload
         upload.s3_upload_id = await self.s3.create_multipart_upload(
             upload.key, **self.pipeline.create_params()
@@ -295,6 +306,7 @@ class Resumable:
             await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
             await self.s3.put_object(upload.key, b"")
         await self._delete_state(upload)
+        await self.on_stored(upload.key)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 
@@ -372,9 +384,20 @@ class Resumable:
     async def _delete_state(self, upload: Upload) -> None:
         await self.s3.delete_objects(await self.s3.keys(upload.prefix))
 
-    async def all_uploads(self) -> AsyncIterator[Upload]:
-        """Every user's uploads, as their state says (for gc)."""
-        async for page in self.s3.list_objects(UPLOADS_ROOT):
+    async def terminate_folder(self, user: str, folder: str) -> int:
+        """Terminate the user's uploads that would store a file under `folder`; how many."""
+        doomed = [
+            upload
+            async for upload in self.all_uploads(f"{UPLOADS_ROOT}{user}/")
+            if upload.name.startswith(folder)
+        ]
+        for upload in doomed:
+            await self.terminate(upload)
+        return len(doomed)
+
+    async def all_uploads(self, prefix: str = UPLOADS_ROOT) -> AsyncIterator[Upload]:
+        """Every user's uploads (or those under `prefix`), as their state says (for gc)."""
+        async for page in self.s3.list_objects(prefix):
             for item in page:
                 if not item["Key"].endswith(INFO_SUFFIX):
                     continue

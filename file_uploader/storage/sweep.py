@@ -7,19 +7,24 @@ upload until it is aborted. Only uploads under the gateway's own prefixes are
 touched, and only those started before the cut-off, so uploads in progress are
 left alone as long as the age is longer than any upload takes.
 
-`purge_user` removes everything of one user: files, resumable upload state and
-unfinished multipart uploads.
+`purge_user` removes everything of one user: files, resumable upload state,
+unfinished multipart uploads, public library entries and thumbnails.
+`purge_all` removes everything of every user: all the gateway's roots (keys.ROOTS),
+and nothing else in the bucket. `delete_folder` removes one folder of one user.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import time
 
 from . import Storage
-from .keys import FILES_ROOT, user_prefixes
+from .errors import FileNotFound, FolderNotFound
+from .keys import FILES_ROOT, LIBRARY_ROOT, PUBLIC_ROOT, ROOTS, user_prefix, user_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +87,24 @@ class Purged:
     aborted: int  # unfinished multipart uploads
 
 
+async def _library_entries(storage: Storage, markers: list[str]) -> list[str]:
+    """The library entries that the public markers `markers` name."""
+
+    async def entry(marker: str) -> str | None:
+        try:
+            return LIBRARY_ROOT + json.loads(await storage.s3.read_object(marker))["id"]
+        except (FileNotFound, ValueError, KeyError):
+            return None
+
+    return [key for key in await asyncio.gather(*(entry(marker) for marker in markers)) if key]
+
+
 async def purge_user(storage: Storage, uid: str, *, really: bool) -> Purged:
     """Everything the user has under every prefix: deleted if `really`, else only counted."""
     s3 = storage.s3
     keys = [key for prefix in user_prefixes(uid) for key in await s3.keys(prefix)]
+    # The user's library entries live under library/, named by their public markers.
+    keys += await _library_entries(storage, [key for key in keys if key.startswith(PUBLIC_ROOT)])
     files = sum(key.startswith(FILES_ROOT) for key in keys)
     uploads = [
         upload
@@ -99,3 +118,54 @@ async def purge_user(storage: Storage, uid: str, *, really: bool) -> Purged:
     aborted = sum([await s3.abort_multipart_upload(upload["Key"], upload["UploadId"]) for upload in uploads])
     await s3.delete_objects(keys)
     return Purged(len(keys), files, aborted)
+
+
+async def purge_all(storage: Storage, *, really: bool) -> Purged:
+    """Everything of every user, under every root the gateway writes: deleted if `really`,
+    else only counted. Keys outside those roots are not the gateway's and stay.
+
+    Deleted a listing page at a time, so a bucket of millions of keys needs no
+    more memory than one page.
+    """
+    s3 = storage.s3
+    uploads = [upload for root in ROOTS async for page in s3.list_multipart_uploads(root) for upload in page]
+    if not really:
+        objects = files = 0
+        for root in ROOTS:
+            async for page in s3.list_objects(root):
+                objects += len(page)
+                files += len(page) if root == FILES_ROOT else 0
+        return Purged(objects, files, len(uploads))
+    aborted = sum([await s3.abort_multipart_upload(upload["Key"], upload["UploadId"]) for upload in uploads])
+    objects = files = 0
+    for root in ROOTS:
+        deleted = await s3.delete_prefix(root)
+        objects += deleted
+        files += deleted if root == FILES_ROOT else 0
+    return Purged(objects, files, aborted)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderDeleted:
+    files: int
+    aborted: int  # unfinished uploads (tus and multipart) that would have stored a file there
+
+
+async def delete_folder(storage: Storage, uid: str, folder: str) -> FolderDeleted:
+    """Delete every file of the user under `folder` (a name ending in /), with what goes
+    with them: public library entries, thumbnails, unfinished uploads aimed there.
+
+    FolderNotFound if there was nothing to delete.
+    """
+    s3 = storage.s3
+    prefix = user_prefix(uid) + folder
+    # Out of the public library first: a file is never public for longer than it exists.
+    await storage.library.unpublish_folder(uid, folder)
+    aborted = await storage.resumable.terminate_folder(uid, folder)
+    uploads = [upload async for page in s3.list_multipart_uploads(prefix) for upload in page]
+    aborted += sum([await s3.abort_multipart_upload(upload["Key"], upload["UploadId"]) for upload in uploads])
+    files = await s3.delete_prefix(prefix)
+    await storage.thumbnails.forget_folder(uid, folder)
+    if not files and not aborted:
+        raise FolderNotFound("nothing is stored under this folder")
+    return FolderDeleted(files, aborted)

@@ -79,3 +79,61 @@ async def test_purge_leaves_nothing_of_a_live_resumable_upload(
     assert done.returncode == 0, done.stderr
     assert [key for key in all_keys(s3, bucket) if uid in key] == []
     assert open_uploads(s3, bucket) == []
+
+
+async def test_purge_all_removes_every_user_and_leaves_foreign_keys(
+    aiohttp_client, settings, s3, s3_url, bucket, tmp_path
+):
+    """Files, public library entries, thumbnails, tus state and open uploads of two users go;
+    keys outside the gateway's prefixes (even ones that start like them) and their uploads stay."""
+    client = await aiohttp_client(await create_app(settings))
+    for token in (new_token(), new_token()):
+        auth = {"X-Auth-Token": token}
+        response = await client.put("/api/files/pic.gif", data=GIF, headers={**auth, "X-Public": "true"})
+        assert response.status == 204
+        assert (
+            await client.get("/api/files/pic.gif", params={"thumbnail": "64"}, headers=auth)
+        ).status == 200
+        tus = {**auth, "Tus-Resumable": "1.0.0", "Upload-Length": "10", "Upload-Metadata": "filename dA=="}
+        assert (await client.post("/api/uploads", headers=tus)).status == 201
+    foreign = ["backups/db.sql", "filesystem.txt", "library", "thumbs.db", "pub"]
+    for key in foreign:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not the gateway's")
+    foreign_upload = s3.create_multipart_upload(Bucket=bucket, Key="backups/big.tar")["UploadId"]
+    roots = ("files/", "uploads/", "pub/", "library/", "thumbs/")
+    assert {key.split("/", 1)[0] + "/" for key in all_keys(s3, bucket) if "/" in key} >= set(roots)
+
+    dry = purge(s3_url, bucket, tmp_path, "--all")
+    assert dry.returncode == 1 and "2 files" in dry.stdout and "2 unfinished uploads" in dry.stdout
+    done = purge(s3_url, bucket, tmp_path, "--all", "--yes")
+
+    assert done.returncode == 0, done.stderr
+    assert "deleted 2 files" in done.stdout
+    assert sorted(all_keys(s3, bucket)) == sorted(foreign)
+    assert [upload["UploadId"] for upload in open_uploads(s3, bucket)] == [foreign_upload]
+    assert purge(s3_url, bucket, tmp_path, "--all", "--token", new_token()).returncode == 2
+
+
+async def test_purge_of_one_user_takes_their_library_entries_and_thumbnails(
+    aiohttp_client, settings, s3, s3_url, bucket, tmp_path
+):
+    client = await aiohttp_client(await create_app(settings))
+    victim, bystander = new_token(), new_token()
+    for token in (victim, bystander):
+        auth = {"X-Auth-Token": token}
+        await client.put("/api/files/pic.gif", data=GIF, headers={**auth, "X-Public": "true"})
+        await client.get("/api/files/pic.gif", params={"thumbnail": "64"}, headers=auth)
+    before = len(all_keys(s3, bucket))
+
+    done = purge(s3_url, bucket, tmp_path, "--token", victim, "--yes")
+
+    assert done.returncode == 0, done.stderr
+    assert len(all_keys(s3, bucket)) == before // 2
+    assert [key for key in all_keys(s3, bucket) if user_id(victim) in key] == []
+    listed = await (await client.get("/api/public")).json()
+    assert len(listed["files"]) == 1
+    assert (await client.get("/" + listed["files"][0]["url"].split("/", 3)[3])).status == 200
+
+
+# The smallest GIF: one transparent pixel.
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")

@@ -185,3 +185,126 @@ def test_the_share_button_shows_a_working_link(gateway_process, browser_page):
     assert "/s/" in url and token not in url
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == b"hello"
+
+
+def api_put(base_url: str, token: str, name: str, data: bytes, public: bool = False) -> None:
+    headers = {"X-Auth-Token": token, **({"X-Public": "true"} if public else {})}
+    request = urllib.request.Request(f"{base_url}/api/files/{name}", data=data, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+
+
+def png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def csp_violations(page) -> list[str]:
+    """Collects, from now on, what the browser reports the Content-Security-Policy blocked."""
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    return seen
+
+
+def test_folders_thumbnails_the_viewer_and_the_public_library_under_a_strict_csp(
+    gateway_process, browser_page
+):
+    page = browser_page
+    token = new_token()
+    api_put(gateway_process, token, "photos/cat.png", png(400, 200))
+    api_put(gateway_process, token, "photos/2024/notes.txt", b"notes")
+    api_put(gateway_process, token, "top.txt", b"top")
+    violations = csp_violations(page)
+
+    response = page.goto(gateway_process + "/")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "blob:" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    page.fill("#token", token)
+    page.click("#token-use")
+
+    # The top level shows the folder and the file beside it; a folder opens with a click.
+    page.locator('#files tr.folder[data-folder="photos/"]').wait_for()
+    page.locator('#files tr[data-name="top.txt"]').wait_for()
+    page.click('#files tr.folder[data-folder="photos/"] button.open')
+    page.locator('#files tr[data-name="photos/cat.png"]').wait_for()
+    assert page.locator('#files tr.folder[data-folder="photos/2024/"]').count() == 1
+    assert page.locator("#crumbs button").all_inner_texts() == ["All files", "photos"]
+
+    # The image's thumbnail is fetched with the token and shown from a blob: URL.
+    thumb = page.locator('#files tr[data-name="photos/cat.png"] td.thumb img')
+    thumb.wait_for()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('td.thumb img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    assert thumb.get_attribute("src").startswith("blob:")
+    assert thumb.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [64, 32]
+    thumb.click()
+    page.wait_for_function("() => document.querySelector('#viewer').open")
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth === 400")
+    page.click("#viewer-close")
+
+    # Made public from the list: the public library (no token) shows it with its thumbnail.
+    page.check('#files tr[data-name="photos/cat.png"] input.public-toggle')
+    item = page.locator('#library li[data-name="cat.png"] img')
+    item.wait_for()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#library img'); return i.naturalWidth > 0; }"
+    )
+    assert token not in page.locator("#library").inner_html()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-folders.png"), full_page=True)
+
+    # The breadcrumb goes back up; a folder is deleted after a confirmation.
+    page.click('#crumbs button[data-folder=""]')
+    page.locator('#files tr[data-name="top.txt"]').wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('#files tr.folder[data-folder="photos/"] button.delete-folder')
+    page.locator('#files tr.folder[data-folder="photos/"]').wait_for(state="detached")
+    assert listed_names(gateway_process, token) == ["top.txt"]
+    page.click("#library-refresh")
+    page.locator("#library li").first.wait_for(state="detached")
+    assert violations == []
+
+
+def test_the_plain_form_uploads_without_javascript(gateway_process, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    token = new_token()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(java_script_enabled=False).new_page()
+            page.set_default_timeout(15_000)
+            page.goto(gateway_process + "/")
+            assert page.locator("#upload-section").is_hidden()  # the script's page stays hidden
+            page.fill("#plain-token", token)
+            page.check('#plain-upload input[name="public"]')
+            page.set_input_files(
+                "#plain-files",
+                [
+                    {"name": "first.txt", "mimeType": "text/plain", "buffer": b"one"},
+                    {
+                        "name": "second.bin",
+                        "mimeType": "application/octet-stream",
+                        "buffer": os.urandom(50_000),
+                    },
+                ],
+            )
+            page.click("#plain-submit")
+            page.locator("#results").wait_for()
+            assert "Stored 2 of 2 files" in page.content()
+        finally:
+            browser.close()
+    assert sorted(listed_names(gateway_process, token)) == ["first.txt", "second.bin"]
+    with urllib.request.urlopen(f"{gateway_process}/api/public", timeout=10) as response:
+        assert sorted(item["name"] for item in json.load(response)["files"]) == ["first.txt", "second.bin"]

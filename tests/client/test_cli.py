@@ -110,3 +110,23 @@ def test_errors_are_one_line_and_a_failing_status(gateway_process, tmp_path):
     down = cli("ls", url=f"http://127.0.0.1:{free_port()}", token=token)
     assert down.returncode == 1 and "cannot reach" in down.stderr
     assert "Traceback" not in missing.stderr + no_token.stderr + bad_token.stderr + down.stderr
+
+
+def test_ls_folder_shows_one_level_and_rm_r_removes_a_folder(gateway_process, tmp_path):
+    token = new_token()
+    source = tmp_path / "x.txt"
+    source.write_bytes(b"x")
+    for name in ["photos/a.jpg", "photos/2024/b.jpg", "photos/2024/c.jpg", "top.txt"]:
+        assert cli("put", str(source), "--as", name, url=gateway_process, token=token).returncode == 0
+
+    listing = cli("ls", "photos", url=gateway_process, token=token)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["photos/2024/", "photos/a.jpg"]
+
+    removed = cli("rm", "-r", "photos/2024", "top.txt", url=gateway_process, token=token)
+    assert removed.returncode == 0, removed.stderr
+    assert "deleted photos/2024/ (2 files" in removed.stderr and "deleted top.txt" in removed.stderr
+    remaining = cli("ls", url=gateway_process, token=token).stdout.splitlines()[1:]
+    assert [line.split()[0] for line in remaining] == ["photos/a.jpg"]
+    assert cli("rm", "-r", "nothing/", url=gateway_process, token=token).returncode == 1

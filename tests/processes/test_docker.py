@@ -85,19 +85,53 @@ def test_every_variable_in_env_example_is_a_setting() -> None:
 def test_the_compose_stack_wires_gateway_proxy_and_minio() -> None:
     assert GATEWAY["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
     assert (COMPOSE_FILE.parent / GATEWAY["build"]["context"] / GATEWAY["build"]["dockerfile"]).is_file()
-    assert GATEWAY["env_file"][0]["path"] == "../.env"
+    assert GATEWAY["env_file"] == ["../.env"]  # a plain path: `{path, required}` needs Compose 2.24+
     environment = GATEWAY["environment"]
     assert environment["S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert "9000:9000" in COMPOSE["services"]["minio"]["ports"]
-    assert (
-        "minio-data:/data" in COMPOSE["services"]["minio"]["volumes"] and "minio-data" in COMPOSE["volumes"]
-    )
+    minio = COMPOSE["services"]["minio"]
+    assert "127.0.0.1:${MINIO_PORT:-9000}:9000" in minio["ports"]  # root credentials stay on this host
+    assert "minio-data:/data" in minio["volumes"] and "minio-data" in COMPOSE["volumes"]
     # Replicas publish no host port of their own; the proxy is the one address.
     assert "ports" not in GATEWAY and str(environment["PORT"]) in GATEWAY["expose"]
-    assert "8080:8080" in COMPOSE["services"]["proxy"]["ports"]
-    nginx = (COMPOSE_FILE.parent / "nginx.conf").read_text()
-    assert f"server gateway:{environment['PORT']};" in nginx
+    proxy = COMPOSE["services"]["proxy"]
+    assert "${HTTP_PORT:-8080}:8080" in proxy["ports"]
+    nginx = (COMPOSE_FILE.parent / "nginx.conf.template").read_text()
+    assert f"set $gateway gateway:{environment['PORT']};" in nginx
     assert "proxy_request_buffering off;" in nginx and "client_max_body_size 0;" in nginx
+    mounted = {volume.split(":")[0] for volume in proxy["volumes"]}
+    assert mounted == {"./nginx.conf.template", "./nginx-resolver.envsh"}
+    assert all((COMPOSE_FILE.parent / name).is_file() for name in mounted)
+
+
+def test_every_replica_signs_share_links_with_one_required_secret() -> None:
+    # Interpolated once from .env for all replicas; unset or empty stops compose.
+    assert GATEWAY["environment"]["SHARE_SECRET"].startswith("${SHARE_SECRET:?")
+
+
+def test_every_service_that_carries_uploads_stops_gracefully() -> None:
+    proxy = COMPOSE["services"]["proxy"]
+    assert proxy["stop_signal"] == "SIGQUIT"  # nginx's graceful stop; SIGTERM drops connections
+    for service in (GATEWAY, proxy):
+        assert service["stop_grace_period"] == "${STOP_TIMEOUT:-40}s"
+    assert 40 > Settings.graceful_timeout
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--stop-timeout $(STOP_TIMEOUT)" in makefile
+    assert "STOP_TIMEOUT ?= $(shell expr $(GRACEFUL_TIMEOUT) + 10)" in makefile
+
+
+def test_nginx_passes_the_clients_host_port_and_scheme() -> None:
+    nginx = (COMPOSE_FILE.parent / "nginx.conf.template").read_text()
+    for header in ("Host $http_host", "X-Forwarded-Host $http_host", "X-Forwarded-Proto $scheme"):
+        assert f"proxy_set_header {header};" in nginx
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+
+
+def test_the_build_context_is_only_what_the_image_copies() -> None:
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert lines[0] == "*"  # everything out (.env, .venv, .git, ...), then back in:
+    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = {shlex.split(line)[0] for line in _instructions("COPY")}
+    assert included == copied
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,12 @@ const DOWNLOAD_LINK_SECONDS = 60; // a download goes through a short-lived share
 const $ = (selector) => document.querySelector(selector);
 let token = null;
 let files = [];
+let folders = [];
+let folder = ""; // the folder shown: "" for the top, else "photos/2024/"
 let sort = { key: "name", ascending: true };
+const IMAGE_RE = /\.(png|jpe?g|webp|gif)$/i;
+const THUMBNAIL_SIZE = 64;
+const thumbnails = new Map(); // name + modified -> blob: URL of its thumbnail
 
 // ---- formatting -------------------------------------------------------------
 
@@ -30,6 +35,10 @@ function formatDate(iso) {
 
 function fileUrl(name, suffix = "") {
   return "/api/files/" + name.split("/").map(encodeURIComponent).join("/") + suffix;
+}
+
+function baseName(name) {
+  return name.replace(/\/$/, "").split("/").pop();
 }
 
 // An API failure, in words a person understands.
@@ -77,6 +86,8 @@ function useToken(value) {
   $("#token-status").className = "status";
   $("#upload-section").hidden = false;
   $("#files-section").hidden = false;
+  for (const url of thumbnails.values()) URL.revokeObjectURL(url);
+  thumbnails.clear();
   refresh();
 }
 
@@ -93,10 +104,11 @@ $("#token-new").addEventListener("click", () => {
 // ---- uploads ----------------------------------------------------------------
 
 function upload(file) {
+  const name = folder + file.name;
   const row = document.createElement("li");
-  row.dataset.name = file.name;
+  row.dataset.name = name;
   row.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="detail">waiting…</span><button type="button" class="secondary cancel">Cancel</button>';
-  row.querySelector(".name").textContent = file.name;
+  row.querySelector(".name").textContent = name;
   $("#uploads").prepend(row);
   const bar = row.querySelector("progress");
   const detail = row.querySelector(".detail");
@@ -104,7 +116,7 @@ function upload(file) {
 
   const xhr = new XMLHttpRequest();
   const started = performance.now();
-  xhr.open("PUT", fileUrl(file.name));
+  xhr.open("PUT", fileUrl(name));
   xhr.setRequestHeader("X-Auth-Token", token);
   xhr.upload.addEventListener("progress", (event) => {
     const total = event.lengthComputable ? event.total : file.size;
@@ -158,16 +170,58 @@ drop.addEventListener("drop", (event) => {
 
 // ---- the list ---------------------------------------------------------------
 
+// One folder at a time: its sub-folders and files, every page of the listing.
 async function refresh() {
   try {
-    const response = await api("GET", "/api/files?details=1");
-    files = await response.json();
+    const found = { folders: [], files: [] };
+    let after = null;
+    do {
+      const query = new URLSearchParams({ prefix: folder, delimiter: "/" });
+      if (after) query.set("after", after);
+      const page = await (await api("GET", `/api/files?${query}`)).json();
+      found.folders.push(...page.folders);
+      found.files.push(...page.files);
+      after = page.next;
+    } while (after);
+    folders = found.folders;
+    files = found.files;
     $("#list-error").hidden = true;
   } catch (error) {
     $("#list-error").textContent = error.message;
     $("#list-error").hidden = false;
   }
   render();
+}
+
+function openFolder(target) {
+  folder = target;
+  refresh();
+}
+
+function renderCrumbs() {
+  const crumbs = $("#crumbs");
+  const parts = folder ? folder.slice(0, -1).split("/") : [];
+  const top = document.createElement("button");
+  top.type = "button";
+  top.className = "link crumb";
+  top.dataset.folder = "";
+  top.textContent = "All files";
+  top.addEventListener("click", () => openFolder(""));
+  const items = [top];
+  parts.forEach((part, index) => {
+    const separator = document.createElement("span");
+    separator.className = "sep";
+    separator.textContent = "/";
+    const target = parts.slice(0, index + 1).join("/") + "/";
+    const crumb = document.createElement("button");
+    crumb.type = "button";
+    crumb.className = "link crumb";
+    crumb.dataset.folder = target;
+    crumb.textContent = part;
+    crumb.addEventListener("click", () => openFolder(target));
+    items.push(separator, crumb);
+  });
+  crumbs.replaceChildren(...items);
 }
 
 function render() {
@@ -177,31 +231,108 @@ function render() {
     return ascending ? order : -order;
   });
   const body = $("#files tbody");
-  body.replaceChildren(...sorted.map(row));
-  $("#empty").hidden = files.length > 0;
+  body.replaceChildren(...folders.map(folderRow), ...sorted.map(row));
+  $("#empty").hidden = files.length + folders.length > 0;
+  renderCrumbs();
   for (const button of document.querySelectorAll("button.sort")) {
     if (button.dataset.key === key) button.setAttribute("aria-sort", ascending ? "ascending" : "descending");
     else button.removeAttribute("aria-sort");
   }
 }
 
+function folderRow(name) {
+  const tr = document.createElement("tr");
+  tr.className = "folder";
+  tr.dataset.folder = name;
+  tr.innerHTML = '<td class="thumb"></td><td class="name"><button type="button" class="link open"></button></td>' +
+    '<td class="num size"></td><td class="modified"></td><td class="public"></td><td class="actions">' +
+    '<button type="button" class="danger delete-folder">Delete folder</button></td>';
+  tr.querySelector(".open").textContent = baseName(name) + "/";
+  tr.querySelector(".open").addEventListener("click", () => openFolder(name));
+  tr.querySelector(".delete-folder").addEventListener("click", () => removeFolder(name).catch(report));
+  return tr;
+}
+
 function row(file) {
   const tr = document.createElement("tr");
   tr.dataset.name = file.name;
   tr.dataset.size = file.size;
-  tr.innerHTML = '<td class="name"></td><td class="num size"></td><td class="modified"></td><td class="actions">' +
+  tr.innerHTML = '<td class="thumb"></td><td class="name"></td><td class="num size"></td><td class="modified"></td>' +
+    '<td class="public"><input type="checkbox" class="public-toggle"></td><td class="actions">' +
     '<button type="button" class="secondary download">Download</button>' +
     '<button type="button" class="secondary share">Share</button>' +
     '<button type="button" class="danger delete">Delete</button></td>';
-  tr.querySelector(".name").textContent = file.name;
+  tr.querySelector(".name").textContent = baseName(file.name);
+  tr.querySelector(".name").title = file.name;
   tr.querySelector(".size").textContent = formatSize(file.size);
   tr.querySelector(".size").title = `${file.size} bytes`;
   tr.querySelector(".modified").textContent = formatDate(file.modified);
+  const toggle = tr.querySelector(".public-toggle");
+  toggle.checked = file.public;
+  toggle.setAttribute("aria-label", `${file.name} is public`);
+  toggle.addEventListener("change", () => setPublic(file, toggle).catch(report));
   tr.querySelector(".download").addEventListener("click", () => download(file.name).catch(report));
   tr.querySelector(".share").addEventListener("click", () => share(file.name).catch(report));
   tr.querySelector(".delete").addEventListener("click", () => remove(file.name).catch(report));
+  if (IMAGE_RE.test(file.name)) showThumbnail(file, tr.querySelector(".thumb"));
   return tr;
 }
+
+// ---- thumbnails and the viewer ------------------------------------------------
+
+// The API needs the token header, which an <img src> cannot send: thumbnails are
+// fetched and shown as blob: URLs, a few at a time.
+let thumbnailsRunning = 0;
+const thumbnailQueue = [];
+
+function showThumbnail(file, cell) {
+  const id = `${file.name}\n${file.modified}`;
+  const place = (url) => {
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = `preview of ${baseName(file.name)}`;
+    img.addEventListener("click", () => view(file.name).catch(report));
+    cell.replaceChildren(img);
+  };
+  if (thumbnails.has(id)) return place(thumbnails.get(id));
+  thumbnailQueue.push({ file, id, place });
+  pumpThumbnails();
+}
+
+async function pumpThumbnails() {
+  while (thumbnailsRunning < 4 && thumbnailQueue.length) {
+    const { file, id, place } = thumbnailQueue.shift();
+    thumbnailsRunning += 1;
+    api("GET", fileUrl(file.name, `?thumbnail=${THUMBNAIL_SIZE}`), { headers: { Accept: "image/webp,image/jpeg" } })
+      .then((response) => response.blob())
+      .then((blob) => {
+        const url = URL.createObjectURL(blob);
+        thumbnails.set(id, url);
+        place(url);
+      })
+      .catch(() => { /* not an image after all: the row stays without a preview */ })
+      .finally(() => {
+        thumbnailsRunning -= 1;
+        pumpThumbnails();
+      });
+  }
+}
+
+async function view(name) {
+  const response = await api("GET", fileUrl(name, "?inline=1"));
+  const image = $("#viewer-image");
+  if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
+  image.src = URL.createObjectURL(await response.blob());
+  image.alt = name;
+  $("#viewer-title").textContent = name;
+  $("#viewer").showModal();
+}
+
+$("#viewer").addEventListener("close", () => {
+  const image = $("#viewer-image");
+  if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
+  image.removeAttribute("src");
+});
 
 function report(error) {
   $("#list-error").textContent = error.message;
@@ -253,6 +384,74 @@ async function remove(name) {
   await refresh();
 }
 
+async function removeFolder(name) {
+  if (!confirm(`Delete the folder "${name}" and everything in it? This cannot be undone.`)) return;
+  await api("DELETE", fileUrl(name.slice(0, -1)) + "/?recursive=1");
+  await refresh();
+}
+
+async function setPublic(file, toggle) {
+  try {
+    await api("PATCH", fileUrl(file.name), {
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ public: toggle.checked }),
+    });
+    file.public = toggle.checked;
+  } catch (error) {
+    toggle.checked = file.public;
+    throw error;
+  }
+  loadLibrary();
+}
+
+// ---- the public library -------------------------------------------------------
+
+let libraryNext = null;
+
+async function loadLibrary(more = false) {
+  const query = new URLSearchParams({ limit: "24" });
+  if (more && libraryNext) query.set("after", libraryNext);
+  let page;
+  try {
+    const response = await fetch(`/api/public?${query}`);
+    if (!response.ok) return;
+    page = await response.json();
+  } catch {
+    return;
+  }
+  libraryNext = page.next;
+  const items = page.files.map(libraryItem);
+  if (more) $("#library").append(...items);
+  else $("#library").replaceChildren(...items);
+  $("#library-empty").hidden = $("#library").children.length > 0;
+  $("#library-more").hidden = !libraryNext;
+}
+
+function libraryItem(file) {
+  const li = document.createElement("li");
+  li.dataset.id = file.id;
+  li.dataset.name = file.name;
+  li.innerHTML = '<a class="open" target="_blank" rel="noopener"></a><div class="meta"></div>' +
+    '<a class="download secondary">Download</a>';
+  const open = li.querySelector(".open");
+  const inline = /^(image|audio|video)\//.test(file.type) || file.type === "application/pdf" || file.type === "text/plain";
+  open.href = inline ? `${file.url}?inline=1` : file.url;
+  if (IMAGE_RE.test(file.name)) {
+    const img = document.createElement("img");
+    img.src = `${file.url}?thumbnail=256`; // public: no token, so a plain same-origin URL
+    img.alt = file.name;
+    img.loading = "lazy";
+    open.append(img);
+  }
+  open.append(file.name);
+  li.querySelector(".meta").textContent = `${formatSize(file.size)} · ${formatDate(file.published)}`;
+  li.querySelector(".download").href = file.url;
+  return li;
+}
+
+$("#library-refresh").addEventListener("click", () => loadLibrary());
+$("#library-more").addEventListener("click", () => loadLibrary(true));
+
 $("#share-copy").addEventListener("click", () => copy($("#share-url").value));
 $("#refresh").addEventListener("click", refresh);
 for (const button of document.querySelectorAll("button.sort")) {
@@ -262,6 +461,12 @@ for (const button of document.querySelectorAll("button.sort")) {
     render();
   });
 }
+
+// With JavaScript, the plain form gives way to the full page.
+$("#plain-section").hidden = true;
+$("#token-section").hidden = false;
+$("#library-section").hidden = false;
+loadLibrary();
 
 const saved = localStorage.getItem(TOKEN_KEY);
 if (saved) useToken(saved);

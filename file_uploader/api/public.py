@@ -1,0 +1,54 @@
+"""The public library: `GET /api/public` lists every user's public files, `GET /p/{id}` serves one.
+
+Neither needs a token. A public file is named by its library id only
+(storage/library.py): nothing in the listing or the URL says whose it is, not
+even the one-way user id, so two files cannot be told to have one owner. The
+listing shows a file's last name segment, not the folders its owner keeps it in.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import STORAGE
+from ..storage.library import Entry, is_library_id
+from .errors import ApiError
+from .files import content_type, public_url, serve
+
+PUBLIC = "/api/public"
+DEFAULT_PAGE = 50
+MAX_PAGE = 100  # each entry is one small GetObject: a page is read at most 16 at a time
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", str(DEFAULT_PAGE))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
+def _item(request: web.Request, entry: Entry) -> dict[str, object]:
+    return {
+        "id": entry.id,
+        "name": entry.name.rsplit("/", 1)[-1],
+        "size": entry.size,
+        "type": content_type(entry.name),
+        "modified": entry.modified,
+        "published": entry.published,
+        "url": public_url(request, entry.id),
+    }
+
+
+async def list_public(request: web.Request) -> web.Response:
+    """A page of the library, newest first: `{"files": [...], "next": <id> | null}`."""
+    after = request.query.get("after") or None
+    if after is not None and not is_library_id(after):
+        raise ApiError(400, "invalid_cursor", "after must be the `next` of an earlier page")
+    entries, next_id = await request.app[STORAGE].library.page(after=after, limit=_limit(request))
+    return web.json_response({"files": [_item(request, entry) for entry in entries], "next": next_id})
+
+
+async def serve_public(request: web.Request) -> web.StreamResponse:
+    """A public file, as /api/files/{name} serves it: Range, ETag, ?thumbnail=, ?inline=1."""
+    entry = await request.app[STORAGE].library.entry(request.match_info["id"])
+    return await serve(request, entry.key, entry.name, if_match=entry.etag)

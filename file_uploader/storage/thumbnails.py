@@ -1,0 +1,146 @@
+"""Thumbnails of images: made once with Pillow, in a thread pool, and kept in S3 beside the file.
+
+A thumbnail is kept at ``thumbs/<user id>/<name>//<size>.<format>`` with the
+ETag of the version of the file it was made from in its metadata. Serving one
+asks S3 for the file's ETag and the cached thumbnail at once; a thumbnail of
+another version is made again and overwritten, so a replaced file never shows
+its predecessor's picture. Replacing or deleting a file also removes its
+thumbnails (files.py), and `purge` takes the whole root.
+
+Decoding images is where image libraries have had their worst bugs, so:
+
+- only PNG, JPEG, WebP and GIF are opened (Pillow's other decoders are never
+  tried on users' bytes);
+- the file is read whole into memory, so it is held to THUMBNAIL_MAX_BYTES,
+  reserved from MEMORY_BUDGET like an upload's part while it is held;
+- the pixel count in the image's header is checked against
+  THUMBNAIL_MAX_PIXELS before a single pixel is decoded: a 50 KB PNG that
+  claims 100,000 x 100,000 pixels (a decompression bomb) is refused there.
+  JPEGs are decoded at the smallest scale that still covers the thumbnail;
+- decoding runs in a pool of THUMBNAIL_WORKERS threads, off the event loop,
+  and at most that many images are open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .budget import ByteBudget
+from .client import S3
+from .errors import FileNotFound, ImageTooLarge, NotAnImage, TooLarge
+from .keys import THUMBNAILS_ROOT, split_file_key, thumbnail_key, thumbnails_prefix
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZES = (64, 128, 256, 512)  # the longest side, in pixels
+# Format -> media type. JPEG for every client; WebP (smaller, keeps transparency) when asked for.
+THUMBNAIL_FORMATS = {"jpeg": "image/jpeg", "webp": "image/webp"}
+_DECODERS = ("PNG", "JPEG", "WEBP", "GIF")
+_QUALITY = 80
+_SOURCE_ETAG = "source-etag"  # metadata of a cached thumbnail: the file version it shows
+
+
+def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
+    """A thumbnail of the image in `data`, at most `size` pixels on its longest side.
+
+    Raises NotAnImage for bytes that are not a PNG, JPEG, WebP or GIF that
+    decodes, ImageTooLarge for one of more than `max_pixels` pixels.
+    """
+    try:
+        image = Image.open(io.BytesIO(data), formats=_DECODERS)
+    except Image.DecompressionBombError:  # Pillow's own, far higher, limit
+        raise ImageTooLarge("the image has too many pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise NotAnImage("the file is not a PNG, JPEG, WebP or GIF image") from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"the image has {width} x {height} pixels; the limit is {max_pixels}")
+        try:
+            image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            thumb = ImageOps.exif_transpose(image)  # phones store photos sideways plus an EXIF note
+            has_alpha = thumb.mode in ("RGBA", "LA", "PA") or "transparency" in thumb.info
+            if image_format == "jpeg":
+                thumb = thumb.convert("RGBA") if has_alpha else thumb.convert("RGB")
+                if has_alpha:
+                    flat = Image.new("RGB", thumb.size, "white")
+                    flat.paste(thumb, mask=thumb.getchannel("A"))
+                    thumb = flat
+            else:
+                thumb = thumb.convert("RGBA" if has_alpha else "RGB")
+            out = io.BytesIO()
+            thumb.save(out, format=image_format.upper(), quality=_QUALITY)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise NotAnImage("the image cannot be decoded") from None
+    return out.getvalue()
+
+
+class Thumbnails:
+    def __init__(self, s3: S3, budget: ByteBudget, *, max_pixels: int, max_bytes: int, workers: int) -> None:
+        self.s3 = s3
+        self.budget = budget
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="thumbnail")
+        self._slots = asyncio.Semaphore(workers)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def get(self, file_key: str, size: int, image_format: str) -> tuple[bytes, str]:
+        """The thumbnail of the file at `file_key`, and the ETag of the file's version it shows
+        (a caller bound to one version, such as a share link, checks it)."""
+        uid, name = split_file_key(file_key)
+        key = thumbnail_key(uid, name, size, image_format)
+        head, cached = await asyncio.gather(self.s3.head_object(file_key), self._cached(key))
+        etag = head["ETag"]
+        if cached is not None and cached[1] == etag:
+            return cached[0], etag
+        if head["ContentLength"] > self.max_bytes:
+            raise ImageTooLarge(f"thumbnails are made of files up to {self.max_bytes} bytes")
+        async with self._slots:
+            await self.budget.acquire(head["ContentLength"])
+            try:
+                try:
+                    data, response = await self.s3.read_object_and_head(file_key, limit=head["ContentLength"])
+                except TooLarge:  # replaced by a larger file since the HEAD
+                    raise ImageTooLarge("the file changed while its thumbnail was made") from None
+                etag = response["ETag"]
+                loop = asyncio.get_running_loop()
+                thumb = await loop.run_in_executor(
+                    self._executor, render, data, size, image_format, self.max_pixels
+                )
+                del data
+            finally:
+                self.budget.release(head["ContentLength"])
+        if key is not None:
+            await self.s3.put_object(
+                key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}
+            )
+        return thumb, etag
+
+    async def _cached(self, key: str | None) -> tuple[bytes, str] | None:
+        if key is None:
+            return None
+        try:
+            data, response = await self.s3.read_object_and_head(key, limit=self.max_bytes)
+        except (FileNotFound, TooLarge):
+            return None
+        return data, response.get("Metadata", {}).get(_SOURCE_ETAG, "")
+
+    async def forget(self, uid: str, name: str) -> int:
+        """Remove every thumbnail of the file `name`."""
+        return await self.s3.delete_prefix(thumbnails_prefix(uid, name))
+
+    async def forget_folder(self, uid: str, folder: str) -> int:
+        """Remove the thumbnails of every file under `folder` (a name ending in /)."""
+        prefix = f"{THUMBNAILS_ROOT}{uid}/{folder}"
+        # thumbs/<uid>/a// holds the thumbnails of the file `a`, not of anything in folder a/.
+        own = thumbnails_prefix(uid, folder[:-1])
+        return await self.s3.delete_prefix(prefix, keep=lambda key: key.startswith(own))

@@ -1,0 +1,161 @@
+"""Thumbnails (?thumbnail=) of PNG, JPEG, WebP and GIF; bombs refused; and the ?inline=1 rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from file_uploader.app import create_app
+from file_uploader.storage.keys import thumbnail_key, user_id
+
+from ..helpers import all_keys, new_token
+
+
+def image(kind: str, size: tuple[int, int] = (300, 150), mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (200, 30, 30) if mode == "RGB" else (200, 30, 30, 128)).save(out, format=kind)
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> Image.Image:
+    picture = Image.open(io.BytesIO(data))
+    picture.load()
+    return picture
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid small PNG whose header claims `width` x `height` pixels: a decompression bomb's shape."""
+    data = bytearray(image("PNG", (8, 8)))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    return bytes(data)
+
+
+async def put(client, auth, name: str, data: bytes, **headers: str) -> None:
+    response = await client.put(f"/api/files/{name}", data=data, headers={**auth, **headers})
+    assert response.status == 204, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("PNG", "p.png"), ("JPEG", "j.jpg"), ("WEBP", "w.webp"), ("GIF", "g.gif")]
+)
+async def test_a_thumbnail_keeps_the_aspect_within_the_size(client, auth, kind, name):
+    await put(client, auth, name, image(kind))
+    response = await client.get(f"/api/files/{name}", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 200, await response.text()
+    assert response.content_type == "image/jpeg"
+    thumb = decoded(await response.read())
+    assert thumb.format == "JPEG" and thumb.size == (64, 32)
+
+
+async def test_a_client_that_takes_webp_gets_webp_with_transparency(client, auth):
+    await put(client, auth, "alpha.png", image("PNG", (100, 100), "RGBA"))
+    response = await client.get(
+        "/api/files/alpha.png", params={"thumbnail": "128"}, headers={**auth, "Accept": "image/webp,*/*"}
+    )
+    assert response.content_type == "image/webp"
+    thumb = decoded(await response.read())
+    assert thumb.format == "WEBP" and thumb.mode == "RGBA" and thumb.size == (100, 100)  # never enlarged
+
+
+async def test_a_thumbnail_is_made_once_kept_in_s3_and_follows_its_file(client, auth, s3, bucket):
+    uid = user_id(auth["X-Auth-Token"])
+    await put(client, auth, "pics/a.png", image("PNG", (400, 200)))
+    first = await client.get("/api/files/pics/a.png", params={"thumbnail": "256"}, headers=auth)
+    key = thumbnail_key(uid, "pics/a.png", 256, "jpeg")
+    assert key in all_keys(s3, bucket)
+    made = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    again = await client.get("/api/files/pics/a.png", params={"thumbnail": "256"}, headers=auth)
+    assert await again.read() == await first.read()
+    assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == made  # not made again
+
+    # Replaced: the cached thumbnail shows the old version, so it is never served again; the
+    # next request makes one of the new image in its place.
+    await put(client, auth, "pics/a.png", image("PNG", (200, 400)))
+    response = await client.get("/api/files/pics/a.png", params={"thumbnail": "256"}, headers=auth)
+    assert decoded(await response.read()).size == (128, 256)
+    assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] >= made
+    assert decoded(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).size == (128, 256)
+    # Deleted: its thumbnails too.
+    assert (await client.delete("/api/files/pics/a.png", headers=auth)).status == 204
+    assert all_keys(s3, bucket) == []
+
+
+async def test_what_is_not_an_image_is_415_and_a_bad_size_400(client, auth):
+    await put(client, auth, "notes.png", b"not really a png")
+    response = await client.get("/api/files/notes.png", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 415
+    assert (await response.json())["error"]["code"] == "not_an_image"
+    await put(client, auth, "drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+    response = await client.get("/api/files/drawing.svg", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 415
+    response = await client.get("/api/files/notes.png", params={"thumbnail": "100"}, headers=auth)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_thumbnail"
+
+
+async def test_a_decompression_bomb_is_refused_before_it_is_decoded(client, auth):
+    bomb = png_claiming(100_000, 100_000)  # 10 gigapixels in a file of under 100 bytes
+    assert len(bomb) < 200
+    await put(client, auth, "bomb.png", bomb)
+    response = await client.get("/api/files/bomb.png", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "image_too_large"
+
+
+async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
+    client = await aiohttp_client(
+        await create_app(dataclasses.replace(settings, thumbnail_max_pixels=1_000_000))
+    )
+    auth = {"X-Auth-Token": new_token()}
+    await put(client, auth, "big.png", image("PNG", (2000, 1000)))  # 2 megapixels, a few kB compressed
+    response = await client.get("/api/files/big.png", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 422
+    await put(client, auth, "fine.png", image("PNG", (1000, 1000)))
+    assert (await client.get("/api/files/fine.png", params={"thumbnail": "64"}, headers=auth)).status == 200
+
+
+async def test_share_and_public_links_serve_thumbnails_too(client, auth):
+    await put(client, auth, "shown.jpg", image("JPEG"), **{"X-Public": "true"})
+    link = await (await client.post("/api/files/shown.jpg/share", headers=auth)).json()
+    public = (await (await client.get("/api/public")).json())["files"][0]["url"]
+    for url in (link["url"], public):
+        path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+        response = await client.get(path, params={"thumbnail": "128"})
+        assert response.status == 200, await response.text()
+        assert decoded(await response.read()).size == (128, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "inline"),
+    [
+        ("photo.png", True),
+        ("photo.jpg", True),
+        ("song.mp3", True),
+        ("clip.mp4", True),
+        ("paper.pdf", True),
+        ("notes.txt", True),
+        ("page.html", False),
+        ("page.htm", False),
+        ("drawing.svg", False),
+        ("data.xml", False),
+        ("page.xhtml", False),
+        ("script.js", False),
+        ("archive.zip", False),
+        ("noextension", False),
+    ],
+)
+async def test_inline_is_for_media_pdf_and_plain_text_only(client, auth, name, inline):
+    await put(client, auth, name, b"bytes")
+    asked = await client.get(f"/api/files/{name}", params={"inline": "1"}, headers=auth)
+    disposition = asked.headers["Content-Disposition"]
+    assert disposition.startswith("inline;" if inline else "attachment;")
+    assert asked.headers["X-Content-Type-Options"] == "nosniff"
+    plain = await client.get(f"/api/files/{name}", headers=auth)
+    assert plain.headers["Content-Disposition"].startswith("attachment;")
