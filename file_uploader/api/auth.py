@@ -8,7 +8,7 @@ body behind `Expect: 100-continue`.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import USER_ID
@@ -20,6 +20,8 @@ TOKEN_HEADER = "X-Auth-Token"
 API_PREFIX = "/api/"
 # Under /api/ but open to all: the API's description, which a client reads before it has a token.
 PUBLIC_PATHS = frozenset({OPENAPI_PATH})
+# tus discovery (OPTIONS /api/uploads...) tells what the server supports, nothing of anyone's.
+PUBLIC_OPTIONS_PREFIX = "/api/uploads"
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 
 
@@ -44,7 +46,9 @@ def authenticate(request: web.Request) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or (
+        request.method == hdrs.METH_OPTIONS and request.path.startswith(PUBLIC_OPTIONS_PREFIX)
+    ):
         return await handler(request)
     if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
         authenticate(request)

@@ -57,6 +57,11 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.OffsetMismatch: (409, "offset_mismatch", {}),
     storage.LengthConflict: (400, "length_conflict", {}),
     storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
+    storage.UploadLocked: (423, "upload_locked", _RETRY),
+    storage.UploadConflict: (409, "upload_conflict", {}),
+    storage.PreconditionFailed: (409, "upload_conflict", {}),
+    storage.PartsChanged: (409, "upload_conflict", {}),
+    storage.StorageBusy: (503, "busy", _RETRY),
     storage.StorageUnavailable: (503, "storage_unavailable", _RETRY),
     storage.StorageError: (502, "storage_error", {}),
 }

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from ..settings import Settings
 from .checksums import CHECKSUMS
-from .client import S3, open_client
+from .client import S3, Lanes, open_client
 from .errors import StorageError
 from .files import Files
 from .parts import PartPipeline
@@ -42,10 +42,17 @@ class Storage:
             memory_budget=settings.memory_budget,
             checksum=CHECKSUMS[settings.s3_checksum],
             max_uploads_per_user=settings.max_uploads_per_user,
+            spool_budget=settings.spool_budget,
+            spill_after=settings.spill_after,
+            wait_timeout=settings.body_read_timeout,
         )
         self.files = Files(s3, self.pipeline)
         self.resumable = Resumable(
-            s3, self.pipeline, expiry=settings.upload_expiry, max_size=settings.max_file_size
+            s3,
+            self.pipeline,
+            expiry=settings.upload_expiry,
+            max_size=settings.max_file_size,
+            lock_seconds=settings.upload_lock_seconds,
         )
         self._create_bucket = settings.s3_create_bucket
         self._bucket_ready = False
@@ -80,4 +87,10 @@ class Storage:
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """A Storage with its own S3 client, open for the block; one per process or admin command."""
     async with open_client(settings) as client:
-        yield Storage(S3(client, settings.s3_bucket), settings)
+        s3 = S3(
+            client,
+            settings.s3_bucket,
+            Lanes.from_settings(settings),
+            conditional_writes=settings.s3_conditional_writes,
+        )
+        yield Storage(s3, settings)

@@ -29,8 +29,21 @@ class StorageUnavailable(StorageFailure):
     """S3 could not be reached, or asked us to slow down: worth retrying later."""
 
 
+class StorageBusy(StorageUnavailable):
+    """The gateway's own limits: no S3 connection of the request's kind, or no memory or disk
+    for an upload's parts, came free in time. Worth retrying later, like S3 being busy."""
+
+
 class StorageError(StorageFailure):
     """S3 answered with an error."""
+
+
+class PreconditionFailed(StorageFailure):
+    """A conditional write (If-Match / If-None-Match) or read (IfMatch) found another version."""
+
+
+class PartsChanged(StorageFailure):
+    """CompleteMultipartUpload refused a part: its ETag is not the one recorded (InvalidPart)."""
 
 
 class InvalidName(StorageFailure, ValueError):
@@ -68,3 +81,12 @@ class LengthConflict(StorageFailure):
 
 class ChecksumMismatch(StorageFailure):
     """The bytes do not match the checksum the client sent with them."""
+
+
+class UploadLocked(StorageFailure):
+    """Another request (on this process or another) is writing to the upload right now."""
+
+
+class UploadConflict(StorageFailure):
+    """Another request changed the upload while this one wrote to it; nothing of this one was kept
+    past what the upload's state now says (HEAD tells the offset to resume from)."""

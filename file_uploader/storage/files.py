@@ -19,7 +19,7 @@ from typing import Any
 
 from ..ops import metrics
 from ..sizes import part_size_for
-from .client import S3, translated
+from .client import S3, Lane, OpenObject
 from .errors import RangeNotSatisfiable
 from .parts import PartPipeline
 
@@ -38,27 +38,26 @@ def _info(response: dict[str, Any], size: int) -> ObjectInfo:
 
 @dataclasses.dataclass
 class Download:
-    """An open GetObject: its headers now, its bytes as they are read."""
+    """An open GetObject: its headers now, its bytes as they are read.
+
+    It holds one of the S3 connections set aside for downloads until it is
+    closed (client.py): use it as an async context manager.
+    """
 
     info: ObjectInfo
     length: int  # of this response: the slice for a range
     content_range: str | None
-    _body: Any
+    _object: OpenObject
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        # The chunks aiohttp received, as received: reading fixed-size pieces
-        # (the body's iter_chunks) would join buffered chunks into new bytes
-        # objects first, one more copy of every byte on its way to the client.
-        with translated("GetObject"):
-            async for chunk, _ in self._body.raw_stream.content.iter_chunks():
-                yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._object.chunks()
 
     async def __aenter__(self) -> Download:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # Releases the S3 connection even when the client went away midway.
-        self._body.close()
+        # Gives the S3 connection back even when the client went away midway.
+        self._object.close()
 
 
 class Files:
@@ -85,18 +84,19 @@ class Files:
     async def open(self, key: str, byte_range: str | None = None) -> Download:
         """Start a GetObject; `byte_range` is an HTTP range such as ``bytes=0-99``."""
         try:
-            response = await self.s3.get_object(key, byte_range)
+            opened = await self.s3.open_object(key, byte_range)
         except RangeNotSatisfiable as exc:
             if exc.size:
                 raise
             raise RangeNotSatisfiable((await self.stat(key)).size) from None
+        response = opened.response
         content_range = response.get("ContentRange") if byte_range else None
         size = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
         return Download(
             info=_info(response, size),
             length=response["ContentLength"],
             content_range=content_range,
-            _body=response["Body"],
+            _object=opened,
         )
 
     async def delete(self, key: str) -> None:
@@ -116,7 +116,7 @@ class Files:
         """Store the bytes of `chunks` under `key`; `size` is their length if known."""
         pipeline = self.pipeline
         with pipeline.upload(user, "put"):
-            reader = pipeline.reader(chunks)
+            reader = pipeline.reader(chunks, user)
             part_size = part_size_for(size, pipeline.part_size, 1)
             # A declared length smaller than a part reserves only what it needs.
             first = await reader.read(part_size if size is None else min(part_size, size))
@@ -124,7 +124,9 @@ class Files:
                 try:
                     await reader.read_to_end()
                     params = pipeline.part_params(first)
-                    await self.s3.put_object(key, first.body(), ContentType=content_type, **params)
+                    await self.s3.put_object(
+                        key, first.body(), lane=Lane.UPLOAD, ContentType=content_type, **params
+                    )
                 finally:
                     first.release()
                 metrics.UPLOADS_COMPLETED.labels("put").inc()

@@ -7,19 +7,38 @@ calls running while the next part is read. One pipeline serves the whole
 process, so one memory budget, one checksum rule, one slot count per user and
 one set of upload metrics cover both kinds of upload.
 
-Where a part's bytes wait until S3 has them:
+Where a part's bytes wait until S3 has them, and what they are counted against:
 
-- In memory, for a part of at most `memory_part_limit` bytes (an eighth of
-  MEMORY_BUDGET, and never less than PART_SIZE). The whole part is reserved
-  from the process's `ByteBudget` before its first byte is read, so a part
-  once begun can always be finished; at the cap, uploads wait before reading
-  and TCP slows their clients down. Each byte is copied once: when the part
-  is joined from the chunks aiohttp received.
-- In a temporary file, for a larger part. S3's 10,000-part rule makes parts
-  grow with the file: a declared 5 TiB needs 525 MiB parts, more than a whole
-  budget. Such parts are written to disk as they arrive and sent from there,
-  so memory stays bounded whatever the file's size; disk holds at most
-  PARTS_IN_FLIGHT + 1 such parts per upload.
+- **Memory, by bytes actually read.** A chunk is taken from MEMORY_BUDGET
+  (budget.FairBudget, served per user in turn) once it has been read from the
+  socket, never for a length a client only declared. A client that declares a
+  huge body and trickles holds what it sent; while a chunk waits for its
+  grant the socket is not read, so TCP slows that client down.
+- **One upload's share.** No upload holds more than `share` bytes of memory
+  (MEMORY_BUDGET / 8, and never less than a part): before it reads a new
+  part, an upload waits for its own parts in flight until the part fits in
+  its share. That wait is only ever on the upload's own S3 calls.
+- **Disk, when memory is contended.** A chunk that gets no memory within
+  SPILL_AFTER seconds moves its part to a temporary file (the bytes it
+  already holds are written out and their memory given back) and the part
+  goes on filling on disk, counted against SPOOL_BUDGET. This is what keeps
+  chunk-by-chunk reservations free of deadlock: without it, uploads that
+  each hold half a part and wait for memory for the rest could fill the
+  budget and wait for ever. With it, an upload never waits for memory while
+  holding memory for longer than SPILL_AFTER, so memory is only held, beyond
+  that, by parts on their way to S3 (which always end, by success, failure
+  or timeout) and by uploads that are reading their socket; and slow clients
+  sitting on half-filled parts cost disk, not the memory faster users need.
+  When the disk budget has no room either, the chunk keeps waiting for
+  memory; after BODY_READ_TIMEOUT without either the upload fails with
+  StorageBusy (503, Retry-After), which frees what it held.
+- **Disk from the start, for a part larger than a share.** S3's 10,000-part
+  rule makes parts grow with the file: a declared 5 TiB needs 525 MiB parts,
+  more than a whole budget. Such parts are written to a temporary file as
+  they arrive (counted against SPOOL_BUDGET) and sent from there; disk holds
+  at most PARTS_IN_FLIGHT + 1 such parts per upload. Streaming a part to S3
+  as it arrives was the other way, and was not taken: it would hold an S3
+  connection for as long as the slowest client takes to send 525 MiB.
 """
 
 from __future__ import annotations
@@ -33,49 +52,92 @@ from typing import IO, Any
 
 from ..ops import metrics
 from ..sizes import MAX_PARTS
-from .budget import ByteBudget, UploadSlots
+from .budget import FairBudget, UploadSlots
 from .checksums import Checksum, Hasher
 from .client import S3, Body
-from .errors import StorageError
+from .errors import StorageBusy, StorageError
 
 log = logging.getLogger(__name__)
 
-# No single part may hold more than this fraction of MEMORY_BUDGET in memory.
-MEMORY_PART_SHARE = 8
+# No single upload may hold more than this fraction of MEMORY_BUDGET in memory.
+MEMORY_SHARE = 8
 
 
 class Part:
     """One part's bytes, from the first chunk until S3 has them (or the upload failed)."""
 
-    def __init__(self, hasher: Hasher | None, budget: ByteBudget | None, reserved: int, spool: bool) -> None:
+    def __init__(self, pipeline: PartPipeline, owner: str, *, spool: bool) -> None:
         self.size = 0
-        self._hasher = hasher
-        self._budget = budget
-        self._reserved = reserved  # bytes of the budget this part holds
+        self.memory = 0  # bytes of MEMORY_BUDGET this part holds
+        self.disk = 0  # bytes of SPOOL_BUDGET this part holds
+        self._pipeline = pipeline
+        self._owner = owner
+        self._hasher: Hasher | None = pipeline.checksum.new() if pipeline.checksum is not None else None
         self._pieces: list[bytes | memoryview] = []
         self._data: bytes | None = None
         self._file: IO[bytes] | None = tempfile.TemporaryFile() if spool else None
+        self._started = asyncio.get_running_loop().time()
 
-    def add(self, piece: bytes | memoryview) -> None:
-        if self._hasher is not None:
-            self._hasher.update(piece)
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
+
+    async def add(self, piece: bytes | memoryview) -> None:
+        """Keep `piece` (already read from the client), in memory if it can be had soon, else on disk."""
+        size = len(piece)
+        if self._file is None:
+            if self._slow(size) or not await self._pipeline.take_memory(self._owner, size):
+                await self._spill()
+            else:
+                self._pieces.append(piece)
+                self.memory += size
         if self._file is not None:
+            await self._take_disk(size)
             # A plain write: the kernel's page cache takes it at memory speed,
             # and a thread per chunk would cost more than it saves.
             self._file.write(piece)
-        else:
-            self._pieces.append(piece)
-        self.size += len(piece)
+        if self._hasher is not None:
+            self._hasher.update(piece)
+        self.size += size
+
+    def _slow(self, size: int) -> bool:
+        """Has this part been filling for longer than SPILL_AFTER while others wait for memory?
+
+        Such a part belongs to a slow client (one trickling bytes, say): it
+        moves to disk at its next chunk, so that its memory goes to uploads
+        that are waiting for it.
+        """
+        pipeline = self._pipeline
+        return (
+            self.memory > 0
+            and pipeline.memory.waiting
+            and asyncio.get_running_loop().time() - self._started > pipeline.spill_after
+            and pipeline.disk_has_room(self.memory + size)
+        )
+
+    async def _take_disk(self, size: int) -> None:
+        try:
+            await self._pipeline.disk.acquire(self._owner, size, self._pipeline.wait_timeout)
+        except TimeoutError:
+            raise StorageBusy("no disk came free for upload parts; try again later") from None
+        self.disk += size
+
+    async def _spill(self) -> None:
+        """Move the bytes held in memory to a temporary file, and give their memory back."""
+        await self._take_disk(self.memory)
+        self._file = tempfile.TemporaryFile()
+        for piece in self._pieces:
+            self._file.write(piece)
+        self._pieces = []
+        self._pipeline.memory.release(self.memory)
+        self.memory = 0
+        metrics.PARTS_SPILLED.inc()
 
     def finish(self) -> None:
-        """Every byte is in: join the pieces (the one copy) and give back the unused reservation."""
-        if self._file is not None:
-            return
-        self._data = b"".join(self._pieces)
-        self._pieces = []
-        if self._budget is not None and self._reserved > self.size:
-            self._budget.release(self._reserved - self.size)
-            self._reserved = self.size
+        """Every byte is in: join the pieces (the one copy of each byte in memory)."""
+        if self._file is None:
+            self._data = b"".join(self._pieces)
+            self._pieces = []
 
     def body(self) -> Body:
         """What botocore sends: the bytes, or the spool file from its start (again on a retry)."""
@@ -98,30 +160,34 @@ class Part:
         return params
 
     def release(self) -> None:
-        """Drop the bytes and give their memory back; safe to call more than once."""
+        """Drop the bytes and give their memory and disk back; safe to call more than once."""
         self._pieces = []
         self._data = None
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._budget is not None and self._reserved:
-            self._budget.release(self._reserved)
-        self._reserved = 0
+        if self.memory:
+            self._pipeline.memory.release(self.memory)
+            self.memory = 0
+        if self.disk:
+            self._pipeline.disk.release(self.disk)
+            self.disk = 0
 
 
 class PartReader:
     """Cuts a stream of chunks of any size into `Part`s of exact sizes."""
 
-    def __init__(self, pipeline: PartPipeline, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, pipeline: PartPipeline, chunks: AsyncIterator[bytes], owner: str) -> None:
         self._pipeline = pipeline
         self._chunks = chunks.__aiter__()
+        self._owner = owner
         self._rest: memoryview | None = None
         self._eof = False
         self.received = 0  # bytes taken from `chunks` so far
 
     async def read(self, size: int) -> Part:
         """The next `size` bytes as a part; fewer only at the end of the stream."""
-        part = await self._pipeline.new_part(size)
+        part = Part(self._pipeline, self._owner, spool=size > self._pipeline.share)
         try:
             await self._fill(part, size)
         except BaseException:
@@ -133,7 +199,7 @@ class PartReader:
     async def _fill(self, part: Part, size: int) -> None:
         if self._rest is not None:
             piece, self._rest = self._rest[:size], self._rest[size:] or None
-            part.add(piece)
+            await part.add(piece)
         while part.size < size and not self._eof:
             try:
                 chunk = await anext(self._chunks)
@@ -144,10 +210,10 @@ class PartReader:
             need = size - part.size
             if len(chunk) > need:
                 view = memoryview(chunk)
-                part.add(view[:need])
                 self._rest = view[need:]
+                await part.add(view[:need])
             else:
-                part.add(chunk)
+                await part.add(chunk)
 
     async def read_to_end(self) -> None:
         """Read on to the end of the stream, which must hold nothing more.
@@ -181,14 +247,44 @@ class PartPipeline:
         memory_budget: int,
         checksum: Checksum | None,
         max_uploads_per_user: int,
+        spool_budget: int = 8 << 30,
+        spill_after: float = 1.0,
+        wait_timeout: float = 60.0,
     ) -> None:
         self.s3 = s3
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
-        self.budget = ByteBudget(memory_budget)
-        self.memory_part_limit = max(part_size, memory_budget // MEMORY_PART_SHARE)
+        self.memory = FairBudget(memory_budget)
+        self.disk = FairBudget(spool_budget)
+        # The most memory one upload may hold; a part larger than this goes to disk.
+        self.share = max(part_size, memory_budget // MEMORY_SHARE)
+        self.spill_after = spill_after
+        self.wait_timeout = wait_timeout  # BODY_READ_TIMEOUT: no upload waits for room longer
         self.checksum = checksum
         self.slots = UploadSlots(max_uploads_per_user)
+
+    def disk_has_room(self, size: int) -> bool:
+        return not self.disk.waiting and self.disk.held + size <= self.disk.limit
+
+    async def take_memory(self, owner: str, size: int) -> bool:
+        """Take `size` bytes of memory for `owner`'s part; False to say: move the part to disk.
+
+        After SPILL_AFTER without a grant, the part goes to disk if the disk
+        budget has room for it; if not, it keeps waiting for memory, up to
+        BODY_READ_TIMEOUT in all, and then the upload fails with StorageBusy.
+        """
+        try:
+            await self.memory.acquire(owner, size, self.spill_after)
+            return True
+        except TimeoutError:
+            pass
+        if self.disk_has_room(self.share):
+            return False
+        try:
+            await self.memory.acquire(owner, size, max(self.wait_timeout - self.spill_after, 0.001))
+        except TimeoutError:
+            raise StorageBusy("no memory came free for the upload; try again later") from None
+        return True
 
     @contextlib.contextmanager
     def upload(self, user: str, kind: str) -> Iterator[None]:
@@ -203,16 +299,9 @@ class PartPipeline:
             finally:
                 metrics.UPLOADS_IN_FLIGHT.labels(kind).dec()
 
-    def reader(self, chunks: AsyncIterator[bytes]) -> PartReader:
-        return PartReader(self, chunks)
-
-    async def new_part(self, size: int) -> Part:
-        """An empty part that will hold up to `size` bytes, in memory (reserved now) or on disk."""
-        hasher = self.checksum.new() if self.checksum is not None else None
-        if size > self.memory_part_limit:
-            return Part(hasher, None, 0, spool=True)
-        await self.budget.acquire(size)
-        return Part(hasher, self.budget, size, spool=False)
+    def reader(self, chunks: AsyncIterator[bytes], owner: str) -> PartReader:
+        """A reader of `chunks` whose memory is counted against `owner` (a user id)."""
+        return PartReader(self, chunks, owner)
 
     def part_params(self, part: Part) -> dict[str, str]:
         return part.checksum(self.checksum)
@@ -233,6 +322,7 @@ class PartPipeline:
         size_of: Callable[[int], int],
         keep_tail: bool,
         first: Part | None = None,
+        sent: list[dict[str, Any]] | None = None,
     ) -> tuple[list[dict[str, Any]], Part | None]:
         """Send what `reader` yields as parts `number`, `number + 1`, ... of a multipart upload.
 
@@ -240,16 +330,19 @@ class PartPipeline:
         shorter than its size is the tail: with `keep_tail` (resumable uploads,
         whose next request continues it) it is returned, and the caller must
         release it; otherwise it is sent as the last part. Returns the parts
-        sent, as CompleteMultipartUpload wants them. On any failure, parts in
-        flight are cancelled and every reservation is given back; aborting the
-        multipart upload is the caller's.
+        sent, as CompleteMultipartUpload wants them, in no particular order;
+        they are also added to `sent` as they finish, so that a caller whose
+        call failed midway (cancelled by a graceful stop, say) knows which
+        parts S3 has. On any failure, parts in flight are cancelled and every
+        reservation is given back; aborting the multipart upload is the caller's.
         """
-        in_flight: set[asyncio.Task[dict[str, Any]]] = set()
-        sent: list[dict[str, Any]] = []
+        in_flight: dict[asyncio.Task[dict[str, Any]], int] = {}  # task -> memory its part holds
+        sent = [] if sent is None else sent
         part = first
         try:
             while True:
                 if part is None:
+                    await self._wait_for_memory(in_flight, sent, size_of(number))
                     part = await reader.read(size_of(number))
                 short = part.size < size_of(number)
                 if part.size == 0 or (short and keep_tail):
@@ -257,7 +350,7 @@ class PartPipeline:
                 if number > MAX_PARTS:
                     raise StorageError(f"the upload needs more than S3's {MAX_PARTS} parts")
                 await self._wait_for_room(in_flight, sent)
-                in_flight.add(self._start(key, upload_id, number, part))
+                in_flight[self._start(key, upload_id, number, part)] = part.memory
                 part = None  # the task owns it now
                 number += 1
                 if short:
@@ -267,11 +360,13 @@ class PartPipeline:
         except BaseException:
             if part is not None:
                 part.release()
-            raise
-        finally:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+            sent.extend(
+                task.result() for task in in_flight if not task.cancelled() and task.exception() is None
+            )
+            raise
         if part is not None and not keep_tail:
             part.release()  # the empty read that found the end
             part = None
@@ -285,16 +380,30 @@ class PartPipeline:
         task.add_done_callback(lambda _: part.release())
         return task
 
+    def _collect(
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]]
+    ) -> None:
+        # Every finished part now, so a failed one stops the upload at once
+        # instead of after the whole body was read.
+        for task in [task for task in in_flight if task.done()]:
+            del in_flight[task]
+            sent.append(task.result())
+
+    async def _wait_for_memory(
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]], size: int
+    ) -> None:
+        """Before reading a part of `size` bytes: wait for this upload's own parts until it fits its share."""
+        self._collect(in_flight, sent)
+        while in_flight and size <= self.share and sum(in_flight.values()) + size > self.share:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            self._collect(in_flight, sent)
+
     async def _wait_for_room(
-        self, in_flight: set[asyncio.Task[dict[str, Any]]], sent: list[dict[str, Any]]
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]]
     ) -> None:
         if len(in_flight) >= self.parts_in_flight:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        # Collect every finished part now, so a failed one stops the upload at
-        # once instead of after the whole body was read.
-        for task in [task for task in in_flight if task.done()]:
-            in_flight.discard(task)
-            sent.append(task.result())
+        self._collect(in_flight, sent)
 
 
 def _reason(exc: BaseException) -> str:
