@@ -631,6 +631,8 @@ class Resumable:
             good = number
         if upload.etags is not None:
             upload.etags = upload.etags[:good]
+        if upload.tail:
+            await self._delete_quietly(upload.tail)
         upload.parts = good
         upload.offset = upload.bytes_in_parts(good)
         upload.tail = None
