@@ -1,12 +1,13 @@
 """The storage layer: every S3 call of the gateway, and nothing of HTTP.
 
-    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging)
+    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging),
+                  and the lanes that split its connection pool (downloads, uploads, short calls)
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part
-    budget.py     MEMORY_BUDGET and MAX_UPLOADS_PER_USER
-    parts.py      the one part pipeline, for PUT and tus alike
+    budget.py     MEMORY_BUDGET and SPOOL_BUDGET, served per user in turn; MAX_UPLOADS_PER_USER
+    parts.py      the one part pipeline, for PUT and tus alike: memory by bytes read, disk when short
     files.py      put, get, list, delete
-    resumable.py  tus uploads, their state in S3
+    resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
     sweep.py      gc and purge
 
 `Storage` ties them together, once per process (or per admin command).

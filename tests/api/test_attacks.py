@@ -18,7 +18,7 @@ from yarl import URL
 
 from file_uploader.storage.keys import MAX_NAME_BYTES, user_id, user_prefix
 
-from ..helpers import all_keys, metric, metric_samples, new_token, open_uploads, raw_request
+from ..helpers import all_keys, new_token, open_uploads, raw_request
 
 
 async def send_raw(client, data: bytes, timeout: float = 10) -> bytes:
@@ -345,7 +345,9 @@ async def test_the_page_forbids_framing_sniffing_and_foreign_code(client):
 
 
 async def test_files_are_served_with_nosniff_and_a_sandbox(client, auth):
-    assert (await client.put("/api/files/x.html", data=b"<script>alert(1)</script>", headers=auth)).status == 204
+    assert (
+        await client.put("/api/files/x.html", data=b"<script>alert(1)</script>", headers=auth)
+    ).status == 204
     response = await client.get("/api/files/x.html", headers=auth)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "sandbox" in response.headers["Content-Security-Policy"]

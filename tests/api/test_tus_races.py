@@ -36,7 +36,9 @@ async def gateways(aiohttp_client, settings: Settings, **changes):
     return [await aiohttp_client(await create_app(tuned)) for _ in range(2)]
 
 
-async def race(gws, auth, run: int, *, checksum: bool = False) -> tuple[list[int], bytes | None, bytes, bytes]:
+async def race(
+    gws, auth, run: int, *, checksum: bool = False
+) -> tuple[list[int], bytes | None, bytes, bytes]:
     """Two clients PATCH different bodies at offset 0 of one upload at the same instant, each
     pausing for a few random milliseconds somewhere in its body, as real networks do."""
     url = await create(gws[0], auth, f"race-{run}.bin", length=LENGTH)
@@ -80,7 +82,9 @@ async def run_races(gws, auth, s3, bucket, runs: int, **kwargs) -> tuple[int, in
 
 
 @pytest.mark.slow
-async def test_twenty_racing_patches_store_only_one_clients_exact_bytes(aiohttp_client, settings, auth, s3, bucket):
+async def test_twenty_racing_patches_store_only_one_clients_exact_bytes(
+    aiohttp_client, settings, auth, s3, bucket
+):
     gws = await gateways(aiohttp_client, settings)
     mixed, open_left, outcomes = await run_races(gws, auth, s3, bucket, 20)
     print(f"20 races: {mixed} mixed files, {open_left} multipart uploads left open; statuses {outcomes}")
@@ -103,7 +107,9 @@ async def test_racing_patches_with_upload_checksum_store_only_one_clients_bytes(
 
 
 @pytest.mark.slow
-async def test_without_conditional_writes_racing_patches_never_mix(aiohttp_client, settings, auth, s3, bucket):
+async def test_without_conditional_writes_racing_patches_never_mix(
+    aiohttp_client, settings, auth, s3, bucket
+):
     """An S3 that does not honour If-Match/If-None-Match: a race may cost a client its work
     (409, resume from HEAD), but a stored file is still exactly one client's bytes."""
     gws = await gateways(aiohttp_client, settings, s3_conditional_writes=False)

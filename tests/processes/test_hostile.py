@@ -61,9 +61,14 @@ def metrics_of(base: str) -> dict:
 
 def test_a_download_its_client_abandons_is_an_info_line_not_a_5xx(gateway_process, tmp_path):
     auth = {"X-Auth-Token": new_token()}
-    assert requests.put(f"{gateway_process}/api/files/big", data=b"\0" * (8 * MiB), headers=auth).status_code == 204
+    assert (
+        requests.put(f"{gateway_process}/api/files/big", data=b"\0" * (8 * MiB), headers=auth).status_code
+        == 204
+    )
     with socket.create_connection(("127.0.0.1", int(gateway_process.rsplit(":", 1)[1]))) as sock:
-        sock.sendall(f"GET /api/files/big HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /api/files/big HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n\r\n".encode()
+        )
         received = b""
         while len(received) < 1000:  # `curl ... | head -c 1000`
             received += sock.recv(1000)
@@ -131,8 +136,8 @@ def test_a_thousand_half_sent_request_heads_are_dropped_in_seconds(s3_url, bucke
     cut = metric(samples, "file_uploader_clients_cut_off_total", reason="header_timeout")
     refused = metric(samples, "file_uploader_clients_cut_off_total", reason="max_connections")
     print(
-        f"{HALF_SENT} half-sent heads: a new client served after {served_after:.1f} s; {closed} closed by the "
-        f"gateway ({cut:.0f} at HEADER_TIMEOUT, {refused:.0f} at once for MAX_CONNECTIONS)"
+        f"{HALF_SENT} half-sent heads: a new client served after {served_after:.1f} s; {closed} closed "
+        f"by the gateway ({cut:.0f} at HEADER_TIMEOUT, {refused:.0f} at once for MAX_CONNECTIONS)"
     )
     assert served_after < 2 + FEW_SECONDS
     assert closed == HALF_SENT
@@ -207,7 +212,9 @@ def test_sigterm_during_a_tus_patch_keeps_the_parts_already_in_s3(s3_url, bucket
         sock.close()
     with run_gateway(s3_url, bucket, tmp_path / "second", **settings) as second:
         head = requests.head(f"{second}{location}", headers={**auth, **TUS}, timeout=10)
-    print(f"after SIGTERM with 6 parts in S3, HEAD says offset {int(head.headers['Upload-Offset']) // MiB} MiB")
+    print(
+        f"after SIGTERM with 6 parts in S3, HEAD says offset {int(head.headers['Upload-Offset']) // MiB} MiB"
+    )
     assert head.status_code == 200
     assert int(head.headers["Upload-Offset"]) == 6 * PART
 
@@ -251,7 +258,12 @@ def test_a_kill_9_just_after_s3_completed_a_tus_upload_is_recognised(s3_url, buc
             location = tus_create(first, auth, "crashed.bin", len(data))
 
             def patch_all() -> None:
-                headers = {**auth, **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+                headers = {
+                    **auth,
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                }
                 with contextlib.suppress(requests.RequestException):  # its gateway is killed under it
                     requests.patch(f"{first}{location}", data=data, headers=headers, timeout=30)
 
@@ -278,7 +290,9 @@ def test_a_kill_9_just_after_s3_completed_a_tus_upload_is_recognised(s3_url, buc
             timeout=30,
         )
         stored = requests.get(f"{second}/api/files/crashed.bin", headers=auth, timeout=30)
-    print(f"after kill -9: HEAD {head.status_code} offset {offset} of {len(data)}; resume {resumed.status_code}")
+    print(
+        f"after kill -9: HEAD {head.status_code} offset {offset} of {len(data)}; resume {resumed.status_code}"
+    )
     assert head.status_code == 200 and offset == len(data) == int(head.headers["Upload-Length"])
     assert resumed.status_code == 204
     assert stored.content == data
@@ -321,7 +335,9 @@ async def test_memory_stays_within_the_budget_while_uploads_hold_half_sent_parts
             trickling = asyncio.create_task(trickle())
             await asyncio.sleep(3)  # their bytes are in: the budget is full, the rest went to disk
             started = time.monotonic()
-            put = await asyncio.wait_for(session.put("/api/files/mine", data=os.urandom(MiB), headers=victim), 30)
+            put = await asyncio.wait_for(
+                session.put("/api/files/mine", data=os.urandom(MiB), headers=victim), 30
+            )
             put_seconds = time.monotonic() - started
             started = time.monotonic()
             listing = await asyncio.wait_for(session.get("/api/files", headers=victim), 30)

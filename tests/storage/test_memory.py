@@ -34,7 +34,7 @@ class Trickler:
         self.writer: asyncio.StreamWriter | None = None
 
     async def run(self) -> None:
-        reader, self.writer = await asyncio.open_connection(self.client.host, self.client.port)
+        _, self.writer = await asyncio.open_connection(self.client.host, self.client.port)
         self.writer.write(
             f"PUT /api/files/{self.name} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.token}\r\n"
             f"Content-Length: {self.declared}\r\n\r\n".encode()
@@ -127,7 +127,10 @@ async def test_a_put_declaring_5_tib_and_trickling_holds_only_what_it_sent(clien
         put, _ = await victim_put_and_list(client)
         pipeline = client.app[STORAGE].pipeline
         memory, disk = pipeline.memory.held, pipeline.disk.held
-    print(f"beside a trickling 5 TiB PUT: 1 MiB PUT {put:.2f} s; it holds {memory} B of memory, {disk} B of disk")
+    print(
+        f"beside a trickling 5 TiB PUT: 1 MiB PUT {put:.2f} s; "
+        f"it holds {memory} B of memory, {disk} B of disk"
+    )
     assert put < FEW_SECONDS
     assert memory == 0 and 1000 <= disk < 1100
 
@@ -149,7 +152,9 @@ async def test_uploads_each_holding_half_a_part_do_not_deadlock(aiohttp_client, 
             yield os.urandom(MiB)
 
     async def upload(n: int) -> int:
-        response = await client.put(f"/api/files/half-{n}", data=body(), headers={"X-Auth-Token": new_token()})
+        response = await client.put(
+            f"/api/files/half-{n}", data=body(), headers={"X-Auth-Token": new_token()}
+        )
         return response.status
 
     statuses = await asyncio.wait_for(asyncio.gather(*(upload(n) for n in range(4))), 60)
@@ -177,7 +182,9 @@ async def test_one_upload_never_holds_more_than_its_share(aiohttp_client, settin
     response = await client.put("/api/files/alone", data=data, headers={"X-Auth-Token": new_token()})
     assert response.status == 204
     pipeline = client.app[STORAGE].pipeline
-    print(f"one upload's peak: {pipeline.memory.peak / MiB:.1f} MiB of a {pipeline.share / MiB:.0f} MiB share")
+    print(
+        f"one upload's peak: {pipeline.memory.peak / MiB:.1f} MiB of a {pipeline.share / MiB:.0f} MiB share"
+    )
     assert pipeline.memory.peak <= pipeline.share == 2 * PART
     assert open_uploads(s3, bucket) == []
 

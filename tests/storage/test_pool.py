@@ -137,7 +137,10 @@ async def test_a_client_that_stops_reading_is_cut_off_and_frees_its_connection(g
     print(f"a reader got its download {waited:.1f} s after three stalled clients took the lane")
     samples = await metric_samples(gateway)
     assert metric(samples, "file_uploader_clients_cut_off_total", reason="send_timeout") == 3
-    assert metric(samples, "file_uploader_http_requests_total", method="GET", route="/s/{link}", status="499") == 3
+    assert (
+        metric(samples, "file_uploader_http_requests_total", method="GET", route="/s/{link}", status="499")
+        == 3
+    )
     for sock in attackers:
         sock.close()
 
@@ -176,4 +179,3 @@ def test_lanes_add_up_to_the_pool():
     downloads, uploads, short = Settings(s3_bucket="b").s3_lanes()
     assert (downloads, uploads, short) == (24, 32, 8)
     assert downloads + uploads + short == Settings(s3_bucket="b").s3_max_connections
-
