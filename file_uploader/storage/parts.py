@@ -18,20 +18,24 @@ Where a part's bytes wait until S3 has them, and what they are counted against:
   (MEMORY_BUDGET / 8, and never less than a part): before it reads a new
   part, an upload waits for its own parts in flight until the part fits in
   its share. That wait is only ever on the upload's own S3 calls.
-- **Disk, when memory is contended.** A chunk that gets no memory within
-  SPILL_AFTER seconds moves its part to a temporary file (the bytes it
-  already holds are written out and their memory given back) and the part
-  goes on filling on disk, counted against SPOOL_BUDGET. This is what keeps
-  chunk-by-chunk reservations free of deadlock: without it, uploads that
-  each hold half a part and wait for memory for the rest could fill the
-  budget and wait for ever. With it, an upload never waits for memory while
-  holding memory for longer than SPILL_AFTER, so memory is only held, beyond
-  that, by parts on their way to S3 (which always end, by success, failure
-  or timeout) and by uploads that are reading their socket; and slow clients
-  sitting on half-filled parts cost disk, not the memory faster users need.
-  When the disk budget has no room either, the chunk keeps waiting for
-  memory; after BODY_READ_TIMEOUT without either the upload fails with
-  StorageBusy (503, Retry-After), which frees what it held.
+- **Disk, for slow clients and to break deadlock.** Reserving chunk by chunk
+  can deadlock: uploads that each hold half a part and wait for memory for
+  the rest could fill the budget and wait for ever; and slow clients sitting
+  on half-filled parts could keep it full while faster users wait. So while a
+  chunk waits for memory, every SPILL_AFTER seconds the pipeline looks at the
+  parts in memory: a part whose client has kept it waiting for more than
+  SPILL_AFTER in all (a trickling client) is moved to a temporary file, its
+  bytes written out and their memory given back (`preempt`), and goes on
+  filling on disk, counted against SPOOL_BUDGET. If no such part is left and
+  no part is on its way to S3 (nothing will give memory back: the deadlock),
+  the waiting part itself moves to disk. So memory is only ever held for
+  long by parts on their way to S3, which always end (by success, failure or
+  timeout), and by clients that keep sending; slow clients cost disk, not
+  the memory faster users need; and under an ordinary overload (many fast
+  uploads, S3 the bottleneck) uploads simply wait their turn, as before,
+  without touching the disk. When the disk budget has no room either, a
+  chunk keeps waiting for memory; after BODY_READ_TIMEOUT the upload fails
+  with StorageBusy (503, Retry-After), which frees what it held.
 - **Disk from the start, for a part larger than a share.** S3's 10,000-part
   rule makes parts grow with the file: a declared 5 TiB needs 525 MiB parts,
   more than a whole budget. Such parts are written to a temporary file as
@@ -52,7 +56,7 @@ from typing import IO, Any
 
 from ..ops import metrics
 from ..sizes import MAX_PARTS
-from .budget import FairBudget, UploadSlots
+from .budget import FairBudget, GaveUp, UploadSlots
 from .checksums import Checksum, Hasher
 from .client import S3, Body
 from .errors import StorageBusy, StorageError
@@ -71,12 +75,15 @@ class Part:
         self.memory = 0  # bytes of MEMORY_BUDGET this part holds
         self.disk = 0  # bytes of SPOOL_BUDGET this part holds
         self._pipeline = pipeline
-        self._owner = owner
+        self.owner = owner
         self._hasher: Hasher | None = pipeline.checksum.new() if pipeline.checksum is not None else None
         self._pieces: list[bytes | memoryview] = []
         self._data: bytes | None = None
         self._file: IO[bytes] | None = tempfile.TemporaryFile() if spool else None
-        self._started = asyncio.get_running_loop().time()
+        # Seconds spent waiting for the client's bytes while this part filled,
+        # and since when it waits for them now (None: it does not).
+        self.client_seconds = 0.0
+        self.waiting_since: float | None = None
 
     @property
     def spooled(self) -> bool:
@@ -86,11 +93,12 @@ class Part:
         """Keep `piece` (already read from the client), in memory if it can be had soon, else on disk."""
         size = len(piece)
         if self._file is None:
-            if self._slow(size) or not await self._pipeline.take_memory(self._owner, size):
-                await self._spill()
-            else:
+            if await self._pipeline.take_memory(self.owner, size):
                 self._pieces.append(piece)
                 self.memory += size
+            else:
+                await self._take_disk(self.memory)
+                self.spill()
         if self._file is not None:
             await self._take_disk(size)
             # A plain write: the kernel's page cache takes it at memory speed,
@@ -100,41 +108,35 @@ class Part:
             self._hasher.update(piece)
         self.size += size
 
-    def _slow(self, size: int) -> bool:
-        """Has this part been filling for longer than SPILL_AFTER while others wait for memory?
-
-        Such a part belongs to a slow client (one trickling bytes, say): it
-        moves to disk at its next chunk, so that its memory goes to uploads
-        that are waiting for it.
-        """
-        pipeline = self._pipeline
-        return (
-            self.memory > 0
-            and pipeline.memory.waiting
-            and asyncio.get_running_loop().time() - self._started > pipeline.spill_after
-            and pipeline.disk_has_room(self.memory + size)
-        )
+    def slow_client(self, now: float) -> bool:
+        """Is this part waiting for its client, which has kept it waiting longer than SPILL_AFTER?"""
+        if self.waiting_since is None:
+            return False
+        return self.client_seconds + now - self.waiting_since > self._pipeline.spill_after
 
     async def _take_disk(self, size: int) -> None:
         try:
-            await self._pipeline.disk.acquire(self._owner, size, self._pipeline.wait_timeout)
+            await self._pipeline.disk.acquire(self.owner, size, self._pipeline.wait_timeout)
         except TimeoutError:
             raise StorageBusy("no disk came free for upload parts; try again later") from None
         self.disk += size
 
-    async def _spill(self) -> None:
-        """Move the bytes held in memory to a temporary file, and give their memory back."""
-        await self._take_disk(self.memory)
+    def spill(self) -> None:
+        """Move the bytes held in memory to a temporary file (whose disk the caller has taken
+        for them), and give their memory back. Synchronous: safe to call from another task
+        while this part's own waits for its client."""
         self._file = tempfile.TemporaryFile()
         for piece in self._pieces:
             self._file.write(piece)
         self._pieces = []
-        self._pipeline.memory.release(self.memory)
+        self._pipeline.filling.discard(self)
+        self._pipeline.memory.release(self.owner, self.memory)
         self.memory = 0
         metrics.PARTS_SPILLED.inc()
 
     def finish(self) -> None:
         """Every byte is in: join the pieces (the one copy of each byte in memory)."""
+        self._pipeline.filling.discard(self)
         if self._file is None:
             self._data = b"".join(self._pieces)
             self._pieces = []
@@ -161,16 +163,17 @@ class Part:
 
     def release(self) -> None:
         """Drop the bytes and give their memory and disk back; safe to call more than once."""
+        self._pipeline.filling.discard(self)
         self._pieces = []
         self._data = None
         if self._file is not None:
             self._file.close()
             self._file = None
         if self.memory:
-            self._pipeline.memory.release(self.memory)
+            self._pipeline.memory.release(self.owner, self.memory)
             self.memory = 0
         if self.disk:
-            self._pipeline.disk.release(self.disk)
+            self._pipeline.disk.release(self.owner, self.disk)
             self.disk = 0
 
 
@@ -188,6 +191,8 @@ class PartReader:
     async def read(self, size: int) -> Part:
         """The next `size` bytes as a part; fewer only at the end of the stream."""
         part = Part(self._pipeline, self._owner, spool=size > self._pipeline.share)
+        if not part.spooled:
+            self._pipeline.filling.add(part)
         try:
             await self._fill(part, size)
         except BaseException:
@@ -200,12 +205,17 @@ class PartReader:
         if self._rest is not None:
             piece, self._rest = self._rest[:size], self._rest[size:] or None
             await part.add(piece)
+        loop = asyncio.get_running_loop()
         while part.size < size and not self._eof:
+            part.waiting_since = loop.time()
             try:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 self._eof = True
                 break
+            finally:
+                part.client_seconds += loop.time() - part.waiting_since
+                part.waiting_since = None
             self.received += len(chunk)
             need = size - part.size
             if len(chunk) > need:
@@ -254,14 +264,21 @@ class PartPipeline:
         self.s3 = s3
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
-        self.memory = FairBudget(memory_budget)
-        self.disk = FairBudget(spool_budget)
         # The most memory one upload may hold; a part larger than this goes to disk.
         self.share = max(part_size, memory_budget // MEMORY_SHARE)
+        # Each user may hold an equal split of the budget plus one share, so
+        # that whoever holds memory can always finish a part with it.
+        self.memory = FairBudget(memory_budget, slack=self.share)
+        self.disk = FairBudget(spool_budget)
         self.spill_after = spill_after
         self.wait_timeout = wait_timeout  # BODY_READ_TIMEOUT: no upload waits for room longer
         self.checksum = checksum
         self.slots = UploadSlots(max_uploads_per_user)
+        self.filling: set[Part] = set()  # parts in memory still being filled
+        # Memory held by parts handed to S3, which comes back on its own: in
+        # all, and per user.
+        self.sending = 0
+        self.sending_by: dict[str, int] = {}
 
     def disk_has_room(self, size: int) -> bool:
         return not self.disk.waiting and self.disk.held + size <= self.disk.limit
@@ -269,22 +286,49 @@ class PartPipeline:
     async def take_memory(self, owner: str, size: int) -> bool:
         """Take `size` bytes of memory for `owner`'s part; False to say: move the part to disk.
 
-        After SPILL_AFTER without a grant, the part goes to disk if the disk
-        budget has room for it; if not, it keeps waiting for memory, up to
-        BODY_READ_TIMEOUT in all, and then the upload fails with StorageBusy.
+        A request that waits (in its user's turn) is looked at every
+        SPILL_AFTER: parts whose slow clients sit on memory are moved to disk
+        first (`preempt`); if nothing can free memory any more (no part on its
+        way to S3, no slow client to move) the waiting part itself goes to
+        disk. After BODY_READ_TIMEOUT in all, the upload fails with StorageBusy.
         """
+
+        def give_up() -> bool:
+            if self.preempt():
+                return False  # memory came free: wait on, in line
+            if not self.disk_has_room(self.share):
+                return False
+            # Nothing will give memory back: no part on its way to S3 at all,
+            # or (for a user at its cap) none of this user's.
+            stuck = self.memory.over_cap(owner, size) and not self.sending_by.get(owner)
+            return stuck or self.sending == 0
+
         try:
-            await self.memory.acquire(owner, size, self.spill_after)
-            return True
-        except TimeoutError:
-            pass
-        if self.disk_has_room(self.share):
+            await self.memory.acquire(owner, size, self.wait_timeout, every=self.spill_after, give_up=give_up)
+        except GaveUp:
             return False
-        try:
-            await self.memory.acquire(owner, size, max(self.wait_timeout - self.spill_after, 0.001))
         except TimeoutError:
             raise StorageBusy("no memory came free for the upload; try again later") from None
         return True
+
+    def preempt(self) -> int:
+        """Move to disk parts in memory whose clients keep them waiting, those of users over
+        their cap and the slowest first, up to one share's worth (the writes are synchronous);
+        how many moved."""
+        now = asyncio.get_running_loop().time()
+        slow = sorted(
+            (part for part in self.filling if part.memory and part.slow_client(now)),
+            key=lambda part: (not self.memory.over_cap(part.owner), -part.client_seconds),
+        )
+        moved = freed = 0
+        for part in slow:
+            if freed >= self.share or not self.disk.try_acquire(part.owner, part.memory):
+                break
+            freed += part.memory
+            part.disk += part.memory
+            part.spill()
+            moved += 1
+        return moved
 
     @contextlib.contextmanager
     def upload(self, user: str, kind: str) -> Iterator[None]:
@@ -376,8 +420,21 @@ class PartPipeline:
         task = asyncio.create_task(
             self.s3.upload_part(key, upload_id, number, part.body(), **self.part_params(part))
         )
+        memory, owner = part.memory, part.owner
+        self.sending += memory
+        self.sending_by[owner] = self.sending_by.get(owner, 0) + memory
+
+        def done(_: object) -> None:
+            self.sending -= memory
+            left = self.sending_by[owner] - memory
+            if left:
+                self.sending_by[owner] = left
+            else:
+                del self.sending_by[owner]
+            part.release()
+
         # A done callback runs even for a task cancelled before it started.
-        task.add_done_callback(lambda _: part.release())
+        task.add_done_callback(done)
         return task
 
     def _collect(

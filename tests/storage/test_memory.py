@@ -191,8 +191,9 @@ async def test_one_upload_never_holds_more_than_its_share(aiohttp_client, settin
 
 async def test_the_budget_serves_users_in_turn_not_uploads():
     """One user with ten waiting requests and another with one: the other is second in line."""
-    budget = FairBudget(10)
-    await budget.acquire("first", 10)
+    budget = FairBudget(2)
+    await budget.acquire("first", 1)
+    await budget.acquire("first", 1)
     order: list[str] = []
 
     async def take(owner: str) -> None:
@@ -203,11 +204,25 @@ async def test_the_budget_serves_users_in_turn_not_uploads():
     await asyncio.sleep(0)
     modest = asyncio.create_task(take("modest"))
     await asyncio.sleep(0)
-    for _ in range(11):
-        budget.release(1)
-        await asyncio.sleep(0)
-    await asyncio.gather(*greedy, modest)
-    assert order[:2] == ["greedy", "modest"]
+    for _ in range(2):
+        budget.release("first", 1)
+        await asyncio.sleep(0.01)
+    assert order == ["greedy", "modest"]
+    for task in [*greedy, modest]:
+        task.cancel()
+
+
+async def test_a_user_over_its_cap_is_passed_over_even_with_bytes_free():
+    """Ten bytes, two users: each may hold five (plus one of slack) while the other wants some."""
+    budget = FairBudget(10, slack=1)
+    await budget.acquire("greedy", 6)  # alone: its cap is the whole budget (and slack)
+    await budget.acquire("modest", 3)
+    more = asyncio.create_task(budget.acquire("greedy", 1))
+    await asyncio.sleep(0.05)
+    assert not more.done()  # a byte is free, but greedy holds its share
+    budget.release("modest", 3)  # modest is done: greedy alone again
+    await asyncio.wait_for(more, 1)
+    assert budget.held_by == {"greedy": 7}
 
 
 async def test_a_large_request_is_not_passed_by_smaller_ones_in_its_turn():
@@ -218,7 +233,7 @@ async def test_a_large_request_is_not_passed_by_smaller_ones_in_its_turn():
     small = asyncio.create_task(budget.acquire("c", 1))
     await asyncio.sleep(0)
     assert not small.done()  # it would fit, but b's turn comes first
-    budget.release(8)
+    budget.release("a", 8)
     await asyncio.gather(large, small)
     assert budget.held == 6
 
@@ -229,5 +244,5 @@ async def test_a_wait_that_times_out_takes_nothing():
     with pytest.raises(TimeoutError):
         await budget.acquire("b", 1, within=0.05)
     assert not budget.waiting
-    budget.release(10)
+    budget.release("a", 10)
     assert budget.held == 0

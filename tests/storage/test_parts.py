@@ -83,8 +83,8 @@ async def test_a_waiter_cancelled_in_the_queue_does_not_block_the_next():
     cancelled.cancel()
     await asyncio.wait_for(behind, 1)
     assert budget.held == 10
-    budget.release(8)
-    budget.release(2)
+    budget.release("a", 8)
+    budget.release("b", 2)
     assert budget.held == 0
 
 
