@@ -160,7 +160,8 @@ class Settings:
     # curl) never sees it: MEMORY_BUDGET, shared fairly, is what makes uploads wait.
     max_uploads_per_user: int = 128
     memory_budget: int = 512 * MiB
-    # Seconds an upload waits for memory before its part moves to a temporary file.
+    # While memory is short, how often parts whose clients keep them waiting longer than
+    # this are moved to temporary files (storage/parts.py).
     spill_after: float = 1.0
     # Disk that parts in temporary files may take, all uploads together.
     spool_budget: int = 8 * GiB
