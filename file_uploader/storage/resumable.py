@@ -479,6 +479,10 @@ class Resumable:
             if body.digest is None:  # a checksum covers the whole body: nothing to keep
                 await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lease))
             raise
+        except FileNotFound:
+            # NoSuchUpload, or the old tail gone: another writer completed or
+            # moved the upload on under us (only without conditional writes).
+            raise UploadConflict("another request changed this upload; ask HEAD for its offset") from None
         finally:
             await head.aclose()  # gives back its S3 connection if the body failed midway
         assert tail is not None

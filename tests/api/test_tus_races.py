@@ -119,7 +119,9 @@ async def test_without_conditional_writes_racing_patches_never_mix(
     print(f"10 races without conditional writes: {mixed} mixed; statuses {outcomes}")
     assert mixed == 0
     for statuses in outcomes:
-        assert set(statuses) <= {204, 409, 423}, statuses
+        # The one that lost may also hear S3 refuse its parts: moto answers 500
+        # (here 502) to an UploadPart that races the other's completion.
+        assert statuses.count(204) <= 1 and set(statuses) <= {204, 409, 423, 502}, statuses
 
 
 async def test_a_patch_while_another_holds_the_lock_gets_423(gw, auth):
