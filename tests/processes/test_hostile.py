@@ -322,9 +322,8 @@ async def test_memory_stays_within_the_budget_while_uploads_hold_half_sent_parts
                     f"PUT /api/files/greedy-{n} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tokens[n % 2]}\r\n"
                     f"Content-Length: {100 * MiB}\r\n\r\n".encode()
                     + os.urandom(PART - MiB // 2)
-                )
+                )  # not drained: what the gateway does not read stays in the socket buffers
                 writers.append(writer)
-            await asyncio.gather(*(writer.drain() for writer in writers))
 
             async def trickle() -> None:
                 while True:
