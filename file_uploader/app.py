@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 from .api import files, forms, health, page, public, share, tus
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
+from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
 from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE
@@ -104,5 +105,6 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(storage_context)
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(security_headers)
     app.router.add_routes(ROUTES)
     return app

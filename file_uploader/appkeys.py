@@ -16,3 +16,5 @@ IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
 USER_ID = web.RequestKey("user_id", str)
 # The request's id: the client's X-Request-ID if sane, else a new one.
 REQUEST_ID = web.RequestKey("request_id", str)
+# Set when a response was cut short by its client: "disconnected" or "send_timeout".
+CUT_SHORT = web.RequestKey("cut_short", str)

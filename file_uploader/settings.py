@@ -13,7 +13,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, MiB, parse_size
+from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, GiB, MiB, parse_size
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -104,6 +104,10 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", _text),
     "S3_MAX_CONNECTIONS": ("s3_max_connections", _whole(1)),
     "S3_MAX_ATTEMPTS": ("s3_max_attempts", _whole(1)),
+    "S3_DOWNLOAD_CONNECTIONS": ("s3_download_connections", _whole(0)),
+    "S3_UPLOAD_CONNECTIONS": ("s3_upload_connections", _whole(0)),
+    "S3_POOL_TIMEOUT": ("s3_pool_timeout", _seconds(0.1)),
+    "S3_CONDITIONAL_WRITES": ("s3_conditional_writes", _bool),
     "S3_CHECKSUM": ("s3_checksum", _one_of(S3_CHECKSUMS)),
     "S3_CHECKSUM_FALLBACK": ("s3_checksum_fallback", _one_of(S3_CHECKSUM_FALLBACKS)),
     "S3_CA_BUNDLE": ("s3_ca_bundle", _file),
@@ -111,13 +115,20 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORT": ("port", _whole(0)),
     "LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
+    "HEADER_TIMEOUT": ("header_timeout", _seconds(0.1)),
+    "KEEPALIVE_TIMEOUT": ("keepalive_timeout", _seconds(0.1)),
+    "SEND_TIMEOUT": ("send_timeout", _seconds(0.1)),
+    "MAX_CONNECTIONS": ("max_connections", _whole(1)),
     "PART_SIZE": ("part_size", _size),
     "PARTS_IN_FLIGHT": ("parts_in_flight", _whole(1)),
     "MEMORY_BUDGET": ("memory_budget", _size),
+    "SPILL_AFTER": ("spill_after", _seconds(0)),
+    "SPOOL_BUDGET": ("spool_budget", _size),
     "MAX_FILE_SIZE": ("max_file_size", _size),
     "BODY_READ_TIMEOUT": ("body_read_timeout", _seconds(0.1)),
     "MAX_UPLOADS_PER_USER": ("max_uploads_per_user", _whole(0)),
     "UPLOAD_EXPIRY": ("upload_expiry", _seconds(1)),
+    "UPLOAD_LOCK_SECONDS": ("upload_lock_seconds", _seconds(1)),
     "SHARE_SECRET": ("share_secret", _text),
     "SHARE_MAX_SECONDS": ("share_max_seconds", _whole(1)),
     "GRACEFUL_TIMEOUT": ("graceful_timeout", _whole(0)),
@@ -143,6 +154,19 @@ class Settings:
     parts_in_flight: int = 4
     s3_max_connections: int = 64
     s3_max_attempts: int = 5
+    # Of S3_MAX_CONNECTIONS, the connections downloads may hold (streaming to
+    # clients) and those parts of uploads may hold; the rest is kept for the
+    # short calls (listings, HEAD, multipart bookkeeping, tus state), so none
+    # of the three can starve the others. 0: the default share (3/8 and 1/2).
+    s3_download_connections: int = 0
+    s3_upload_connections: int = 0
+    # Seconds a request waits for a free S3 connection of its kind before it
+    # gets 503 with Retry-After (aiobotocore's own pool would wait forever).
+    s3_pool_timeout: float = 10.0
+    # Whether the S3 honours If-None-Match: * and If-Match on PutObject
+    # (AWS since 2024, MinIO, moto): tus locks and commits compare-and-swap
+    # when it does (storage/resumable.py says what remains when it does not).
+    s3_conditional_writes: bool = True
     s3_checksum: str = "crc32"  # see storage/checksums.py
     s3_checksum_fallback: str = "md5"  # see storage/probe.py
     # PEM file of the CAs to trust for an https S3_ENDPOINT_URL (a private
@@ -150,15 +174,34 @@ class Settings:
     s3_ca_bundle: str | None = None
     max_file_size: int = MAX_OBJECT_SIZE
     body_read_timeout: float = 60.0
-    max_uploads_per_user: int = 32  # per process; 0: no limit
+    # Per process; 0: no limit. High enough that a parallel client (xargs -P 50
+    # curl) never sees it: MEMORY_BUDGET, shared fairly, is what makes uploads wait.
+    max_uploads_per_user: int = 128
     memory_budget: int = 512 * MiB
+    # While memory is short, how often parts whose clients keep them waiting longer than
+    # this are moved to temporary files (storage/parts.py).
+    spill_after: float = 1.0
+    # Disk that parts in temporary files may take, all uploads together.
+    spool_budget: int = 8 * GiB
     log_level: str = "INFO"
     # A tus upload not PATCHed for this long expires (Upload-Expires).
     upload_expiry: float = 24 * 3600.0
+    # Lease of a tus upload's lock: renewed every third of it while a PATCH
+    # runs; a lock left by a killed process frees itself after this long.
+    upload_lock_seconds: float = 20.0
     # Key of the HMAC that signs share links; None: a random one per process.
     share_secret: str | None = dataclasses.field(default=None, repr=False)
     share_max_seconds: int = 7 * 24 * 3600
     log_format: str = "text"  # or "json": one JSON object per line
+    # Client connections (ops/connections.py): a request head must be complete
+    # this many seconds after its first byte (or after the connection opened)...
+    header_timeout: float = 10.0
+    # ...an idle keep-alive connection is closed after this long...
+    keepalive_timeout: float = 15.0
+    # ...a response its client takes no bytes of for this long is cut off...
+    send_timeout: float = 30.0
+    # ...and a process holds at most this many (fewer if its open-file limit is lower).
+    max_connections: int = 1000
     # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
     graceful_timeout: int = 30
     workers: int = dataclasses.field(default_factory=_usable_cpus)  # gunicorn
@@ -189,6 +232,19 @@ class Settings:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.s3_max_connections < self.parts_in_flight:
             raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
+        downloads, uploads = self.s3_lanes()[:2]
+        if downloads < 1 or uploads < 1 or downloads + uploads >= self.s3_max_connections:
+            raise SettingsError(
+                "S3_DOWNLOAD_CONNECTIONS and S3_UPLOAD_CONNECTIONS must each be at least 1 and leave "
+                "at least one of S3_MAX_CONNECTIONS for listings and other short calls"
+            )
+
+    def s3_lanes(self) -> tuple[int, int, int]:
+        """S3_MAX_CONNECTIONS split into (downloads, uploads, short calls)."""
+        total = self.s3_max_connections
+        downloads = self.s3_download_connections or max(1, total * 3 // 8)
+        uploads = self.s3_upload_connections or max(1, total // 2)
+        return downloads, uploads, total - downloads - uploads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

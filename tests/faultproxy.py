@@ -124,7 +124,8 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # A short shutdown: a delayed request must not hold up the end of a test.
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         serving = None
         if self._tls:

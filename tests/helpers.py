@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import uuid
@@ -62,8 +63,14 @@ class Gateway(str):
 
 
 @contextlib.contextmanager
-def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Iterator[Gateway]:
-    """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL."""
+def run_gateway(
+    s3_url: str, bucket: str, workdir: Path, *, open_files: int | None = None, **settings: str
+) -> Iterator[Gateway]:
+    """`python -m file_uploader` as its own process, logging to workdir/gateway.log; yields its URL.
+
+    `open_files` caps the process's open-file limit, soft and hard (the usual
+    default is a soft limit of 1,024).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -77,9 +84,16 @@ def run_gateway(s3_url: str, bucket: str, workdir: Path, **settings: str) -> Ite
     }
     workdir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "file_uploader"]
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with (
         (workdir / "gateway.log").open("w") as log,
-        child_server(command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT) as process,
+        child_server(
+            command, port, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files
+        ) as process,
     ):
         url = Gateway(f"http://127.0.0.1:{port}")
         url.pid = process.pid

@@ -8,7 +8,7 @@ body behind `Expect: 100-continue`.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import USER_ID
@@ -21,6 +21,8 @@ API_PREFIX = "/api/"
 # Under /api/ but open to all: the API's description, which a client reads before it has a
 # token, and the public library.
 PUBLIC_PATHS = frozenset({OPENAPI_PATH, "/api/public"})
+# tus discovery (OPTIONS /api/uploads...) tells what the server supports, nothing of anyone's.
+PUBLIC_OPTIONS_PREFIX = "/api/uploads"
 # Routes that may carry the token in a multipart/form-data body instead of the header,
 # because a plain HTML form cannot set a header: their handler authenticates (forms.py).
 BODY_TOKEN_ROUTES = frozenset({("POST", "/api/files")})
@@ -54,7 +56,9 @@ def authenticate_with(request: web.Request, token: str) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or (
+        request.method == hdrs.METH_OPTIONS and request.path.startswith(PUBLIC_OPTIONS_PREFIX)
+    ):
         return await handler(request)
     if (
         (request.method, request.path) in BODY_TOKEN_ROUTES

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..appkeys import CUT_SHORT
+from ..ops.access import route_of
 from ..storage import errors as storage
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,16 @@ RETRY_AFTER_SECONDS = "5"
 _RETRY = {"Retry-After": RETRY_AFTER_SECONDS}
 # tus's checksum extension answers a mismatch with this status.
 CHECKSUM_MISMATCH = 460
+
+
+class ClientGone(Exception):
+    """A response could not be finished because of its client: it went away, or it took no
+    bytes for SEND_TIMEOUT. Not the gateway's failure: logged at INFO, counted as 499."""
+
+    def __init__(self, reason: str, response: web.StreamResponse) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "disconnected" or "send_timeout"
+        self.response = response
 
 
 class ApiError(Exception):
@@ -59,6 +71,11 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
     storage.NotAnImage: (415, "not_an_image", {}),
     storage.ImageTooLarge: (422, "image_too_large", {}),
+    storage.UploadLocked: (423, "upload_locked", _RETRY),
+    storage.UploadConflict: (409, "upload_conflict", {}),
+    storage.PreconditionFailed: (409, "upload_conflict", {}),
+    storage.PartsChanged: (409, "upload_conflict", {}),
+    storage.StorageBusy: (503, "busy", _RETRY),
     storage.StorageUnavailable: (503, "storage_unavailable", _RETRY),
     storage.StorageError: (502, "storage_error", {}),
 }
@@ -93,6 +110,20 @@ def as_api_error(exc: Exception) -> ApiError:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except ClientGone as exc:
+        # The status line is out and the client cannot be told anything more:
+        # drop the connection (at once, whatever is still buffered for it) and
+        # hand aiohttp the response it has already started.
+        request[CUT_SHORT] = exc.reason
+        if request.transport is not None:
+            request.transport.abort()
+        log.info(
+            "response cut short: %s",
+            "the client went away"
+            if exc.reason == "disconnected"
+            else "the client took no bytes for SEND_TIMEOUT",
+        )
+        return exc.response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -104,7 +135,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         error = as_api_error(exc)
         if error.status == 500:
-            log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+            # The route's pattern, not the path: a path holds a file name.
+            log.exception("unhandled error in %s %s", request.method, route_of(request))
     response = error_response(error)
     if not request.content.is_eof():
         # The body will not be read: close the connection rather than let

@@ -7,6 +7,7 @@ public links alike.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import re
@@ -28,7 +29,7 @@ from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
 from .auth import authenticate
 from .body import declared_length, expect_body, read_body
 from .digests import expected_digests, verified
-from .errors import ApiError
+from .errors import ApiError, ClientGone
 
 FILES = "/api/files"
 PUBLIC_HEADER = "X-Public"  # on PUT: true puts the file in the public library
@@ -38,9 +39,24 @@ PUBLIC_FILE_NAME = "public_file"  # the route's name, to build public URLs with
 FILE = r"/api/files/{name:[\s\S]+}"
 
 # One satisfiable form of Range: a single `bytes=first-last`, `first-` or `-suffix`.
-# Anything else (several ranges, other units) is ignored and the whole file is
-# sent, as RFC 9110 allows.
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+# Anything else (several ranges, other units, numbers longer than any file size) is
+# ignored and the whole file is sent, as RFC 9110 allows.
+_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+
+
+def raw_path(request: web.Request) -> str:
+    """The request target's path as sent (still percent-encoded), without the query.
+
+    A target may come in absolute form (`PUT http://host/api/files/x`, RFC 9112
+    section 3.2.2, what a client talking to a proxy sends): its path is what
+    follows the authority. aiohttp routes such a request by that path, but its
+    `raw_path` is the whole target.
+    """
+    target = request.raw_path
+    if not target.startswith("/"):
+        after_scheme = target.split("://", 1)[-1]
+        target = "/" + after_scheme.split("/", 1)[1] if "/" in after_scheme else "/"
+    return target.split("?", 1)[0]
 
 
 def decode_name(request: web.Request, suffix: str = "") -> str:
@@ -50,7 +66,7 @@ def decode_name(request: web.Request, suffix: str = "") -> str:
     refused instead of surviving as the literal text `%FF`, which would make
     two different URLs name one file. `+` is a plain character in a path.
     """
-    raw = request.raw_path.split("?", 1)[0].split("/", 3)[3]  # after /api/files/
+    raw = raw_path(request).split("/", 3)[3]  # after /api/files/
     if suffix:
         raw = raw[: -len(suffix)]
     try:
@@ -191,6 +207,26 @@ async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> Async
         yield [{"name": name, "size": info.size, "modified": _iso(info)} for name, info in page]
 
 
+async def send(request: web.Request, response: web.StreamResponse, data: bytes | None = None) -> None:
+    """Write `data` (None: the end of the body), or raise ClientGone.
+
+    A client that takes no bytes for SEND_TIMEOUT is cut off: otherwise it
+    could hold its response, and for a download one of the S3 connections set
+    aside for downloads, for as long as it liked.
+    """
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].send_timeout):
+            if data is None:
+                await response.write_eof()
+            else:
+                await response.write(data)
+    except TimeoutError:
+        metrics.CLIENTS_CUT_OFF.labels("send_timeout").inc()
+        raise ClientGone("send_timeout", response) from None
+    except ConnectionError:
+        raise ClientGone("disconnected", response) from None
+
+
 async def _prepend(first: list[Any], rest: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
     yield first
     async for item in rest:
@@ -255,15 +291,15 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     first = await pages.__anext__()
     response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json; charset=utf-8"})
     await response.prepare(request)
-    await response.write(b"[")
+    await send(request, response, b"[")
     separator = ""
     async for items in _prepend(first, pages):
         if items:
             text = separator + ", ".join(json.dumps(item, ensure_ascii=False) for item in items)
-            await response.write(text.encode())
+            await send(request, response, text.encode())
             separator = ", "
-    await response.write(b"]")
-    await response.write_eof()
+    await send(request, response, b"]")
+    await send(request, response)
     return response
 
 
@@ -336,11 +372,11 @@ async def send_file(
         sent = 0
         try:
             async for chunk in download.chunks():
-                await response.write(chunk)
+                await send(request, response, chunk)
                 sent += len(chunk)
         finally:
             metrics.DOWNLOADED_BYTES.inc(sent)
-        await response.write_eof()
+        await send(request, response)
     return response
 
 

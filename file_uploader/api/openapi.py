@@ -41,7 +41,11 @@ def _no_body(description: str) -> dict[str, Any]:
 _COMMON = {
     "401": _error("no token, a malformed one, or more than one", ("WWW-Authenticate",)),
     "502": _error("S3 refused the operation"),
-    "503": _error("S3 is unreachable or busy; try again", ("Retry-After",)),
+    "503": _error(
+        "S3 is unreachable or busy, or the gateway is at one of its limits (S3 connections, "
+        "memory, client connections); try again",
+        ("Retry-After",),
+    ),
 }
 _NAMED = {**_COMMON, "400": _error("the file name cannot be stored (see the message)")}
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -259,13 +263,11 @@ _TUS_ERRORS = {
     "412": _error("an unsupported Tus-Resumable", ("Tus-Version",)),
 }
 _TUS_OPTIONS = {
-    "summary": "tus discovery: version, extensions, maximum size",
+    "summary": "tus discovery: version, extensions, maximum size (no token needed)",
     "security": [],
-    "responses": {
-        "204": _no_body("the server's tus capabilities"),
-        "401": _error("a token header that is not a token", ("WWW-Authenticate",)),
-    },
+    "responses": {"204": _no_body("the server's tus capabilities")},
 }
+_TUS_LOCKED = _error("another request is writing to this upload; try again", ("Retry-After",))
 _TUS_CREATE = {
     "summary": "start a resumable (tus) upload; the file name is the filename metadata key",
     "parameters": [
@@ -277,8 +279,9 @@ _TUS_CREATE = {
     "responses": {
         "201": {"description": "created", "headers": {"Location": _STRING, "Upload-Offset": _STRING}},
         **_TUS_ERRORS,
-        "413": _error("Upload-Length is over MAX_FILE_SIZE"),
+        "413": _error("Upload-Length is over MAX_FILE_SIZE, or the body is longer than Upload-Length"),
         "415": _error("a body without Content-Type: application/offset+octet-stream"),
+        "460": _error("the body does not match Upload-Checksum (nothing is created)"),
     },
 }
 _UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -292,7 +295,7 @@ def _tus_paths() -> dict[str, Any]:
             "parameters": [_UPLOAD_ID],
             "options": _TUS_OPTIONS,
             "head": {
-                "summary": "the upload's offset (where to resume)",
+                "summary": "the upload's offset (where to resume); a finished upload's is its length",
                 "parameters": [_TUS_VERSION],
                 "responses": {
                     "200": {"description": "the upload", "headers": {"Upload-Offset": _STRING}},
@@ -315,21 +318,28 @@ def _tus_paths() -> dict[str, Any]:
                     **_TUS_ERRORS,
                     "404": _error("no such upload"),
                     "408": _error("the client stopped sending the body"),
-                    "409": _error("Upload-Offset is not the upload's offset"),
+                    "409": _error(
+                        "Upload-Offset is not the upload's offset, or another request changed the "
+                        "upload meanwhile (HEAD tells where to resume)"
+                    ),
                     "410": _error("the upload expired"),
-                    "413": _error("the bytes run past the upload's length"),
+                    "413": _error(
+                        "the bytes run past the upload's length, or Upload-Length past MAX_FILE_SIZE"
+                    ),
+                    "423": _TUS_LOCKED,
                     "415": _error("Content-Type is not application/offset+octet-stream"),
                     "460": _error("the bytes do not match Upload-Checksum"),
                 },
             },
             "delete": {
-                "summary": "terminate the upload",
+                "summary": "terminate the upload (a finished one is forgotten; its file stays)",
                 "parameters": [_TUS_VERSION],
                 "responses": {
                     "204": _no_body("terminated"),
                     **_TUS_ERRORS,
                     "404": _error("no such upload"),
                     "410": _error("the upload expired"),
+                    "423": _TUS_LOCKED,
                 },
             },
         },

@@ -9,15 +9,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .headers import PAGE_POLICY
+
 STATIC = Path(__file__).with_name("static")
-# The page runs only its own script and style files: no inline script or style, no eval;
-# images it fetches with the token header become blob: URLs; nobody may frame it.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
+# Also what the plain form's answer page (forms.py) is sent with.
 PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Content-Security-Policy": PAGE_POLICY,
     "X-Content-Type-Options": "nosniff",
     # The page is small and changes with each release: revalidate rather than cache.
     "Cache-Control": "no-cache",

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 
@@ -39,8 +40,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+# Unpadded base64url, as _b64 writes it: anything else (padding, characters
+# outside the alphabet, which a lenient decoder skips) is not one of our links.
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the one spelling _b64 gives (no padding, no stray or leftover bits)."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical spelling")
+    return data
 
 
 def sign(secret: bytes, key: str, etag: str, expires: int) -> str:
@@ -75,8 +87,10 @@ async def _expires_in(request: web.Request, maximum: int) -> int:
     if value is None:
         return min(DEFAULT_SHARE_SECONDS, maximum)
     try:
-        seconds = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        # A whole number, as JSON or query text; 3600.0 is one too, 1e400 (inf) and 1.5 are not.
+        number = float(value) if isinstance(value, float) else int(value)  # type: ignore[call-overload]
+        seconds = int(number) if number == int(number) else 0
+    except (TypeError, ValueError, OverflowError):
         seconds = 0
     if isinstance(value, bool) or not 1 <= seconds <= maximum:
         raise ApiError(

@@ -17,7 +17,7 @@ from email.utils import formatdate
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
-from ..storage.errors import InvalidName
+from ..storage.errors import ChecksumMismatch, InvalidName, TooLarge
 from ..storage.resumable import CHECKSUMS, Upload
 from .auth import authenticate
 from .body import expect_body, read_body
@@ -63,12 +63,17 @@ def tus_route(handler: Handler) -> Handler:
     return wrapper
 
 
+# Longer than any offset or length S3 can hold (5 TiB has 13 digits): refused
+# before int() is asked to parse a thousand digits.
+_MAX_DIGITS = 19
+
+
 def _number(request: web.Request, header: str) -> int | None:
     value = request.headers.get(header)
     if value is None:
         return None
-    if not value.isascii() or not value.isdigit():
-        raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer")
+    if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
+        raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer of at most 19 digits")
     return int(value)
 
 
@@ -104,11 +109,10 @@ def _expires(upload: Upload) -> str:
     return formatdate(upload.expires, usegmt=True)
 
 
-def _check_body_fits(request: web.Request, upload: Upload, offset: int) -> None:
+def _check_body_fits(request: web.Request, length: int | None, offset: int) -> None:
     """Refuse before reading a declared body that would run past the upload's end."""
     size = request.content_length
-    limit = request.app[SETTINGS].max_file_size
-    end = upload.length if upload.length is not None else limit
+    end = length if length is not None else request.app[SETTINGS].max_file_size
     if size is not None and offset + size > end:
         raise ApiError(413, "upload_too_large", f"the upload ends at byte {end}")
 
@@ -118,7 +122,7 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
         raise ApiError(415, "unsupported_media_type", f"send Content-Type: {OFFSET_OCTET_STREAM}")
     length = _number(request, "Upload-Length")
     checksum = _checksum(request)
-    _check_body_fits(request, upload, offset)
+    _check_body_fits(request, length if length is not None else upload.length, offset)
     return await request.app[STORAGE].resumable.append(
         upload, offset, read_body(request), now=time.time(), length=length, checksum=checksum
     )
@@ -132,7 +136,7 @@ def _upload_headers(upload: Upload) -> dict[str, str]:
 
 
 async def options(request: web.Request) -> web.Response:
-    """Discovery; tus lets OPTIONS go without Tus-Resumable."""
+    """Discovery; tus lets OPTIONS go without Tus-Resumable, and it needs no token (auth.py)."""
     return web.Response(
         status=204,
         headers={
@@ -155,11 +159,20 @@ async def create(request: web.Request) -> web.Response:
     name = _metadata(raw_metadata).get("filename")
     if not name:
         raise InvalidName("Upload-Metadata has no filename")
+    with_upload = request.body_exists and request.content_type == OFFSET_OCTET_STREAM
+    if with_upload:  # creation-with-upload: a body that cannot fit creates nothing
+        _check_body_fits(request, length, 0)
+        checksum = _checksum(request)
     resumable = request.app[STORAGE].resumable
     upload = await resumable.create(request[USER_ID], name, length, raw_metadata, time.time())
     headers: dict[str, str] = {hdrs.LOCATION: f"{UPLOADS}/{upload.id}"}
-    if request.body_exists and request.content_type == OFFSET_OCTET_STREAM:  # creation-with-upload
-        upload = await _append(request, upload, 0)
+    if with_upload:
+        try:
+            upload = await resumable.append(upload, 0, read_body(request), now=time.time(), checksum=checksum)
+        except (TooLarge, ChecksumMismatch):
+            # The client is told the upload failed and gets no Location: leave no upload behind.
+            await resumable.terminate(upload)
+            raise
     headers.update(_upload_headers(upload))
     return web.Response(status=201, headers=headers)
 

@@ -14,7 +14,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..appkeys import IN_FLIGHT, REQUEST_ID, USER_ID
+from ..appkeys import CUT_SHORT, IN_FLIGHT, REQUEST_ID, USER_ID
 from . import metrics
 
 access_log = logging.getLogger("file_uploader.access")
@@ -23,6 +23,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming id is kept only if it is short and cannot break a log line.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so metrics stay bounded
+CLIENT_CLOSED = 499  # a response its client cut short (nginx's code): not a server error
 
 
 def request_id(request: web.Request) -> str:
@@ -33,7 +34,8 @@ def request_id(request: web.Request) -> str:
     return request[REQUEST_ID]
 
 
-def _route(request: web.Request) -> str:
+def route_of(request: web.Request) -> str:
+    """The request's route pattern (`/api/files/{name}`): what logs and metrics name, never the path."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED_ROUTE
 
@@ -50,14 +52,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Log and count every request; count it for a graceful stop while it runs."""
     started = time.perf_counter()
     rid = request_id(request)
-    route = _route(request)
+    route = route_of(request)
     in_flight = request.app[IN_FLIGHT]
     in_flight.enter()
     response: web.StreamResponse | None = None
     status = "cancelled"
     try:
         response = await handler(request)
-        status = str(response.status)
+        status = str(CLIENT_CLOSED if CUT_SHORT in request else response.status)
         if in_flight.draining:
             response.force_close()  # a keep-alive client must not start another request
         return response

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..app import create_app
 from ..appkeys import IN_FLIGHT
 from ..settings import Settings
+from .connections import GatewayRunner, raise_open_file_limit
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,12 @@ def cancel_window(settings: Settings) -> float:
 
 
 def runner_for(app: web.Application, settings: Settings, **kwargs: Any) -> web.AppRunner:
+    """The runner every server process uses: connection limits (connections.py), no aiohttp access log."""
+    raise_open_file_limit()
     # aiohttp waits up to shutdown_timeout twice (for handlers, then after cancelling them).
-    return web.AppRunner(app, access_log=None, shutdown_timeout=cancel_window(settings) / 2, **kwargs)
+    return GatewayRunner(
+        app, settings, access_log=None, shutdown_timeout=cancel_window(settings) / 2, **kwargs
+    )
 
 
 async def drain(runner: web.AppRunner, settings: Settings) -> None:

@@ -47,6 +47,21 @@ S3_SECONDS = Histogram(
     ["operation"],
     buckets=_SECONDS,
 )
+S3_POOL_TIMEOUTS = Counter(
+    "file_uploader_s3_pool_timeouts",
+    "S3 calls refused (503) because no connection of their lane came free in S3_POOL_TIMEOUT",
+    ["lane"],
+)
+PARTS_SPILLED = Counter(
+    "file_uploader_parts_spilled",
+    "Parts moved from memory to a temporary file because memory was contended",
+)
+CLIENTS_CUT_OFF = Counter(
+    "file_uploader_clients_cut_off",
+    "Client connections the gateway closed: reason header_timeout (a request head not complete "
+    "in HEADER_TIMEOUT), send_timeout (a response not read for SEND_TIMEOUT) or max_connections",
+    ["reason"],
+)
 S3_ERRORS = Counter(
     "file_uploader_s3_errors",
     "S3 calls that failed, by the storage error they became and S3's error code (empty: no answer)",

@@ -35,9 +35,7 @@ class GracefulWorker(GunicornUVLoopWebWorker):
         async def make_runner() -> web.AppRunner:
             # aiohttp's worker accepts a runner from the factory: keep it, to stop its sites.
             app = await make_app()
-            self._runner = runner_for(
-                app, self._settings, logger=self.log, keepalive_timeout=self.cfg.keepalive
-            )
+            self._runner = runner_for(app, self._settings, logger=self.log)
             return self._runner
 
         self.wsgi = make_runner

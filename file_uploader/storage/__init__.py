@@ -1,15 +1,16 @@
 """The storage layer: every S3 call of the gateway, and nothing of HTTP.
 
-    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging)
+    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging),
+                  and the lanes that split its connection pool (downloads, uploads, short calls)
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
-    budget.py     MEMORY_BUDGET and MAX_UPLOADS_PER_USER
-    parts.py      the one part pipeline, for PUT and tus alike
+    budget.py     MEMORY_BUDGET and SPOOL_BUDGET, served per user in turn; MAX_UPLOADS_PER_USER
+    parts.py      the one part pipeline, for PUT and tus alike: memory by bytes read, disk when short
     files.py      put, get, list (flat or by folder), delete, public or not
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
-    resumable.py  tus uploads, their state in S3
+    resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
     sweep.py      gc, purge (one user or all), deleting a folder
 
 `Storage` ties them together, once per process (or per admin command).
@@ -26,7 +27,7 @@ from typing import Any
 from ..ops import metrics
 from ..settings import Settings
 from .checksums import CHECKSUMS, configured
-from .client import S3, open_client
+from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .files import Files
 from .library import Library
@@ -50,11 +51,14 @@ class Storage:
             memory_budget=settings.memory_budget,
             integrity=configured(settings.s3_checksum),
             max_uploads_per_user=settings.max_uploads_per_user,
+            spool_budget=settings.spool_budget,
+            spill_after=settings.spill_after,
+            wait_timeout=settings.body_read_timeout,
         )
         self.library = Library(s3)
         self.thumbnails = Thumbnails(
             s3,
-            self.pipeline.budget,
+            self.pipeline.memory,
             max_pixels=settings.thumbnail_max_pixels,
             # Held in memory under the budget while decoded: never more than the budget itself.
             max_bytes=min(settings.thumbnail_max_bytes, settings.memory_budget),
@@ -66,6 +70,7 @@ class Storage:
             self.pipeline,
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
+            lock_seconds=settings.upload_lock_seconds,
             on_stored=lambda key: self.files.stored(key, public=False),
         )
         self._settings = settings
@@ -122,6 +127,11 @@ class Storage:
         decision = choose(self._settings.s3_checksum, self._settings.s3_checksum_fallback, found)
         self.pipeline.integrity = decision.integrity
         self.capabilities = found
+        # tus locks and commits use conditional writes only where S3 honours both kinds
+        # (S3_CONDITIONAL_WRITES=0 turns them off whatever the probe says).
+        self.s3.conditional_writes = (
+            self._settings.s3_conditional_writes and found.if_none_match and found.if_match
+        )
         metrics.report_s3(decision.integrity.describe(), found.flags())
         integrity = decision.integrity
         log.info(
@@ -160,7 +170,13 @@ class Storage:
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """A Storage with its own S3 client, open for the block; one per process or admin command."""
     async with open_client(settings) as client:
-        storage = Storage(S3(client, settings.s3_bucket), settings)
+        s3 = S3(
+            client,
+            settings.s3_bucket,
+            Lanes.from_settings(settings),
+            conditional_writes=settings.s3_conditional_writes,
+        )
+        storage = Storage(s3, settings)
         try:
             yield storage
         finally:

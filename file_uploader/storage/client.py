@@ -5,16 +5,41 @@ through its S3API interface: one place names each operation (for metrics and
 logs), translates botocore's and aiohttp's errors into the storage layer's own,
 paginates, batches deletes and aborts. Nothing outside this module imports
 aiobotocore or botocore.
+
+The connection pool, and why it is split in lanes. aiobotocore 3.10's
+AIOHTTPSession gives aiohttp a `TCPConnector(limit=max_pool_connections)` and
+a `ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)`; the
+timeout aiohttp has for waiting for a free pooled connection (`connect`, or
+`total`) is left unset, and AioConfig's `pool_timeout` connector argument is
+read only by its httpx session. So with the aiohttp session a call waits for a
+free connection for ever. And a streamed GetObject holds its connection until
+the client of the download has taken the last byte: 64 downloads whose clients
+never read held all 64 connections, and every other call of every user waited.
+So each call takes a `Lane` first, a semaphore with a bounded wait:
+
+- downloads (GetObject streamed to a client), S3_DOWNLOAD_CONNECTIONS;
+- uploads (UploadPart, PutObject of a file's or a tail's bytes, reading a tus
+  tail back), S3_UPLOAD_CONNECTIONS;
+- short calls (listings, HEAD, DELETE, multipart bookkeeping, tus state and
+  locks): whatever S3_MAX_CONNECTIONS leaves.
+
+The lanes add up to the pool's size, so aiohttp's own wait never happens; a
+call that finds its lane full for S3_POOL_TIMEOUT raises StorageBusy (503 with
+Retry-After). Downloads cannot starve uploads or listings, nor the other way
+round; a client that stops reading is cut off after SEND_TIMEOUT (api/files.py),
+which gives its connection back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import enum
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import IO, Any
 
 import aiohttp
@@ -28,8 +53,10 @@ from ..settings import Settings
 from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE
 from .errors import (
     FileNotFound,
+    PartsChanged,
     PreconditionFailed,
     RangeNotSatisfiable,
+    StorageBusy,
     StorageError,
     StorageFailure,
     StorageUnavailable,
@@ -53,6 +80,9 @@ _CORRUPTION_CODES = {"BadDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA
 # Set while probe.py sends requests meant to be refused: their refusals are
 # findings, not faults, so they are neither logged as warnings nor counted.
 _probing: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
+# A conditional request found another version (AWS answers 409 ConditionalRequestConflict
+# when two conditional writes to one key overlap).
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 Body = bytes | IO[bytes]
 
@@ -163,8 +193,13 @@ def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
         failure, level = RangeNotSatisfiable(int(error.get("ActualObjectSize", 0) or 0)), logging.DEBUG
     elif code in _BUSY_CODES:
         failure = StorageUnavailable(f"S3 is busy ({code} on {operation})")
-    elif code == "PreconditionFailed":
-        failure = PreconditionFailed(f"S3 refused {operation} ({code})", code)
+    elif code in _PRECONDITION_CODES:
+        failure = PreconditionFailed(f"another version is there ({operation}: {code})", code)
+        level = min(level, logging.INFO)
+    elif code == "InvalidPart":
+        # CompleteMultipartUpload named a part whose ETag S3 does not hold: another writer
+        # replaced it (resumable.py records every part's ETag to find out).
+        failure = PartsChanged(f"S3 holds other parts than recorded ({operation})")
         level = min(level, logging.INFO)
     elif code in _CORRUPTION_CODES:
         failure = TransferCorrupted(f"S3 refused {operation} ({code}): it received other bytes", code)
@@ -175,12 +210,82 @@ def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
     return failure
 
 
+class Lane(enum.Enum):
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    SHORT = "short"
+
+
+class Lanes:
+    """The S3 connections each kind of call may hold, and how long a call waits for one."""
+
+    def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
+        self.sizes = dict(sizes)
+        self.timeout = timeout
+        self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
+        self.in_use = dict.fromkeys(sizes, 0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lanes:
+        downloads, uploads, short = settings.s3_lanes()
+        sizes = {Lane.DOWNLOAD: downloads, Lane.UPLOAD: uploads, Lane.SHORT: short}
+        return cls(sizes, settings.s3_pool_timeout)
+
+    async def take(self, lane: Lane) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._free[lane].acquire()
+        except TimeoutError:
+            metrics.S3_POOL_TIMEOUTS.labels(lane.value).inc()
+            raise StorageBusy(f"no S3 connection came free for {self.timeout:g} s") from None
+        self.in_use[lane] += 1
+
+    def give(self, lane: Lane) -> None:
+        self.in_use[lane] -= 1
+        self._free[lane].release()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, lane: Lane) -> AsyncIterator[None]:
+        await self.take(lane)
+        try:
+            yield
+        finally:
+            self.give(lane)
+
+
+@dataclasses.dataclass
+class OpenObject:
+    """A GetObject whose body is still to be read; it holds a download connection until closed."""
+
+    response: dict[str, Any]
+    _lanes: Lanes
+    _closed: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        # The chunks aiohttp received, as received: reading fixed-size pieces
+        # (the body's iter_chunks) would join buffered chunks into new bytes
+        # objects first, one more copy of every byte on its way to the client.
+        with translated("GetObject"):
+            async for chunk, _ in self.response["Body"].raw_stream.content.iter_chunks():
+                yield chunk
+
+    def close(self) -> None:
+        """Give the connection back (closing it if the body was not read to the end)."""
+        if not self._closed:
+            self._closed = True
+            self.response["Body"].close()
+            self._lanes.give(Lane.DOWNLOAD)
+
+
 class S3:
     """One bucket, through the calls the gateway makes. `client` is an aiobotocore S3 client."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, lanes: Lanes, *, conditional_writes: bool = True) -> None:
         self._client = client
         self.bucket = bucket
+        self.lanes = lanes
+        # Whether PutObject honours If-Match / If-None-Match here (see Settings.s3_conditional_writes).
+        self.conditional_writes = conditional_writes
         send_bodies_as_is(client)
 
     @staticmethod
@@ -197,8 +302,9 @@ class S3:
 
     async def bucket_exists(self) -> bool:
         try:
-            with translated("HeadBucket"):
-                await self._client.head_bucket(Bucket=self.bucket)
+            async with self.lanes.hold(Lane.SHORT):
+                with translated("HeadBucket"):
+                    await self._client.head_bucket(Bucket=self.bucket)
         except FileNotFound:
             return False
         return True
@@ -208,66 +314,104 @@ class S3:
         region = self._client.meta.region_name
         if region != "us-east-1":  # S3 rejects us-east-1 as a LocationConstraint
             request["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        with translated("CreateBucket"):
-            await self._client.create_bucket(**request)
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("CreateBucket"):
+                await self._client.create_bucket(**request)
 
     # Objects.
 
-    async def put_object(self, key: str, body: Body, **params: Any) -> dict[str, Any]:
+    async def put_object(
+        self, key: str, body: Body, *, lane: Lane = Lane.SHORT, **params: Any
+    ) -> dict[str, Any]:
         """PutObject; `params` are botocore's (ContentType, Metadata, a checksum, conditions)."""
-        with translated("PutObject"):
-            return await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
+        async with self.lanes.hold(lane):
+            with translated("PutObject"):
+                return await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
 
-    async def get_object(self, key: str, byte_range: str | None = None) -> dict[str, Any]:
-        """GetObject, its body not yet read: the caller streams and closes it."""
+    async def put_if(self, key: str, body: bytes, *, absent: bool = False, etag: str | None = None) -> str:
+        """PutObject only if `key` is absent, or still has `etag`; its new ETag.
+
+        Raises PreconditionFailed when another version is there. Where the S3
+        does not honour conditional writes (`conditional_writes` False) the
+        condition is not sent: the write always happens, and the caller's
+        compare-and-swap is only as good as reading the state back.
+        """
+        params: dict[str, Any] = {}
+        if self.conditional_writes:
+            if absent:
+                params["IfNoneMatch"] = "*"
+            elif etag is not None:
+                # Without its quotes: Ceph RGW 16 never matches a quoted ETag; AWS and moto take both.
+                params["IfMatch"] = etag.strip('"')
+        return (await self.put_object(key, body, **params))["ETag"]
+
+    async def open_object(self, key: str, byte_range: str | None = None) -> OpenObject:
+        """Start a GetObject for a client's download; close() the result to give its connection back."""
         request = {"Bucket": self.bucket, "Key": key}
         if byte_range:
             request["Range"] = byte_range
-        with translated("GetObject"):
-            return await self._client.get_object(**request)
-
-    async def stream_object(self, key: str) -> AsyncIterator[bytes]:
-        """An object's bytes as they arrive from S3, never all in memory."""
-        body = (await self.get_object(key))["Body"]
+        await self.lanes.take(Lane.DOWNLOAD)
         try:
             with translated("GetObject"):
-                async for chunk, _ in body.raw_stream.content.iter_chunks():
-                    yield chunk
-        finally:
-            body.close()
+                response = await self._client.get_object(**request)
+        except BaseException:
+            self.lanes.give(Lane.DOWNLOAD)
+            raise
+        return OpenObject(response, self.lanes)
+
+    async def stream_object(self, key: str) -> AsyncGenerator[bytes]:
+        """An object's bytes as they arrive from S3, never all in memory (a tus tail, read back)."""
+        async with self.lanes.hold(Lane.UPLOAD):
+            with translated("GetObject"):
+                body = (await self._client.get_object(Bucket=self.bucket, Key=key))["Body"]
+            try:
+                with translated("GetObject"):
+                    async for chunk, _ in body.raw_stream.content.iter_chunks():
+                        yield chunk
+            finally:
+                body.close()
 
     async def read_object(self, key: str) -> bytes:
-        """A small object's bytes (state objects, tails)."""
-        with translated("GetObject"):
-            response = await self._client.get_object(Bucket=self.bucket, Key=key)
-            async with response["Body"] as body:
-                return await body.read()
+        """A small object's bytes (library entries, markers)."""
+        return (await self.read_versioned(key))[0]
+
+    async def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """A small object's bytes (state objects, locks) and its ETag, for a compare-and-swap."""
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("GetObject"):
+                response = await self._client.get_object(Bucket=self.bucket, Key=key)
+                async with response["Body"] as body:
+                    return await body.read(), response["ETag"]
 
     async def read_object_and_head(self, key: str, *, limit: int) -> tuple[bytes, dict[str, Any]]:
         """A small object's bytes and the fields of its GetObject (ETag, Metadata, ...);
         TooLarge as soon as it runs past `limit` bytes."""
-        response = await self.get_object(key)
-        body = response.pop("Body")
-        pieces: list[bytes] = []
-        size = 0
-        try:
+        async with self.lanes.hold(Lane.SHORT):
             with translated("GetObject"):
-                async for chunk, _ in body.raw_stream.content.iter_chunks():
-                    size += len(chunk)
-                    if size > limit:
-                        raise TooLarge(f"the object is larger than {limit} bytes")
-                    pieces.append(chunk)
-        finally:
-            body.close()
+                response = await self._client.get_object(Bucket=self.bucket, Key=key)
+            body = response.pop("Body")
+            pieces: list[bytes] = []
+            size = 0
+            try:
+                with translated("GetObject"):
+                    async for chunk, _ in body.raw_stream.content.iter_chunks():
+                        size += len(chunk)
+                        if size > limit:
+                            raise TooLarge(f"the object is larger than {limit} bytes")
+                        pieces.append(chunk)
+            finally:
+                body.close()
         return b"".join(pieces), response
 
     async def head_object(self, key: str) -> dict[str, Any]:
-        with translated("HeadObject"):
-            return await self._client.head_object(Bucket=self.bucket, Key=key)
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("HeadObject"):
+                return await self._client.head_object(Bucket=self.bucket, Key=key)
 
     async def delete_object(self, key: str) -> None:
-        with translated("DeleteObject"):
-            await self._client.delete_object(Bucket=self.bucket, Key=key)
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("DeleteObject"):
+                await self._client.delete_object(Bucket=self.bucket, Key=key)
 
     async def delete_objects(self, keys: list[str]) -> None:
         """Delete `keys`, in batches of what one DeleteObjects takes."""
@@ -275,10 +419,12 @@ class S3:
             return
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
             batch = keys[start : start + DELETE_BATCH_SIZE]
-            with translated("DeleteObjects"):
-                response = await self._client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
-                )
+            async with self.lanes.hold(Lane.SHORT):
+                with translated("DeleteObjects"):
+                    response = await self._client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                    )
             if response.get("Errors"):
                 first = response["Errors"][0]
                 raise StorageError(
@@ -310,8 +456,9 @@ class S3:
             request["StartAfter"] = start_after
         if delimiter:
             request["Delimiter"] = delimiter
-        with translated("ListObjectsV2"):
-            page = await self._client.list_objects_v2(**request)
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("ListObjectsV2"):
+                page = await self._client.list_objects_v2(**request)
         return ListPage(
             objects=page.get("Contents", []),
             prefixes=[item["Prefix"] for item in page.get("CommonPrefixes", [])],
@@ -333,18 +480,20 @@ class S3:
 
     async def create_multipart_upload(self, key: str, **params: str) -> str:
         """Start a multipart upload; its UploadId."""
-        with translated("CreateMultipartUpload"):
-            created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **params)
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("CreateMultipartUpload"):
+                created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **params)
         return created["UploadId"]
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: Body, **params: str
     ) -> dict[str, Any]:
         """UploadPart; the part as CompleteMultipartUpload wants it (number, ETag, checksum)."""
-        with translated("UploadPart"):
-            response = await self._client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **params
-            )
+        async with self.lanes.hold(Lane.UPLOAD):
+            with translated("UploadPart"):
+                response = await self._client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **params
+                )
         part = {"PartNumber": number, "ETag": response["ETag"]}
         for name in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"):
             if name in response:
@@ -356,28 +505,30 @@ class S3:
     ) -> dict[str, Any]:
         """UploadPartCopy: bytes `first`..`last` (inclusive) of the object `source_key` become
         part `number`, copied inside S3; the part as CompleteMultipartUpload wants it."""
-        with translated("UploadPartCopy"):
-            response = await self._client.upload_part_copy(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource={"Bucket": self.bucket, "Key": source_key},
-                CopySourceRange=f"bytes={first}-{last}",
-            )
+        async with self.lanes.hold(Lane.UPLOAD):  # S3 copies up to a part's bytes meanwhile
+            with translated("UploadPartCopy"):
+                response = await self._client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source_key},
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
         return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], **params: str
     ) -> dict[str, Any]:
-        with translated("CompleteMultipartUpload"):
-            return await self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
-                **params,
-            )
+        async with self.lanes.hold(Lane.SHORT):
+            with translated("CompleteMultipartUpload"):
+                return await self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
+                    **params,
+                )
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> bool:
         """Abort an upload; False (and a warning) if S3 would not, or it was already gone.
@@ -387,8 +538,9 @@ class S3:
         lifecycle rule's) to collect.
         """
         try:
-            with translated("AbortMultipartUpload"):
-                await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            async with self.lanes.hold(Lane.SHORT):
+                with translated("AbortMultipartUpload"):
+                    await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except FileNotFound:
             return False  # NoSuchUpload: aborted already (gc, a lifecycle rule)
         except StorageFailure as exc:
@@ -413,8 +565,9 @@ class S3:
         """One way to paginate: each listing call's own continuation fields, until it is not truncated."""
         markers = _CONTINUATION[operation]
         while True:
-            with translated(operation):
-                page = await call(**request)
+            async with self.lanes.hold(Lane.SHORT):
+                with translated(operation):
+                    page = await call(**request)
             yield page
             if not page.get("IsTruncated"):
                 return

@@ -32,6 +32,11 @@ class StorageUnavailable(StorageFailure):
     """S3 could not be reached, or asked us to slow down: worth retrying later."""
 
 
+class StorageBusy(StorageUnavailable):
+    """The gateway's own limits: no S3 connection of the request's kind, or no memory or disk
+    for an upload's parts, came free in time. Worth retrying later, like S3 being busy."""
+
+
 class StorageError(StorageFailure):
     """S3 answered with an error; `s3_code` is S3's error code (None: the gateway found the fault)."""
 
@@ -41,12 +46,17 @@ class StorageError(StorageFailure):
 
 
 class PreconditionFailed(StorageError):
-    """A conditional write (If-None-Match, If-Match) found the object not as required: 412."""
+    """A conditional write (If-None-Match, If-Match) or read (IfMatch) found the object not as
+    required: 412, another version."""
 
 
 class TransferCorrupted(StorageError):
     """The bytes S3 received are not those the gateway sent: S3 refused them for their checksum
     (BadDigest), or the ETag it answered is not the MD5 the gateway computed."""
+
+
+class PartsChanged(StorageFailure):
+    """CompleteMultipartUpload refused a part: its ETag is not the one recorded (InvalidPart)."""
 
 
 class InvalidName(StorageFailure, ValueError):
@@ -99,3 +109,15 @@ class ImageTooLarge(StorageFailure):
 
 class FolderNotFound(FileNotFound):
     """Nothing is stored under the folder."""
+
+
+# Resumable uploads: locks and compare-and-swap commits.
+
+
+class UploadLocked(StorageFailure):
+    """Another request (on this process or another) is writing to the upload right now."""
+
+
+class UploadConflict(StorageFailure):
+    """Another request changed the upload while this one wrote to it; nothing of this one was kept
+    past what the upload's state now says (HEAD tells the offset to resume from)."""

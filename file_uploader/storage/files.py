@@ -24,7 +24,7 @@ from typing import Any
 
 from ..ops import metrics
 from ..sizes import part_size_for
-from .client import S3, translated
+from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
 from .keys import split_file_key, start_after, user_prefix
 from .library import Library
@@ -46,27 +46,26 @@ def _info(response: dict[str, Any], size: int) -> ObjectInfo:
 
 @dataclasses.dataclass
 class Download:
-    """An open GetObject: its headers now, its bytes as they are read."""
+    """An open GetObject: its headers now, its bytes as they are read.
+
+    It holds one of the S3 connections set aside for downloads until it is
+    closed (client.py): use it as an async context manager.
+    """
 
     info: ObjectInfo
     length: int  # of this response: the slice for a range
     content_range: str | None
-    _body: Any
+    _object: OpenObject
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        # The chunks aiohttp received, as received: reading fixed-size pieces
-        # (the body's iter_chunks) would join buffered chunks into new bytes
-        # objects first, one more copy of every byte on its way to the client.
-        with translated("GetObject"):
-            async for chunk, _ in self._body.raw_stream.content.iter_chunks():
-                yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._object.chunks()
 
     async def __aenter__(self) -> Download:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # Releases the S3 connection even when the client went away midway.
-        self._body.close()
+        # Gives the S3 connection back even when the client went away midway.
+        self._object.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,18 +131,19 @@ class Files:
     async def open(self, key: str, byte_range: str | None = None) -> Download:
         """Start a GetObject; `byte_range` is an HTTP range such as ``bytes=0-99``."""
         try:
-            response = await self.s3.get_object(key, byte_range)
+            opened = await self.s3.open_object(key, byte_range)
         except RangeNotSatisfiable as exc:
             if exc.size:
                 raise
             raise RangeNotSatisfiable((await self.stat(key)).size) from None
+        response = opened.response
         content_range = response.get("ContentRange") if byte_range else None
         size = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
         return Download(
             info=_info(response, size),
             length=response["ContentLength"],
             content_range=content_range,
-            _body=response["Body"],
+            _object=opened,
         )
 
     async def delete(self, key: str) -> None:
@@ -219,7 +219,7 @@ class Files:
     ) -> None:
         pipeline = self.pipeline
         with pipeline.upload(user, kind):
-            reader = pipeline.reader(chunks)
+            reader = pipeline.reader(chunks, user)
             part_size = part_size_for(size, pipeline.part_size, 1)
             # A declared length smaller than a part reserves only what it needs.
             first = await reader.read(part_size if size is None else min(part_size, size))

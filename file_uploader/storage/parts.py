@@ -7,19 +7,42 @@ calls running while the next part is read. One pipeline serves the whole
 process, so one memory budget, one checksum rule, one slot count per user and
 one set of upload metrics cover both kinds of upload.
 
-Where a part's bytes wait until S3 has them:
+Where a part's bytes wait until S3 has them, and what they are counted against:
 
-- In memory, for a part of at most `memory_part_limit` bytes (an eighth of
-  MEMORY_BUDGET, and never less than PART_SIZE). The whole part is reserved
-  from the process's `ByteBudget` before its first byte is read, so a part
-  once begun can always be finished; at the cap, uploads wait before reading
-  and TCP slows their clients down. Each byte is copied once: when the part
-  is joined from the chunks aiohttp received.
-- In a temporary file, for a larger part. S3's 10,000-part rule makes parts
-  grow with the file: a declared 5 TiB needs 525 MiB parts, more than a whole
-  budget. Such parts are written to disk as they arrive and sent from there,
-  so memory stays bounded whatever the file's size; disk holds at most
-  PARTS_IN_FLIGHT + 1 such parts per upload.
+- **Memory, by bytes actually read.** A chunk is taken from MEMORY_BUDGET
+  (budget.FairBudget, served per user in turn) once it has been read from the
+  socket, never for a length a client only declared. A client that declares a
+  huge body and trickles holds what it sent; while a chunk waits for its
+  grant the socket is not read, so TCP slows that client down.
+- **One upload's share.** No upload holds more than `share` bytes of memory
+  (MEMORY_BUDGET / 8, and never less than a part): before it reads a new
+  part, an upload waits for its own parts in flight until the part fits in
+  its share. That wait is only ever on the upload's own S3 calls.
+- **Disk, for slow clients and to break deadlock.** Reserving chunk by chunk
+  can deadlock: uploads that each hold half a part and wait for memory for
+  the rest could fill the budget and wait for ever; and slow clients sitting
+  on half-filled parts could keep it full while faster users wait. So while a
+  chunk waits for memory, every SPILL_AFTER seconds the pipeline looks at the
+  parts in memory: a part whose client has kept it waiting for more than
+  SPILL_AFTER in all (a trickling client) is moved to a temporary file, its
+  bytes written out and their memory given back (`preempt`), and goes on
+  filling on disk, counted against SPOOL_BUDGET. If no such part is left and
+  no part is on its way to S3 (nothing will give memory back: the deadlock),
+  the waiting part itself moves to disk. So memory is only ever held for
+  long by parts on their way to S3, which always end (by success, failure or
+  timeout), and by clients that keep sending; slow clients cost disk, not
+  the memory faster users need; and under an ordinary overload (many fast
+  uploads, S3 the bottleneck) uploads simply wait their turn, as before,
+  without touching the disk. When the disk budget has no room either, a
+  chunk keeps waiting for memory; after BODY_READ_TIMEOUT the upload fails
+  with StorageBusy (503, Retry-After), which frees what it held.
+- **Disk from the start, for a part larger than a share.** S3's 10,000-part
+  rule makes parts grow with the file: a declared 5 TiB needs 525 MiB parts,
+  more than a whole budget. Such parts are written to a temporary file as
+  they arrive (counted against SPOOL_BUDGET) and sent from there; disk holds
+  at most PARTS_IN_FLIGHT + 1 such parts per upload. Streaming a part to S3
+  as it arrives was the other way, and was not taken: it would hold an S3
+  connection for as long as the slowest client takes to send 525 MiB.
 """
 
 from __future__ import annotations
@@ -33,49 +56,90 @@ from typing import IO, Any
 
 from ..ops import metrics
 from ..sizes import MAX_PARTS
-from .budget import ByteBudget, UploadSlots
+from .budget import FairBudget, GaveUp, UploadSlots
 from .checksums import Checksum, Hasher, Integrity
-from .client import S3, Body
-from .errors import StorageError, TransferCorrupted
+from .client import S3, Body, Lane
+from .errors import StorageBusy, StorageError, TransferCorrupted
 
 log = logging.getLogger(__name__)
 
-# No single part may hold more than this fraction of MEMORY_BUDGET in memory.
-MEMORY_PART_SHARE = 8
+# No single upload may hold more than this fraction of MEMORY_BUDGET in memory.
+MEMORY_SHARE = 8
 
 
 class Part:
     """One part's bytes, from the first chunk until S3 has them (or the upload failed)."""
 
-    def __init__(self, hasher: Hasher | None, budget: ByteBudget | None, reserved: int, spool: bool) -> None:
+    def __init__(self, pipeline: PartPipeline, owner: str, *, spool: bool) -> None:
         self.size = 0
-        self._hasher = hasher
-        self._budget = budget
-        self._reserved = reserved  # bytes of the budget this part holds
+        self.memory = 0  # bytes of MEMORY_BUDGET this part holds
+        self.disk = 0  # bytes of SPOOL_BUDGET this part holds
+        self._pipeline = pipeline
+        self.owner = owner
+        self._hasher: Hasher | None = pipeline.checksum.new() if pipeline.checksum is not None else None
         self._pieces: list[bytes | memoryview] = []
         self._data: bytes | None = None
         self._file: IO[bytes] | None = tempfile.TemporaryFile() if spool else None
+        # Seconds spent waiting for the client's bytes while this part filled,
+        # and since when it waits for them now (None: it does not).
+        self.client_seconds = 0.0
+        self.waiting_since: float | None = None
 
-    def add(self, piece: bytes | memoryview) -> None:
-        if self._hasher is not None:
-            self._hasher.update(piece)
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
+
+    async def add(self, piece: bytes | memoryview) -> None:
+        """Keep `piece` (already read from the client), in memory if it can be had soon, else on disk."""
+        size = len(piece)
+        if self._file is None:
+            if await self._pipeline.take_memory(self.owner, size):
+                self._pieces.append(piece)
+                self.memory += size
+            else:
+                await self._take_disk(self.memory)
+                self.spill()
         if self._file is not None:
+            await self._take_disk(size)
             # A plain write: the kernel's page cache takes it at memory speed,
             # and a thread per chunk would cost more than it saves.
             self._file.write(piece)
-        else:
-            self._pieces.append(piece)
-        self.size += len(piece)
+        if self._hasher is not None:
+            self._hasher.update(piece)
+        self.size += size
+
+    def slow_client(self, now: float) -> bool:
+        """Is this part waiting for its client, which has kept it waiting longer than SPILL_AFTER?"""
+        if self.waiting_since is None:
+            return False
+        return self.client_seconds + now - self.waiting_since > self._pipeline.spill_after
+
+    async def _take_disk(self, size: int) -> None:
+        try:
+            await self._pipeline.disk.acquire(self.owner, size, self._pipeline.wait_timeout)
+        except TimeoutError:
+            raise StorageBusy("no disk came free for upload parts; try again later") from None
+        self.disk += size
+
+    def spill(self) -> None:
+        """Move the bytes held in memory to a temporary file (whose disk the caller has taken
+        for them), and give their memory back. Synchronous: safe to call from another task
+        while this part's own waits for its client."""
+        self._file = tempfile.TemporaryFile()
+        for piece in self._pieces:
+            self._file.write(piece)
+        self._pieces = []
+        self._pipeline.filling.discard(self)
+        self._pipeline.memory.release(self.owner, self.memory)
+        self.memory = 0
+        metrics.PARTS_SPILLED.inc()
 
     def finish(self) -> None:
-        """Every byte is in: join the pieces (the one copy) and give back the unused reservation."""
-        if self._file is not None:
-            return
-        self._data = b"".join(self._pieces)
-        self._pieces = []
-        if self._budget is not None and self._reserved > self.size:
-            self._budget.release(self._reserved - self.size)
-            self._reserved = self.size
+        """Every byte is in: join the pieces (the one copy of each byte in memory)."""
+        self._pipeline.filling.discard(self)
+        if self._file is None:
+            self._data = b"".join(self._pieces)
+            self._pieces = []
 
     def body(self) -> Body:
         """What botocore sends: the bytes, or the spool file from its start (again on a retry)."""
@@ -103,30 +167,37 @@ class Part:
         return params
 
     def release(self) -> None:
-        """Drop the bytes and give their memory back; safe to call more than once."""
+        """Drop the bytes and give their memory and disk back; safe to call more than once."""
+        self._pipeline.filling.discard(self)
         self._pieces = []
         self._data = None
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._budget is not None and self._reserved:
-            self._budget.release(self._reserved)
-        self._reserved = 0
+        if self.memory:
+            self._pipeline.memory.release(self.owner, self.memory)
+            self.memory = 0
+        if self.disk:
+            self._pipeline.disk.release(self.owner, self.disk)
+            self.disk = 0
 
 
 class PartReader:
     """Cuts a stream of chunks of any size into `Part`s of exact sizes."""
 
-    def __init__(self, pipeline: PartPipeline, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, pipeline: PartPipeline, chunks: AsyncIterator[bytes], owner: str) -> None:
         self._pipeline = pipeline
         self._chunks = chunks.__aiter__()
+        self._owner = owner
         self._rest: memoryview | None = None
         self._eof = False
         self.received = 0  # bytes taken from `chunks` so far
 
     async def read(self, size: int) -> Part:
         """The next `size` bytes as a part; fewer only at the end of the stream."""
-        part = await self._pipeline.new_part(size)
+        part = Part(self._pipeline, self._owner, spool=size > self._pipeline.share)
+        if not part.spooled:
+            self._pipeline.filling.add(part)
         try:
             await self._fill(part, size)
         except BaseException:
@@ -138,21 +209,26 @@ class PartReader:
     async def _fill(self, part: Part, size: int) -> None:
         if self._rest is not None:
             piece, self._rest = self._rest[:size], self._rest[size:] or None
-            part.add(piece)
+            await part.add(piece)
+        loop = asyncio.get_running_loop()
         while part.size < size and not self._eof:
+            part.waiting_since = loop.time()
             try:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 self._eof = True
                 break
+            finally:
+                part.client_seconds += loop.time() - part.waiting_since
+                part.waiting_since = None
             self.received += len(chunk)
             need = size - part.size
             if len(chunk) > need:
                 view = memoryview(chunk)
-                part.add(view[:need])
                 self._rest = view[need:]
+                await part.add(view[:need])
             else:
-                part.add(chunk)
+                await part.add(chunk)
 
     async def read_to_end(self) -> None:
         """Read on to the end of the stream, which must hold nothing more.
@@ -186,15 +262,79 @@ class PartPipeline:
         memory_budget: int,
         integrity: Integrity,
         max_uploads_per_user: int,
+        spool_budget: int = 8 << 30,
+        spill_after: float = 1.0,
+        wait_timeout: float = 60.0,
     ) -> None:
         self.s3 = s3
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
-        self.budget = ByteBudget(memory_budget)
-        self.memory_part_limit = max(part_size, memory_budget // MEMORY_PART_SHARE)
+        # The most memory one upload may hold; a part larger than this goes to disk.
+        self.share = max(part_size, memory_budget // MEMORY_SHARE)
+        # Each user may hold an equal split of the budget plus one share, so
+        # that whoever holds memory can always finish a part with it.
+        self.memory = FairBudget(memory_budget, slack=self.share)
+        self.disk = FairBudget(spool_budget)
+        self.spill_after = spill_after
+        self.wait_timeout = wait_timeout  # BODY_READ_TIMEOUT: no upload waits for room longer
         # Set again once the write probe found what S3 enforces (probe.py).
         self.integrity = integrity
         self.slots = UploadSlots(max_uploads_per_user)
+        self.filling: set[Part] = set()  # parts in memory still being filled
+        # Memory held by parts handed to S3, which comes back on its own: in
+        # all, and per user.
+        self.sending = 0
+        self.sending_by: dict[str, int] = {}
+
+    def disk_has_room(self, size: int) -> bool:
+        return not self.disk.waiting and self.disk.held + size <= self.disk.limit
+
+    async def take_memory(self, owner: str, size: int) -> bool:
+        """Take `size` bytes of memory for `owner`'s part; False to say: move the part to disk.
+
+        A request that waits (in its user's turn) is looked at every
+        SPILL_AFTER: parts whose slow clients sit on memory are moved to disk
+        first (`preempt`); if nothing can free memory any more (no part on its
+        way to S3, no slow client to move) the waiting part itself goes to
+        disk. After BODY_READ_TIMEOUT in all, the upload fails with StorageBusy.
+        """
+
+        def give_up() -> bool:
+            if self.preempt():
+                return False  # memory came free: wait on, in line
+            if not self.disk_has_room(self.share):
+                return False
+            # Nothing will give memory back: no part on its way to S3 at all,
+            # or (for a user at its cap) none of this user's.
+            stuck = self.memory.over_cap(owner, size) and not self.sending_by.get(owner)
+            return stuck or self.sending == 0
+
+        try:
+            await self.memory.acquire(owner, size, self.wait_timeout, every=self.spill_after, give_up=give_up)
+        except GaveUp:
+            return False
+        except TimeoutError:
+            raise StorageBusy("no memory came free for the upload; try again later") from None
+        return True
+
+    def preempt(self) -> int:
+        """Move to disk parts in memory whose clients keep them waiting, those of users over
+        their cap and the slowest first, up to one share's worth (the writes are synchronous);
+        how many moved."""
+        now = asyncio.get_running_loop().time()
+        slow = sorted(
+            (part for part in self.filling if part.memory and part.slow_client(now)),
+            key=lambda part: (not self.memory.over_cap(part.owner), -part.client_seconds),
+        )
+        moved = freed = 0
+        for part in slow:
+            if freed >= self.share or not self.disk.try_acquire(part.owner, part.memory):
+                break
+            freed += part.memory
+            part.disk += part.memory
+            part.spill()
+            moved += 1
+        return moved
 
     @property
     def checksum(self) -> Checksum | None:
@@ -217,16 +357,9 @@ class PartPipeline:
             finally:
                 metrics.UPLOADS_IN_FLIGHT.labels(kind).dec()
 
-    def reader(self, chunks: AsyncIterator[bytes]) -> PartReader:
-        return PartReader(self, chunks)
-
-    async def new_part(self, size: int) -> Part:
-        """An empty part that will hold up to `size` bytes, in memory (reserved now) or on disk."""
-        hasher = self.checksum.new() if self.checksum is not None else None
-        if size > self.memory_part_limit:
-            return Part(hasher, None, 0, spool=True)
-        await self.budget.acquire(size)
-        return Part(hasher, self.budget, size, spool=False)
+    def reader(self, chunks: AsyncIterator[bytes], owner: str) -> PartReader:
+        """A reader of `chunks` whose memory is counted against `owner` (a user id)."""
+        return PartReader(self, chunks, owner)
 
     def part_params(self, part: Part) -> dict[str, str]:
         return part.checksum(self.checksum)
@@ -238,7 +371,9 @@ class PartPipeline:
         bytes: they are deleted at once (and with them any older object under
         the key, which S3 replaced already) rather than served.
         """
-        response = await self.s3.put_object(key, part.body(), **params, **self.part_params(part))
+        response = await self.s3.put_object(
+            key, part.body(), lane=Lane.UPLOAD, **params, **self.part_params(part)
+        )
         try:
             self._check_etag("PutObject", part, response["ETag"])
         except TransferCorrupted:
@@ -283,6 +418,7 @@ class PartPipeline:
         size_of: Callable[[int], int],
         keep_tail: bool,
         first: Part | None = None,
+        sent: list[dict[str, Any]] | None = None,
     ) -> tuple[list[dict[str, Any]], Part | None]:
         """Send what `reader` yields as parts `number`, `number + 1`, ... of a multipart upload.
 
@@ -290,16 +426,19 @@ class PartPipeline:
         shorter than its size is the tail: with `keep_tail` (resumable uploads,
         whose next request continues it) it is returned, and the caller must
         release it; otherwise it is sent as the last part. Returns the parts
-        sent, as CompleteMultipartUpload wants them. On any failure, parts in
-        flight are cancelled and every reservation is given back; aborting the
-        multipart upload is the caller's.
+        sent, as CompleteMultipartUpload wants them, in no particular order;
+        they are also added to `sent` as they finish, so that a caller whose
+        call failed midway (cancelled by a graceful stop, say) knows which
+        parts S3 has. On any failure, parts in flight are cancelled and every
+        reservation is given back; aborting the multipart upload is the caller's.
         """
-        in_flight: set[asyncio.Task[dict[str, Any]]] = set()
-        sent: list[dict[str, Any]] = []
+        in_flight: dict[asyncio.Task[dict[str, Any]], int] = {}  # task -> memory its part holds
+        sent = [] if sent is None else sent
         part = first
         try:
             while True:
                 if part is None:
+                    await self._wait_for_memory(in_flight, sent, size_of(number))
                     part = await reader.read(size_of(number))
                 short = part.size < size_of(number)
                 if part.size == 0 or (short and keep_tail):
@@ -307,7 +446,7 @@ class PartPipeline:
                 if number > MAX_PARTS:
                     raise StorageError(f"the upload needs more than S3's {MAX_PARTS} parts")
                 await self._wait_for_room(in_flight, sent)
-                in_flight.add(self._start(key, upload_id, number, part))
+                in_flight[self._start(key, upload_id, number, part)] = part.memory
                 part = None  # the task owns it now
                 number += 1
                 if short:
@@ -317,11 +456,13 @@ class PartPipeline:
         except BaseException:
             if part is not None:
                 part.release()
-            raise
-        finally:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+            sent.extend(
+                task.result() for task in in_flight if not task.cancelled() and task.exception() is None
+            )
+            raise
         if part is not None and not keep_tail:
             part.release()  # the empty read that found the end
             part = None
@@ -329,20 +470,47 @@ class PartPipeline:
 
     def _start(self, key: str, upload_id: str, number: int, part: Part) -> asyncio.Task[dict[str, Any]]:
         task = asyncio.create_task(self.upload_part(key, upload_id, number, part))
+        memory, owner = part.memory, part.owner
+        self.sending += memory
+        self.sending_by[owner] = self.sending_by.get(owner, 0) + memory
+
+        def done(_: object) -> None:
+            self.sending -= memory
+            left = self.sending_by[owner] - memory
+            if left:
+                self.sending_by[owner] = left
+            else:
+                del self.sending_by[owner]
+            part.release()
+
         # A done callback runs even for a task cancelled before it started.
-        task.add_done_callback(lambda _: part.release())
+        task.add_done_callback(done)
         return task
 
+    def _collect(
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]]
+    ) -> None:
+        # Every finished part now, so a failed one stops the upload at once
+        # instead of after the whole body was read.
+        for task in [task for task in in_flight if task.done()]:
+            del in_flight[task]
+            sent.append(task.result())
+
+    async def _wait_for_memory(
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]], size: int
+    ) -> None:
+        """Before reading a part of `size` bytes: wait for this upload's own parts until it fits its share."""
+        self._collect(in_flight, sent)
+        while in_flight and size <= self.share and sum(in_flight.values()) + size > self.share:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            self._collect(in_flight, sent)
+
     async def _wait_for_room(
-        self, in_flight: set[asyncio.Task[dict[str, Any]]], sent: list[dict[str, Any]]
+        self, in_flight: dict[asyncio.Task[dict[str, Any]], int], sent: list[dict[str, Any]]
     ) -> None:
         if len(in_flight) >= self.parts_in_flight:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        # Collect every finished part now, so a failed one stops the upload at
-        # once instead of after the whole body was read.
-        for task in [task for task in in_flight if task.done()]:
-            in_flight.discard(task)
-            sent.append(task.result())
+        self._collect(in_flight, sent)
 
 
 def _reason(exc: BaseException) -> str:

@@ -143,7 +143,7 @@ class _Probe:
             if_match=right_match is True and wrong_match is False,
         )
 
-    async def put(self, key: str, **params: str) -> str:
+    async def put(self, key: str, **params: Any) -> str:
         """PutObject of BODY; its ETag."""
         self.written.append(key)
         return (await self.s3.put_object(key, BODY, **params))["ETag"]
@@ -164,7 +164,7 @@ class _Probe:
             return False
         return True
 
-    async def conditional(self, key: str, **params: str) -> bool | None:
+    async def conditional(self, key: str, **params: Any) -> bool | None:
         """True if stored, False if refused as a failed precondition, None if refused otherwise."""
         try:
             await self.s3.put_object(key, BODY, **params)

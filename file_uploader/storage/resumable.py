@@ -5,36 +5,67 @@ An upload is an S3 multipart upload aimed at the final key ``files/<user>/<name>
 ``uploads/<user>/<id>.``, as tusd's S3 store keeps them:
 
 - ``<id>.info``: JSON state: name, length (None while deferred), the S3 upload
-  id, part size, how many parts and bytes are committed, expiry.
-- ``<id>.part.<offset>``: the tail, the bytes past the last full part (less
-  than one part). S3 parts but the last must be at least 5 MiB, while a tus
-  PATCH may carry any number of bytes; the tail waits for the next PATCH.
+  id, part size, the committed parts **with the ETag S3 gave each**, the
+  committed offset, the tail's key, and the upload's state (open,
+  completing, done).
+- ``<id>.part.<offset>.<random>``: the tail, the bytes past the last full part
+  (less than one part). S3 parts but the last must be at least 5 MiB, while a
+  tus PATCH may carry any number of bytes; the tail waits for the next PATCH.
+  Its name is new at each commit, so two writers never write the same tail.
+- ``<id>.lock``: who is writing to the upload, and until when.
 
-A PATCH streams the old tail and then its body through the part pipeline
-(parts.py), which uploads every full part as it fills; then it commits: put
-the new tail, rewrite the info, delete the old tail. Only the info says what
-is committed, so a PATCH that fails midway (S3 error, checksum mismatch)
-leaves the upload as it was: parts it sent past the committed count are
-overwritten by the next PATCH. A body cut off midway commits what arrived (as
-tusd does), unless it carried a checksum that now cannot be verified. When the
-last byte arrives, the multipart upload is completed and the state objects are
-deleted.
+A PATCH takes the lock, streams the old tail and then its body through the
+part pipeline (parts.py), which uploads every full part as it fills, and
+commits: put the new tail, rewrite the info, delete the old tail. Only the
+info says what is committed, so a PATCH that fails midway (S3 error, checksum
+mismatch) leaves the upload as it was. A body cut off midway commits what
+arrived (as tusd does), unless it carried a checksum that now cannot be
+verified; a PATCH cancelled by a graceful stop commits the parts S3 already
+has. When the last byte arrives the info first says "completing" (with every
+part's ETag), then CompleteMultipartUpload runs, then the info says "done"
+and the tail and lock go. A process killed between those steps leaves
+"completing": whoever reads the upload next (HEAD, PATCH, DELETE, gc) finishes
+the job, and a multipart upload S3 no longer knows (NoSuchUpload) is taken as
+completed. A done upload answers HEAD with its full offset until it expires.
 
-Nothing here locks: a PATCH that started from an offset another PATCH has
-since moved past gets OffsetMismatch (409) at its offset check, but two that
-check at the same moment can interleave.
+**Racing writers.** Two PATCHes at the same offset would each upload the next
+part numbers, S3 keeping whichever UploadPart came last for each number: a
+file mixed from both bodies. Three things stop that:
+
+1. The lock. With conditional writes, taking it is a PutObject of
+   ``<id>.lock`` with ``If-None-Match: *``; a lock whose lease ran out (its
+   process died) is taken over with ``If-Match`` on the ETag read, so of two
+   takers one wins. The holder renews it every third of UPLOAD_LOCK_SECONDS;
+   anyone else gets UploadLocked (423). This works across processes and hosts.
+2. The info is rewritten with ``If-Match`` on the ETag it was read with, so a
+   commit that another commit overtook fails (UploadConflict, 409) instead of
+   overwriting it.
+3. CompleteMultipartUpload names each part's recorded ETag. If any part in S3
+   is not the one committed (another writer overwrote it), S3 refuses with
+   InvalidPart: the upload is rolled back to its last part that does match
+   (HEAD tells the client where to resume) and nothing is stored.
+
+**Without conditional writes** (S3_CONDITIONAL_WRITES=0, for an S3 that
+ignores or refuses them), the lock is written after checking that none is held
+and read back to see whose it is; two writers within the same few
+milliseconds can both believe they hold it, and the info's last writer wins.
+What remains guaranteed is point 3: the stored file is only ever made of the
+parts one commit recorded, exactly as their writer sent them; racing writers
+may lose their work (409, then resume from HEAD's offset), never mix it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..ops import metrics
@@ -45,9 +76,14 @@ from .errors import (
     FileNotFound,
     LengthConflict,
     OffsetMismatch,
+    PartsChanged,
+    PreconditionFailed,
     StorageError,
+    StorageFailure,
     TooLarge,
+    UploadConflict,
     UploadExpired,
+    UploadLocked,
     UploadNotFound,
 )
 from .keys import UPLOADS_ROOT, file_key, validate_name
@@ -56,6 +92,7 @@ from .parts import Part, PartPipeline
 log = logging.getLogger(__name__)
 
 INFO_SUFFIX = ".info"
+LOCK_SUFFIX = ".lock"
 _ID_BYTES = 24  # 192 random bits: an upload URL cannot be guessed
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 # tus checksum extension: the algorithms a client may name in Upload-Checksum.
@@ -64,6 +101,13 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
     "sha256": hashlib.sha256,
     "md5": hashlib.md5,
 }
+OPEN, COMPLETING, DONE = "open", "completing", "done"
+# What CompleteMultipartUpload wants of each part, besides its number.
+_PART_FIELDS = ("ETag", "ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256")
+
+
+def _recorded(part: dict[str, Any]) -> dict[str, str]:
+    return {name: part[name] for name in _PART_FIELDS if name in part}
 
 
 @dataclasses.dataclass
@@ -79,6 +123,13 @@ class Upload:
     expires: float  # Unix time
     parts: int = 0  # committed full parts
     offset: int = 0  # committed bytes: the parts plus the tail
+    # Each committed part's ETag (and checksum), parts 1..parts in order; None in
+    # an info written before ETags were recorded (completion then asks ListParts).
+    etags: list[dict[str, str]] | None = dataclasses.field(default_factory=list)
+    tail: str | None = None  # key of the tail object, if the offset is past the last part
+    state: str = OPEN
+    # The info's ETag as read: what the next rewrite must still find. Not stored.
+    version: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -93,8 +144,8 @@ class Upload:
         return info_key(self.user, self.id)
 
     @property
-    def tail_key(self) -> str:
-        return f"{self.prefix}part.{self.offset}"
+    def lock_key(self) -> str:
+        return f"{UPLOADS_ROOT}{self.user}/{self.id}{LOCK_SUFFIX}"
 
     @property
     def done(self) -> bool:
@@ -103,11 +154,30 @@ class Upload:
     def size_of_part(self, number: int) -> int:
         return part_size_for(None, self.part_size, number) if self.grow else self.part_size
 
-    def tail_size(self) -> int:
-        return self.offset - sum(self.size_of_part(n) for n in range(1, self.parts + 1))
+    def bytes_in_parts(self, parts: int) -> int:
+        return sum(self.size_of_part(n) for n in range(1, parts + 1))
+
+    def new_tail_key(self) -> str:
+        return f"{self.prefix}part.{self.offset}.{secrets.token_hex(4)}"
 
     def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self)).encode()
+        fields = dataclasses.asdict(self)
+        del fields["version"]
+        return json.dumps(fields, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, version: str) -> Upload:
+        fields = json.loads(data)
+        if "etags" not in fields:
+            # Written by an older gateway: no ETags, and the tail at part.<offset>.
+            fields["etags"] = None
+            upload = cls(**fields)
+            if upload.offset > upload.bytes_in_parts(upload.parts):
+                upload.tail = f"{upload.prefix}part.{upload.offset}"
+        else:
+            upload = cls(**fields)
+        upload.version = version
+        return upload
 
 
 def info_key(user: str, upload_id: str) -> str:
@@ -158,13 +228,19 @@ async def _chain(*streams: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def _nothing() -> AsyncGenerator[bytes]:
     return
     yield  # an async generator that yields nothing
 
 
-# What CompleteMultipartUpload wants of each part that ListParts reports.
-_PART_FIELDS = {"PartNumber", "ETag", "ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"}
+@dataclasses.dataclass
+class _Lease:
+    """A lock this process holds on an upload: the lock object's key, our token, its ETag."""
+
+    key: str
+    owner: str
+    etag: str
+    lost: bool = False  # a renewal found someone else's lock: nothing may be committed
 
 
 class Resumable:
@@ -178,6 +254,7 @@ class Resumable:
         expiry: float,
         max_size: int,
         on_stored: Callable[[str], Awaitable[None]],
+        lock_seconds: float = 20.0,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
@@ -185,6 +262,25 @@ class Resumable:
         self.on_stored = on_stored
         self.expiry = expiry
         self.max_size = max_size
+        self.lock_seconds = lock_seconds
+
+    # State.
+
+    async def _read(self, user: str, upload_id: str) -> Upload:
+        try:
+            data, etag = await self.s3.read_versioned(info_key(user, upload_id))
+        except FileNotFound:
+            raise UploadNotFound("no such upload") from None
+        return Upload.from_json(data, etag)
+
+    async def _write(self, upload: Upload, *, new: bool = False) -> None:
+        """Rewrite the info, if it is still the version read (compare-and-swap)."""
+        try:
+            upload.version = await self.s3.put_if(
+                upload.info_key, upload.to_json(), absent=new, etag=upload.version
+            )
+        except (PreconditionFailed, FileNotFound):
+            raise UploadConflict("another request changed this upload; ask HEAD for its offset") from None
 
     async def create(self, user: str, name: str, length: int | None, metadata: str, now: float) -> Upload:
         """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
@@ -204,31 +300,110 @@ class Resumable:
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
-            # upload without parts: the empty file is stored now.
+            # upload without parts: the empty file is stored now, and the
+            # upload is done from the start.
             await self.s3.put_object(upload.key, b"")
+            upload.state = DONE
+        else:
+            upload.s3_upload_id = await self.s3.create_multipart_upload(
+                upload.key, **self.pipeline.create_params()
+            )
+        await self._write(upload, new=True)
+        if upload.state == DONE:
             await self.on_stored(upload.key)
-            return upload
-        upload.s3_upload_id = await self.s3.create_multipart_upload(
-            upload.key, **self.pipeline.create_params()
-        )
-        await self.s3.put_object(upload.info_key, upload.to_json())
         return upload
 
     async def get(self, user: str, upload_id: str, now: float) -> Upload:
-        """The user's upload `upload_id`; another user's id is as unknown as a made-up one."""
+        """The user's upload `upload_id`; another user's id is as unknown as a made-up one.
+
+        An upload left "completing" (its process died mid-completion) is finished first.
+        """
         if not is_upload_id(upload_id):
             raise UploadNotFound("no such upload")
-        try:
-            upload = Upload(**json.loads(await self.s3.read_object(info_key(user, upload_id))))
-        except FileNotFound:
-            raise UploadNotFound("no such upload") from None
-        if upload.expires < now:
+        upload = await self._read(user, upload_id)
+        if upload.state == COMPLETING:
+            await self._finish(upload)
+        if upload.state == OPEN and upload.expires < now:
             raise UploadExpired("the upload has expired")
         return upload
 
     async def terminate(self, upload: Upload) -> None:
-        await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
-        await self._delete_state(upload)
+        """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""
+        lease = await self._lock(upload)
+        try:
+            if upload.state != DONE:
+                await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
+            await self._delete_state(upload)  # the lock with it
+        except BaseException:
+            await asyncio.shield(self._unlock(lease))
+            raise
+
+    # Locks.
+
+    def _lock_body(self, owner: str) -> bytes:
+        return json.dumps({"owner": owner, "until": time.time() + self.lock_seconds}).encode()
+
+    async def _lock(self, upload: Upload) -> _Lease:
+        """Take the upload's lock, or raise UploadLocked."""
+        owner = secrets.token_hex(8)
+        key = upload.lock_key
+        locked = UploadLocked("another request is writing to this upload; try again shortly")
+        if not self.s3.conditional_writes:
+            if await self._live_lock(key) is not None:
+                raise locked
+            await self.s3.put_object(key, self._lock_body(owner))
+            held = await self._live_lock(key)
+            if held is None or held[0] != owner:
+                raise locked
+            return _Lease(key, owner, held[1])
+        for _ in range(3):
+            try:
+                return _Lease(key, owner, await self.s3.put_if(key, self._lock_body(owner), absent=True))
+            except PreconditionFailed:
+                pass
+            try:
+                data, etag = await self.s3.read_versioned(key)
+            except FileNotFound:
+                continue  # released just now: try again
+            if json.loads(data)["until"] > time.time():
+                raise locked
+            try:  # a stale lock (its process died): take it over, if nobody else did first
+                return _Lease(key, owner, await self.s3.put_if(key, self._lock_body(owner), etag=etag))
+            except (PreconditionFailed, FileNotFound):
+                raise locked from None
+        raise locked
+
+    async def _live_lock(self, key: str) -> tuple[str, str] | None:
+        """(owner, ETag) of the lock at `key` if one is held and unexpired."""
+        try:
+            data, etag = await self.s3.read_versioned(key)
+        except FileNotFound:
+            return None
+        fields = json.loads(data)
+        return (fields["owner"], etag) if fields["until"] > time.time() else None
+
+    async def _keep(self, lease: _Lease) -> None:
+        """Renew the lease every third of its length, until cancelled or lost."""
+        while True:
+            await asyncio.sleep(self.lock_seconds / 3)
+            try:
+                lease.etag = await self.s3.put_if(lease.key, self._lock_body(lease.owner), etag=lease.etag)
+            except (PreconditionFailed, FileNotFound):
+                lease.lost = True
+                log.warning("lost the lock of a tus upload while writing to it")
+                return
+            except StorageFailure as exc:
+                log.warning("could not renew a tus upload's lock: %s", exc)
+
+    async def _unlock(self, lease: _Lease) -> None:
+        if lease.lost:
+            return
+        try:
+            await self.s3.delete_object(lease.key)
+        except StorageFailure as exc:  # it expires by itself
+            log.warning("could not release a tus upload's lock: %s", exc)
+
+    # Appending.
 
     async def append(
         self,
@@ -245,6 +420,34 @@ class Resumable:
         `length` declares a deferred length; `checksum` is (algorithm, digest)
         of the whole body, checked before anything is committed.
         """
+        if length is not None and length > self.max_size:
+            raise TooLarge(f"the limit is {self.max_size} bytes")
+        self._check(upload, offset, length)
+        if upload.state == DONE:
+            if await anext(aiter(chunks), b""):
+                raise TooLarge("the upload is complete")
+            return upload
+        with self.pipeline.upload(upload.user, "tus"):
+            lease = await self._lock(upload)
+            try:
+                # Read again under the lock: what was read before may be a commit behind.
+                upload = await self._read(upload.user, upload.id)
+                if upload.state == COMPLETING:
+                    await self._finish(upload)
+                self._check(upload, offset, length)
+                if length is not None:
+                    upload.length = length
+                keeper = asyncio.create_task(self._keep(lease))
+                try:
+                    return await self._append(upload, chunks, now, checksum, lease)
+                finally:
+                    keeper.cancel()
+                    await asyncio.gather(keeper, return_exceptions=True)
+            finally:
+                await asyncio.shield(self._unlock(lease))
+
+    @staticmethod
+    def _check(upload: Upload, offset: int, length: int | None) -> None:
         if offset != upload.offset:
             raise OffsetMismatch(upload.offset)
         if length is not None:
@@ -252,68 +455,166 @@ class Resumable:
                 raise LengthConflict(f"the upload's length is {upload.length}")
             if length < upload.offset:
                 raise LengthConflict(f"the upload already has {upload.offset} bytes")
-            upload.length = length
+
+    async def _append(
+        self,
+        upload: Upload,
+        chunks: AsyncIterator[bytes],
+        now: float,
+        checksum: tuple[str, bytes] | None,
+        lease: _Lease,
+    ) -> Upload:
         end = self.max_size if upload.length is None else upload.length
-        with self.pipeline.upload(upload.user, "tus"):
-            body = _Body(chunks, end - upload.offset, checksum)
-            old_tail = upload.tail_key if upload.tail_size() else None
-            head = self.s3.stream_object(old_tail) if old_tail else _nothing()
-            reader = self.pipeline.reader(_chain(head, body.chunks()))
-            sent, tail = await self.pipeline.send(
+        body = _Body(chunks, end - upload.offset, checksum)
+        old_tail = upload.tail
+        head: AsyncGenerator[bytes] = self.s3.stream_object(old_tail) if old_tail else _nothing()
+        reader = self.pipeline.reader(_chain(head, body.chunks()), upload.user)
+        sent: list[dict[str, Any]] = []
+        try:
+            _, tail = await self.pipeline.send(
                 upload.key,
                 upload.s3_upload_id,
                 reader,
                 number=upload.parts + 1,
                 size_of=upload.size_of_part,
                 keep_tail=True,
+                sent=sent,
             )
-            assert tail is not None
-            try:
-                if body.cut is not None and body.digest is not None:
-                    raise body.cut  # the checksum covers the whole body: nothing to commit
-                if body.digest is not None and checksum and body.digest.digest() != checksum[1]:
-                    raise ChecksumMismatch(f"the body's {checksum[0]} does not match Upload-Checksum")
-                upload.parts += len(sent)
-                upload.offset += body.received
-                await self._commit(upload, tail, old_tail, now)
-            finally:
-                tail.release()
+        except asyncio.CancelledError:
+            if body.digest is None:  # a checksum covers the whole body: nothing to keep
+                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lease))
+            raise
+        except FileNotFound:
+            # NoSuchUpload, or the old tail gone: another writer completed or
+            # moved the upload on under us (only without conditional writes).
+            raise UploadConflict("another request changed this upload; ask HEAD for its offset") from None
+        finally:
+            await head.aclose()  # gives back its S3 connection if the body failed midway
+        assert tail is not None
+        try:
+            if body.cut is not None and body.digest is not None:
+                raise body.cut  # the checksum covers the whole body: nothing to commit
+            if body.digest is not None and checksum and body.digest.digest() != checksum[1]:
+                raise ChecksumMismatch(f"the body's {checksum[0]} does not match Upload-Checksum")
+            self._add_parts(upload, sent)
+            upload.offset += body.received
+            await self._commit(upload, tail, old_tail, now, lease, changed=bool(sent or body.received))
+        finally:
+            tail.release()
         if body.cut is not None:
             raise body.cut
         return upload
 
-    async def _commit(self, upload: Upload, tail: Part, old_tail: str | None, now: float) -> None:
+    @staticmethod
+    def _add_parts(upload: Upload, sent: list[dict[str, Any]]) -> None:
+        numbers = sorted(part["PartNumber"] for part in sent)
+        assert numbers == list(range(upload.parts + 1, upload.parts + 1 + len(sent))), numbers
+        if upload.etags is not None:
+            upload.etags += [_recorded(part) for part in sorted(sent, key=lambda part: part["PartNumber"])]
+        upload.parts += len(sent)
+
+    async def _commit(
+        self, upload: Upload, tail: Part, old_tail: str | None, now: float, lease: _Lease, *, changed: bool
+    ) -> None:
+        if lease.lost:
+            raise UploadConflict("the upload's lock was lost while writing; ask HEAD for its offset")
         if upload.done:
-            await self._complete(upload, tail)
+            await self._complete(upload, tail, old_tail)
             return
         upload.expires = now + self.expiry
-        if tail.size and upload.tail_key != old_tail:
-            await self.pipeline.put_object(upload.tail_key, tail)
-        await self.s3.put_object(upload.info_key, upload.to_json())
-        if old_tail and old_tail != upload.tail_key:
-            await self.s3.delete_object(old_tail)
+        if not tail.size:
+            upload.tail = None
+        elif changed or old_tail is None:
+            upload.tail = upload.new_tail_key()
+            await self.pipeline.put_object(upload.tail, tail)
+        await self._write(upload)
+        if old_tail and old_tail != upload.tail:
+            await self._delete_quietly(old_tail)
 
-    async def _complete(self, upload: Upload, tail: Part) -> None:
-        if tail.size:
-            upload.parts += 1
-            await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts, tail)
+    async def _commit_sent(
+        self, upload: Upload, sent: list[dict[str, Any]], old_tail: str | None, now: float, lease: _Lease
+    ) -> None:
+        """A cancelled PATCH (a graceful stop): commit the parts S3 already has, in order from the
+        first, and nothing past a gap (parts in flight complete in any order)."""
+        if lease.lost:
+            return
+        by_number = {part["PartNumber"]: part for part in sent}
+        kept: list[dict[str, Any]] = []
+        while upload.parts + len(kept) + 1 in by_number:
+            kept.append(by_number[upload.parts + len(kept) + 1])
+        if not kept:
+            return
+        try:
+            self._add_parts(upload, kept)
+            upload.offset = upload.bytes_in_parts(upload.parts)
+            upload.tail = None
+            upload.expires = now + self.expiry
+            if upload.done:
+                await self._complete(upload, None, old_tail)
+                return
+            await self._write(upload)
+            if old_tail:
+                await self._delete_quietly(old_tail)
+            log.info("tus upload %s: kept %d parts of a cancelled PATCH", upload.id, len(kept))
+        except StorageFailure as exc:
+            log.warning("could not commit the parts of a cancelled PATCH: %s", exc)
+
+    # Completion.
+
+    async def _complete(self, upload: Upload, tail: Part | None, old_tail: str | None) -> None:
+        if tail is not None and tail.size:
+            part = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts + 1, tail)
+            self._add_parts(upload, [part])
+        upload.tail = old_tail  # deleted once done
+        upload.state = COMPLETING
+        await self._write(upload)  # the intent: a crash from here on is finished by the next reader
+        await self._finish(upload, tail)
+
+    async def _finish(self, upload: Upload, tail: Part | None = None) -> None:
+        """Complete the multipart upload of a "completing" upload, and mark it done.
+
+        `tail`: the last part's bytes, when the caller still has them (see
+        `_complete_past_strays`).
+        """
         if upload.parts:
-            parts = await self._committed_parts(upload)
-            await self._complete_past_strays(upload, parts, tail)
+            parts = await self._parts_to_complete(upload)
+            try:
+                await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
+            except FileNotFound:
+                pass  # NoSuchUpload: it was completed, and the process died before saying so
+            except PartsChanged:
+                if not await self._complete_past_strays(upload, parts, tail):
+                    await self._roll_back(upload)
+                    raise UploadConflict(
+                        "another request overwrote part of this upload; resume from HEAD's offset"
+                    ) from None
         else:
             # A deferred length that ended at 0 bytes: S3 cannot complete a
             # multipart upload without parts, so the empty file is put instead.
             await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
             await self.s3.put_object(upload.key, b"")
-        await self._delete_state(upload)
+        tail_key, upload.tail, upload.state = upload.tail, None, DONE
+        try:
+            await self._write(upload)
+        except UploadConflict:
+            # Someone else finished it first (a HEAD racing the PATCH that completed it).
+            upload_now = await self._read(upload.user, upload.id)
+            if upload_now.state != DONE:
+                raise
+            upload.version = upload_now.version
+            return
+        if tail_key:
+            await self._delete_quietly(tail_key)
         await self.on_stored(upload.key)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 
-    async def _committed_parts(self, upload: Upload) -> list[dict[str, Any]]:
-        """Parts 1..upload.parts; any past them are leftovers of an uncommitted PATCH."""
+    async def _parts_to_complete(self, upload: Upload) -> list[dict[str, Any]]:
+        if upload.etags is not None:
+            return [{"PartNumber": n, **part} for n, part in enumerate(upload.etags, start=1)]
+        # An info from before ETags were recorded: take what S3 lists for parts 1..parts.
         parts = [
-            {name: value for name, value in part.items() if name in _PART_FIELDS}
+            {"PartNumber": part["PartNumber"], **_recorded(part)}
             async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
             for part in page
             if part["PartNumber"] <= upload.parts
@@ -322,8 +623,11 @@ class Resumable:
             raise StorageError(f"S3 lists {len(parts)} of the upload's {upload.parts} parts")
         return parts
 
-    async def _complete_past_strays(self, upload: Upload, parts: list[dict[str, Any]], tail: Part) -> None:
-        """Complete the multipart upload from `parts`, even where S3 insists on parts left past them.
+    async def _complete_past_strays(
+        self, upload: Upload, parts: list[dict[str, Any]], tail: Part | None
+    ) -> bool:
+        """Complete the multipart upload from `parts`, where S3 insists on parts left past them;
+        False if the parts S3 holds are not those recorded (another writer's: roll back instead).
 
         A PATCH that failed after sending parts (an Upload-Checksum mismatch,
         say) leaves them in the multipart upload. The next PATCHes overwrite
@@ -335,38 +639,37 @@ class Resumable:
         that the object holds the stray bytes past its length, and rewritten
         at once from its first `length` bytes by a new multipart upload of
         server-side copies (UploadPartCopy, at most 5 GiB a part): no byte
-        passes through the gateway again. A tail under 5 MiB, no longer the
-        last part, is sent again padded to 5 MiB (S3's minimum for every part
-        but the last); its bytes stay where the trimmed object wants them.
-        Between the two completions a reader may see the longer object.
+        passes through the gateway again. A last part under 5 MiB, no longer
+        the last, is sent again padded to 5 MiB (S3's minimum for every part
+        but the last) from `tail`; its bytes stay where the trimmed object
+        wants them. Between the two completions a reader may see the longer
+        object.
         """
-        try:
-            await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
-            return
-        except StorageError as exc:
-            if exc.s3_code != "InvalidPart":
-                raise
-            refused = exc
-        every = [
-            {name: value for name, value in part.items() if name in _PART_FIELDS}
+        listed = {
+            part["PartNumber"]: {"PartNumber": part["PartNumber"], "Size": part["Size"], **_recorded(part)}
             async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
             for part in page
-        ]
+        }
+        if any(listed.get(part["PartNumber"], {}).get("ETag") != part["ETag"] for part in parts):
+            return False
         length = upload.length
-        if len(every) <= len(parts) or not length:
-            raise refused
-        log.info("tus upload %s: completing past %d stray parts", upload.id, len(every) - len(parts))
-        if 0 < tail.size < MIN_PART_SIZE:
-            padded = await self.pipeline.new_part(MIN_PART_SIZE)
+        if len(listed) <= len(parts) or not length:
+            return False
+        log.info("tus upload %s: completing past %d stray parts", upload.id, len(listed) - len(parts))
+        last = len(parts)
+        if listed[last]["Size"] < MIN_PART_SIZE:
+            if tail is None or tail.size != listed[last]["Size"]:
+                raise StorageError("the upload's last part is not at hand to complete it past stray parts")
+            padded = Part(self.pipeline, upload.user, spool=False)
             try:
                 body = tail.body()
-                padded.add(body if isinstance(body, bytes) else body.read())
-                padded.add(bytes(MIN_PART_SIZE - tail.size))
+                await padded.add(body if isinstance(body, bytes) else body.read())
+                await padded.add(bytes(MIN_PART_SIZE - tail.size))
                 padded.finish()
-                sent = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts, padded)
+                listed[last] = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, last, padded)
             finally:
                 padded.release()
-            every = [sent if part["PartNumber"] == upload.parts else part for part in every]
+        every = [{k: v for k, v in listed[n].items() if k != "Size"} for n in sorted(listed)]
         await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, every)
         trim_id = await self.s3.create_multipart_upload(upload.key)
         try:
@@ -380,6 +683,40 @@ class Resumable:
         except BaseException:
             await asyncio.shield(self.s3.abort_multipart_upload(upload.key, trim_id))
             raise
+        return True
+
+    async def _roll_back(self, upload: Upload) -> None:
+        """Back to the last part S3 holds as recorded: what a writer that lost a race overwrote
+        (only possible without conditional writes, or past a lost lock) is given up."""
+        listed = {
+            part["PartNumber"]: part["ETag"]
+            async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
+            for part in page
+        }
+        good = 0
+        for number, part in enumerate(upload.etags or [], start=1):
+            if listed.get(number) != part["ETag"]:
+                break
+            good = number
+        if upload.etags is not None:
+            upload.etags = upload.etags[:good]
+        if upload.tail:
+            await self._delete_quietly(upload.tail)
+        upload.parts = good
+        upload.offset = upload.bytes_in_parts(good)
+        upload.tail = None
+        upload.state = OPEN
+        log.warning("tus upload %s: parts overwritten by another writer; back to part %d", upload.id, good)
+        with contextlib.suppress(UploadConflict):
+            await self._write(upload)
+
+    # Housekeeping.
+
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self.s3.delete_object(key)
+        except StorageFailure as exc:  # only a leftover: gc or the upload's end removes it
+            log.warning("could not delete a tus tail: %s", exc)
 
     async def _delete_state(self, upload: Upload) -> None:
         await self.s3.delete_objects(await self.s3.keys(upload.prefix))
@@ -402,22 +739,33 @@ class Resumable:
                 if not item["Key"].endswith(INFO_SUFFIX):
                     continue
                 try:
-                    yield Upload(**json.loads(await self.s3.read_object(item["Key"])))
+                    yield Upload.from_json(*await self.s3.read_versioned(item["Key"]))
                 except FileNotFound:
-                    continue  # completed or terminated since the listing
+                    continue  # terminated since the listing
 
     async def expire(self, now: float) -> int:
-        """Abort every upload whose expiry is before `now` and remove its state; return how many."""
+        """Forget every upload whose expiry is before `now` (aborting unfinished ones); how many."""
         expired = [upload async for upload in self.all_uploads() if upload.expires < now]
+        count = 0
         for upload in expired:
-            await self.terminate(upload)
+            try:
+                if upload.state == COMPLETING:
+                    await self._finish(upload)
+                await self.terminate(upload)
+            except UploadLocked:
+                continue  # a PATCH is running: it is not expired after all
+            count += 1
             log.info("expired tus upload %s", upload.id)
-        return len(expired)
+        return count
 
     async def live_multipart_ids(self, now: float) -> set[str]:
-        """The S3 UploadIds of unexpired uploads.
+        """The S3 UploadIds of unexpired, unfinished uploads.
 
         A tus upload's multipart upload may rightly sit idle for up to
         UPLOAD_EXPIRY: a sweep of stale multipart uploads must skip these ids.
         """
-        return {upload.s3_upload_id async for upload in self.all_uploads() if upload.expires >= now}
+        return {
+            upload.s3_upload_id
+            async for upload in self.all_uploads()
+            if upload.state != DONE and upload.expires >= now
+        }

@@ -30,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .budget import ByteBudget
+from .budget import FairBudget
 from .client import S3
-from .errors import FileNotFound, ImageTooLarge, NotAnImage, TooLarge
+from .errors import FileNotFound, ImageTooLarge, NotAnImage, StorageBusy, TooLarge
 from .keys import THUMBNAILS_ROOT, split_file_key, thumbnail_key, thumbnails_prefix
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ THUMBNAIL_SIZES = (64, 128, 256, 512)  # the longest side, in pixels
 THUMBNAIL_FORMATS = {"jpeg": "image/jpeg", "webp": "image/webp"}
 _DECODERS = ("PNG", "JPEG", "WEBP", "GIF")
 _QUALITY = 80
+# How long a thumbnail waits for memory to read its image into before a 503.
+_MEMORY_WAIT_SECONDS = 30.0
 _SOURCE_ETAG = "source-etag"  # metadata of a cached thumbnail: the file version it shows
 
 
@@ -82,7 +84,7 @@ def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
 
 
 class Thumbnails:
-    def __init__(self, s3: S3, budget: ByteBudget, *, max_pixels: int, max_bytes: int, workers: int) -> None:
+    def __init__(self, s3: S3, budget: FairBudget, *, max_pixels: int, max_bytes: int, workers: int) -> None:
         self.s3 = s3
         self.budget = budget
         self.max_pixels = max_pixels
@@ -105,7 +107,11 @@ class Thumbnails:
         if head["ContentLength"] > self.max_bytes:
             raise ImageTooLarge(f"thumbnails are made of files up to {self.max_bytes} bytes")
         async with self._slots:
-            await self.budget.acquire(head["ContentLength"])
+            # Counted as memory of the file's owner, waiting in their turn like their uploads.
+            try:
+                await self.budget.acquire(uid, head["ContentLength"], _MEMORY_WAIT_SECONDS)
+            except TimeoutError:
+                raise StorageBusy("no memory came free to make the thumbnail; try again later") from None
             try:
                 try:
                     data, response = await self.s3.read_object_and_head(file_key, limit=head["ContentLength"])
@@ -118,7 +124,7 @@ class Thumbnails:
                 )
                 del data
             finally:
-                self.budget.release(head["ContentLength"])
+                self.budget.release(uid, head["ContentLength"])
         if key is not None:
             await self.s3.put_object(
                 key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}

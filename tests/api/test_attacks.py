@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import posixpath
 import resource
+
+from yarl import URL
 
 from file_uploader.storage.keys import MAX_NAME_BYTES, user_id, user_prefix
 
@@ -260,3 +263,132 @@ async def test_a_burst_of_2000_tiny_requests_is_answered_without_errors_or_memor
     grown_mib = (rss_kib() - before) / 1024
     assert statuses == {200: 50, 401: 1250, 400: 1200}
     assert grown_mib < 20, f"peak RSS grew by {grown_mib:.1f} MiB over 2000 requests"
+
+
+# --- Bad numbers and unusual request targets ------------------------------------------------
+
+
+BAD_EXPIRIES = [1e400, -1e400, float("nan"), 1.5, "3600s", "1e3", True, [], 10**400]
+
+
+async def test_a_share_expiry_that_is_not_a_whole_number_is_400(client, auth):
+    assert (await client.put("/api/files/f", data=b"x", headers=auth)).status == 204
+    for value in BAD_EXPIRIES:
+        text = json.dumps({"expires_in": value}) if value == value else '{"expires_in": NaN}'
+        response = await client.post(
+            "/api/files/f/share", data=text, headers={**auth, "Content-Type": "application/json"}
+        )
+        assert response.status == 400, value
+        assert (await response.json())["error"]["code"] == "invalid_expiry"
+    assert (await client.post("/api/files/f/share?expires_in=1e400", headers=auth)).status == 400
+
+
+async def test_an_absolute_form_target_names_the_file_by_its_path(client, auth, s3, bucket):
+    status, _ = await raw_request(client, "PUT", "http://host/api/files/report.txt", auth, b"report")
+    assert status == 204
+    assert await (await client.get("/api/files", headers=auth)).json() == ["report.txt"]
+    prefix = user_prefix(user_id(auth["X-Auth-Token"]))
+    assert all_keys(s3, bucket) == [prefix + "report.txt"]
+    status, body = await raw_request(client, "GET", "http://host/api/files/report.txt", auth)
+    assert (status, body) == (200, b"report")
+
+
+# --- What the gateway tells strangers ----------------------------------------------------------
+
+
+async def test_no_version_in_the_server_header(client, auth):
+    for response in [
+        await client.get("/healthz"),
+        await client.get("/api/files"),
+        await client.get("/api/files", headers=auth),
+        await client.get("/nowhere"),
+    ]:
+        assert response.headers["Server"] == "file_uploader"
+
+
+async def test_no_bucket_endpoint_or_file_name_reaches_strangers_or_info_logs(client, auth, settings, caplog):
+    caplog.set_level(logging.INFO)
+    secret_name = "quarterly-secret-plan.txt"
+    answers = []
+    assert (await client.put(f"/api/files/{secret_name}", data=b"x", headers=auth)).status == 204
+    link = (await (await client.post(f"/api/files/{secret_name}/share", headers=auth)).json())["url"]
+    answers.append(await (await client.get(URL(link).path)).text())
+    await client.delete(f"/api/files/{secret_name}", headers=auth)
+    for path in ["/readyz", "/api/files", f"/api/files/{secret_name}", URL(link).path, "/s/x.y", "/nope"]:
+        answers.append(await (await client.get(path)).text())
+    answers.append(await (await client.get(f"/api/files/{secret_name}", headers=auth)).text())
+    endpoint = URL(settings.s3_endpoint_url)
+    logged = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        # aiohttp's own access log, which the test server keeps and the gateway turns off.
+        if record.levelno >= logging.INFO and record.name != "aiohttp.access"
+    )
+    for text in [*answers, logged]:
+        assert settings.s3_bucket not in text
+        assert f"{endpoint.host}:{endpoint.port}" not in text
+    assert secret_name not in logged
+
+
+# --- The web page, and share links -------------------------------------------------------------
+
+
+async def test_the_page_forbids_framing_sniffing_and_foreign_code(client):
+    for path in ["/", "/static/app.js", "/static/style.css"]:
+        response = await client.get(path)
+        assert response.status == 200, path
+        policy = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_files_are_served_with_nosniff_and_a_sandbox(client, auth):
+    assert (
+        await client.put("/api/files/x.html", data=b"<script>alert(1)</script>", headers=auth)
+    ).status == 204
+    response = await client.get("/api/files/x.html", headers=auth)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response.headers["Content-Security-Policy"]
+
+
+def respell(link: str) -> list[str]:
+    """The same link in spellings a lenient base64 decoder reads as the same bytes."""
+    payload, signature = link.split(".")
+    return [
+        f"{payload}.{signature}=",
+        f"{payload}==.{signature}",
+        f"{payload}.{signature[:5]}!{signature[5:]}",
+        f"{payload}.{signature[:5]}*{signature[5:]}",
+        f"{payload[:3]}!{payload[3:]}.{signature}",
+    ]
+
+
+async def test_a_share_link_has_one_spelling(client, auth):
+    assert (await client.put("/api/files/f", data=b"x", headers=auth)).status == 204
+    link = URL((await (await client.post("/api/files/f/share", headers=auth)).json())["url"]).path
+    assert (await client.get(link)).status == 200
+    for variant in respell(link.removeprefix("/s/")):
+        response = await client.get(URL("/s/" + variant, encoded=True))
+        assert response.status == 403, variant
+
+
+# --- Ordinary parallel clients ---------------------------------------------------------------
+
+
+async def test_fifty_parallel_uploads_of_one_user_all_succeed(client, auth):
+    """What `xargs -P 50 curl --upload-file` does: fifty at once, none told to come back later."""
+    started = asyncio.Barrier(51)
+
+    async def body():
+        yield b"first half "
+        await started.wait()
+        yield b"second half"
+
+    async def upload(n: int) -> int:
+        return (await client.put(f"/api/files/p{n}", data=body(), headers=auth)).status
+
+    uploads = [asyncio.create_task(upload(n)) for n in range(50)]
+    await asyncio.wait_for(started.wait(), 30)
+    assert await asyncio.gather(*uploads) == [204] * 50

@@ -227,7 +227,7 @@ def test_folders_thumbnails_the_viewer_and_the_public_library_under_a_strict_csp
 
     response = page.goto(gateway_process + "/")
     policy = response.headers["content-security-policy"]
-    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "blob:" in policy
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "blob:" in policy
     assert response.headers["x-content-type-options"] == "nosniff"
     page.fill("#token", token)
     page.click("#token-use")

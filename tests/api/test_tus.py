@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import json
 import socket
 import time
 from pathlib import Path
@@ -75,6 +76,18 @@ def state_keys(s3, bucket: str) -> list[str]:
     return [key for key in all_keys(s3, bucket) if key.startswith("uploads/")]
 
 
+def leftovers(s3, bucket: str) -> list[str]:
+    """State objects but the infos of finished uploads (kept until they expire, for HEAD)."""
+    return [
+        key
+        for key in state_keys(s3, bucket)
+        if not (
+            key.endswith(".info")
+            and json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["state"] == "done"
+        )
+    ]
+
+
 async def test_options_advertises_version_extensions_and_limits(gw, auth):
     response = await gw.options("/api/uploads/", headers=auth)
     assert response.status == 204
@@ -121,10 +134,11 @@ async def test_creation_with_upload_stores_a_small_file_at_once(gw, auth, s3, bu
     assert await names(gw, auth) == ["notes/small.bin"]
     assert await content(gw, auth, "notes/small.bin") == data
     assert open_uploads(s3, bucket) == []
-    assert state_keys(s3, bucket) == []
-    # Completed: the upload URL is gone.
-    gone = await gw.head(response.headers["Location"], headers={**auth, **TUS})
-    assert gone.status == 404
+    assert leftovers(s3, bucket) == []
+    # Completed: the upload URL says so (a client whose last answer was lost learns it is done).
+    done = await gw.head(response.headers["Location"], headers={**auth, **TUS})
+    assert done.status == 200
+    assert done.headers["Upload-Offset"] == done.headers["Upload-Length"] == str(len(data))
 
 
 async def test_an_empty_upload_is_an_empty_file(gw, auth, s3, bucket):
@@ -159,7 +173,7 @@ async def test_tiny_patches_add_up_to_several_parts(gw, auth, s3, bucket):
             assert len(state_keys(s3, bucket)) <= 2  # the info and at most one tail
     assert await content(gw, auth, "tiny.bin") == data
     assert open_uploads(s3, bucket) == []
-    assert state_keys(s3, bucket) == []
+    assert leftovers(s3, bucket) == []
 
 
 async def test_deferred_length_is_declared_by_a_later_patch(gw, auth):
@@ -288,6 +302,7 @@ async def test_expired_upload_is_gone_and_gc_aborts_it(aiohttp_client, settings,
     assert open_uploads(s3, bucket) == []
     assert state_keys(s3, bucket) == []
     assert (await gw.head(keep, headers={**auth, **TUS})).status == 404
+    assert (await gw.head(url, headers={**auth, **TUS})).status == 404
 
 
 async def test_patch_with_a_bad_token_is_refused_before_the_body(gw):
@@ -335,7 +350,7 @@ def test_tuspy_uploads_a_file_of_several_parts_in_one_go(s3_url, bucket, s3, tmp
         assert listed(base, auth) == ["several.bin"]
         assert downloaded(base, auth, "several.bin") == data
     assert open_uploads(s3, bucket) == []
-    assert state_keys(s3, bucket) == []
+    assert leftovers(s3, bucket) == []
 
 
 @pytest.mark.process
@@ -377,7 +392,7 @@ def test_tuspy_resumes_an_interrupted_upload_on_another_gateway(s3_url, bucket, 
         assert listed(second, auth) == ["resumed.bin"]
         assert downloaded(second, auth, "resumed.bin") == data
     assert open_uploads(s3, bucket) == []
-    assert state_keys(s3, bucket) == []
+    assert leftovers(s3, bucket) == []
 
 
 async def test_a_deferred_upload_that_ends_at_zero_bytes_is_an_empty_file(gw, auth, s3, bucket):
@@ -387,7 +402,7 @@ async def test_a_deferred_upload_that_ends_at_zero_bytes_is_an_empty_file(gw, au
     assert response.headers["Upload-Offset"] == "0"
     assert await content(gw, auth, "nothing.txt") == b""
     assert open_uploads(s3, bucket) == []
-    assert state_keys(s3, bucket) == []
+    assert leftovers(s3, bucket) == []
 
 
 async def test_a_patch_takes_one_of_the_users_upload_slots(aiohttp_client, settings, auth):

@@ -16,7 +16,7 @@ from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings, SettingsError
 from file_uploader.sizes import MAX_OBJECT_SIZE, MiB
-from file_uploader.storage.budget import ByteBudget
+from file_uploader.storage.budget import FairBudget
 
 from ..helpers import chunked, new_token, open_uploads, rss_bytes, run_gateway
 
@@ -51,7 +51,7 @@ async def test_concurrent_uploads_over_the_budget_wait_and_all_arrive_intact(tig
     for name, data in bodies.items():
         response = await tight_client.get(f"/api/files/{name}", headers={"X-Auth-Token": tokens[name]})
         assert await response.read() == data
-    budget = tight_client.server.app[STORAGE].pipeline.budget
+    budget = tight_client.server.app[STORAGE].pipeline.memory
     assert budget.peak <= 3 * PART  # never more part data held than the cap...
     assert budget.peak > 2 * PART  # ...which the uploads really filled...
     assert budget.waits > 0  # ...and had to wait for
@@ -66,7 +66,7 @@ async def test_a_failed_upload_gives_its_reservations_back(tight_client, auth):
 
     with pytest.raises(Exception):  # noqa: B017 (the client sees its own body fail)
         await tight_client.put("/api/files/broken", data=broken(), headers=auth)
-    budget = tight_client.server.app[STORAGE].pipeline.budget
+    budget = tight_client.server.app[STORAGE].pipeline.memory
     for _ in range(50):  # the server notices the cut connection a moment later
         if budget.held == 0:
             break
@@ -75,16 +75,16 @@ async def test_a_failed_upload_gives_its_reservations_back(tight_client, auth):
 
 
 async def test_a_waiter_cancelled_in_the_queue_does_not_block_the_next():
-    budget = ByteBudget(10)
-    await budget.acquire(8)
-    cancelled = asyncio.create_task(budget.acquire(5))
-    behind = asyncio.create_task(budget.acquire(2))
+    budget = FairBudget(10)
+    await budget.acquire("a", 8)
+    cancelled = asyncio.create_task(budget.acquire("a", 5))
+    behind = asyncio.create_task(budget.acquire("b", 2))
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.wait_for(behind, 1)
     assert budget.held == 10
-    budget.release(8)
-    budget.release(2)
+    budget.release("a", 8)
+    budget.release("b", 2)
     assert budget.held == 0
 
 
