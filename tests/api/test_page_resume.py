@@ -118,6 +118,9 @@ def test_after_a_reload_the_upload_is_offered_and_resumes_byte_exact(
     page = browser_page
     token = start(page, proxy)
     cut_mid_upload(page, proxy, big_file)
+    [entry] = stored_uploads(page)
+    offset = server_offset(gateway_process, token, entry["uploadUrl"])  # once the cut PATCH committed
+    assert 0 < offset < SIZE
     # Reloaded while the network is down (the browser shows its error page), then again once it is back.
     with pytest.raises(Exception, match="ERR_CONNECTION_REFUSED"):
         page.reload()
@@ -132,9 +135,7 @@ def test_after_a_reload_the_upload_is_offered_and_resumes_byte_exact(
     page.wait_for_function(
         "() => / of 8.0 MB stored/.test(document.querySelector('#unfinished li .detail').textContent)"
     )
-    [entry] = stored_uploads(page)
-    offset = server_offset(gateway_process, token, entry["uploadUrl"])
-    assert 0 < offset < SIZE
+    assert stored_uploads(page) == [entry]
     assert offered.locator("progress").evaluate("bar => bar.value") == pytest.approx(offset / SIZE)
 
     # Another file cannot resume it.
