@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import files, forms, health, page, public, share, tus
+from .api import cors, files, forms, health, page, public, share, tus
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
@@ -37,6 +37,7 @@ LINGERING_SECONDS = 1.0
 MIDDLEWARES = [
     access_middleware,  # outermost: logs and counts every request, errors included
     error_middleware,  # every failure becomes the one JSON error shape
+    cors.preflight_middleware,  # CORS preflights (CORS_ORIGINS): answered here, with no token
     auth_middleware,  # X-Auth-Token -> the user's id, for /api/
     health.storage_ready_middleware,  # the bucket is there before any request that needs S3
 ]
@@ -106,5 +107,6 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(storage_context)
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors.cors_headers)
     app.router.add_routes(ROUTES)
     return app

@@ -7,7 +7,9 @@ of the code reads attributes of a frozen `Settings`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,6 +96,48 @@ def _seconds(minimum: float) -> Callable[[str, str], float]:
     return _at_least(minimum, float, "a number of seconds")
 
 
+# An origin as browsers send it in `Origin`: scheme, host and an optional port; no path.
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
+ANY_ORIGIN = "*"
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _origin(name: str, value: str) -> str:
+    """`https://Files.Example.com:443/` -> `https://files.example.com`: as a browser writes it."""
+    origin = value.strip().lower().removesuffix("/")
+    if not _ORIGIN.fullmatch(origin):
+        raise SettingsError(
+            f"{name} takes origins: a scheme, a host and perhaps a port, such as "
+            f"https://files.example.com or http://localhost:3000 (no path), got {value.strip()!r}"
+        )
+    default_port = ":443" if origin.startswith("https:") else ":80"
+    return origin.removesuffix(default_port)
+
+
+def _origins(name: str, value: str) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if ANY_ORIGIN in items:
+        if len(items) > 1:
+            raise SettingsError(f"{name} is either * or a list of origins, not both")
+        return (ANY_ORIGIN,)
+    return tuple(dict.fromkeys(_origin(name, item) for item in items))
+
+
+def _networks(name: str, value: str) -> tuple[IpNetwork, ...]:
+    networks = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"{name} takes IP addresses and networks such as 10.0.0.5 or 172.16.0.0/12, "
+                f"got {item.strip()!r}"
+            ) from None
+    return tuple(networks)
+
+
 # Each environment variable (besides S3_BUCKET / BUCKET): the field it sets
 # and how its text is read.
 ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
@@ -131,6 +175,9 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "UPLOAD_LOCK_SECONDS": ("upload_lock_seconds", _seconds(1)),
     "SHARE_SECRET": ("share_secret", _text),
     "SHARE_MAX_SECONDS": ("share_max_seconds", _whole(1)),
+    "PUBLIC_URL": ("public_url", _origin),
+    "TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "CORS_ORIGINS": ("cors_origins", _origins),
     "GRACEFUL_TIMEOUT": ("graceful_timeout", _whole(0)),
     "WORKERS": ("workers", _whole(1)),
     "WORKER_TIMEOUT": ("worker_timeout", _whole(1)),
@@ -192,6 +239,14 @@ class Settings:
     # Key of the HMAC that signs share links; None: a random one per process.
     share_secret: str | None = dataclasses.field(default=None, repr=False)
     share_max_seconds: int = 7 * 24 * 3600
+    # Browsers and proxies (ops/proxies.py, api/cors.py). The origin that share links, public
+    # links and tus Locations start with (https://files.example.com); None: each request's own,
+    # as the trusted proxies forwarded it.
+    public_url: str | None = None
+    # Peers whose X-Forwarded-* / Forwarded headers are believed; none by default.
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    # Origins whose scripts may call the API (CORS); ("*",): any; (): no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
     log_format: str = "text"  # or "json": one JSON object per line
     # Client connections (ops/connections.py): a request head must be complete
     # this many seconds after its first byte (or after the connection opened)...

@@ -16,14 +16,27 @@ from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
 from file_uploader.settings import Settings
 
-from .helpers import ACCESS_KEY, SECRET_KEY, Gateway, new_token, run_gateway
+from .helpers import (
+    ACCESS_KEY,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NO_CHROMIUM,
+    SECRET_KEY,
+    Gateway,
+    new_token,
+    run_gateway,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that runs the gateway as a process is a process test, whatever its module."""
+    """A test that runs the gateway as a process is a process test, one that drives Chromium a
+    browser test, whatever its module."""
     for item in items:
-        if "gateway_process" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "gateway_process" in fixtures:
             item.add_marker(pytest.mark.process)
+        if "browser_page" in fixtures:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +125,20 @@ def gateway_process(s3_url: str, bucket: str, tmp_path: Path) -> Iterator[Gatewa
     """A gateway process for one test; its log is tmp_path/gateway.log."""
     with run_gateway(s3_url, bucket, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def browser_page():
+    """A page in headless Chromium (Debian's, driven by Playwright); skips where there is none."""
+    if not CHROMIUM.exists():
+        pytest.skip(NO_CHROMIUM)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            yield page
+        finally:
+            browser.close()

@@ -20,10 +20,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.ports import child_server, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots the browser tests leave for a person to look at
 ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "testing-secret-key"
 
 __all__ = ["free_port", "wait_for_port"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The switches Debian's chromium needs to run headless as root in a container,
+# and to keep it from phoning home during a test.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+NO_CHROMIUM = "no browser at /usr/bin/chromium: `apt-get install chromium` (.ci/run does it in CI)"
 
 
 def new_token() -> str:
@@ -138,3 +153,14 @@ async def metric_samples(client) -> dict[tuple[str, tuple], float]:
 def metric(samples: dict, name: str, **labels: str) -> float:
     """One sample of `metric_samples`; 0 when it was never reported."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def csp_violations(page) -> list[str]:
+    """Collects, from now on, what the Content-Security-Policy blocked, and script errors."""
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    return seen

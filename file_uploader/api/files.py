@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..ops import metrics
+from ..ops.proxies import absolute_url
 from ..sizes import LIST_PAGE_SIZE
 from ..storage import sweep
 from ..storage.errors import InvalidName
@@ -331,8 +332,8 @@ async def patch_file(request: web.Request) -> web.Response:
 
 
 def public_url(request: web.Request, library_id: str) -> str:
-    """The URL that serves a public file to anyone: /p/<library id>, on the request's origin."""
-    return str(request.url.origin().join(request.app.router[PUBLIC_FILE_NAME].url_for(id=library_id)))
+    """The URL that serves a public file to anyone: /p/<library id>, on the public origin."""
+    return absolute_url(request, str(request.app.router[PUBLIC_FILE_NAME].url_for(id=library_id)))
 
 
 async def head_file(request: web.Request) -> web.StreamResponse:

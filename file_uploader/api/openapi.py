@@ -277,7 +277,17 @@ _TUS_CREATE = {
         _header("Upload-Metadata"),
     ],
     "responses": {
-        "201": {"description": "created", "headers": {"Location": _STRING, "Upload-Offset": _STRING}},
+        "201": {
+            "description": "created",
+            "headers": {
+                "Location": {
+                    "description": "the upload's absolute URL, on the public origin (PUBLIC_URL, or what a "
+                    "trusted proxy forwarded)",
+                    "schema": {"type": "string", "format": "uri"},
+                },
+                "Upload-Offset": _STRING,
+            },
+        },
         **_TUS_ERRORS,
         "413": _error("Upload-Length is over MAX_FILE_SIZE, or the body is longer than Upload-Length"),
         "415": _error("a body without Content-Type: application/offset+octet-stream"),
@@ -378,7 +388,11 @@ def spec() -> dict[str, Any]:
         "info": {
             "title": "file_uploader",
             "version": __version__,
-            "description": "Stream files into S3. Every user is an X-Auth-Token (a UUID).",
+            "description": (
+                "Stream files into S3. Every user is an X-Auth-Token (a UUID). With CORS_ORIGINS set, "
+                "CORS preflights (OPTIONS with Origin and Access-Control-Request-Method) are answered "
+                "without a token: 204, or 403 origin_not_allowed (docs/browsers-and-proxies.md)."
+            ),
         },
         "security": [{"token": []}],
         "paths": {

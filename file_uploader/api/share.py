@@ -22,6 +22,7 @@ import time
 from aiohttp import web
 
 from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
+from ..ops.proxies import absolute_url
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT, file_key
 from .errors import ApiError
@@ -110,8 +111,8 @@ async def create_link(request: web.Request) -> web.Response:
     info = await request.app[STORAGE].files.stat(key)
     expires = int(time.time()) + seconds
     link = sign(request.app[SHARE_KEY], key, info.etag, expires)
-    url = request.url.origin().join(request.app.router[SHARED_NAME].url_for(link=link))
-    return web.json_response({"url": str(url), "expires_at": _iso(expires), "expires_in": seconds})
+    url = absolute_url(request, str(request.app.router[SHARED_NAME].url_for(link=link)))
+    return web.json_response({"url": url, "expires_at": _iso(expires), "expires_in": seconds})
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:

@@ -17,6 +17,7 @@ from email.utils import formatdate
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..ops.proxies import absolute_url
 from ..storage.errors import ChecksumMismatch, InvalidName, TooLarge
 from ..storage.resumable import CHECKSUMS, Upload
 from .auth import authenticate
@@ -165,7 +166,8 @@ async def create(request: web.Request) -> web.Response:
         checksum = _checksum(request)
     resumable = request.app[STORAGE].resumable
     upload = await resumable.create(request[USER_ID], name, length, raw_metadata, time.time())
-    headers: dict[str, str] = {hdrs.LOCATION: f"{UPLOADS}/{upload.id}"}
+    # Absolute, on the public origin: the client sends its token there next.
+    headers: dict[str, str] = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}")}
     if with_upload:
         try:
             upload = await resumable.append(upload, 0, read_body(request), now=time.time(), checksum=checksum)

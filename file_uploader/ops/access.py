@@ -1,7 +1,8 @@
 """One log line and one set of metrics per request, and the count a graceful stop waits on.
 
 The request log names the route pattern, never the raw path (which holds file
-names), and the user by the one-way id only.
+names), the user by the one-way id only, and the client by its address (as a
+trusted proxy forwarded it, ops/proxies.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT, IN_FLIGHT, REQUEST_ID, USER_ID
 from . import metrics
+from .proxies import client_address
 
 access_log = logging.getLogger("file_uploader.access")
 
@@ -86,6 +88,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             "bytes_out": bytes_out,
             "duration_ms": round(elapsed * 1000, 1),
             "user": request.get(USER_ID, "-"),
+            "client": client_address(request) or "-",
         }
         access_log.info(" ".join(f"{name}=%s" for name in fields), *fields.values(), extra={"fields": fields})
 

@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -66,7 +67,7 @@ async def test_purge_leaves_nothing_of_a_live_resumable_upload(
     )
     assert created.status == 201
     patched = await client.patch(
-        created.headers["Location"],
+        urllib.parse.urlsplit(created.headers["Location"]).path,
         data=b"x" * 1000,
         headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
     )

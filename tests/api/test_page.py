@@ -5,44 +5,21 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from ..helpers import ROOT, new_token
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
-# The switches Debian's chromium needs to run headless as root in a container,
-# and to keep it from phoning home during a test.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="no browser at /usr/bin/chromium: `apt-get install chromium` (.ci/run does it in CI)",
+from ..helpers import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NO_CHROMIUM,
+    all_keys,
+    csp_violations,
+    new_token,
+    open_uploads,
 )
 
-
-@pytest.fixture
-def browser_page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            yield page
-        finally:
-            browser.close()
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
 
 
 def listed_names(base_url: str, token: str) -> list[str]:
@@ -145,7 +122,7 @@ def test_refusals_are_explained_and_a_dismissed_delete_keeps_the_file(
     assert listed_names(gateway_process, token) == ["keep.txt"]
 
 
-def test_a_cancelled_upload_stores_nothing(gateway_process, browser_page):
+def test_a_cancelled_upload_stores_nothing_and_leaves_nothing_open(gateway_process, browser_page, s3, bucket):
     page = browser_page
     token = new_token()
     page.goto(gateway_process + "/")
@@ -161,14 +138,19 @@ def test_a_cancelled_upload_stores_nothing(gateway_process, browser_page):
     slow = {"name": "slow.bin", "mimeType": "text/plain", "buffer": b"x" * 2_000_000}
     page.set_input_files("#picker", [slow])
     row = page.locator('#uploads li[data-name="slow.bin"]')
+    # Progress shows the bytes, the speed and the time left.
     page.wait_for_function(
-        "() => / of 2.0 MB · /.test(document.querySelector('#uploads li .detail').textContent)"
+        "() => / of 2.0 MB · .*B\\/s · .* left/"
+        ".test(document.querySelector('#uploads li .detail').textContent)"
     )
     row.locator(".cancel").click()
-    # XMLHttpRequest fires "abort" only for a request still in flight.
-    assert "Cancelled" in row.locator(".detail").inner_text()
+    # Cancel terminates the tus upload on the server (DELETE), then says so.
+    row.locator(".detail", has_text="Cancelled").wait_for()
+    assert "Nothing was stored" in row.locator(".detail").inner_text()
     assert row.locator("progress").evaluate("bar => bar.value") < 1
     assert listed_names(gateway_process, token) == []
+    assert open_uploads(s3, bucket) == [] and all_keys(s3, bucket) == []
+    assert page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
 
 
 def test_the_share_button_shows_a_working_link(gateway_process, browser_page):
@@ -202,17 +184,6 @@ def png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (30, 120, 200)).save(out, format="PNG")
     return out.getvalue()
-
-
-def csp_violations(page) -> list[str]:
-    """Collects, from now on, what the browser reports the Content-Security-Policy blocked."""
-    seen: list[str] = []
-    page.on(
-        "console",
-        lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None,
-    )
-    page.on("pageerror", lambda error: seen.append(str(error)))
-    return seen
 
 
 def test_folders_thumbnails_the_viewer_and_the_public_library_under_a_strict_csp(
@@ -277,6 +248,7 @@ def test_folders_thumbnails_the_viewer_and_the_public_library_under_a_strict_csp
     assert violations == []
 
 
+@pytest.mark.browser
 def test_the_plain_form_uploads_without_javascript(gateway_process, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     token = new_token()

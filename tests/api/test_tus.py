@@ -9,6 +9,7 @@ import hashlib
 import json
 import socket
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,12 @@ async def create(gw, auth, name="data.bin", length: int | None = None, **headers
         "/api/uploads/", headers={**auth, **TUS, **sizes, "Upload-Metadata": metadata(name), **headers}
     )
     assert response.status == 201, await response.text()
-    return response.headers["Location"]
+    return path_of(response.headers["Location"])
+
+
+def path_of(location: str) -> str:
+    """The path of an absolute Location, for a test client that takes paths."""
+    return urllib.parse.urlsplit(location).path
 
 
 async def patch(gw, auth, url: str, offset: int, data: bytes, **headers):
@@ -106,9 +112,10 @@ async def test_creation_returns_location_offset_zero_and_expiry(gw, auth, s3, bu
     )
     assert response.status == 201
     assert response.headers["Tus-Resumable"] == "1.0.0"
-    assert response.headers["Location"].startswith("/api/uploads/")
+    # Absolute, on the origin the client asked (ops/proxies.py: PUBLIC_URL or a trusted proxy's).
+    assert response.headers["Location"].startswith(f"http://{gw.host}:{gw.port}/api/uploads/")
     assert response.headers["Upload-Expires"].endswith("GMT")
-    head = await gw.head(response.headers["Location"], headers={**auth, **TUS})
+    head = await gw.head(path_of(response.headers["Location"]), headers={**auth, **TUS})
     assert head.headers["Upload-Offset"] == "0"
     assert head.headers["Upload-Length"] == "10"
     assert head.headers["Upload-Metadata"] == metadata("a.txt")
@@ -136,7 +143,7 @@ async def test_creation_with_upload_stores_a_small_file_at_once(gw, auth, s3, bu
     assert open_uploads(s3, bucket) == []
     assert leftovers(s3, bucket) == []
     # Completed: the upload URL says so (a client whose last answer was lost learns it is done).
-    done = await gw.head(response.headers["Location"], headers={**auth, **TUS})
+    done = await gw.head(path_of(response.headers["Location"]), headers={**auth, **TUS})
     assert done.status == 200
     assert done.headers["Upload-Offset"] == done.headers["Upload-Length"] == str(len(data))
 

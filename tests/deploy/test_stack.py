@@ -217,6 +217,12 @@ def test_replicas_restarted_or_added_are_followed_without_an_error_window(stack:
     assert all(count >= 3 for count in served_by.values()), served_by
 
 
+# What a client may claim in the headers a proxy sets: nginx replaces them all.
+FORGED = (
+    *("-H", "X-Forwarded-For: 203.0.113.9", "-H", "X-Forwarded-Host: evil.example"),
+    *("-H", "X-Forwarded-Proto: https", "-H", "Forwarded: for=203.0.113.9;host=evil.example;proto=https"),
+)
+
 ECHO = """
 import http.server, json
 class Echo(http.server.BaseHTTPRequestHandler):
@@ -248,7 +254,7 @@ def test_the_proxy_passes_the_clients_host_port_scheme_and_address(stack: Checko
         seen = None
         deadline = time.monotonic() + 30
         while seen is None and time.monotonic() < deadline:
-            reply = curl("-H", "X-Forwarded-For: 203.0.113.9", f"{stack.url}/echo").stdout
+            reply = curl(*FORGED, f"{stack.url}/echo").stdout
             seen = json.loads(reply)["echo"] if reply.startswith('{"echo"') else time.sleep(0.1)
     finally:
         engine("rm", "--force", echo, check=False)
@@ -258,8 +264,35 @@ def test_the_proxy_passes_the_clients_host_port_scheme_and_address(stack: Checko
     assert (seen.get("X-Forwarded-Port"), seen.get("X-Forwarded-Proto")) == (str(stack.http_port), "http"), (
         seen
     )
-    client, proxy_peer = seen.get("X-Forwarded-For", "-, -").split(", ")
-    assert client == "203.0.113.9" and ipaddress.ip_address(proxy_peer), seen
+    # nginx is the edge: it says the address it saw, and drops what the client claimed.
+    assert ipaddress.ip_address(seen.get("X-Forwarded-For", "-")), seen
+    assert "Forwarded" not in seen, seen
+
+
+def test_the_gateways_trust_nginx_for_links_and_the_client_address_and_nothing_the_client_forged(
+    stack: Checkout,
+) -> None:
+    engine = stack.engine
+    created = curl(
+        *AUTH, *FORGED, "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Length: 3",
+        "-H", "Upload-Metadata: filename YS50eHQ=", "-H", "X-Request-ID: deploy-forwarded-1",
+        "-X", "POST", "-D", "-", "-o", "/dev/null", f"{stack.url}/api/uploads/",
+    ).stdout  # fmt: skip
+    location = next(
+        line.split(":", 1)[1].strip() for line in created.splitlines() if line.lower().startswith("location:")
+    )
+    assert location.startswith(f"http://127.0.0.1:{stack.http_port}/api/uploads/"), created
+    [proxy] = engine.containers("proxy")
+    lines = [
+        line
+        for name in engine.containers("gateway")
+        for line in engine.logs(name).splitlines()
+        if "request_id=deploy-forwarded-1 " in line
+    ]
+    assert len(lines) == 1, lines
+    client = lines[0].split(" client=", 1)[1].split()[0]
+    report(f"request log through nginx: client={client} (nginx at {engine.address(proxy)})")
+    assert ipaddress.ip_address(client) and client not in ("203.0.113.9", engine.address(proxy)), lines[0]
 
 
 def test_share_links_are_valid_on_every_replica_and_name_the_clients_host_and_port(

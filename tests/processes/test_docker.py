@@ -119,11 +119,22 @@ def test_every_service_that_carries_uploads_stops_gracefully() -> None:
     assert "STOP_TIMEOUT ?= $(shell expr $(GRACEFUL_TIMEOUT) + 10)" in makefile
 
 
-def test_nginx_passes_the_clients_host_port_and_scheme() -> None:
+def test_nginx_passes_the_clients_host_port_scheme_and_address_and_the_gateways_trust_it() -> None:
     nginx = (COMPOSE_FILE.parent / "nginx.conf.template").read_text()
     for header in ("Host $http_host", "X-Forwarded-Host $http_host", "X-Forwarded-Proto $scheme"):
         assert f"proxy_set_header {header};" in nginx
-    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+    # The edge: the address it saw replaces whatever a client claimed (appending would let a
+    # forged one through, the host's bridge address being in the trusted ranges).
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in nginx
+    assert 'proxy_set_header Forwarded "";' in nginx
+    trusted = GATEWAY["environment"]["TRUSTED_PROXIES"]
+    assert trusted.startswith("${TRUSTED_PROXIES:-")  # .env may replace it
+    default = Settings.from_env({"S3_BUCKET": "b", "TRUSTED_PROXIES": trusted.split(":-", 1)[1].rstrip("}")})
+    assert {str(network) for network in default.trusted_proxies} == {
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    }
 
 
 def test_the_build_context_is_only_what_the_image_copies() -> None:

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def tus_create(base: str, auth: dict, name: str, length: int) -> str:
         timeout=10,
     )
     assert response.status_code == 201, response.text
-    return response.headers["Location"]
+    return urllib.parse.urlsplit(response.headers["Location"]).path
 
 
 def parts_in_s3(s3, bucket: str) -> int:

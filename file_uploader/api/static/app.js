@@ -89,6 +89,7 @@ function useToken(value) {
   for (const url of thumbnails.values()) URL.revokeObjectURL(url);
   thumbnails.clear();
   refresh();
+  showUnfinished();
 }
 
 $("#token-form").addEventListener("submit", (event) => {
@@ -101,54 +102,214 @@ $("#token-new").addEventListener("click", () => {
   useToken(crypto.randomUUID());
 });
 
-// ---- uploads ----------------------------------------------------------------
+// ---- uploads: tus, resumable ----------------------------------------------------
 
-function upload(file) {
-  const name = folder + file.name;
+// Every upload goes through tus (tus-js-client, vendored in /static/vendor/): a
+// dropped connection is retried from the offset the server has, and an upload
+// cut short by a reload or a crash stays in localStorage (tus-js-client's URL
+// storage) and is offered again, to resume once the same file is chosen.
+const TUS_ENDPOINT = new URL("/api/uploads/", location.href).href;
+const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000]; // ms; then the upload waits for the user
+const SPEED_WINDOW = 5000; // ms of progress the speed is measured over
+
+// tus-js-client finds an upload again by its fingerprint. Ours names the user (a
+// short hash of the token: another token's uploads are not offered), the target
+// name, and the file by its size, type and date: a different file cannot resume one.
+function userTag() {
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits: a tag, not a secret (the token is in localStorage anyway)
+  for (const char of token) hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193) >>> 0;
+  return hash.toString(16);
+}
+
+function fingerprint(file, name) {
+  return ["file_uploader", userTag(), encodeURIComponent(name), file.size, file.type, file.lastModified].join("/");
+}
+
+// Bytes a second over the last few seconds, and the seconds left at that pace.
+function speedometer() {
+  const samples = [];
+  return (sent, total) => {
+    const now = performance.now();
+    samples.push([now, sent]);
+    while (samples.length > 2 && now - samples[1][0] > SPEED_WINDOW) samples.shift();
+    const [then, before] = samples[0];
+    const speed = now > then ? ((sent - before) * 1000) / (now - then) : 0;
+    return { speed, left: speed > 0 ? (total - sent) / speed : Infinity };
+  };
+}
+
+function formatDuration(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 60) return `${Math.ceil(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.ceil((seconds % 3600) / 60)} min`;
+}
+
+function tusError(error) {
+  const response = error.originalResponse;
+  if (!response) return explain(0);
+  let body = null;
+  try { body = JSON.parse(response.getBody()); } catch { /* not JSON */ }
+  return explain(response.getStatus(), body);
+}
+
+function uploadRow(name) {
   const row = document.createElement("li");
   row.dataset.name = name;
   row.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="detail">waiting…</span><button type="button" class="secondary cancel">Cancel</button>';
   row.querySelector(".name").textContent = name;
   $("#uploads").prepend(row);
+  return row;
+}
+
+// Upload `file` as `name`; `previous`: the stored upload to resume (else any one found by fingerprint).
+function upload(file, name = folder + file.name, previous = null) {
+  const row = uploadRow(name);
   const bar = row.querySelector("progress");
   const detail = row.querySelector(".detail");
   const cancel = row.querySelector(".cancel");
-
-  const xhr = new XMLHttpRequest();
+  const measure = speedometer();
   const started = performance.now();
-  xhr.open("PUT", fileUrl(name));
-  xhr.setRequestHeader("X-Auth-Token", token);
-  xhr.upload.addEventListener("progress", (event) => {
-    const total = event.lengthComputable ? event.total : file.size;
-    const seconds = (performance.now() - started) / 1000;
-    bar.value = total ? event.loaded / total : 1;
-    const speed = seconds > 0 ? ` · ${formatSize(event.loaded / seconds)}/s` : "";
-    detail.textContent = `${formatSize(event.loaded)} of ${formatSize(total)}${speed}`;
-  });
+  let resumedAt = 0;
+  let finished = false;
   const finish = (state, text) => {
+    finished = true;
+    row.classList.remove("retrying");
     row.classList.add(state);
     detail.textContent = text;
     cancel.remove();
+    showUnfinished();
   };
-  xhr.addEventListener("load", () => {
-    if (xhr.status >= 200 && xhr.status < 300) {
+
+  const transfer = new tus.Upload(file, {
+    endpoint: TUS_ENDPOINT,
+    headers: { "X-Auth-Token": token },
+    metadata: { filename: name, filetype: file.type || "application/octet-stream" },
+    fingerprint: () => Promise.resolve(fingerprint(file, name)),
+    retryDelays: RETRY_DELAYS,
+    removeFingerprintOnSuccess: true,
+    onAfterResponse: (request, response) => {
+      if (request.getMethod() === "HEAD" && response.getStatus() === 200) {
+        resumedAt = Number(response.getHeader("Upload-Offset")) || 0;
+      }
+    },
+    onShouldRetry: (error, attempt, options) => {
+      const retry = tus.defaultOptions.onShouldRetry(error, attempt, options);
+      if (retry) {
+        row.classList.add("retrying");
+        detail.textContent = `Connection lost; trying again in ${formatDuration(options.retryDelays[attempt] / 1000) || "a moment"}…`;
+      }
+      return retry;
+    },
+    onProgress: (sent, total) => {
+      row.classList.remove("retrying");
+      const { speed, left } = measure(sent, total);
+      bar.value = total ? sent / total : 1;
+      const parts = [`${formatSize(sent)} of ${formatSize(total)}`];
+      if (speed > 0) parts.push(`${formatSize(speed)}/s`, `${formatDuration(left)} left`);
+      if (resumedAt > 0) parts.push(`resumed at ${formatSize(resumedAt)}`);
+      detail.textContent = parts.join(" · ");
+    },
+    onSuccess: () => {
       const seconds = (performance.now() - started) / 1000;
       bar.value = 1;
-      finish("done", `${formatSize(file.size)} uploaded in ${seconds.toFixed(1)} s`);
+      const resumed = resumedAt > 0 ? ` (resumed at ${formatSize(resumedAt)})` : "";
+      finish("done", `${formatSize(file.size)} uploaded in ${seconds.toFixed(1)} s${resumed}`);
       refresh();
-    } else {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-      finish("failed", explain(xhr.status, body));
-    }
+    },
+    onError: (error) => {
+      // Retries used up (or a refusal): an upload the server holds can still be resumed later.
+      const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+      const resumable = transfer.url && (status === 0 || status >= 500 || status === 423);
+      finish("failed", resumable ? `${tusError(error)} Choose the file again to resume.` : tusError(error));
+    },
   });
-  xhr.addEventListener("error", () => finish("failed", explain(0)));
-  xhr.addEventListener("abort", () => finish("failed", "Cancelled. Nothing was stored (an older file of the same name is untouched)."));
-  cancel.addEventListener("click", () => xhr.abort());
-  xhr.send(file);
+
+  cancel.addEventListener("click", () => {
+    cancel.disabled = true;
+    detail.textContent = "Cancelling…";
+    // abort(true) stops the transfer and terminates the upload on the server (DELETE), which
+    // aborts its S3 multipart upload, and forgets it in this browser.
+    transfer.abort(true)
+      .then(() => finish("failed", "Cancelled. Nothing was stored (an older file of the same name is untouched)."))
+      .catch(() => finish("failed", "Cancelled; the server could not be told. The unfinished upload expires by itself."));
+  });
+
+  const resume = previous ? Promise.resolve([previous]) : transfer.findPreviousUploads();
+  resume.then((found) => {
+    if (finished) return;
+    if (found.length) transfer.resumeFromPreviousUpload(found[0]);
+    transfer.start();
+    showUnfinished();
+  });
+}
+
+// ---- unfinished uploads, after a reload ------------------------------------------------
+
+const running = () => new Set([...document.querySelectorAll("#uploads li:not(.done):not(.failed)")].map((li) => li.dataset.name));
+
+async function storedUploads() {
+  if (!window.tus || !token) return [];
+  const prefix = `tus::file_uploader/${userTag()}/`;
+  const all = await tus.defaultOptions.urlStorage.findAllUploads();
+  return all.filter((entry) => entry.urlStorageKey.startsWith(prefix) && entry.metadata && entry.metadata.filename);
+}
+
+async function showUnfinished() {
+  const busy = running();
+  const entries = (await storedUploads()).filter((entry) => !busy.has(entry.metadata.filename));
+  $("#unfinished").replaceChildren(...entries.map(unfinishedRow));
+  $("#unfinished-box").hidden = entries.length === 0;
+}
+
+function unfinishedRow(entry) {
+  const name = entry.metadata.filename;
+  const li = document.createElement("li");
+  li.dataset.name = name;
+  li.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="detail"></span>' +
+    '<span class="actions"><label class="button secondary">Resume…<input type="file" class="resume-file" hidden></label>' +
+    '<button type="button" class="danger discard">Discard</button></span>';
+  li.querySelector(".name").textContent = name;
+  const detail = li.querySelector(".detail");
+  detail.textContent = `${formatSize(entry.size)}, started ${formatDate(entry.creationTime)}`;
+  // How far the server got (and whether it still has it: expired or finished, it is forgotten).
+  fetch(entry.uploadUrl, { method: "HEAD", headers: { "X-Auth-Token": token, "Tus-Resumable": "1.0.0" } })
+    .then((response) => {
+      if (response.status === 404 || response.status === 410) {
+        tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished);
+        return;
+      }
+      const offset = Number(response.headers.get("Upload-Offset"));
+      if (!response.ok || Number.isNaN(offset)) return;
+      li.querySelector("progress").value = entry.size ? offset / entry.size : 0;
+      detail.textContent = `${formatSize(offset)} of ${formatSize(entry.size)} stored, started ${formatDate(entry.creationTime)}`;
+    })
+    .catch(() => { /* offline: the row stays as it is */ });
+  li.querySelector(".resume-file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    event.target.value = "";
+    if (!file) return;
+    if (!entry.urlStorageKey.startsWith(`tus::${fingerprint(file, name)}::`)) {
+      detail.textContent = `That is not the file this upload started with: choose ${baseName(name)} of ${formatSize(entry.size)}, unchanged.`;
+      li.classList.add("failed");
+      return;
+    }
+    li.remove();
+    upload(file, name, entry);
+  });
+  li.querySelector(".discard").addEventListener("click", () => {
+    tus.Upload.terminate(entry.uploadUrl, { headers: { "X-Auth-Token": token } })
+      .catch(() => { /* already gone, or offline: it expires on the server by itself */ })
+      .finally(() => tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished));
+  });
+  return li;
 }
 
 function uploadAll(fileList) {
+  if (!window.tus) {
+    report(new Error("The upload script did not load (/static/vendor/tus.min.js). Reload the page."));
+    return;
+  }
   for (const file of fileList) upload(file);
 }
 
@@ -191,6 +352,40 @@ async function refresh() {
     $("#list-error").hidden = false;
   }
   render();
+  loadUsage();
+}
+
+// ---- usage ------------------------------------------------------------------
+
+// GET /api/usage: {"used": bytes, "quota": bytes or null, "files": count}. A gateway
+// without it (404) has no usage to show: the bar stays hidden.
+let usageMissing = false;
+
+async function loadUsage() {
+  if (usageMissing) return;
+  let usage;
+  try {
+    const response = await fetch("/api/usage", { headers: { "X-Auth-Token": token } });
+    if (response.status === 404) usageMissing = true;
+    if (!response.ok) {
+      $("#usage").hidden = true;
+      return;
+    }
+    usage = await response.json();
+  } catch {
+    return; // offline: keep what is shown
+  }
+  const count = `${usage.files} file${usage.files === 1 ? "" : "s"}`;
+  const meter = $("#usage-meter");
+  if (usage.quota) {
+    meter.value = Math.min(usage.used / usage.quota, 1);
+    meter.hidden = false;
+    $("#usage-text").textContent = `${formatSize(usage.used)} of ${formatSize(usage.quota)} used (${count})`;
+  } else {
+    meter.hidden = true;
+    $("#usage-text").textContent = `${formatSize(usage.used)} in ${count}`;
+  }
+  $("#usage").hidden = false;
 }
 
 function openFolder(target) {
