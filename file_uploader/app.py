@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import files, forms, health, page, public, share, tus
+from .api import files, forms, health, page, public, share, tus, usage
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
@@ -58,6 +58,7 @@ ROUTES = [
     web.delete(files.FILE, files.delete_file),  # a folder too: <folder>/?recursive=1
     web.patch(files.FILE, files.patch_file),  # {"public": true|false}
     web.post(files.FILES, forms.upload_form, expect_handler=forms.expect_form),  # multipart/form-data
+    web.get(usage.USAGE, usage.usage, allow_head=False),  # bytes stored against USER_QUOTA
     # The public library: no token.
     web.get(public.PUBLIC, public.list_public, allow_head=False),
     web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),

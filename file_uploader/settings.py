@@ -63,6 +63,13 @@ def _file(name: str, value: str) -> str:
     return value
 
 
+def _quota(name: str, value: str) -> int:
+    size = _size(name, value)
+    if size < 1:
+        raise SettingsError(f"{name} must be at least 1 byte (leave it unset for no quota)")
+    return size
+
+
 def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str, str], str]:
     def parse(name: str, value: str) -> str:
         value = value.strip().upper() if upper else value.strip().lower()
@@ -137,6 +144,8 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "THUMBNAIL_MAX_PIXELS": ("thumbnail_max_pixels", _whole(1)),
     "THUMBNAIL_MAX_BYTES": ("thumbnail_max_bytes", _size),
     "THUMBNAIL_WORKERS": ("thumbnail_workers", _whole(1)),
+    "USER_QUOTA": ("user_quota", _quota),
+    "QUOTA_LEASE_SECONDS": ("quota_lease_seconds", _seconds(3)),
 }
 
 
@@ -211,6 +220,11 @@ class Settings:
     thumbnail_max_pixels: int = 40_000_000
     thumbnail_max_bytes: int = 32 * MiB  # larger files get no thumbnail
     thumbnail_workers: int = 2  # threads decoding images, and images open at once
+    # Bytes one user may store, counting uploads in progress; None: no quota (storage/quotas.py).
+    user_quota: int | None = None
+    # Lease of a reservation for an upload in progress: renewed every third of it while the
+    # upload runs; a reservation left by a killed process frees itself after this long.
+    quota_lease_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         for name, value, choices in (
