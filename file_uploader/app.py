@@ -18,7 +18,8 @@ from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE
+from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .ops import webhooks
 from .ops.access import access_middleware, add_request_id
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
@@ -36,6 +37,7 @@ LINGERING_SECONDS = 1.0
 
 MIDDLEWARES = [
     access_middleware,  # outermost: logs and counts every request, errors included
+    webhooks.after_response,  # a request's events go out once its response (or error) is written
     error_middleware,  # every failure becomes the one JSON error shape
     auth_middleware,  # X-Auth-Token -> the user's id, for /api/
     health.storage_ready_middleware,  # the bucket is there before any request that needs S3
@@ -98,6 +100,24 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
+    """With WEBHOOK_URL: this process's webhook sender, listening to the storage layer's events,
+    stopped (its queue given a few seconds to drain) before the storage closes."""
+    settings = app[SETTINGS]
+    if not settings.webhook_url or not settings.webhook_secret:
+        yield
+        return
+    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode(), settings.webhook_queue)
+    await hooks.start()
+    app[WEBHOOKS] = hooks
+    app[STORAGE].events.connect(hooks.listen)
+    try:
+        yield
+    finally:
+        app[STORAGE].events.connect(None)
+        await hooks.stop()
+
+
 async def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
     app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
@@ -105,6 +125,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(storage_context)
+    app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
     app.router.add_routes(ROUTES)
