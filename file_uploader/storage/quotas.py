@@ -13,7 +13,10 @@ the bucket, in ``quota/<user id>/ledger``, a small JSON object:
 **Reserving before the body.** An upload first takes a lease for its
 declared length (a PUT's Content-Length, a tus upload's Upload-Length) if
 ``used`` plus every live lease plus that length fits USER_QUOTA; otherwise
-QuotaExceeded (413 ``quota_exceeded``), before a byte of the body is read. A
+QuotaExceeded (413 ``quota_exceeded``), before a byte of the body is read.
+An upload that replaces a file counts only what it adds to it: its lease
+carries the old file's size as a ``credit``, voided (the lease counts in
+full) as soon as anything else changes that file. A
 body of unknown length (chunked, a form's file, a deferred tus length) takes
 a first grant of one part and grows it, doubling, before it accepts bytes
 past it; when the quota has no room left the body is cut off and its upload
@@ -55,13 +58,14 @@ than too late, and the landing file's commit marks it stale again.
 
 **Without conditional writes** (S3_CONDITIONAL_WRITES=0, or an S3 the probe
 finds ignoring them) each write is read back to see that it is still there,
-and retried if another replaced it. Two processes can still both succeed
-when one's read-modify-write spans the other's whole write and read-back (a
-window of two S3 round trips); the lost leases come back at their holder's
-next write (a renewal within a third of QUOTA_LEASE_SECONDS). Overshoot is
-then bounded by the leases lost that way: at most, per other process, what
-it reserved in one racing write (docs/quotas-and-webhooks.md has the figure
-measured).
+and again after as long as the write took (`_still_ours`), and is applied
+again on the other's version if another replaced it. Two processes can then
+both succeed only when one's write is delayed past the other's second
+read-back: that process's leases are lost from the ledger, its renewal finds
+them gone, and an upload that had not landed yet is then refused
+(ReservationLost). The overshoot has no hard bound in that mode; measured, it
+was 0 (docs/quotas-and-webhooks.md), and without the second read-back a whole
+burst of the other process (the quota again) got through.
 
 Without USER_QUOTA there is no ledger: uploads cost no S3 call for quotas,
 and `usage` counts from a listing.
@@ -424,20 +428,33 @@ class _UserLedger:
             ledger.writer = secrets.token_hex(6)
             body = ledger.to_json()
             etag = current[1] if current else None
+            started = time.monotonic()
             try:
                 written = await s3.put_if(self.key, body, absent=etag is None, etag=etag)
             except (PreconditionFailed, FileNotFound):
                 self.cached = None  # another process wrote first: read theirs, apply again
                 continue
             if not s3.conditional_writes:
-                again = await self.read()
-                if again is None or again[0].writer != ledger.writer:
+                kept = await self._still_ours(ledger.writer, settle=time.monotonic() - started)
+                if kept is None:
                     continue  # another's write replaced ours: apply ours again on theirs
-                written = again[1]
+                written = kept
             self.cached = (ledger, written)
             return results
         self.cached = None
         raise StorageBusy("the quota ledger is changing too fast; try again")
+
+    async def _still_ours(self, writer: str, settle: float) -> str | None:
+        """Without conditional writes: the ETag of our write if it is still there, read back
+        twice, the second time after `settle` (as long again as our write took), since a write
+        by another process that read the ledger before ours landed may still be on its way."""
+        for wait in (0.0, settle):
+            await asyncio.sleep(wait)
+            again = await self.read()
+            if again is None or again[0].writer != writer:
+                return None
+        assert again is not None
+        return again[1]
 
     def _apply(
         self, ledger: Ledger, batch: list[tuple[_Change, asyncio.Future[Any]]], now: float
