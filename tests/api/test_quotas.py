@@ -62,18 +62,43 @@ async def test_sequential_uploads_are_stored_up_to_the_quota_and_refused_past_it
     assert await usage(gw, auth) == {"used": QUOTA, "quota": QUOTA, "files": 4, "reserved": 0}
 
 
-async def test_a_declared_length_past_the_quota_is_refused_before_the_body_with_expect_continue(gw, auth):
+async def first_answer(gw, request_line: str, headers: dict[str, str]) -> bytes:
+    """Send only a request's head, with Expect: 100-continue; the gateway's first answer."""
     reader, writer = await asyncio.open_connection(gw.host, gw.port)
-    writer.write(
-        f"PUT /api/files/big HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n"
-        f"Content-Length: {QUOTA + 1}\r\nExpect: 100-continue\r\n\r\n".encode()
-    )
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"{request_line} HTTP/1.1\r\nHost: x\r\n{lines}Expect: 100-continue\r\n\r\n".encode())
     await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)  # not a byte of the body was sent
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    if answer.startswith(b"HTTP/1.1 413"):
+        answer += await asyncio.wait_for(reader.read(), 10)
     writer.close()
+    return answer
+
+
+async def test_a_declared_length_past_the_quota_is_refused_before_the_body_with_expect_continue(gw, auth):
+    answer = await first_answer(gw, "PUT /api/files/big", {**auth, "Content-Length": str(QUOTA + 1)})
     head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")  # not 100 Continue: not a byte of the body was sent
+    assert json.loads(body)["error"]["code"] == "quota_exceeded"
+
+
+async def test_a_replacement_that_fits_gets_100_continue_though_the_quota_is_full(gw, auth):
+    assert await put(gw, auth, "doc", b"1" * QUOTA) == 204
+    answer = await first_answer(gw, "PUT /api/files/doc", {**auth, "Content-Length": str(QUOTA)})
+    assert answer.startswith(b"HTTP/1.1 100 Continue")
+
+
+async def test_a_tus_creation_with_upload_past_the_quota_is_refused_before_the_body(gw, auth):
+    headers = {
+        **auth,
+        **TUS,
+        "Upload-Length": str(QUOTA + 1),
+        "Upload-Metadata": "filename " + base64.b64encode(b"big.bin").decode(),
+        "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(QUOTA + 1),
+    }
+    head, _, body = (await first_answer(gw, "POST /api/uploads/", headers)).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 ")
-    assert b"100 Continue" not in head
     assert json.loads(body)["error"]["code"] == "quota_exceeded"
 
 
@@ -207,3 +232,10 @@ async def test_files_stored_behind_the_gateways_back_are_counted_when_the_ledger
     s3.put_object(Bucket=bucket, Key=ledger_key(uid), Body=json.dumps(ledger).encode())
     assert await usage(gw, auth) == {"used": 95 * KiB + 10, "quota": QUOTA, "files": 2, "reserved": 0}
     assert await put(gw, auth, "second", b"x" * (6 * KiB)) == 413
+
+
+async def test_deleting_a_folder_frees_the_room_of_its_files(gw, auth):
+    for name in ("dir/a", "dir/b"):
+        assert await put(gw, auth, name, b"d" * (40 * KiB)) == 204
+    assert (await gw.delete("/api/files/dir/?recursive=1", headers=auth)).status == 200
+    assert await usage(gw, auth) == {"used": 0, "quota": QUOTA, "files": 0, "reserved": 0}

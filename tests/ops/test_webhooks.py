@@ -183,3 +183,15 @@ async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, settings
     assert time.monotonic() - started < 3
     receiver.released.set()
     await receiver.wait_for(2 * SENDERS)
+
+
+async def test_deleting_a_folder_posts_one_event_per_file_after_its_answer(gw, receiver, auth):
+    await receiver.start()
+    for name in ("dir/a", "dir/b", "dir/sub/c"):
+        assert (await gw.put(f"/api/files/{name}", data=b"abc", headers=auth)).status == 204
+    response = await gw.delete("/api/files/dir/?recursive=1", headers=auth)
+    assert response.status == 200
+    assert (await response.json())["deleted"] == 3
+    events = distinct(await receiver.wait_for(6))
+    deleted = sorted(event["name"] for event in events if event["type"] == "file.deleted")
+    assert deleted == ["dir/a", "dir/b", "dir/sub/c"]
