@@ -239,3 +239,21 @@ async def test_deleting_a_folder_frees_the_room_of_its_files(gw, auth):
         assert await put(gw, auth, name, b"d" * (40 * KiB)) == 204
     assert (await gw.delete("/api/files/dir/?recursive=1", headers=auth)).status == 200
     assert await usage(gw, auth) == {"used": 0, "quota": QUOTA, "files": 0, "reserved": 0}
+
+
+async def test_a_tus_upload_of_deferred_length_is_stopped_at_the_quota(gw, auth, s3, bucket):
+    metadata = "filename " + base64.b64encode(b"deferred.bin").decode()
+    created = await gw.post(
+        "/api/uploads/", headers={**auth, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": metadata}
+    )
+    assert created.status == 201
+    patch = await gw.patch(
+        created.headers["Location"],
+        data=b"p" * (QUOTA + 50 * KiB),
+        headers={**auth, **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    assert patch.status == 413
+    assert (await patch.json())["error"]["code"] == "quota_exceeded"
+    assert stored(s3, bucket, auth["X-Auth-Token"]) == {}
+    found = await usage(gw, auth)
+    assert found["files"] == 0 and found["used"] <= QUOTA
