@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import os
+import signal
 
 import aiohttp
 import pytest
 
 from file_uploader.sizes import KiB, MiB
 from file_uploader.storage.keys import user_id, user_prefix
+from file_uploader.storage.quotas import ledger_key
 
 from ..helpers import chunked, new_token, open_uploads, run_gateway
 
@@ -89,3 +93,38 @@ async def test_without_conditional_writes_a_burst_overshoots_by_little(two_gatew
         await burst(two_gateways, token, lambda: b"n" * SIZE)
         worst = max(worst, stored_bytes(s3, bucket, token) - QUOTA)
     assert worst <= 2 * SIZE, f"stored {worst} bytes past the quota"
+
+
+@pytest.mark.slow
+async def test_the_room_held_by_a_killed_process_comes_back_after_its_lease(s3_url, s3, bucket, tmp_path):
+    token = new_token()
+    settings = {"USER_QUOTA": str(QUOTA), "QUOTA_LEASE_SECONDS": "3"}
+    with (
+        run_gateway(s3_url, bucket, tmp_path / "dies", **settings) as dying,
+        run_gateway(s3_url, bucket, tmp_path / "lives", **settings) as living,
+    ):
+        # An upload of 800 KiB sends 1 KiB of its body, and its process is killed.
+        host, port = dying.removeprefix("http://").split(":")
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"PUT /api/files/cut HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n"
+            f"Content-Length: {800 * KiB}\r\n\r\n".encode()
+            + b"c" * KiB
+        )
+        await writer.drain()
+        ledger = ledger_key(user_id(token))
+        for _ in range(100):  # until its lease is in the ledger
+            if ledger in {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(dying.pid, signal.SIGKILL)
+        writer.close()
+        async with aiohttp.ClientSession() as session:
+            put = functools.partial(session.put, f"{living}/api/files/next", headers={"X-Auth-Token": token})
+            async with put(data=b"n" * (300 * KiB)) as refused:
+                assert refused.status == 413  # 800 + 300 KiB > 1000 KiB while the lease holds
+            await asyncio.sleep(3.5)
+            async with put(data=b"n" * (300 * KiB)) as stored:
+                assert stored.status == 204
+    assert stored_bytes(s3, bucket, token) == 300 * KiB
+    assert open_uploads(s3, bucket) == []
