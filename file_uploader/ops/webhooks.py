@@ -139,10 +139,6 @@ class Webhooks:
             return
         metrics.WEBHOOK_QUEUE.inc()
 
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=ATTEMPT_SECONDS),

@@ -48,10 +48,6 @@ class Events:
     def __init__(self) -> None:
         self._listener: Listener | None = None
 
-    @property
-    def wanted(self) -> bool:
-        return self._listener is not None
-
     def connect(self, listener: Listener | None) -> None:
         self._listener = listener
 

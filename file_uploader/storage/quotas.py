@@ -475,7 +475,6 @@ class _UserLedger:
             used += sum(item["Size"] for item in page)
             files += len(page)
         ledger.used, ledger.files, ledger.checked, ledger.stale = used, files, time.time(), False
-        self.quotas.counts += 1
 
     # Renewing the PUT leases this process holds.
 
@@ -610,7 +609,6 @@ class Quotas:
         self.limit = limit
         self.lease_seconds = lease_seconds
         self.step = step  # a body of unknown length is granted room this much at a time, at least
-        self.counts = 0  # listings made to count a user's files (for tests and curiosity)
         self._ledgers: collections.OrderedDict[str, _UserLedger] = collections.OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
 
