@@ -628,21 +628,20 @@ class Quotas:
         return ledger
 
     async def check(self, uid: str, key: str, size: int | None) -> None:
-        """Refuse at once (QuotaExceeded) an upload of `size` bytes to `key` that cannot fit: the
-        look of an expect handler, before the client sends the body. What fits by the ledger
-        this process last saw passes with no S3 call (`reserve` decides); what does not is asked
-        again of S3, less the size of the file it would replace."""
+        """Refuse (QuotaExceeded) an upload of `size` bytes to `key` that cannot fit: the look of
+        an expect handler, before the client sends the body. One GetObject of the ledger as S3
+        holds it now (other processes' uploads count); only when that says no, the size of the
+        file it would replace is asked, and a ledger due for a count is counted first.
+        `reserve` decides, after the 100 Continue."""
         if self.limit is None:
             return
         ledger = self._ledger(uid)
-        seen = ledger.cached or await ledger.read()
-        now = time.time()
+        seen = await ledger.read()
         state = seen[0] if seen else Ledger()
-        room = self.limit - state.used - state.reserved(now)
+        room = self.limit - state.used - state.reserved(time.time())
         need = size if size is not None else 1
         if need > room:
             replaces, _ = await size_before(self.s3, key)
-            ledger.cached = None  # asked of the ledger as S3 holds it now (counted again when due)
             await ledger.change(_Fits(need - (replaces or 0)))
 
     async def reserve(self, uid: str, key: str, size: int | None, replaces: int | None = None) -> Reservation:

@@ -128,3 +128,25 @@ async def test_the_room_held_by_a_killed_process_comes_back_after_its_lease(s3_u
                 assert stored.status == 204
     assert stored_bytes(s3, bucket, token) == 300 * KiB
     assert open_uploads(s3, bucket) == []
+
+
+async def test_expect_continue_on_one_process_sees_what_another_stored(two_gateways, s3, bucket):
+    token = new_token()
+    first, second = two_gateways
+    async with aiohttp.ClientSession() as session:
+        for url, name, size in ((second, "small", SIZE), (first, "big", QUOTA - SIZE)):
+            async with session.put(
+                f"{url}/api/files/{name}", data=b"f" * size, headers={"X-Auth-Token": token}
+            ) as r:
+                assert r.status == 204
+    # The second process last saw the ledger with 100 KiB used; the first has filled it since.
+    host, port = second.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"PUT /api/files/more HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\nContent-Length: 1\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"quota_exceeded" in answer
