@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
@@ -220,9 +220,6 @@ class Files:
         # small upload does not pay for one more S3 round trip after its own.
         replaced = asyncio.create_task(self.library.library_id(uid, name))
 
-        async def ready_to_store() -> None:
-            reservation.ensure_held()
-
         try:
             stored_size, etag = await self._store(
                 user,
@@ -231,7 +228,7 @@ class Files:
                 size=size,
                 content_type=content_type,
                 kind=kind,
-                ready=ready_to_store,
+                ready=reservation.ensure_held,
             )
         except BaseException:
             replaced.cancel()
@@ -259,10 +256,10 @@ class Files:
         size: int | None,
         content_type: str,
         kind: str,
-        ready: Callable[[], Awaitable[None]],
+        ready: Callable[[], None],
     ) -> tuple[int, str]:
-        """Stream `chunks` into the object `key`; its size and ETag. `ready` is awaited just
-        before the object is made (PutObject, CompleteMultipartUpload)."""
+        """Stream `chunks` into the object `key`; its size and ETag. `ready` is called just before
+        the object is made (PutObject, CompleteMultipartUpload), and may refuse it by raising."""
         pipeline = self.pipeline
         with pipeline.upload(user, kind):
             reader = pipeline.reader(chunks, user)
@@ -272,7 +269,7 @@ class Files:
             if first.size < part_size:
                 try:
                     await reader.read_to_end()
-                    await ready()
+                    ready()
                     etag = await pipeline.put_object(key, first, ContentType=content_type)
                 finally:
                     first.release()
@@ -295,7 +292,7 @@ class Files:
                     keep_tail=False,
                     first=first,
                 )
-                await ready()
+                ready()
                 completed = await self.s3.complete_multipart_upload(key, upload_id, parts)
             except BaseException:
                 # Shielded: a cancelled request must still leave no open upload.
