@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, page, public, share, tus
+from .api import cors, files, forms, health, page, public, share, tus, usage
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE
+from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .ops import webhooks
 from .ops.access import access_middleware, add_request_id
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
@@ -36,6 +37,7 @@ LINGERING_SECONDS = 1.0
 
 MIDDLEWARES = [
     access_middleware,  # outermost: logs and counts every request, errors included
+    webhooks.after_response,  # a request's events go out once its response (or error) is written
     error_middleware,  # every failure becomes the one JSON error shape
     cors.preflight_middleware,  # CORS preflights (CORS_ORIGINS): answered here, with no token
     auth_middleware,  # X-Auth-Token -> the user's id, for /api/
@@ -59,6 +61,7 @@ ROUTES = [
     web.delete(files.FILE, files.delete_file),  # a folder too: <folder>/?recursive=1
     web.patch(files.FILE, files.patch_file),  # {"public": true|false}
     web.post(files.FILES, forms.upload_form, expect_handler=forms.expect_form),  # multipart/form-data
+    web.get(usage.USAGE, usage.usage, allow_head=False),  # bytes stored against USER_QUOTA
     # The public library: no token.
     web.get(public.PUBLIC, public.list_public, allow_head=False),
     web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),
@@ -98,6 +101,24 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
+    """With WEBHOOK_URL: this process's webhook sender, listening to the storage layer's events,
+    stopped (its queue given a few seconds to drain) before the storage closes."""
+    settings = app[SETTINGS]
+    if not settings.webhook_url or not settings.webhook_secret:
+        yield
+        return
+    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode(), settings.webhook_queue)
+    await hooks.start()
+    app[WEBHOOKS] = hooks
+    app[STORAGE].events.connect(hooks.listen)
+    try:
+        yield
+    finally:
+        app[STORAGE].events.connect(None)
+        await hooks.stop()
+
+
 async def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
     app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
@@ -105,6 +126,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(storage_context)
+    app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
     app.on_response_prepare.append(cors.cors_headers)

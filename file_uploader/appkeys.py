@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from .ops.inflight import RequestsInFlight
+from .ops.webhooks import Webhooks
 from .settings import Settings
 from .storage import Storage
 
@@ -11,6 +12,8 @@ STORAGE = web.AppKey("storage", Storage)
 # The HMAC key of share links: SHARE_SECRET, or random per process.
 SHARE_KEY = web.AppKey("share_key", bytes)
 IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
+# The webhook sender, when WEBHOOK_URL is set.
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
 # The one-way id of the request's user (never the token itself).
 USER_ID = web.RequestKey("user_id", str)

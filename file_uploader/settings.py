@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,6 +64,21 @@ def _file(name: str, value: str) -> str:
     if not os.path.isfile(value):
         raise SettingsError(f"{name} must name a file, and {value!r} is not one")
     return value
+
+
+def _quota(name: str, value: str) -> int:
+    size = _size(name, value)
+    if size < 1:
+        raise SettingsError(f"{name} must be at least 1 byte (leave it unset for no quota)")
+    return size
+
+
+def _http_url(name: str, value: str) -> str:
+    parsed = urllib.parse.urlsplit(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        # Not the value itself: a URL may carry credentials.
+        raise SettingsError(f"{name} must be an http:// or https:// URL")
+    return value.strip()
 
 
 def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str, str], str]:
@@ -184,6 +200,11 @@ ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "THUMBNAIL_MAX_PIXELS": ("thumbnail_max_pixels", _whole(1)),
     "THUMBNAIL_MAX_BYTES": ("thumbnail_max_bytes", _size),
     "THUMBNAIL_WORKERS": ("thumbnail_workers", _whole(1)),
+    "USER_QUOTA": ("user_quota", _quota),
+    "QUOTA_LEASE_SECONDS": ("quota_lease_seconds", _seconds(3)),
+    "WEBHOOK_URL": ("webhook_url", _http_url),
+    "WEBHOOK_SECRET": ("webhook_secret", _text),
+    "WEBHOOK_QUEUE": ("webhook_queue", _whole(1)),
 }
 
 
@@ -266,6 +287,17 @@ class Settings:
     thumbnail_max_pixels: int = 40_000_000
     thumbnail_max_bytes: int = 32 * MiB  # larger files get no thumbnail
     thumbnail_workers: int = 2  # threads decoding images, and images open at once
+    # Bytes one user may store, counting uploads in progress; None: no quota (storage/quotas.py).
+    user_quota: int | None = None
+    # Lease of a reservation for an upload in progress: renewed every third of it while the
+    # upload runs; a reservation left by a killed process frees itself after this long.
+    quota_lease_seconds: float = 60.0
+    # Where events (file.stored, file.deleted) are POSTed, signed with WEBHOOK_SECRET;
+    # None: no webhooks (ops/webhooks.py).
+    webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    # Events one process keeps queued for the receiver; more are dropped (and counted).
+    webhook_queue: int = 10_000
 
     def __post_init__(self) -> None:
         for name, value, choices in (
@@ -287,6 +319,8 @@ class Settings:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.s3_max_connections < self.parts_in_flight:
             raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
+        if self.webhook_url and not self.webhook_secret:
+            raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
         downloads, uploads = self.s3_lanes()[:2]
         if downloads < 1 or uploads < 1 or downloads + uploads >= self.s3_max_connections:
             raise SettingsError(

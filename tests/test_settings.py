@@ -56,3 +56,18 @@ def test_the_operations_guide_describes_every_setting():
     guide = (ROOT / "docs" / "operations.md").read_text()
     missing = [name for name in ENV_VARIABLES if f"`{name}`" not in guide]
     assert missing == []
+
+
+def test_user_quota_takes_a_size_and_unset_means_no_quota():
+    assert Settings.from_env({"S3_BUCKET": "b", "USER_QUOTA": "10GiB"}).user_quota == 10 * 2**30
+    assert Settings.from_env({"S3_BUCKET": "b", "USER_QUOTA": ""}).user_quota is None
+    with pytest.raises(SettingsError, match="USER_QUOTA must be at least 1 byte"):
+        Settings.from_env({"S3_BUCKET": "b", "USER_QUOTA": "0"})
+
+
+def test_a_webhook_url_needs_a_secret_and_a_bad_one_is_not_echoed():
+    with pytest.raises(SettingsError, match="WEBHOOK_URL needs WEBHOOK_SECRET"):
+        Settings.from_env({"S3_BUCKET": "b", "WEBHOOK_URL": "http://hooks.example/in"})
+    with pytest.raises(SettingsError, match="WEBHOOK_URL must be an http") as refused:
+        Settings.from_env({"S3_BUCKET": "b", "WEBHOOK_URL": "ftp://user:pw@x/", "WEBHOOK_SECRET": "s"})
+    assert "pw" not in str(refused.value)

@@ -10,6 +10,7 @@ before the client sends a byte of the body.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import BodyPartReader, hdrs, web
@@ -20,6 +21,8 @@ from ..settings import Settings
 from .errors import ApiError, as_api_error, error_response
 
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+# A route's checks before its body: plain, or a coroutine when they need S3 (USER_QUOTA).
+Check = Callable[[web.Request], Awaitable[None] | None]
 
 
 def file_too_large(limit: int) -> ApiError:
@@ -106,8 +109,9 @@ async def read_part(
         yield chunk
 
 
-def expect_body(check: Callable[[web.Request], None], headers: dict[str, str] | None = None) -> ExpectHandler:
-    """An expect handler that runs `check` and answers `100 Continue` only if it passes.
+def expect_body(check: Check, headers: dict[str, str] | None = None) -> ExpectHandler:
+    """An expect handler that runs `check` (awaited if it is a coroutine) and answers
+    `100 Continue` only if it passes.
 
     A refusal (whatever `check` raises, as its JSON error, with `headers`
     added) goes out before the body; the connection is then closed, since the
@@ -116,7 +120,9 @@ def expect_body(check: Callable[[web.Request], None], headers: dict[str, str] | 
 
     async def expect(request: web.Request) -> web.StreamResponse | None:
         try:
-            check(request)
+            checked = check(request)
+            if inspect.isawaitable(checked):
+                await checked
         except Exception as exc:
             error = as_api_error(exc)
             error.headers.update(headers or {})

@@ -64,6 +64,7 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.RangeNotSatisfiable: (416, "range_not_satisfiable", {}),
     storage.TooManyUploads: (429, "too_many_uploads", _RETRY),
     storage.TooLarge: (413, "upload_too_large", {}),
+    storage.QuotaExceeded: (413, "quota_exceeded", {}),
     storage.UploadNotFound: (404, "not_found", {}),
     storage.UploadExpired: (410, "upload_expired", {}),
     storage.OffsetMismatch: (409, "offset_mismatch", {}),

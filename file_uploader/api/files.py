@@ -193,14 +193,17 @@ def _byte_range(request: web.Request) -> str | None:
     return value
 
 
-def _check_upload(request: web.Request) -> None:
-    """What PUT refuses before its body: token, name, length, digests, the user's upload slots."""
+async def _check_upload(request: web.Request) -> None:
+    """What PUT refuses before its body: token, name, length, digests, the user's upload slots,
+    a declared length that cannot fit in the user's quota."""
     authenticate(request)
-    _key(request)
-    declared_length(request, request.app[SETTINGS])
+    key = _key(request)
+    size = declared_length(request, request.app[SETTINGS])
     expected_digests(request.headers)
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
-    request.app[STORAGE].pipeline.slots.check(request[USER_ID])
+    storage = request.app[STORAGE]
+    storage.pipeline.slots.check(request[USER_ID])
+    await storage.quotas.check(request[USER_ID], key, size)
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:

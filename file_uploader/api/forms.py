@@ -13,7 +13,9 @@ know comes before it:
 - `public`: true/false, for every file field after it (PUT's X-Public).
 
 Each file gets the checks a PUT gets: its name, MAX_FILE_SIZE, the user's
-upload slots, and the part's own Content-MD5 / Digest / Repr-Digest headers. A
+upload slots and quota (USER_QUOTA: a file of unknown length, it is cut off
+where it passes the quota), and the part's own Content-MD5 / Digest /
+Repr-Digest headers. A
 file that fails is aborted (nothing of it is stored), reported, and the rest of
 its bytes skipped; the next file goes on. A broken body (malformed multipart,
 a lost connection, a stall) ends the request: files completed before it stay.

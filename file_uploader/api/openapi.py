@@ -177,7 +177,7 @@ _FORM_POST = {
         **_NAMED,
         "400": _error("no file, a malformed form or field, or (with the list) every file refused for a 400"),
         "408": _error("the client stopped sending the body"),
-        "413": _error("every file was larger than MAX_FILE_SIZE"),
+        "413": _error("every file was larger than MAX_FILE_SIZE, or past the user's quota"),
         "415": _error("not multipart/form-data"),
         "417": _error("an Expect other than 100-continue"),
         "429": _error("too many uploads at once for this user", ("Retry-After",)),
@@ -289,7 +289,10 @@ _TUS_CREATE = {
             },
         },
         **_TUS_ERRORS,
-        "413": _error("Upload-Length is over MAX_FILE_SIZE, or the body is longer than Upload-Length"),
+        "413": _error(
+            "Upload-Length is over MAX_FILE_SIZE or does not fit in the user's quota (quota_exceeded), "
+            "or the body is longer than Upload-Length"
+        ),
         "415": _error("a body without Content-Type: application/offset+octet-stream"),
         "460": _error("the body does not match Upload-Checksum (nothing is created)"),
     },
@@ -334,7 +337,8 @@ def _tus_paths() -> dict[str, Any]:
                     ),
                     "410": _error("the upload expired"),
                     "413": _error(
-                        "the bytes run past the upload's length, or Upload-Length past MAX_FILE_SIZE"
+                        "the bytes run past the upload's length, Upload-Length past MAX_FILE_SIZE, or "
+                        "the upload past the user's quota (quota_exceeded)"
                     ),
                     "423": _TUS_LOCKED,
                     "415": _error("Content-Type is not application/offset+octet-stream"),
@@ -353,6 +357,42 @@ def _tus_paths() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _usage_paths() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "/api/usage": {
+            "get": {
+                "summary": "what the user stores, against their quota (USER_QUOTA)",
+                "description": (
+                    "`used`: bytes of the user's files plus those held by their uploads in progress "
+                    "(what the quota is checked against); `reserved`: the part of `used` held by "
+                    "uploads in progress; `quota`: null when there is none; `files`: how many files."
+                ),
+                "responses": {
+                    "200": {
+                        "description": "the usage",
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["used", "quota", "files"],
+                                    "properties": {
+                                        "used": count,
+                                        "quota": {**count, "nullable": True},
+                                        "files": count,
+                                        "reserved": count,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_COMMON,
+                },
+            }
+        }
     }
 
 
@@ -433,7 +473,10 @@ def spec() -> dict[str, Any]:
                         **_NAMED,
                         "400": _error("a bad name, a bad or mismatched digest, or an incomplete body"),
                         "408": _error("the client stopped sending the body"),
-                        "413": _error("the file is larger than MAX_FILE_SIZE"),
+                        "413": _error(
+                            "the file is larger than MAX_FILE_SIZE (file_too_large), or does not fit "
+                            "in the user's quota (quota_exceeded)"
+                        ),
                         "417": _error("an Expect other than 100-continue"),
                         "429": _error("too many uploads at once for this user", ("Retry-After",)),
                     },
@@ -586,6 +629,7 @@ def spec() -> dict[str, Any]:
                 },
             },
             **_library_paths(),
+            **_usage_paths(),
             **_tus_paths(),
             **_ops_paths(),
             OPENAPI_PATH: {

@@ -18,7 +18,8 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..ops.proxies import absolute_url
-from ..storage.errors import ChecksumMismatch, InvalidName, TooLarge
+from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
+from ..storage.keys import file_key
 from ..storage.resumable import CHECKSUMS, Upload
 from .auth import authenticate
 from .body import expect_body, read_body
@@ -171,7 +172,7 @@ async def create(request: web.Request) -> web.Response:
     if with_upload:
         try:
             upload = await resumable.append(upload, 0, read_body(request), now=time.time(), checksum=checksum)
-        except (TooLarge, ChecksumMismatch):
+        except (TooLarge, ChecksumMismatch, QuotaExceeded):
             # The client is told the upload failed and gets no Location: leave no upload behind.
             await resumable.terminate(upload)
             raise
@@ -217,11 +218,17 @@ async def terminate(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _check_body(request: web.Request) -> None:
-    """What a tus request with a body refuses before reading it: token, version, upload slots."""
+async def _check_body(request: web.Request) -> None:
+    """What a tus request with a body refuses before reading it: token, version, upload slots,
+    and for a creation, an Upload-Length that cannot fit in the user's quota."""
     authenticate(request)
     _check_version(request)
-    request.app[STORAGE].pipeline.slots.check(request[USER_ID])
+    storage = request.app[STORAGE]
+    storage.pipeline.slots.check(request[USER_ID])
+    if request.method == hdrs.METH_POST and (length := _number(request, "Upload-Length")) is not None:
+        name = _metadata(request.headers.get("Upload-Metadata", "")).get("filename")
+        if name:  # (without one, the creation is refused anyway)
+            await storage.quotas.check(request[USER_ID], file_key(request[USER_ID], name), length)
 
 
 expect_patch = expect_body(_check_body, _TUS_HEADERS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import os
 import re
 import sys
@@ -233,6 +234,33 @@ async def share(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+_BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def binary(size: int) -> str:
+    """`size` in the units USER_QUOTA is usually set in: 512 bytes, 1.5 MiB, 10.0 GiB."""
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(_BINARY_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{size} bytes" if unit == 0 else f"{value:.1f} {_BINARY_UNITS[unit]}"
+
+
+async def usage(client: Client, args: argparse.Namespace) -> int:
+    response = await client.request("GET", URL(f"{client.base}/api/usage"))
+    found = await response.json()
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    used, quota = found["used"], found["quota"]
+    line = f"{binary(used)} used"
+    line += f" of {binary(quota)} ({100 * used / quota:.0f}%)" if quota else " (no quota)"
+    line += f", {found['files']} files"
+    if found.get("reserved"):
+        line += f"; {binary(found['reserved'])} of it held by uploads in progress"
+    print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="file-uploader", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("FILE_UPLOADER_URL", DEFAULT_URL), help="gateway URL")
@@ -264,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--expires", type=parse_duration, metavar="TIME", help="lifetime: 90s, 10m, 1h (default), 7d"
     )
     command.set_defaults(run=share)
+    command = commands.add_parser("usage", help="what you store, against your quota")
+    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
+    command.set_defaults(run=usage)
     return parser
 
 

@@ -68,6 +68,25 @@ S3_ERRORS = Counter(
     ["operation", "error", "code"],
 )
 
+# Webhooks (ops/webhooks.py).
+WEBHOOKS_SENT = Counter("file_uploader_webhooks_sent", "Events delivered to WEBHOOK_URL (a 2xx answer)")
+WEBHOOKS_RETRIED = Counter(
+    "file_uploader_webhooks_retried",
+    "Webhook deliveries that failed and will be tried again, by the HTTP status or the error",
+    ["reason"],
+)
+WEBHOOKS_DROPPED = Counter(
+    "file_uploader_webhooks_dropped",
+    "Events never delivered: reason queue_full (WEBHOOK_QUEUE events were waiting) or stopped "
+    "(still queued when the process stopped)",
+    ["reason"],
+)
+WEBHOOK_QUEUE = Gauge(
+    "file_uploader_webhook_queue",
+    "Events waiting to be delivered (or being delivered)",
+    multiprocess_mode="livesum",
+)
+
 
 # What the write probe found (storage/probe.py); the same in every worker.
 S3_INTEGRITY = Gauge(

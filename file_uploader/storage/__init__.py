@@ -11,6 +11,8 @@
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
+    quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
+    events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     sweep.py      gc, purge (one user or all), deleting a folder
 
 `Storage` ties them together, once per process (or per admin command).
@@ -29,10 +31,12 @@ from ..settings import Settings
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
+from .events import Events
 from .files import Files
 from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
+from .quotas import Quotas
 from .resumable import Resumable
 from .thumbnails import Thumbnails
 
@@ -64,7 +68,15 @@ class Storage:
             max_bytes=min(settings.thumbnail_max_bytes, settings.memory_budget),
             workers=settings.thumbnail_workers,
         )
-        self.files = Files(s3, self.pipeline, self.library, self.thumbnails)
+        self.quotas = Quotas(
+            s3,
+            limit=settings.user_quota,
+            lease_seconds=settings.quota_lease_seconds,
+            step=settings.part_size,
+        )
+        # What happens to files, for a listener the app connects (the webhook sender).
+        self.events = Events()
+        self.files = Files(s3, self.pipeline, self.library, self.thumbnails, self.quotas, self.events)
         self.resumable = Resumable(
             s3,
             self.pipeline,
@@ -72,6 +84,8 @@ class Storage:
             max_size=settings.max_file_size,
             lock_seconds=settings.upload_lock_seconds,
             on_stored=lambda key: self.files.stored(key, public=False),
+            quotas=self.quotas,
+            events=self.events,
         )
         self._settings = settings
         # What the write probe found S3 to enforce: every finding False until

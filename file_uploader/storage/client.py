@@ -465,15 +465,24 @@ class S3:
             truncated=bool(page.get("IsTruncated")),
         )
 
-    async def delete_prefix(self, prefix: str, *, keep: Callable[[str], bool] | None = None) -> int:
+    async def delete_prefix(
+        self,
+        prefix: str,
+        *,
+        keep: Callable[[str], bool] | None = None,
+        on_deleted: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> int:
         """Delete every key under `prefix` (but those `keep` says to keep), a listing page at a
         time: one DeleteObjects per page, so memory stays flat however many keys there are.
+        `on_deleted` is told each page's deleted objects (Key, Size, ETag, LastModified).
         Returns how many were deleted."""
         deleted = 0
         async for page in self.list_objects(prefix):
-            keys = [item["Key"] for item in page if keep is None or not keep(item["Key"])]
-            await self.delete_objects(keys)
-            deleted += len(keys)
+            doomed = [item for item in page if keep is None or not keep(item["Key"])]
+            await self.delete_objects([item["Key"] for item in doomed])
+            deleted += len(doomed)
+            if on_deleted is not None and doomed:
+                on_deleted(doomed)
         return deleted
 
     # Multipart uploads.

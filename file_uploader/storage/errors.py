@@ -121,3 +121,15 @@ class UploadLocked(StorageFailure):
 class UploadConflict(StorageFailure):
     """Another request changed the upload while this one wrote to it; nothing of this one was kept
     past what the upload's state now says (HEAD tells the offset to resume from)."""
+
+
+# Quotas (USER_QUOTA).
+
+
+class QuotaExceeded(StorageFailure):
+    """The upload does not fit in what is left of the user's quota (uploads in progress count)."""
+
+
+class ReservationLost(StorageUnavailable):
+    """The upload's room in the quota could not be renewed in time (S3 failing): it may have been
+    given to another upload, so this one is not stored."""

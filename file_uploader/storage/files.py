@@ -12,6 +12,12 @@ Every way a file is stored (PUT and forms in `put()`, tus in `stored()`) then
 updates the public library (library.py), and every delete ends in `_forget()`,
 which also removes the cached thumbnails (thumbnails.py): both stay true to
 the file that is there now.
+
+With USER_QUOTA, `put()` first reserves room for the body (quotas.py: before a
+byte of it is read) and reads the size of the file it replaces meanwhile; the
+reservation becomes the stored size once the file is there, or is given back.
+Each file stored or deleted is an event (events.py: `file.stored`,
+`file.deleted`), emitted as soon as S3 says it is done.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
 from ..sizes import part_size_for
 from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
+from .events import DELETED, STORED, Events
 from .keys import split_file_key, start_after, user_prefix
 from .library import Library
 from .parts import PartPipeline
+from .quotas import Quotas, size_before
 from .thumbnails import Thumbnails
 
 
@@ -80,11 +88,21 @@ class FolderPage:
 class Files:
     """The users' files in one bucket."""
 
-    def __init__(self, s3: S3, pipeline: PartPipeline, library: Library, thumbnails: Thumbnails) -> None:
+    def __init__(
+        self,
+        s3: S3,
+        pipeline: PartPipeline,
+        library: Library,
+        thumbnails: Thumbnails,
+        quotas: Quotas,
+        events: Events,
+    ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
         self.library = library
         self.thumbnails = thumbnails
+        self.quotas = quotas
+        self.events = events
 
     async def list_entries(self, prefix: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
         """The names under `prefix` with their size, ETag and date, a page at a time, in S3's
@@ -148,14 +166,20 @@ class Files:
 
     async def delete(self, key: str) -> None:
         # S3's DeleteObject succeeds for a missing key; the API promises 404.
-        await self.stat(key)
+        info = await self.stat(key)
         await self.s3.delete_object(key)
-        await self._forget(key)
-
-    async def _forget(self, key: str) -> None:
-        """What goes with a deleted file: its library entry and its thumbnails."""
         uid, name = split_file_key(key)
-        await asyncio.gather(self.library.unpublish(uid, name), self.thumbnails.forget(uid, name))
+        self.events.emit(DELETED, uid, name, info.size, info.etag)
+        await self._forget(key, info.size)
+
+    async def _forget(self, key: str, size: int) -> None:
+        """What goes with a deleted file: its library entry, its thumbnails, its bytes in the quota."""
+        uid, name = split_file_key(key)
+        await asyncio.gather(
+            self.library.unpublish(uid, name),
+            self.thumbnails.forget(uid, name),
+            self.quotas.removed(uid, [(key, size)]),
+        )
 
     async def stored(self, key: str, *, public: bool) -> None:
         """After any upload completes at `key`: the library follows the new version. A replaced
@@ -188,15 +212,31 @@ class Files:
         """Store the bytes of `chunks` under `key`; `size` is their length if known; `public`
         puts the file in the public library. `kind` labels the upload's metrics."""
         uid, name = split_file_key(key)
+        # With a quota: the size of the file this one replaces (it counts only what it adds to
+        # it), then room reserved for it before a byte of the body is read.
+        replaces, exact = await size_before(self.s3, key) if self.quotas.enabled else (None, False)
+        reservation = await self.quotas.reserve(uid, key, size, replaces)
         # Whether the file being replaced is public is asked while the bytes stream in, so that a
         # small upload does not pay for one more S3 round trip after its own.
         replaced = asyncio.create_task(self.library.library_id(uid, name))
+
         try:
-            await self._store(user, key, chunks, size=size, content_type=content_type, kind=kind)
+            stored_size, etag = await self._store(
+                user,
+                key,
+                reservation.meter(chunks),
+                size=size,
+                content_type=content_type,
+                kind=kind,
+                ready=reservation.ensure_held,
+            )
         except BaseException:
             replaced.cancel()
             await asyncio.gather(replaced, return_exceptions=True)
+            await asyncio.shield(reservation.release())
             raise
+        self.events.emit(STORED, uid, name, stored_size, etag)
+        await asyncio.shield(reservation.stored(stored_size, replaces, exact=exact))
         try:
             library_id = await replaced
         except StorageFailure:
@@ -216,7 +256,10 @@ class Files:
         size: int | None,
         content_type: str,
         kind: str,
-    ) -> None:
+        ready: Callable[[], None],
+    ) -> tuple[int, str]:
+        """Stream `chunks` into the object `key`; its size and ETag. `ready` is called just before
+        the object is made (PutObject, CompleteMultipartUpload), and may refuse it by raising."""
         pipeline = self.pipeline
         with pipeline.upload(user, kind):
             reader = pipeline.reader(chunks, user)
@@ -226,11 +269,12 @@ class Files:
             if first.size < part_size:
                 try:
                     await reader.read_to_end()
-                    await pipeline.put_object(key, first, ContentType=content_type)
+                    ready()
+                    etag = await pipeline.put_object(key, first, ContentType=content_type)
                 finally:
                     first.release()
                 metrics.UPLOADS_COMPLETED.labels(kind).inc()
-                return
+                return first.size, etag
             try:
                 upload_id = await self.s3.create_multipart_upload(
                     key, ContentType=content_type, **pipeline.create_params()
@@ -248,9 +292,11 @@ class Files:
                     keep_tail=False,
                     first=first,
                 )
-                await self.s3.complete_multipart_upload(key, upload_id, parts)
+                ready()
+                completed = await self.s3.complete_multipart_upload(key, upload_id, parts)
             except BaseException:
                 # Shielded: a cancelled request must still leave no open upload.
                 await asyncio.shield(self.s3.abort_multipart_upload(key, upload_id))
                 raise
             metrics.UPLOADS_COMPLETED.labels(kind).inc()
+            return reader.received, str(completed["ETag"])

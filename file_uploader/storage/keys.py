@@ -8,6 +8,7 @@ the token's canonical lower-case form:
     pub/<user id>/<name>               "this file is public": its library id (library.py)
     library/<library id>               the public library, newest first (library.py)
     thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
+    quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
 
 The hash is one-way, so no token can be
 read back from a bucket listing, a backup or a log line, and the same UUID in
@@ -29,9 +30,10 @@ UPLOADS_ROOT = "uploads/"  # resumable (tus) upload state: see resumable.py
 PUBLIC_ROOT = "pub/"  # one marker per public file: see library.py
 LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see library.py
 THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
+QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
-USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT)
+USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT, QUOTA_ROOT)
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
 ROOTS = (*USER_ROOTS, LIBRARY_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,

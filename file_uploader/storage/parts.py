@@ -364,8 +364,8 @@ class PartPipeline:
     def part_params(self, part: Part) -> dict[str, str]:
         return part.checksum(self.checksum)
 
-    async def put_object(self, key: str, part: Part, **params: str) -> None:
-        """PutObject of one part's bytes (a small file, a tus tail), with their checksum.
+    async def put_object(self, key: str, part: Part, **params: str) -> str:
+        """PutObject of one part's bytes (a small file, a tus tail), with their checksum; its ETag.
 
         Where the gateway compares ETags, a mismatch means S3 stored other
         bytes: they are deleted at once (and with them any older object under
@@ -379,6 +379,7 @@ class PartPipeline:
         except TransferCorrupted:
             await self.s3.delete_object(key)
             raise
+        return str(response["ETag"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, part: Part) -> dict[str, Any]:
         """UploadPart of `part`, with its checksum; the part as CompleteMultipartUpload wants it.

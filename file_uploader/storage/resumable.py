@@ -86,8 +86,10 @@ from .errors import (
     UploadLocked,
     UploadNotFound,
 )
+from .events import STORED, Events
 from .keys import UPLOADS_ROOT, file_key, validate_name
 from .parts import Part, PartPipeline
+from .quotas import NO_RESERVATION, Quotas, Reservation, size_before
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +256,16 @@ class Resumable:
         expiry: float,
         max_size: int,
         on_stored: Callable[[str], Awaitable[None]],
+        quotas: Quotas,
+        events: Events,
         lock_seconds: float = 20.0,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
+        # USER_QUOTA: an upload's lease (quotas.tus_lease) holds its Upload-Length from creation
+        # (or, deferred, the bytes it has) until it completes, is terminated or expires.
+        self.quotas = quotas
+        self.events = events
         # Called with a file's key once an upload has stored it (Files.stored: library, thumbnails).
         self.on_stored = on_stored
         self.expiry = expiry
@@ -302,16 +310,42 @@ class Resumable:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
             # upload without parts: the empty file is stored now, and the
             # upload is done from the start.
-            await self.s3.put_object(upload.key, b"")
+            replaced, exact = await self._size_before(upload)
+            etag = (await self.s3.put_object(upload.key, b""))["ETag"]
             upload.state = DONE
-        else:
+            await self._write(upload, new=True)
+            await self._stored(upload, etag, replaced, exact, lease=False)
+            return upload
+        if length is not None:
+            # Before anything is created: an upload that does not fit is refused with nothing to undo.
+            replaces = (await self._size_before(upload))[0]
+            await self.quotas.reserve_upload(
+                user, upload.key, upload.id, length, self._lease_end(now), replaces
+            )
+        try:
             upload.s3_upload_id = await self.s3.create_multipart_upload(
                 upload.key, **self.pipeline.create_params()
             )
-        await self._write(upload, new=True)
-        if upload.state == DONE:
-            await self.on_stored(upload.key)
+            await self._write(upload, new=True)
+        except BaseException:
+            await asyncio.shield(self.quotas.upload_ended(user, upload.id))
+            raise
         return upload
+
+    async def _size_before(self, upload: Upload) -> tuple[int | None, bool]:
+        """With a quota, the size of the file the upload is about to replace (quotas.size_before)."""
+        return await size_before(self.s3, upload.key) if self.quotas.enabled else (None, False)
+
+    async def _stored(
+        self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True
+    ) -> None:
+        """The upload's file is there: its event, its bytes in the quota, the library."""
+        size = upload.length or 0
+        self.events.emit(STORED, upload.user, upload.name, size, etag)
+        await self.quotas.upload_stored(
+            upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
+        )
+        await self.on_stored(upload.key)
 
     async def get(self, user: str, upload_id: str, now: float) -> Upload:
         """The user's upload `upload_id`; another user's id is as unknown as a made-up one.
@@ -337,6 +371,8 @@ class Resumable:
         except BaseException:
             await asyncio.shield(self._unlock(lease))
             raise
+        if upload.state != DONE:
+            await self.quotas.upload_ended(upload.user, upload.id)
 
     # Locks.
 
@@ -437,14 +473,38 @@ class Resumable:
                 self._check(upload, offset, length)
                 if length is not None:
                     upload.length = length
+                room = await self._room(upload, now)
                 keeper = asyncio.create_task(self._keep(lease))
                 try:
+                    if upload.length is None:  # its lease grows with the bytes, as far as the quota goes
+                        chunks = room.meter(chunks, start=upload.offset)
                     return await self._append(upload, chunks, now, checksum, lease)
                 finally:
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
             finally:
                 await asyncio.shield(self._unlock(lease))
+
+    async def _room(self, upload: Upload, now: float) -> Reservation:
+        """With a quota: the upload's lease holds its length (deferred: its offset) and lasts past
+        its next expiry; QuotaExceeded before the body when it cannot."""
+        if not self.quotas.enabled or upload.state != OPEN:
+            return NO_RESERVATION
+        need = upload.length if upload.length is not None else upload.offset
+        return await self.quotas.resume_upload(
+            upload.user,
+            upload.key,
+            upload.id,
+            need,
+            until=self._lease_end(now),
+            renew_before=now + self.expiry,
+        )
+
+    def _lease_end(self, now: float) -> float:
+        """Where a tus upload's lease in the quota is made to end: past the upload's own expiry
+        (now + UPLOAD_EXPIRY) by a quarter of it, so that a PATCH renews it at most once in that
+        quarter, and an abandoned upload holds its room no longer than that after it expired."""
+        return now + 1.25 * self.expiry
 
     @staticmethod
     def _check(upload: Upload, offset: int, length: int | None) -> None:
@@ -568,18 +628,25 @@ class Resumable:
         upload.tail = old_tail  # deleted once done
         upload.state = COMPLETING
         await self._write(upload)  # the intent: a crash from here on is finished by the next reader
-        await self._finish(upload, tail)
+        await self._finish(upload, tail, resumed=False)
 
-    async def _finish(self, upload: Upload, tail: Part | None = None) -> None:
+    async def _finish(self, upload: Upload, tail: Part | None = None, *, resumed: bool = True) -> None:
         """Complete the multipart upload of a "completing" upload, and mark it done.
 
         `tail`: the last part's bytes, when the caller still has them (see
-        `_complete_past_strays`).
+        `_complete_past_strays`). `resumed`: another request left the upload
+        completing (its process died), so the file may be there already and
+        the size it replaced is not known for sure.
         """
+        replaced, exact = await self._size_before(upload)
+        exact = exact and not resumed
+        etag: str | None = None
         if upload.parts:
             parts = await self._parts_to_complete(upload)
             try:
-                await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
+                etag = (await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts))[
+                    "ETag"
+                ]
             except FileNotFound:
                 pass  # NoSuchUpload: it was completed, and the process died before saying so
             except PartsChanged:
@@ -592,7 +659,7 @@ class Resumable:
             # A deferred length that ended at 0 bytes: S3 cannot complete a
             # multipart upload without parts, so the empty file is put instead.
             await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
-            await self.s3.put_object(upload.key, b"")
+            etag = (await self.s3.put_object(upload.key, b""))["ETag"]
         tail_key, upload.tail, upload.state = upload.tail, None, DONE
         try:
             await self._write(upload)
@@ -605,7 +672,9 @@ class Resumable:
             return
         if tail_key:
             await self._delete_quietly(tail_key)
-        await self.on_stored(upload.key)
+        if etag is None:  # completed by a process that died, or trimmed past stray parts
+            etag = await self._etag(upload.key)
+        await self._stored(upload, etag, replaced, exact)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 
@@ -709,6 +778,12 @@ class Resumable:
         log.warning("tus upload %s: parts overwritten by another writer; back to part %d", upload.id, good)
         with contextlib.suppress(UploadConflict):
             await self._write(upload)
+
+    async def _etag(self, key: str) -> str:
+        try:
+            return str((await self.s3.head_object(key))["ETag"])
+        except StorageFailure:
+            return ""
 
     # Housekeeping.
 

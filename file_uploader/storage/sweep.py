@@ -8,7 +8,9 @@ touched, and only those started before the cut-off, so uploads in progress are
 left alone as long as the age is longer than any upload takes.
 
 `purge_user` removes everything of one user: files, resumable upload state,
-unfinished multipart uploads, public library entries and thumbnails.
+unfinished multipart uploads, public library entries, thumbnails and the quota
+ledger. Purges emit no `file.deleted` events: they are an operator's
+teardown, and a receiver should not be flooded with one event per file.
 `purge_all` removes everything of every user: all the gateway's roots (keys.ROOTS),
 and nothing else in the bucket. `delete_folder` removes one folder of one user.
 """
@@ -21,9 +23,11 @@ import datetime
 import json
 import logging
 import time
+from typing import Any
 
 from . import Storage
 from .errors import FileNotFound, FolderNotFound
+from .events import DELETED
 from .keys import FILES_ROOT, LIBRARY_ROOT, PUBLIC_ROOT, ROOTS, user_prefix, user_prefixes
 
 log = logging.getLogger(__name__)
@@ -164,7 +168,20 @@ async def delete_folder(storage: Storage, uid: str, folder: str) -> FolderDelete
     aborted = await storage.resumable.terminate_folder(uid, folder)
     uploads = [upload async for page in s3.list_multipart_uploads(prefix) for upload in page]
     aborted += sum([await s3.abort_multipart_upload(upload["Key"], upload["UploadId"]) for upload in uploads])
-    files = await s3.delete_prefix(prefix)
+    root = user_prefix(uid)
+    gone: list[tuple[str, int]] = []
+
+    def deleted(page: list[dict[str, Any]]) -> None:
+        # One file.deleted event per file, as each page of them goes.
+        for item in page:
+            storage.events.emit(DELETED, uid, item["Key"][len(root) :], item["Size"], item["ETag"])
+        if storage.quotas.enabled:
+            gone.extend((item["Key"], item["Size"]) for item in page)
+
+    try:
+        files = await s3.delete_prefix(prefix, on_deleted=deleted)
+    finally:
+        await storage.quotas.removed(uid, gone)
     await storage.thumbnails.forget_folder(uid, folder)
     if not files and not aborted:
         raise FolderNotFound("nothing is stored under this folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from file_uploader.app import create_app
 from file_uploader.storage.keys import file_key, user_id
+from file_uploader.storage.quotas import ledger_key
 
 from ..helpers import ROOT, all_keys, new_token, open_uploads
 
@@ -138,3 +140,16 @@ async def test_purge_of_one_user_takes_their_library_entries_and_thumbnails(
 
 # The smallest GIF: one transparent pixel.
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+async def test_purge_removes_the_users_quota_ledger(aiohttp_client, settings, s3, s3_url, bucket, tmp_path):
+    token = new_token()
+    client = await aiohttp_client(await create_app(dataclasses.replace(settings, user_quota=1024)))
+    assert (await client.put("/api/files/a", data=b"x" * 100, headers={"X-Auth-Token": token})).status == 204
+    assert ledger_key(user_id(token)) in all_keys(s3, bucket)
+    done = purge(s3_url, bucket, tmp_path, "--token", token, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert all_keys(s3, bucket) == []
+    # The gateway that kept the ledger in memory starts again from an empty one.
+    usage = await client.get("/api/usage", headers={"X-Auth-Token": token})
+    assert await usage.json() == {"used": 0, "quota": 1024, "files": 0, "reserved": 0}

@@ -10,7 +10,6 @@ gateway the client did. The gateway commits what arrived before the cut
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..cutproxy import CutProxy
-from ..helpers import all_keys, new_token, open_uploads
+from ..helpers import all_keys, new_token, open_uploads, run_gateway
 
 SIZE = 8_000_000  # about one S3 part (8 MiB): the resumed upload completes a multipart upload
 CUT_AFTER = 3_000_000  # bytes to the gateway before the network goes
@@ -161,27 +160,40 @@ def test_after_a_reload_the_upload_is_offered_and_resumes_byte_exact(
     assert [key.rsplit(".", 1)[1] for key in all_keys(s3, bucket) if key.startswith("uploads/")] == ["info"]
 
 
-def test_the_usage_bar_hides_itself_when_the_gateway_has_no_usage_route(gateway_process, browser_page):
-    """This gateway has no GET /api/usage (404): no bar. An answer from one (given by the test) shows."""
+def put(base_url: str, token: str, name: str, body: bytes) -> None:
+    request = urllib.request.Request(
+        f"{base_url}/api/files/{name}", data=body, method="PUT", headers={"X-Auth-Token": token}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+
+
+def test_the_usage_bar_shows_what_is_stored_against_the_quota(s3_url, bucket, tmp_path, browser_page):
+    """With USER_QUOTA the bar is a meter of GET /api/usage; a refusal hides it."""
     page = browser_page
     token = new_token()
-    page.goto(gateway_process + "/")
-    with page.expect_response("**/api/usage") as answer:
+    with run_gateway(s3_url, bucket, tmp_path, USER_QUOTA="1000000") as base_url:
+        put(base_url, token, "a.bin", b"a" * 250_000)
+        put(base_url, token, "b.bin", b"b" * 500_000)
+        page.goto(base_url + "/")
         page.fill("#token", token)
         page.click("#token-use")
-    assert answer.value.status == 404
-    page.locator("#files-section").wait_for()
-    assert page.locator("#usage").is_hidden()
+        page.locator("#usage").wait_for()
+        assert page.locator("#usage-text").inner_text() == "750 kB of 1.0 MB used (2 files)"
+        assert page.locator("#usage-meter").evaluate("meter => meter.value") == pytest.approx(0.75)
 
-    usage = {"used": 750_000_000, "quota": 1_000_000_000, "files": 3}
-    page.route("**/api/usage", lambda route: route.fulfill(status=200, json=usage))
-    page.reload()
+        page.route("**/api/usage", lambda route: route.fulfill(status=503, json={"error": "busy"}))
+        page.click("#refresh")
+        page.locator("#usage").wait_for(state="hidden")
+
+
+def test_the_usage_bar_without_a_quota_says_what_is_stored(gateway_process, browser_page):
+    page = browser_page
+    token = new_token()
+    put(gateway_process, token, "one.bin", b"1" * 1500)
+    page.goto(gateway_process + "/")
+    page.fill("#token", token)
+    page.click("#token-use")
     page.locator("#usage").wait_for()
-    assert page.locator("#usage-text").inner_text() == "750 MB of 1.0 GB used (3 files)"
-    assert page.locator("#usage-meter").evaluate("meter => meter.value") == pytest.approx(0.75)
-    unlimited = {**usage, "quota": None, "files": 1}
-    page.unroute("**/api/usage")
-    page.route("**/api/usage", lambda route: route.fulfill(status=200, body=json.dumps(unlimited)))
-    page.click("#refresh")
-    page.wait_for_function("() => document.querySelector('#usage-text').textContent === '750 MB in 1 file'")
+    assert page.locator("#usage-text").inner_text() == "1.5 kB in 1 file"
     assert page.locator("#usage-meter").is_hidden()

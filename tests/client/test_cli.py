@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import uuid
 
 import pytest
 
-from ..helpers import ROOT, free_port, new_token
+from ..helpers import ROOT, free_port, new_token, run_gateway
 
 pytestmark = pytest.mark.process
 
@@ -130,3 +131,27 @@ def test_ls_folder_shows_one_level_and_rm_r_removes_a_folder(gateway_process, tm
     remaining = cli("ls", url=gateway_process, token=token).stdout.splitlines()[1:]
     assert [line.split()[0] for line in remaining] == ["photos/a.jpg"]
     assert cli("rm", "-r", "nothing/", url=gateway_process, token=token).returncode == 1
+
+
+def test_usage_prints_what_is_stored_against_the_quota(s3_url, bucket, tmp_path):
+    token = new_token()
+    with run_gateway(s3_url, bucket, tmp_path, USER_QUOTA="1MiB") as url:
+        upload = tmp_path / "half.bin"
+        upload.write_bytes(b"h" * 512 * 1024)
+        assert cli("put", str(upload), url=url, token=token).returncode == 0
+        shown = cli("usage", url=url, token=token)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == "512.0 KiB used of 1.0 MiB (50%), 1 files\n"
+        as_json = cli("usage", "--json", url=url, token=token)
+        assert json.loads(as_json.stdout) == {
+            "used": 512 * 1024,
+            "quota": 1024 * 1024,
+            "files": 1,
+            "reserved": 0,
+        }
+
+
+def test_usage_without_a_quota_says_so(gateway_process):
+    shown = cli("usage", url=gateway_process, token=new_token())
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "0 bytes used (no quota), 0 files\n"

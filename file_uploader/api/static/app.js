@@ -357,16 +357,12 @@ async function refresh() {
 
 // ---- usage ------------------------------------------------------------------
 
-// GET /api/usage: {"used": bytes, "quota": bytes or null, "files": count}. A gateway
-// without it (404) has no usage to show: the bar stays hidden.
-let usageMissing = false;
-
+// GET /api/usage: {"used": bytes, "quota": bytes or null, "files": count}; with a quota the
+// bar is a meter. Any refusal hides it.
 async function loadUsage() {
-  if (usageMissing) return;
   let usage;
   try {
     const response = await fetch("/api/usage", { headers: { "X-Auth-Token": token } });
-    if (response.status === 404) usageMissing = true;
     if (!response.ok) {
       $("#usage").hidden = true;
       return;

@@ -1,0 +1,226 @@
+"""Webhooks: each file stored or deleted is POSTed as signed JSON to WEBHOOK_URL.
+
+The body is the event (storage/events.py): ``{"type": "file.stored" |
+"file.deleted", "user": <one-way user id>, "name", "size", "etag", "time",
+"id"}``, never a token; ``X-Webhook-Signature: sha256=<hex>`` is the HMAC-SHA256
+of the exact body bytes with WEBHOOK_SECRET, and ``X-Webhook-Id`` repeats the
+event's id.
+
+**Never in the way of a request.** The storage layer emits an event the moment
+S3 has done the thing; during a request it is held (`after_response`) until
+the response has been written, then put on this process's queue, which
+SENDERS tasks empty in the background. Putting an event on the queue never
+waits: when it holds WEBHOOK_QUEUE events, the new one is dropped, counted in
+`file_uploader_webhooks_dropped_total{reason="queue_full"}` and logged (once a
+minute at most, with the count). Uploads are never slowed by a receiver.
+
+**At least once, while the process lives.** A delivery that gets no 2xx
+answer (a refusal, a redirect, a timeout of ATTEMPT_SECONDS, no connection) is
+tried again after FIRST_RETRY_SECONDS, doubling up to MAX_RETRY_SECONDS, for
+as long as it takes; a receiver may see an event more than once (a lost
+answer) and can tell by its id. Events are in memory only: those still queued
+when the process dies are lost, and on a graceful stop the queue gets
+STOP_SECONDS to drain (none when the receiver is failing) before what is
+left is dropped (counted as ``reason="stopped"``, and logged). Keeping them in S3 instead would cost a
+write and a delete per event, more than the upload of a small file itself,
+for what a receiver that must not miss anything needs anyway: a periodic
+reconciliation with the listing (GET /api/files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .. import __version__
+from ..storage.events import FileEvent
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Webhook-Signature"
+ID_HEADER = "X-Webhook-Id"
+SENDERS = 4  # deliveries in flight at once, per process
+ATTEMPT_SECONDS = 10.0  # one delivery attempt, connecting included
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 30.0
+STOP_SECONDS = 5.0  # on a graceful stop, what the queue gets to drain
+DROPS_LOGGED_EVERY = 60.0  # seconds between two log lines about dropped events
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The X-Webhook-Signature of `body`: what a receiver computes to check it."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+@dataclasses.dataclass
+class _Held:
+    """The events of one request, held until its response has been written."""
+
+    events: list[tuple[FileEvent, Webhooks]] = dataclasses.field(default_factory=list)
+    open: bool = True
+
+
+_held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("webhook_events", default=None)
+
+
+@web.middleware
+async def after_response(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Hold the events a request causes until its response is written (on an error too), so a
+    receiver never hears of a file before its uploader does. Requests without events pass
+    through untouched."""
+    held = _Held()
+    token = _held.set(held)
+    try:
+        response = await handler(request)
+        if held.events and not response.prepared:
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
+        return response
+    finally:
+        _held.reset(token)
+        held.open = False  # anything emitted from here on (a shielded task of the request) goes at once
+        for event, hooks in held.events:
+            hooks.enqueue(event)
+
+
+class Webhooks:
+    """This process's queue of events and the tasks that deliver them to one URL."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        queue_size: int,
+        *,
+        first_retry: float = FIRST_RETRY_SECONDS,
+        max_retry: float = MAX_RETRY_SECONDS,
+        senders: int = SENDERS,
+    ) -> None:
+        self.url = url  # never logged: it may carry credentials
+        self._secret = secret
+        self._queue: asyncio.Queue[FileEvent] = asyncio.Queue(queue_size)
+        self.first_retry = first_retry
+        self.max_retry = max_retry
+        self._senders_count = senders
+        self._senders: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._delivering = 0  # events taken off the queue, not delivered yet
+        self._failing = False
+        self._dropped_unlogged = 0
+        self._drops_logged_at = 0.0
+
+    def listen(self, event: FileEvent) -> None:
+        """The storage layer's listener: hold the event for the request's response, or queue it."""
+        held = _held.get()
+        if held is not None and held.open:
+            held.events.append((event, self))
+        else:
+            self.enqueue(event)
+
+    def enqueue(self, event: FileEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._drop("queue_full", 1)
+            return
+        metrics.WEBHOOK_QUEUE.inc()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=ATTEMPT_SECONDS),
+            connector=aiohttp.TCPConnector(limit=self._senders_count),
+            headers={"User-Agent": f"file_uploader/{__version__}"},
+        )
+        self._senders = [asyncio.create_task(self._send()) for _ in range(self._senders_count)]
+
+    async def stop(self) -> None:
+        """Let the queue drain for up to STOP_SECONDS (unless the receiver is failing: it would
+        wait in vain), then drop (and count) what is left."""
+        if not self._failing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_SECONDS):
+                    await self._queue.join()
+        lost = self._queue.qsize() + self._delivering
+        for task in self._senders:
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        metrics.WEBHOOK_QUEUE.dec(self._queue.qsize())
+        if lost:
+            self._drop("stopped", lost)
+        if self._session is not None:
+            await self._session.close()
+        self._flush_drop_log(force=True)
+
+    async def _send(self) -> None:
+        while True:
+            event = await self._queue.get()
+            self._delivering += 1
+            try:
+                await self._deliver(event)
+            finally:
+                self._delivering -= 1
+                metrics.WEBHOOK_QUEUE.dec()
+                self._queue.task_done()
+
+    async def _deliver(self, event: FileEvent) -> None:
+        assert self._session is not None
+        body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature(self._secret, body),
+            ID_HEADER: event.id,
+        }
+        delay = self.first_retry
+        while True:
+            try:
+                async with self._session.post(
+                    self.url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    await response.read()
+                    failure = None if 200 <= response.status < 300 else str(response.status)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                failure = type(exc).__name__
+            if failure is None:
+                metrics.WEBHOOKS_SENT.inc()
+                if self._failing:
+                    self._failing = False
+                    log.info("webhook receiver answers again")
+                return
+            metrics.WEBHOOKS_RETRIED.labels(failure).inc()
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "webhook delivery failed (%s): retrying with backoff up to %g s", failure, self.max_retry
+                )
+            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+            delay = min(delay * 2, self.max_retry)
+
+    def _drop(self, reason: str, count: int) -> None:
+        metrics.WEBHOOKS_DROPPED.labels(reason).inc(count)
+        self._dropped_unlogged += count
+        self._flush_drop_log(force=reason != "queue_full")
+
+    def _flush_drop_log(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._dropped_unlogged and (force or now - self._drops_logged_at >= DROPS_LOGGED_EVERY):
+            log.warning(
+                "dropped %d webhook events (the queue of %d was full, or the process stopped)",
+                self._dropped_unlogged,
+                self._queue.maxsize,
+            )
+            self._dropped_unlogged = 0
+            self._drops_logged_at = now
