@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -164,3 +165,8 @@ def csp_violations(page) -> list[str]:
     )
     page.on("pageerror", lambda error: seen.append(str(error)))
     return seen
+
+
+def path_of(location: str) -> str:
+    """The path of an absolute Location (tus), for a test client that takes paths."""
+    return urllib.parse.urlsplit(location).path

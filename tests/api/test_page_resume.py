@@ -168,6 +168,15 @@ def put(base_url: str, token: str, name: str, body: bytes) -> None:
         assert response.status == 204
 
 
+def usage_bar(page, base_url: str, token: str) -> str:
+    """Sign in on the page at `base_url` and read the usage bar once it shows."""
+    page.goto(base_url + "/")
+    page.fill("#token", token)
+    page.click("#token-use")
+    page.locator("#usage").wait_for()
+    return page.locator("#usage-text").inner_text()
+
+
 def test_the_usage_bar_shows_what_is_stored_against_the_quota(s3_url, bucket, tmp_path, browser_page):
     """With USER_QUOTA the bar is a meter of GET /api/usage; a refusal hides it."""
     page = browser_page
@@ -175,11 +184,7 @@ def test_the_usage_bar_shows_what_is_stored_against_the_quota(s3_url, bucket, tm
     with run_gateway(s3_url, bucket, tmp_path, USER_QUOTA="1000000") as base_url:
         put(base_url, token, "a.bin", b"a" * 250_000)
         put(base_url, token, "b.bin", b"b" * 500_000)
-        page.goto(base_url + "/")
-        page.fill("#token", token)
-        page.click("#token-use")
-        page.locator("#usage").wait_for()
-        assert page.locator("#usage-text").inner_text() == "750 kB of 1.0 MB used (2 files)"
+        assert usage_bar(page, base_url, token) == "750 kB of 1.0 MB used (2 files)"
         assert page.locator("#usage-meter").evaluate("meter => meter.value") == pytest.approx(0.75)
 
         page.route("**/api/usage", lambda route: route.fulfill(status=503, json={"error": "busy"}))
@@ -191,9 +196,5 @@ def test_the_usage_bar_without_a_quota_says_what_is_stored(gateway_process, brow
     page = browser_page
     token = new_token()
     put(gateway_process, token, "one.bin", b"1" * 1500)
-    page.goto(gateway_process + "/")
-    page.fill("#token", token)
-    page.click("#token-use")
-    page.locator("#usage").wait_for()
-    assert page.locator("#usage-text").inner_text() == "1.5 kB in 1 file"
+    assert usage_bar(page, gateway_process, token) == "1.5 kB in 1 file"
     assert page.locator("#usage-meter").is_hidden()

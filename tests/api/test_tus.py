@@ -9,7 +9,6 @@ import hashlib
 import json
 import socket
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 from file_uploader.storage.keys import user_id
 
-from ..helpers import all_keys, metric, metric_samples, new_token, open_uploads, run_gateway
+from ..helpers import all_keys, metric, metric_samples, new_token, open_uploads, path_of, run_gateway
 
 PART = 5 * MiB  # the smallest part size S3 allows keeps these tests quick
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -51,11 +50,6 @@ async def create(gw, auth, name="data.bin", length: int | None = None, **headers
     )
     assert response.status == 201, await response.text()
     return path_of(response.headers["Location"])
-
-
-def path_of(location: str) -> str:
-    """The path of an absolute Location, for a test client that takes paths."""
-    return urllib.parse.urlsplit(location).path
 
 
 async def patch(gw, auth, url: str, offset: int, data: bytes, **headers):
