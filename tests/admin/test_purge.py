@@ -7,7 +7,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import urllib.parse
 
 import pytest
 
@@ -15,7 +14,7 @@ from file_uploader.app import create_app
 from file_uploader.storage.keys import file_key, user_id
 from file_uploader.storage.quotas import ledger_key
 
-from ..helpers import ROOT, all_keys, new_token, open_uploads
+from ..helpers import ROOT, all_keys, new_token, open_uploads, path_of
 
 pytestmark = pytest.mark.process
 
@@ -69,7 +68,7 @@ async def test_purge_leaves_nothing_of_a_live_resumable_upload(
     )
     assert created.status == 201
     patched = await client.patch(
-        urllib.parse.urlsplit(created.headers["Location"]).path,
+        path_of(created.headers["Location"]),
         data=b"x" * 1000,
         headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
     )

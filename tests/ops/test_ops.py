@@ -7,7 +7,6 @@ import datetime
 import json
 import logging
 import subprocess
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +19,7 @@ from file_uploader.storage import open_storage
 from file_uploader.storage.keys import user_id
 from file_uploader.storage.sweep import collect_garbage
 
-from ..helpers import metric, metric_samples, new_token, start_moto
+from ..helpers import metric, metric_samples, new_token, path_of, start_moto
 
 
 @pytest.fixture
@@ -171,7 +170,7 @@ async def test_s3_metrics_name_only_real_s3_operations(
     created = await client.post(
         "/api/uploads", headers={**auth, "Upload-Length": "10", "Upload-Metadata": "filename eA=="}
     )
-    location = urllib.parse.urlsplit(created.headers["Location"]).path
+    location = path_of(created.headers["Location"])
     assert (await client.head(location, headers=auth)).status == 200
     stale = s3.create_multipart_upload(Bucket=bucket, Key="files/" + "ab" * 32 + "/crashed")["UploadId"]
     async with open_storage(settings) as storage:

@@ -12,7 +12,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import requests
 from file_uploader.sizes import MiB
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import metric, new_token, open_uploads, rss_bytes, run_gateway
+from ..helpers import metric, new_token, open_uploads, path_of, rss_bytes, run_gateway
 
 pytestmark = pytest.mark.process
 
@@ -180,7 +179,7 @@ def tus_create(base: str, auth: dict, name: str, length: int) -> str:
         timeout=10,
     )
     assert response.status_code == 201, response.text
-    return urllib.parse.urlsplit(response.headers["Location"]).path
+    return path_of(response.headers["Location"])
 
 
 def parts_in_s3(s3, bucket: str) -> int:
