@@ -83,7 +83,7 @@ class Storage:
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
             lock_seconds=settings.upload_lock_seconds,
-            on_stored=lambda key: self.files.stored(key, public=False),
+            on_stored=lambda key: self.files.set_public(key, False),
             quotas=self.quotas,
             events=self.events,
         )

@@ -181,17 +181,13 @@ class Files:
             self.quotas.removed(uid, [(key, size)]),
         )
 
-    async def stored(self, key: str, *, public: bool) -> None:
-        """After any upload completes at `key`: the library follows the new version. A replaced
-        file is public only if its replacement says so.
-
-        Cached thumbnails need nothing here: each is checked against the file's ETag when it is
-        served and remade when stale, so a replacement costs no S3 call for them.
-        """
-        await self.set_public(key, public)
-
     async def set_public(self, key: str, public: bool) -> str | None:
-        """Put the file in the public library or take it out; its library id when public."""
+        """Put the file in the public library or take it out; its library id when public.
+
+        Also what follows any upload that completes at `key`: a replaced file is public only if
+        its replacement says so. Cached thumbnails need nothing then: each is checked against the
+        file's ETag when it is served and remade when stale.
+        """
         uid, name = split_file_key(key)
         if not public:
             await self.library.unpublish(uid, name)
@@ -240,7 +236,7 @@ class Files:
         try:
             library_id = await replaced
         except StorageFailure:
-            await self.stored(key, public=public)  # which asks again
+            await self.set_public(key, public)  # which asks again
             return
         if public:
             await self.set_public(key, True)

@@ -255,7 +255,7 @@ class Resumable:
         *,
         expiry: float,
         max_size: int,
-        on_stored: Callable[[str], Awaitable[None]],
+        on_stored: Callable[[str], Awaitable[object]],
         quotas: Quotas,
         events: Events,
         lock_seconds: float = 20.0,
@@ -266,7 +266,8 @@ class Resumable:
         # (or, deferred, the bytes it has) until it completes, is terminated or expires.
         self.quotas = quotas
         self.events = events
-        # Called with a file's key once an upload has stored it (Files.stored: library, thumbnails).
+        # Called with a file's key once an upload has stored it: the library follows the new
+        # version (Files.set_public).
         self.on_stored = on_stored
         self.expiry = expiry
         self.max_size = max_size
