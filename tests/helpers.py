@@ -170,3 +170,18 @@ def csp_violations(page) -> list[str]:
 def path_of(location: str) -> str:
     """The path of an absolute Location (tus), for a test client that takes paths."""
     return urllib.parse.urlsplit(location).path
+
+
+def run_admin(
+    s3_url: str, bucket: str, cwd: Path, *args: str, **settings: str
+) -> subprocess.CompletedProcess:
+    """`python -m file_uploader <args>` (gc, purge, probe) on this checkout's code, run to its end."""
+    env = {**os.environ, **settings, "S3_ENDPOINT_URL": s3_url, "S3_BUCKET": bucket, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "file_uploader", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

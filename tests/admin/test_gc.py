@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +14,7 @@ from file_uploader.storage import open_storage
 from file_uploader.storage.sweep import abort_stale_uploads, collect_garbage
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import ROOT, open_uploads
+from ..helpers import open_uploads, run_admin
 
 GATEWAY_KEY = "files/" + "ab" * 32 + "/crashed.bin"
 OTHER_KEY = "backups/not-ours.bin"
@@ -37,15 +34,7 @@ def open_keys(s3, bucket: str) -> list[str]:
 def test_gc_command_aborts_the_gateways_stale_uploads_and_says_so(s3_url, bucket, s3, tmp_path):
     upload_id = start_upload(s3, bucket, GATEWAY_KEY)
     start_upload(s3, bucket, OTHER_KEY)
-    env = {**os.environ, "S3_ENDPOINT_URL": s3_url, "S3_BUCKET": bucket, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "file_uploader", "gc", "--older-than", "0s"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_admin(s3_url, bucket, tmp_path, "gc", "--older-than", "0s")
     assert result.returncode == 0, result.stderr
     assert upload_id in result.stdout
     assert "aborted 1 multipart upload(s)" in result.stdout

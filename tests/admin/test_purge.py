@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -14,21 +12,13 @@ from file_uploader.app import create_app
 from file_uploader.storage.keys import file_key, user_id
 from file_uploader.storage.quotas import ledger_key
 
-from ..helpers import ROOT, all_keys, new_token, open_uploads, path_of
+from ..helpers import all_keys, new_token, open_uploads, path_of, run_admin
 
 pytestmark = pytest.mark.process
 
 
 def purge(s3_url: str, bucket: str, cwd, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "S3_ENDPOINT_URL": s3_url, "S3_BUCKET": bucket, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "file_uploader", "purge", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_admin(s3_url, bucket, cwd, "purge", *args)
 
 
 def test_purge_deletes_every_file_of_one_user_only(s3_url, bucket, s3, tmp_path):

@@ -26,8 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +45,16 @@ from file_uploader.storage.keys import MAX_NAME_BYTES, user_id, user_prefix
 from file_uploader.storage.sweep import collect_garbage, purge_user
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import ACCESS_KEY, ROOT, SECRET_KEY, chunked, metric, metric_samples, path_of, run_gateway
+from ..helpers import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    chunked,
+    metric,
+    metric_samples,
+    path_of,
+    run_admin,
+    run_gateway,
+)
 
 MOTO, RGW = "moto", "rgw"
 ENGINES = ["moto", "rgw-http", "rgw-https"]
@@ -368,21 +375,7 @@ async def test_readyz_and_the_metrics_report_what_the_probe_found(gateway, targe
 
 @pytest.mark.process
 def test_the_probe_command_tries_every_checksum(target, tmp_path):
-    env = {
-        **os.environ,
-        **target.env(),
-        "S3_ENDPOINT_URL": target.url,
-        "S3_BUCKET": target.bucket,
-        "PYTHONPATH": str(ROOT),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "file_uploader", "probe"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_admin(target.url, target.bucket, tmp_path, "probe", **target.env())
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     md5 = "enforced" if target.kind == RGW else "ignored"
