@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class Storage:
     """Everything the gateway stores, in the one bucket of `s3`."""
 
-    def __init__(self, s3: S3, settings: Settings) -> None:
+    def __init__(self, s3: S3, settings: Settings, *, known: Capabilities | None = None) -> None:
         self.s3 = s3
         self.pipeline = PartPipeline(
             s3,
@@ -88,6 +88,7 @@ class Storage:
             events=self.events,
         )
         self._settings = settings
+        self._known = known
         # What the write probe found S3 to enforce: every finding False until
         # it succeeded. The tus store reads `if_none_match` and `if_match`.
         self.capabilities: Capabilities = UNPROBED
@@ -133,7 +134,10 @@ class Storage:
         """
         names = list(CHECKSUMS) if every_checksum else [self._settings.s3_checksum, "md5"]
         try:
-            found = await probe(self.s3, names)
+            if self._known is not None and not every_checksum:
+                found = self._known
+            else:
+                found = await probe(self.s3, names)
         except StorageUnavailable as exc:
             raise StorageUnavailable(f"the write probe failed: {exc}") from exc
         except StorageFailure as exc:
@@ -181,8 +185,15 @@ class Storage:
 
 
 @contextlib.asynccontextmanager
-async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
-    """A Storage with its own S3 client, open for the block; one per process or admin command."""
+async def open_storage(settings: Settings, *, known: Capabilities | None = None) -> AsyncIterator[Storage]:
+    """A Storage with its own S3 client, open for the block; one per process or admin command.
+
+    `known`: what an earlier write probe found this same S3 endpoint to enforce,
+    for S3_CHECKSUM and md5 (`Storage.capabilities`). The startup probe is then
+    skipped and these findings applied as its own would be. Only for a caller
+    that opens many storages on one S3 and has probed it itself (the test
+    suite builds hundreds of apps on one moto server).
+    """
     async with open_client(settings) as client:
         s3 = S3(
             client,
@@ -190,7 +201,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
             Lanes.from_settings(settings),
             conditional_writes=settings.s3_conditional_writes,
         )
-        storage = Storage(s3, settings)
+        storage = Storage(s3, settings, known=known)
         try:
             yield storage
         finally:

@@ -7,7 +7,6 @@ import schemathesis
 from schemathesis import checks
 
 from file_uploader.api.openapi import OPENAPI_PATH, spec
-from file_uploader.app import create_app
 
 from ..helpers import new_token
 
@@ -21,8 +20,8 @@ async def test_openapi_json_is_served_without_a_token(client):
     assert await response.json() == spec()
 
 
-async def test_openapi_paths_and_methods_match_the_routes(settings):
-    app = await create_app(settings)
+async def test_openapi_paths_and_methods_match_the_routes(app_for, settings):
+    app = await app_for(settings)
     # The web page (/ and its /static/ files) is for browsers, not part of the API.
     routes = {
         (route.resource.canonical, route.method.lower())

@@ -18,9 +18,9 @@ SECRET = "test-share-secret"
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
+async def client(aiohttp_client, app_for, settings):
     """The gateway with a known SHARE_SECRET, so tests can sign links of their own."""
-    return await aiohttp_client(await create_app(dataclasses.replace(settings, share_secret=SECRET)))
+    return await aiohttp_client(await app_for(dataclasses.replace(settings, share_secret=SECRET)))
 
 
 async def put(client, auth, name, data: bytes):

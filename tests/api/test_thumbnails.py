@@ -10,7 +10,6 @@ import zlib
 import pytest
 from PIL import Image
 
-from file_uploader.app import create_app
 from file_uploader.storage.keys import thumbnail_key, user_id
 
 from ..helpers import all_keys, new_token
@@ -109,9 +108,9 @@ async def test_a_decompression_bomb_is_refused_before_it_is_decoded(client, auth
     assert (await response.json())["error"]["code"] == "image_too_large"
 
 
-async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
+async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, app_for, settings):
     client = await aiohttp_client(
-        await create_app(dataclasses.replace(settings, thumbnail_max_pixels=1_000_000))
+        await app_for(dataclasses.replace(settings, thumbnail_max_pixels=1_000_000))
     )
     auth = {"X-Auth-Token": new_token()}
     await put(client, auth, "big.png", image("PNG", (2000, 1000)))  # 2 megapixels, a few kB compressed

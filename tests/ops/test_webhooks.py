@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from file_uploader.app import create_app
 from file_uploader.ops.webhooks import SENDERS
 from file_uploader.settings import Settings
 from file_uploader.storage.keys import user_id
@@ -84,8 +83,8 @@ def hooked(settings: Settings, receiver: Receiver, **extra) -> Settings:
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings, receiver):
-    return await aiohttp_client(await create_app(hooked(settings, receiver)))
+async def gw(aiohttp_client, app_for, settings, receiver):
+    return await aiohttp_client(await app_for(hooked(settings, receiver)))
 
 
 def distinct(events: list[dict]) -> list[dict]:
@@ -158,9 +157,11 @@ async def test_events_reach_a_receiver_that_starts_late_and_one_that_was_down(gw
     assert receiver.bad_signatures == 0
 
 
-async def test_a_full_queue_drops_events_and_counts_them(aiohttp_client, settings, receiver, auth, caplog):
+async def test_a_full_queue_drops_events_and_counts_them(
+    aiohttp_client, app_for, settings, receiver, auth, caplog
+):
     # The receiver is down: each sender holds one event it retries, and the queue holds two.
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver, webhook_queue=2)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver, webhook_queue=2)))
     before = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="queue_full")
     uploads = SENDERS + 2 + 4
     for number in range(uploads):
@@ -171,10 +172,10 @@ async def test_a_full_queue_drops_events_and_counts_them(aiohttp_client, setting
     assert "dropped" in caplog.text and "webhook" in caplog.text
 
 
-async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, settings, receiver, auth):
+async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, app_for, settings, receiver, auth):
     await receiver.start()
     receiver.hang = True  # it takes each event and never answers
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     started = time.monotonic()
     for number in range(2 * SENDERS):
         response = await gw.put(f"/api/files/f{number}", data=b"x" * 1000, headers=auth)

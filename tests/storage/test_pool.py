@@ -63,8 +63,8 @@ async def timed(call) -> tuple[float, int]:
 
 
 @pytest.fixture
-async def gateway(aiohttp_client, settings):
-    return await aiohttp_client(await create_app(hostile(settings)))
+async def gateway(aiohttp_client, app_for, settings):
+    return await aiohttp_client(await app_for(hostile(settings)))
 
 
 async def shared_big_file(client) -> str:
@@ -113,8 +113,8 @@ async def test_waiting_for_a_download_connection_ends_in_503_with_retry_after(ga
         sock.close()
 
 
-async def test_a_busy_download_lane_answers_json_503_with_retry_after(aiohttp_client, settings):
-    gateway = await aiohttp_client(await create_app(hostile(settings, s3_download_connections=1)))
+async def test_a_busy_download_lane_answers_json_503_with_retry_after(aiohttp_client, app_for, settings):
+    gateway = await aiohttp_client(await app_for(hostile(settings, s3_download_connections=1)))
     link = await shared_big_file(gateway)
     attacker = await never_read(gateway, link)
     await asyncio.sleep(0.5)
