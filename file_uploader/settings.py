@@ -16,6 +16,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from .formats import FLAG_WORDS, parse_flag
 from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, GiB, MiB, parse_size
 
 LOG_FORMATS = ("text", "json")
@@ -25,8 +26,6 @@ S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
 # What the gateway does when the probe finds that S3 does not verify
 # S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
 S3_CHECKSUM_FALLBACKS = ("md5", "warn")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class SettingsError(ValueError):
@@ -34,12 +33,10 @@ class SettingsError(ValueError):
 
 
 def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise SettingsError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a boolean ({FLAG_WORDS}), got {value!r}") from None
 
 
 def _size(name: str, value: str) -> int:

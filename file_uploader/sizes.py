@@ -52,6 +52,20 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+_NAMES = ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"))
+
+
+def format_size(size: int) -> str:
+    """`size` for a person, in the largest binary unit it reaches: "5 GiB", "1000 bytes";
+    a size that is no whole number of its unit keeps its exact bytes: "9.5 MiB (10000000 bytes)"."""
+    for unit, name in _NAMES:
+        if size >= unit:
+            if size % unit == 0:
+                return f"{size // unit} {name}"
+            return f"{size / unit:.1f} {name} ({size} bytes)"
+    return f"{size} bytes"
+
+
 def part_size_for(total: int | None, base: int, part_number: int = 1) -> int:
     """The size of part `part_number` for an object of `total` bytes (None: unknown).
 

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 
 from ..appkeys import USER_ID
 from ..storage.keys import is_valid_token, user_id
-from .errors import ApiError
+from .errors import INVALID_TOKEN, MISSING_TOKEN
 from .openapi import OPENAPI_PATH
 
 TOKEN_HEADER = "X-Auth-Token"
@@ -27,31 +27,25 @@ PUBLIC_OPTIONS_PREFIX = "/api/uploads"
 # because a plain HTML form cannot set a header: their handler authenticates (forms.py).
 BODY_TOKEN_ROUTES = frozenset({("POST", "/api/files")})
 FORM_TYPE = "multipart/form-data"
-_CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 
 
 def authenticate(request: web.Request) -> str:
     """Store and return the request's user id, or raise a 401 ApiError."""
     tokens = request.headers.getall(TOKEN_HEADER, [])
     if len(tokens) > 1:
-        raise ApiError(401, "invalid_token", f"send exactly one {TOKEN_HEADER} header", _CHALLENGE)
+        raise INVALID_TOKEN(problem="must be sent exactly once")
     token = tokens[0].strip() if tokens else ""
     if not token:
-        raise ApiError(401, "missing_token", f"send your token in the {TOKEN_HEADER} header", _CHALLENGE)
+        raise MISSING_TOKEN(where=f"{TOKEN_HEADER} header")
     return authenticate_with(request, token)
 
 
 def authenticate_with(request: web.Request, token: str) -> str:
     """Store and return the user id of `token`, wherever the request carried it; or a 401."""
     if not is_valid_token(token):
-        raise ApiError(
-            401,
-            "invalid_token",
-            f"{TOKEN_HEADER} must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a",
-            _CHALLENGE,
-        )
-    uid = request[USER_ID] = user_id(token)
-    return uid
+        raise INVALID_TOKEN(problem="must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a")
+    request[USER_ID] = user_id(token)
+    return request[USER_ID]
 
 
 @web.middleware

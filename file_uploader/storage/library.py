@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import json
 import secrets
 import time
 from typing import Any
 
+from ..formats import iso8601
 from .client import S3
 from .errors import FileNotFound
 from .keys import LIBRARY_ROOT, marker_key, start_after
@@ -74,12 +74,6 @@ class Entry:
         return json.dumps(dataclasses.asdict(self)).encode()
 
 
-def _iso(moment: datetime.datetime | float) -> str:
-    if not isinstance(moment, datetime.datetime):
-        moment = datetime.datetime.fromtimestamp(moment, datetime.UTC)
-    return moment.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class Library:
     def __init__(self, s3: S3) -> None:
         self.s3 = s3
@@ -104,19 +98,19 @@ class Library:
             await self.s3.put_object(
                 marker_key(uid, name), json.dumps({"id": library_id}).encode(), ContentType="application/json"
             )
-            published = _iso(now)
+            published = iso8601(now)
         else:
             try:
                 published = (await self.entry(library_id)).published
             except FileNotFound:  # a marker whose entry was lost: publish it anew
-                published = _iso(now)
+                published = iso8601(now)
         entry = Entry(
             id=library_id,
             key=key,
             name=name,
             size=head["ContentLength"],
             etag=head["ETag"],
-            modified=_iso(head["LastModified"]),
+            modified=iso8601(head["LastModified"]),
             published=published,
         )
         await self.s3.put_object(LIBRARY_ROOT + library_id, entry.to_json(), ContentType="application/json")

@@ -98,7 +98,7 @@ LOCK_SUFFIX = ".lock"
 _ID_BYTES = 24  # 192 random bits: an upload URL cannot be guessed
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 # tus checksum extension: the algorithms a client may name in Upload-Checksum.
-CHECKSUMS: dict[str, Callable[[], Any]] = {
+UPLOAD_CHECKSUMS: dict[str, Callable[[], Any]] = {
     "sha1": hashlib.sha1,
     "sha256": hashlib.sha256,
     "md5": hashlib.md5,
@@ -202,7 +202,7 @@ class _Body:
     def __init__(self, chunks: AsyncIterator[bytes], room: int, checksum: tuple[str, bytes] | None) -> None:
         self._chunks = chunks
         self._room = room
-        self.digest = CHECKSUMS[checksum[0]]() if checksum else None
+        self.digest = UPLOAD_CHECKSUMS[checksum[0]]() if checksum else None
         self.received = 0
         self.cut: Exception | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 
 import pytest
@@ -57,7 +58,7 @@ async def test_a_share_link_expires_in_an_hour_by_default(client, auth):
     await put(client, auth, "f", b"x")
     body = await (await share(client, auth, "f")).json()
     assert body["expires_in"] == 3600
-    expires = time.mktime(time.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    expires = datetime.datetime.fromisoformat(body["expires_at"]).timestamp()
     assert abs(expires - (time.time() + 3600)) < 5
 
 

@@ -158,3 +158,13 @@ async def test_inline_is_for_media_pdf_and_plain_text_only(client, auth, name, i
     assert asked.headers["X-Content-Type-Options"] == "nosniff"
     plain = await client.get(f"/api/files/{name}", headers=auth)
     assert plain.headers["Content-Disposition"].startswith("attachment;")
+
+
+async def test_inline_takes_the_same_yes_as_x_public_and_refuses_other_words(client, auth):
+    stored = await client.put("/api/files/a.png", data=b"\x89PNG", headers={**auth, "X-Public": "on"})
+    assert stored.status == 204
+    shown = await client.get("/api/files/a.png", params={"inline": "on"}, headers=auth)
+    assert shown.headers["Content-Disposition"].startswith("inline;")
+    refused = await client.get("/api/files/a.png", params={"inline": "maybe"}, headers=auth)
+    assert refused.status == 400
+    assert (await refused.json())["error"]["code"] == "invalid_flag"
