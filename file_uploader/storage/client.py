@@ -50,7 +50,7 @@ from botocore.handlers import convert_body_to_file_like_object
 
 from ..ops import metrics
 from ..settings import Settings
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, format_size
 from .errors import (
     FileNotFound,
     PartsChanged,
@@ -397,7 +397,7 @@ class S3:
                     async for chunk, _ in body.raw_stream.content.iter_chunks():
                         size += len(chunk)
                         if size > limit:
-                            raise TooLarge(f"the object is larger than {limit} bytes")
+                            raise TooLarge(f"the object is larger than {format_size(limit)}")
                         pieces.append(chunk)
             finally:
                 body.close()

@@ -85,6 +85,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..sizes import format_size
 from .client import S3
 from .errors import (
     FileNotFound,
@@ -194,8 +195,8 @@ class Usage:
 
 def _exceeded(quota: int, room: int, need: int) -> QuotaExceeded:
     return QuotaExceeded(
-        f"the quota of {quota} bytes has {max(room, 0)} bytes left (uploads in progress count), "
-        f"and this upload needs {need}"
+        f"the quota of {format_size(quota)} has {format_size(max(room, 0))} left (uploads in progress "
+        f"count), and this upload needs {format_size(need)}"
     )
 
 

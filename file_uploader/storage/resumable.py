@@ -69,7 +69,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import MAX_PART_SIZE, MIN_PART_SIZE, part_size_for
+from ..sizes import MAX_PART_SIZE, MIN_PART_SIZE, format_size, part_size_for
 from .client import S3
 from .errors import (
     ChecksumMismatch,
@@ -295,7 +295,7 @@ class Resumable:
         """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
         validate_name(name)
         if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {self.max_size} bytes")
+            raise TooLarge(f"the limit is {format_size(self.max_size)}")
         upload = Upload(
             id=new_upload_id(),
             user=user,
@@ -458,7 +458,7 @@ class Resumable:
         of the whole body, checked before anything is committed.
         """
         if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {self.max_size} bytes")
+            raise TooLarge(f"the limit is {format_size(self.max_size)}")
         self._check(upload, offset, length)
         if upload.state == DONE:
             if await anext(aiter(chunks), b""):
