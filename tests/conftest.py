@@ -33,13 +33,18 @@ from .helpers import (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that runs the gateway as a process is a process test, one that drives Chromium a
-    browser test, whatever its module."""
+    browser test, one on Ceph RGW a slow test (its cluster takes a minute to start, and it has
+    moto's twin in the edit loop), whatever its module."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "gateway_process" in fixtures:
             item.add_marker(pytest.mark.process)
         if "browser_page" in fixtures:
             item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("target") if callspec else None
+        if "rgw" in fixtures or (isinstance(engine, str) and engine.startswith("rgw")):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

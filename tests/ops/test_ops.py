@@ -41,6 +41,7 @@ async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settin
     assert await response.json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 async def test_readyz_follows_s3_going_away_and_coming_back(
     aiohttp_client, settings: Settings, own_moto
 ) -> None:

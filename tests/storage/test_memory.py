@@ -134,6 +134,7 @@ async def test_a_put_declaring_5_tib_and_trickling_holds_only_what_it_sent(clien
     assert memory == 0 and 1000 <= disk < 1100
 
 
+@pytest.mark.slow
 async def test_uploads_each_holding_half_a_part_do_not_deadlock(aiohttp_client, app_for, settings):
     """Four uploads each send 4 MiB of a 5 MiB part (16 MiB against a 10 MiB budget) and only then
     the rest: taken a chunk at a time, that deadlocks unless a part that waits moves to disk."""
@@ -171,6 +172,7 @@ async def slow_parts(s3_url):
     await proxy.close()
 
 
+@pytest.mark.slow
 async def test_one_upload_never_holds_more_than_its_share(
     aiohttp_client, app_for, settings, slow_parts, s3, bucket
 ):

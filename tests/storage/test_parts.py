@@ -33,6 +33,7 @@ async def tight_client(aiohttp_client, app_for, settings: Settings):
     return await aiohttp_client(await app_for(tight))
 
 
+@pytest.mark.slow
 async def test_concurrent_uploads_over_the_budget_wait_and_all_arrive_intact(tight_client, s3, bucket):
     bodies = {f"file-{i}": os.urandom(2 * PART + 1000 * i + 1) for i in range(6)}
     tokens = {name: new_token() for name in bodies}
