@@ -21,7 +21,6 @@ from aiohttp import hdrs, web
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..formats import FLAG_WORDS, iso8601, parse_flag
 from ..ops import metrics
-from ..ops.proxies import absolute_url
 from ..sizes import LIST_PAGE_SIZE
 from ..storage import sweep
 from ..storage.errors import InvalidName
@@ -44,6 +43,7 @@ from .errors import (
     ClientGone,
     Error,
 )
+from .proxies import absolute_url
 
 FILES = "/api/files"
 PUBLIC_HEADER = "X-Public"  # on PUT: true puts the file in the public library

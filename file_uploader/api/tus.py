@@ -17,7 +17,6 @@ from email.utils import formatdate
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
-from ..ops.proxies import absolute_url
 from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.resumable import UPLOAD_CHECKSUMS, Upload
@@ -35,6 +34,7 @@ from .errors import (
     UPLOAD_TOO_LARGE,
     as_api_error,
 )
+from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from file_uploader.ops.webhooks import SENDERS
+from file_uploader.hooks.webhooks import SENDERS
 from file_uploader.settings import Settings
 from file_uploader.storage.keys import user_id
 
