@@ -7,18 +7,18 @@ file descriptor for that hour, and about a thousand of them exhaust the usual
 limit of 1,024 open files, after which the process cannot accept anyone, nor
 open an S3 connection or a temporary file. So, around aiohttp's RequestHandler:
 
-- HEADER_TIMEOUT: a request head must be complete within this many seconds
+- HEAD_SECONDS: a request head must be complete within this many seconds
   of the connection opening, or of the first byte of the next request on a
   kept-alive connection; otherwise the connection is closed.
-- KEEPALIVE_TIMEOUT: an idle kept-alive connection is closed after this long
+- KEEPALIVE_SECONDS: an idle kept-alive connection is closed after this long
   (aiohttp's own keep-alive timer).
 - MAX_CONNECTIONS: beyond this many open client connections, a new one gets a
   JSON 503 with Retry-After and is closed at once. The effective cap is also
   kept below the process's open-file limit (which the gateway raises to its
   hard limit at startup), leaving room for S3 connections and temporary files.
 
-Bodies have their own timeouts: BODY_READ_TIMEOUT for a client that stops
-sending (api/body.py), SEND_TIMEOUT for one that stops reading (api/files.py).
+Bodies have their own timeout, CLIENT_TIMEOUT, for a client that stops
+sending (api/body.py) or stops reading (api/files.py).
 
 `GatewayRunner` is what `python -m file_uploader` and the gunicorn worker run
 the app with; in-process test servers use aiohttp's plain runner.
@@ -37,6 +37,13 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..settings import Settings
 from . import metrics
+
+# A request head is a few hundred bytes that any client sends at once; ten seconds is room for
+# a slow link, and short enough that a thousand half-sent heads cannot hold the process's files.
+HEAD_SECONDS = 10.0
+# Longer than the 5-10 s that browsers and proxies keep an idle connection for reuse (nginx's
+# upstream keepalive_timeout is set below it), so the gateway is not the side that closes first.
+KEEPALIVE_SECONDS = 15.0
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +159,10 @@ class GatewayRunner(web.AppRunner):
     """aiohttp's AppRunner, serving through GuardedServer."""
 
     def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
-        kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout)
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
         super().__init__(app, **kwargs)
         self._cap = connection_cap(settings)
-        self._head_timeout = settings.header_timeout
+        self._head_timeout = HEAD_SECONDS
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()

@@ -10,7 +10,7 @@ event's id.
 S3 has done the thing; during a request it is held (`after_response`) until
 the response has been written, then put on this process's queue, which
 SENDERS tasks empty in the background. Putting an event on the queue never
-waits: when it holds WEBHOOK_QUEUE events, the new one is dropped, counted in
+waits: when it holds QUEUE_SIZE events, the new one is dropped, counted in
 `file_uploader_webhooks_dropped_total{reason="queue_full"}` and logged (once a
 minute at most, with the count). Uploads are never slowed by a receiver.
 
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Webhook-Signature"
 ID_HEADER = "X-Webhook-Id"
 SENDERS = 4  # deliveries in flight at once, per process
+# Events one process keeps waiting for the receiver; when it is down long enough to fill it, new
+# events are dropped (counted and logged). 10,000 small events are a few MB of memory.
+QUEUE_SIZE = 10_000
 ATTEMPT_SECONDS = 10.0  # one delivery attempt, connecting included
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
@@ -104,7 +107,7 @@ class Webhooks:
         self,
         url: str,
         secret: bytes,
-        queue_size: int,
+        queue_size: int = QUEUE_SIZE,
         *,
         first_retry: float = FIRST_RETRY_SECONDS,
         max_retry: float = MAX_RETRY_SECONDS,
