@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import requests
 
-from file_uploader.ops.connections import HEAD_SECONDS
+from file_uploader.server.connections import HEAD_SECONDS
 from file_uploader.sizes import MiB
 
 from ..faultproxy import Fault, FaultProxy

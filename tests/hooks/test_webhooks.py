@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from file_uploader.app import create_app
-from file_uploader.ops.webhooks import SENDERS, Webhooks
+from file_uploader.hooks.webhooks import SENDERS, Webhooks
 from file_uploader.settings import Settings
 from file_uploader.storage.events import FileEvent
 from file_uploader.storage.keys import user_id
