@@ -77,8 +77,9 @@ WEBHOOKS_RETRIED = Counter(
 )
 WEBHOOKS_DROPPED = Counter(
     "file_uploader_webhooks_dropped",
-    "Events never delivered: reason queue_full (WEBHOOK_QUEUE events were waiting) or stopped "
-    "(still queued when the process stopped)",
+    "Events never delivered: reason queue_full (the queue was full: the longest user's newest "
+    "dropped), refused (the receiver answered a 4xx other than 408, 425, 429: not retried) or "
+    "stopped (still queued when the process stopped)",
     ["reason"],
 )
 WEBHOOK_QUEUE = Gauge(
