@@ -59,7 +59,8 @@ PARTS_SPILLED = Counter(
 CLIENTS_CUT_OFF = Counter(
     "file_uploader_clients_cut_off",
     "Client connections the gateway closed: reason header_timeout (a request head not complete "
-    "in HEADER_TIMEOUT), send_timeout (a response not read for SEND_TIMEOUT) or max_connections",
+    "in HEADER_TIMEOUT), headers_too_large (a request head over 64 KiB), send_timeout (a response "
+    "not read for SEND_TIMEOUT) or max_connections",
     ["reason"],
 )
 S3_ERRORS = Counter(
