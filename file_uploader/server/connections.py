@@ -47,6 +47,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..api.headers import SERVER_NAME
@@ -127,6 +128,7 @@ class GuardedRequestHandler(RequestHandler):
         self._head_handle: asyncio.TimerHandle | None = None
         self._head_armed_for = -1  # the request count when the deadline was set
         self._head_bytes = 0  # of the request head being received; -1 once it is complete
+        self._body: StreamReader | None = None  # of the last request whose head was complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
@@ -147,6 +149,7 @@ class GuardedRequestHandler(RequestHandler):
             and not self._request_in_progress
             and self._head_armed_for != self._request_count
             and self._manager is not None
+            and (self._body is None or self._body.is_eof())  # not the rest of the last body
         ):
             self._arm_head_deadline()  # the first byte of the next request on this connection
         requests_before = self._request_count
@@ -158,7 +161,7 @@ class GuardedRequestHandler(RequestHandler):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
             return
-        message = self._messages[-1][0] if self._messages else None
+        message, self._body = self._messages[-1] if self._messages else (None, None)
         if isinstance(message, RawRequestMessage) and _head_size(message) > MAX_HEAD_BYTES:
             self._messages.pop()  # complete in one piece, and too large: never handled
             self._refuse_head()
