@@ -20,6 +20,7 @@ if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="file_uploader-metrics-")
 
 from file_uploader.ops import logs  # noqa: E402 (after the metrics directory is set)
+from file_uploader.server.worker import WORKER_TIMEOUT  # noqa: E402
 from file_uploader.settings import load_settings  # noqa: E402
 
 _settings = load_settings()
@@ -29,7 +30,7 @@ bind = f"{_host}:{_settings.port}"
 workers = _settings.workers
 # aiohttp.GunicornUVLoopWebWorker, with a graceful stop that lets uploads finish.
 worker_class = "file_uploader.server.worker.GracefulWorker"
-timeout = _settings.worker_timeout
+timeout = WORKER_TIMEOUT
 graceful_timeout = _settings.graceful_timeout
 # The request log is file_uploader's own (ops.observe_middleware), not gunicorn's.
 accesslog = None

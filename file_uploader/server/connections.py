@@ -10,7 +10,7 @@ open an S3 connection or a temporary file. So, around aiohttp's RequestHandler:
 - HEADER_TIMEOUT: a request head must be complete within this many seconds
   of the connection opening, or of the first byte of the next request on a
   kept-alive connection; otherwise the connection is closed.
-- KEEPALIVE_TIMEOUT: an idle kept-alive connection is closed after this long
+- KEEPALIVE_SECONDS: an idle kept-alive connection is closed after this long
   (aiohttp's own keep-alive timer).
 - MAX_CONNECTIONS: beyond this many open client connections, a new one gets a
   JSON 503 with Retry-After and is closed at once. The effective cap is also
@@ -56,6 +56,10 @@ from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
+# An idle kept-alive connection is closed after this long. A proxy that keeps connections to the
+# gateway must drop them first (nginx: keepalive_timeout 10s in its upstream block), or a request
+# it sends as the gateway closes is lost; a browser reuses a connection within seconds or not at all.
+KEEPALIVE_SECONDS = 15.0
 # A request head: nginx's default (large_client_header_buffers 4 8k) forwards at most 32 KiB;
 # twice that, so whatever a proxy in front forwards gets through, and a browser's cookies with it.
 MAX_HEAD_BYTES = 64 * 1024
@@ -228,7 +232,7 @@ class GatewayRunner(web.AppRunner):
     """aiohttp's AppRunner, serving through GuardedServer."""
 
     def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
-        kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout)
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
         kwargs.setdefault("max_headers", MAX_HEADERS)
         super().__init__(app, **kwargs)
         self._cap = connection_cap(settings)
