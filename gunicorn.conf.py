@@ -22,6 +22,7 @@ if _own_metrics_dir:
 import sys  # noqa: E402
 
 from file_uploader.ops import logs  # noqa: E402 (after the metrics directory is set)
+from file_uploader.server.worker import WORKER_TIMEOUT  # noqa: E402
 from file_uploader.settings import SettingsError, load_settings  # noqa: E402
 
 try:
@@ -29,11 +30,6 @@ try:
 except SettingsError as exc:
     # One line naming the setting, as `python -m file_uploader` prints it, not a traceback.
     sys.exit(f"file_uploader: {exc}")
-
-# Seconds a worker may stay silent before the master restarts it. The workers' event loops
-# answer the master's heartbeat between requests, so only a stuck loop is that silent; S3 calls
-# and slow clients never block it, and nothing a user tunes changes that.
-WORKER_TIMEOUT = 30
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = f"{_host}:{_settings.port}"

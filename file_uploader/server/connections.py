@@ -57,12 +57,13 @@ from ..settings import Settings
 # A request head is a few hundred bytes that any client sends at once; ten seconds is room for
 # a slow link, and short enough that a thousand half-sent heads cannot hold the process's files.
 HEAD_SECONDS = 10.0
-# Longer than the 5-10 s that browsers and proxies keep an idle connection for reuse (nginx's
-# upstream keepalive_timeout is set below it), so the gateway is not the side that closes first.
-KEEPALIVE_SECONDS = 15.0
 
 log = logging.getLogger(__name__)
 
+# An idle kept-alive connection is closed after this long. A proxy that keeps connections to the
+# gateway must drop them first (nginx: keepalive_timeout 10s in its upstream block), or a request
+# it sends as the gateway closes is lost; a browser reuses a connection within seconds or not at all.
+KEEPALIVE_SECONDS = 15.0
 # A request head: nginx's default (large_client_header_buffers 4 8k) forwards at most 32 KiB;
 # twice that, so whatever a proxy in front forwards gets through, and a browser's cookies with it.
 MAX_HEAD_BYTES = 64 * 1024
