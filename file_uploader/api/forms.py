@@ -75,10 +75,10 @@ def _check_form(request: web.Request) -> None:
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
     settings = request.app[SETTINGS]
     try:
-        async with asyncio.timeout(settings.body_read_timeout):
+        async with asyncio.timeout(settings.client_timeout):
             part = await reader.next()
     except TimeoutError:
-        raise BODY_TIMEOUT(seconds=settings.body_read_timeout) from None
+        raise BODY_TIMEOUT(seconds=settings.client_timeout) from None
     except ValueError as exc:
         raise INVALID_FORM(problem="is malformed") from exc
     except Exception as exc:

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
 
@@ -261,7 +262,8 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
 
 async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, app_for, settings, auth):
     """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
-    gw = await aiohttp_client(await app_for(dataclasses.replace(settings, upload_lock_seconds=1.5)))
+    gw = await aiohttp_client(await app_for(settings))
+    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (20 s by default)
     url = await create(gw, auth, "slow.bin", length=100)
 
     async def slowly():

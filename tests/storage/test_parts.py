@@ -29,8 +29,10 @@ def filename(name: str) -> dict[str, str]:
 @pytest.fixture
 async def tight_client(aiohttp_client, app_for, settings: Settings):
     """A gateway whose budget holds three parts, while six uploads of three parts come at once."""
-    tight = dataclasses.replace(settings, part_size=PART, parts_in_flight=2, memory_budget=3 * PART)
-    return await aiohttp_client(await app_for(tight))
+    tight = dataclasses.replace(settings, part_size=PART, memory_budget=3 * PART)
+    client = await aiohttp_client(await app_for(tight))
+    client.app[STORAGE].pipeline.parts_in_flight = 2  # the pipeline's own parameter (4 by default)
+    return client
 
 
 @pytest.mark.slow
