@@ -236,3 +236,13 @@ async def test_inline_is_for_media_pdf_and_plain_text_only(client, auth, name, i
     assert asked.headers["X-Content-Type-Options"] == "nosniff"
     plain = await client.get(f"/api/files/{name}", headers=auth)
     assert plain.headers["Content-Disposition"].startswith("attachment;")
+
+
+async def test_a_16_bit_greyscale_png_gets_a_thumbnail(client, auth):
+    out = io.BytesIO()
+    Image.new("I;16", (300, 150), 40_000).save(out, format="PNG")
+    await put(client, auth, "grey16.png", out.getvalue())
+    response = await client.get("/api/files/grey16.png", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 200, await response.text()
+    thumb = decoded(await response.read())
+    assert thumb.size == (64, 32) and abs(thumb.convert("L").getpixel((3, 3)) - 40_000 // 256) <= 2
