@@ -117,7 +117,7 @@ BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} secon
 OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
 LINK_EXPIRED = Error(410, "link_expired", "this share link has expired")
-FILE_CHANGED = Error(410, "file_changed", "the file was replaced after this link was made")
+FILE_CHANGED = Error(410, "file_changed", "{detail}")
 UPLOAD_EXPIRED = Error(410, "upload_expired", "{detail}")
 UNSUPPORTED_TUS_VERSION = Error(412, "unsupported_tus_version", "send Tus-Resumable: {version}")
 FILE_TOO_LARGE = Error(413, "file_too_large", "the file is larger than the limit of {limit}")
@@ -156,6 +156,7 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.ChecksumMismatch: CHECKSUM_MISMATCH_ERROR,
     storage.NotAnImage: NOT_AN_IMAGE,
     storage.ImageTooLarge: IMAGE_TOO_LARGE,
+    storage.FileChanged: FILE_CHANGED,
     storage.UploadLocked: UPLOAD_LOCKED,
     storage.UploadConflict: UPLOAD_CONFLICT,
     storage.PreconditionFailed: UPLOAD_CONFLICT,
