@@ -185,7 +185,7 @@ async def serve(
 
 
 def _changed() -> ApiError:
-    return FILE_CHANGED()
+    return FILE_CHANGED(detail="the file was replaced after this link was made")
 
 
 def public_flag(value: str | None, what: str) -> bool:
