@@ -65,3 +65,13 @@ def part_size_for(total: int | None, base: int, part_number: int = 1) -> int:
         return min(max(base, needed), MAX_PART_SIZE)
     step = (part_number - 1) // PARTS_PER_SIZE_STEP
     return min(base << step, MAX_PART_SIZE)
+
+
+# Internal periods: how long things last inside the gateway. Not settings: each value follows
+# from what it guards, said beside it.
+
+# A lease: how long a claim on a shared thing holds unless its holder renews it (a tus upload's
+# lock, a PUT's room in the quota; storage/cas.py), renewed every third of it. Long enough that
+# a holder whose S3 calls are slow for a while still renews it twice before it runs out; short
+# enough that what a killed process held comes back within half a minute.
+LEASE_SECONDS = 30.0

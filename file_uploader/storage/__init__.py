@@ -28,6 +28,7 @@ from typing import Any
 
 from ..ops import metrics
 from ..settings import Settings
+from ..sizes import LEASE_SECONDS
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 class Storage:
     """Everything the gateway stores, in the one bucket of `s3`."""
 
-    def __init__(self, s3: S3, settings: Settings) -> None:
+    def __init__(self, s3: S3, settings: Settings, *, lease_seconds: float = LEASE_SECONDS) -> None:
         self.s3 = s3
         self.pipeline = PartPipeline(
             s3,
@@ -71,7 +72,7 @@ class Storage:
         self.quotas = Quotas(
             s3,
             limit=settings.user_quota,
-            lease_seconds=settings.quota_lease_seconds,
+            lease_seconds=lease_seconds,
             step=settings.part_size,
         )
         # What happens to files, for a listener the app connects (the webhook sender).
@@ -82,7 +83,7 @@ class Storage:
             self.pipeline,
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
-            lock_seconds=settings.upload_lock_seconds,
+            lock_seconds=lease_seconds,
             on_stored=lambda key: self.files.set_public(key, False),
             quotas=self.quotas,
             events=self.events,
@@ -141,11 +142,7 @@ class Storage:
         decision = choose(self._settings.s3_checksum, self._settings.s3_checksum_fallback, found)
         self.pipeline.integrity = decision.integrity
         self.capabilities = found
-        # tus locks and commits use conditional writes only where S3 honours both kinds
-        # (S3_CONDITIONAL_WRITES=0 turns them off whatever the probe says).
-        self.s3.conditional_writes = (
-            self._settings.s3_conditional_writes and found.if_none_match and found.if_match
-        )
+        self.s3.found_conditions(if_none_match=found.if_none_match, if_match=found.if_match)
         metrics.report_s3(decision.integrity.describe(), found.flags())
         integrity = decision.integrity
         log.info(

@@ -57,15 +57,13 @@ only count a landing file twice, never miss one: it refuses too early rather
 than too late, and the landing file's commit marks it stale again.
 
 **Without conditional writes** (S3_CONDITIONAL_WRITES=0, or an S3 the probe
-finds ignoring them) each write is read back to see that it is still there,
-and again after as long as the write took (`_still_ours`), and is applied
-again on the other's version if another replaced it. Two processes can then
-both succeed only when one's write is delayed past the other's second
-read-back: that process's leases are lost from the ledger, its renewal finds
-them gone, and an upload that had not landed yet is then refused
-(ReservationLost). The overshoot has no hard bound in that mode; measured, it
-was 0 (docs/quotas-and-webhooks.md), and without the second read-back a whole
-burst of the other process (the quota again) got through.
+finds ignoring them) the ledger follows cas.py's one rule: a write that finds
+another's version, or whose read-back finds another's write, is applied
+again on the other's version. Two processes can then both succeed only when
+one's write is delayed past the other's second read-back: that process's
+leases are lost from the ledger, its renewal finds them gone, and an upload
+that had not landed yet is then refused (ReservationLost). The overshoot has
+no hard bound in that mode; measured, it was 0 (docs/quotas-and-webhooks.md).
 
 Without USER_QUOTA there is no ledger: uploads cost no S3 call for quotas,
 and `usage` counts from a listing.
@@ -85,6 +83,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from .cas import VersionedJson, renew_every_third
 from .client import S3
 from .errors import (
     FileNotFound,
@@ -151,7 +150,6 @@ class Ledger:
     checked: float = 0.0  # when used and files were last counted from a listing (its end)
     stale: bool = False  # they may be off: count again before admitting anything
     leases: dict[str, Lease] = dataclasses.field(default_factory=dict)
-    writer: str = ""  # who wrote this version: read back without conditional writes
 
     def reserved(self, now: float, but: str | None = None) -> int:
         return sum(lease.counted() for id, lease in self.leases.items() if id != but and lease.until >= now)
@@ -166,22 +164,22 @@ class Ledger:
     def needs_count(self, now: float) -> bool:
         return self.stale or now - self.checked > RECOUNT_SECONDS
 
-    def to_json(self) -> bytes:
+    def fields(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
         fields["leases"] = {
             id: [lease.bytes, round(lease.until, 3), lease.key, round(lease.since, 3), lease.credit]
             for id, lease in self.leases.items()
         }
-        return json.dumps(fields, separators=(",", ":")).encode()
+        return fields
 
     @classmethod
-    def from_json(cls, data: bytes) -> Ledger:
-        fields = json.loads(data)
+    def from_fields(cls, fields: dict[str, Any]) -> Ledger:
+        fields = dict(fields)
         leases = {id: Lease(*values) for id, values in fields.pop("leases", {}).items()}
         return cls(**fields, leases=leases)
 
     def copy(self) -> Ledger:
-        return Ledger.from_json(self.to_json())
+        return Ledger.from_fields(json.loads(json.dumps(self.fields())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,7 +339,7 @@ class _UserLedger:
     def __init__(self, quotas: Quotas, uid: str) -> None:
         self.quotas = quotas
         self.uid = uid
-        self.key = ledger_key(uid)
+        self.state = VersionedJson(quotas.s3, ledger_key(uid))
         self.cached: tuple[Ledger, str] | None = None  # (ledger, ETag) of the last version seen
         self._pending: list[tuple[_Change, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -353,12 +351,8 @@ class _UserLedger:
         return self._writer is None and not self._pending and not self.renewed
 
     async def read(self) -> tuple[Ledger, str] | None:
-        try:
-            data, etag = await self.quotas.s3.read_versioned(self.key)
-        except FileNotFound:
-            self.cached = None
-            return None
-        self.cached = (Ledger.from_json(data), etag)
+        found = await self.state.read()
+        self.cached = (Ledger.from_fields(found[0]), found[1]) if found else None
         return self.cached
 
     async def change(self, change: _Change) -> Any:
@@ -408,7 +402,7 @@ class _UserLedger:
             current = await self.read() if fresh else self.cached
             now = time.time()
             ledger = current[0].copy() if current else Ledger(stale=True)
-            before = current[0].to_json() if current else None
+            before = current[0].fields() if current else None
             counted = False
             if ledger.prune(now) or ledger.needs_count(now):
                 await self._count(ledger, now)
@@ -420,41 +414,21 @@ class _UserLedger:
                 ledger = start
                 await self._count(ledger, now)
                 results = self._apply(ledger, batch, now)
-            if ledger.to_json() == before:
+            if ledger.fields() == before:
                 if refused and not fresh:
                     self.cached = None  # refuse only on what S3 holds now: another may have freed room
                     continue
                 return results  # nothing to write
-            ledger.writer = secrets.token_hex(6)
-            body = ledger.to_json()
             etag = current[1] if current else None
-            started = time.monotonic()
             try:
-                written = await s3.put_if(self.key, body, absent=etag is None, etag=etag)
-            except (PreconditionFailed, FileNotFound):
+                written = await self.state.write(ledger.fields(), etag)
+            except PreconditionFailed:
                 self.cached = None  # another process wrote first: read theirs, apply again
                 continue
-            if not s3.conditional_writes:
-                kept = await self._still_ours(ledger.writer, settle=time.monotonic() - started)
-                if kept is None:
-                    continue  # another's write replaced ours: apply ours again on theirs
-                written = kept
             self.cached = (ledger, written)
             return results
         self.cached = None
         raise StorageBusy("the quota ledger is changing too fast; try again")
-
-    async def _still_ours(self, writer: str, settle: float) -> str | None:
-        """Without conditional writes: the ETag of our write if it is still there, read back
-        twice, the second time after `settle` (as long again as our write took), since a write
-        by another process that read the ledger before ours landed may still be on its way."""
-        for wait in (0.0, settle):
-            await asyncio.sleep(wait)
-            again = await self.read()
-            if again is None or again[0].writer != writer:
-                return None
-        assert again is not None
-        return again[1]
 
     def _apply(
         self, ledger: Ledger, batch: list[tuple[_Change, asyncio.Future[Any]]], now: float
@@ -490,22 +464,23 @@ class _UserLedger:
             self._renewer = None
 
     async def _renew(self) -> None:
-        """Every third of QUOTA_LEASE_SECONDS, renew every lease held here, in one write."""
-        seconds = self.quotas.lease_seconds
-        while self.renewed:
-            await asyncio.sleep(seconds / 3)
-            held = dict(self.renewed)
-            until = time.time() + seconds
-            try:
-                lost = await self.change(_Renew(list(held), until))
-            except StorageFailure as exc:
-                log.warning("could not renew the quota leases of uploads in progress: %s", exc)
-                continue
-            for id, reservation in held.items():
-                if id in lost:
-                    reservation.lost = True
-                else:
-                    reservation.until = max(reservation.until, until)
+        """Every third of the lease, renew every lease held here, in one write."""
+        await renew_every_third(self.quotas.lease_seconds, self._renew_once)
+
+    async def _renew_once(self) -> bool:
+        held = dict(self.renewed)
+        until = time.time() + self.quotas.lease_seconds
+        try:
+            lost = await self.change(_Renew(list(held), until))
+        except StorageFailure as exc:
+            log.warning("could not renew the quota leases of uploads in progress: %s", exc)
+            return True
+        for id, reservation in held.items():
+            if id in lost:
+                reservation.lost = True
+            else:
+                reservation.until = max(reservation.until, until)
+        return bool(self.renewed)
 
 
 class Reservation:
