@@ -52,12 +52,12 @@ FIELD_MAX_BYTES = 4096  # a plain field (token, name, public) is short text
 _BROKEN_BODY = frozenset({"incomplete_body", "body_timeout", "invalid_form"})
 
 
-def _check_form(request: web.Request) -> None:
+async def _check_form(request: web.Request) -> None:
     """What a form upload refuses before its body: not a form, a bad token header, no upload slot."""
     if request.content_type != FORM_TYPE:
         raise ApiError(415, "unsupported_media_type", f"send {FORM_TYPE} (or PUT the file's bytes)")
     if TOKEN_HEADER in request.headers:
-        request.app[STORAGE].pipeline.slots.check(authenticate(request))
+        await request.app[STORAGE].admit(authenticate(request), None, None)
 
 
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
@@ -143,7 +143,7 @@ async def _store(
 
 
 async def upload_form(request: web.Request) -> web.StreamResponse:
-    _check_form(request)
+    await _check_form(request)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
@@ -159,7 +159,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
                 if uid is not None:
                     raise ApiError(401, "invalid_token", "send the token once: a header or a token field")
                 uid = authenticate_with(request, value.strip())
-                request.app[STORAGE].pipeline.slots.check(uid)
+                await request.app[STORAGE].admit(uid, None, None)
             elif part.name == NAME_FIELD:
                 name = value
             elif part.name == PUBLIC_FIELD:

@@ -13,6 +13,8 @@
     resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
     quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
+    cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
+    landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
 
 `Storage` ties them together, once per process (or per admin command).
@@ -34,6 +36,7 @@ from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
 from .files import Files
+from .landing import Landing
 from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
@@ -73,20 +76,21 @@ class Storage:
             s3,
             limit=settings.user_quota,
             lease_seconds=lease_seconds,
-            step=settings.part_size,
         )
         # What happens to files, for a listener the app connects (the webhook sender).
         self.events = Events()
-        self.files = Files(s3, self.pipeline, self.library, self.thumbnails, self.quotas, self.events)
+        self.landing = Landing(
+            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
+        )
+        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing)
         self.resumable = Resumable(
             s3,
             self.pipeline,
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
             lock_seconds=lease_seconds,
-            on_stored=lambda key: self.files.set_public(key, False),
             quotas=self.quotas,
-            events=self.events,
+            landing=self.landing,
         )
         self._settings = settings
         # What the write probe found S3 to enforce: every finding False until
@@ -94,6 +98,10 @@ class Storage:
         self.capabilities: Capabilities = UNPROBED
         self._bucket_ready = False
         self._ready_lock = asyncio.Lock()
+
+    async def admit(self, uid: str, key: str | None, length: int | None) -> None:
+        """Refuse an upload before its body (an expect handler's one call): landing.Landing.admit."""
+        await self.landing.admit(uid, key, length)
 
     @property
     def ready(self) -> bool:

@@ -15,12 +15,14 @@ declared length (a PUT's Content-Length, a tus upload's Upload-Length) if
 ``used`` plus every live lease plus that length fits USER_QUOTA; otherwise
 QuotaExceeded (413 ``quota_exceeded``), before a byte of the body is read.
 An upload that replaces a file counts only what it adds to it: its lease
-carries the old file's size as a ``credit``, voided (the lease counts in
-full) as soon as anything else changes that file. A
+carries the old file's size as a ``credit``, one credit per replaced file (a
+second upload aimed at the same key while the first holds it counts in
+full), voided (the lease counts in full) as soon as anything else changes
+that file; a renewal checks again that what the lease counts still fits. A
 body of unknown length (chunked, a form's file, a deferred tus length) takes
-a first grant of one part and grows it, doubling, before it accepts bytes
-past it; when the quota has no room left the body is cut off and its upload
-aborted. Bytes are never accepted past a lease, so the figure in the ledger
+a first grant of FIRST_GRANT and doubles it before it accepts bytes past it;
+when the quota has no room left the body is cut off and its upload aborted.
+Bytes are never accepted past a lease, so the figure in the ledger
 always covers what is stored plus what is on its way.
 
 **Compare-and-swap.** The ledger is rewritten with ``If-Match`` on the ETag it
@@ -83,6 +85,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..sizes import KiB
 from .cas import VersionedJson, renew_every_third
 from .client import S3
 from .errors import (
@@ -111,6 +114,10 @@ MAX_LEASES = 1000
 # conflict means another process wrote meanwhile; with group commit each process has at most
 # one write in flight per user, so P processes need at most P - 1 retries in turn.
 CAS_ATTEMPTS = 16
+# A body of unknown length is first granted this much room, then twice what it holds each time
+# it needs more: a small body takes little more than it needs when the room left is short, and a
+# large one costs one ledger write per doubling (8 to reach 8 MiB, 15 for 1 GiB).
+FIRST_GRANT = 64 * KiB
 # Users whose ledger (and its ETag) a process keeps after their last upload, the least
 # recently used dropped first.
 CACHED_USERS = 4096
@@ -215,11 +222,22 @@ class _Hold:
 
     def apply(self, ledger: Ledger, quota: int, now: float) -> Lease:
         held = ledger.leases.get(self.lease)
+        room = quota - ledger.used - ledger.reserved(now, but=self.lease)
         if held is not None and held.bytes >= self.need:
+            # A renewal looks again: what it holds may no longer fit (its credit voided, files
+            # counted that the ledger had missed).
+            if room < held.counted():
+                raise _exceeded(quota, room, held.counted())
             held.until = max(held.until, self.until)
             return dataclasses.replace(held)
-        credit = held.credit if held else self.credit
-        room = quota - ledger.used - ledger.reserved(now, but=self.lease)
+        # One credit per replaced file: uploads aimed at one key while another holds its credit
+        # count in full (else each would count as only what it adds to the same old file).
+        credited = any(
+            lease.key == self.key and lease.credit
+            for id, lease in ledger.leases.items()
+            if id != self.lease and lease.until >= now
+        )
+        credit = held.credit if held else (0 if credited else self.credit)
         if room < self.need - credit:
             raise _exceeded(quota, room, self.need - credit)
         if held is None and len(ledger.leases) >= MAX_LEASES:
@@ -528,10 +546,9 @@ class Reservation:
 
     async def _grow(self, need: int) -> None:
         assert self._ledger is not None
-        step = self._ledger.quotas.step
         now = time.time()
         granted = await self._ledger.change(
-            _Hold(self.lease, need, max(need + step, 2 * self.bytes), self._extend(now), self.key)
+            _Hold(self.lease, need, max(need, 2 * self.bytes), self._extend(now), self.key)
         )
         self.bytes = granted.bytes
         self.until = max(self.until, granted.until)
@@ -579,11 +596,10 @@ NO_RESERVATION = Reservation(None)
 class Quotas:
     """USER_QUOTA for every user of one bucket; `limit` None: no quota, and no S3 call for it."""
 
-    def __init__(self, s3: S3, *, limit: int | None, lease_seconds: float, step: int) -> None:
+    def __init__(self, s3: S3, *, limit: int | None, lease_seconds: float) -> None:
         self.s3 = s3
         self.limit = limit
         self.lease_seconds = lease_seconds
-        self.step = step  # a body of unknown length is granted room this much at a time, at least
         self._ledgers: collections.OrderedDict[str, _UserLedger] = collections.OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -626,7 +642,7 @@ class Quotas:
         if self.limit is None:
             return NO_RESERVATION
         ledger = self._ledger(uid)
-        need, want = (size, size) if size is not None else (1, self.step)
+        need, want = (size, size) if size is not None else (1, FIRST_GRANT)
         lease_id = secrets.token_hex(8)
         tag = key_tag(key)
 

@@ -63,7 +63,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
@@ -85,10 +85,10 @@ from .errors import (
     UploadLocked,
     UploadNotFound,
 )
-from .events import STORED, Events
 from .keys import UPLOADS_ROOT, file_key, validate_name
+from .landing import Landing
 from .parts import Part, PartPipeline
-from .quotas import NO_RESERVATION, Quotas, Reservation, size_before
+from .quotas import NO_RESERVATION, Quotas, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +233,8 @@ class Resumable:
         *,
         expiry: float,
         max_size: int,
-        on_stored: Callable[[str], Awaitable[object]],
         quotas: Quotas,
-        events: Events,
+        landing: Landing,
         lock_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.s3 = s3
@@ -243,10 +242,7 @@ class Resumable:
         # USER_QUOTA: an upload's lease (quotas.tus_lease) holds its Upload-Length from creation
         # (or, deferred, the bytes it has) until it completes, is terminated or expires.
         self.quotas = quotas
-        self.events = events
-        # Called with a file's key once an upload has stored it: the library follows the new
-        # version (Files.set_public).
-        self.on_stored = on_stored
+        self.landing = landing  # what follows a stored file
         self.expiry = expiry
         self.max_size = max_size
         self.lock_seconds = lock_seconds
@@ -311,19 +307,17 @@ class Resumable:
         return upload
 
     async def _size_before(self, upload: Upload) -> tuple[int | None, bool]:
-        """With a quota, the size of the file the upload is about to replace (quotas.size_before)."""
-        return await size_before(self.s3, upload.key) if self.quotas.enabled else (None, False)
+        return await self.landing.replaced_size(upload.key)
 
     async def _stored(
         self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True
     ) -> None:
-        """The upload's file is there: its event, its bytes in the quota, the library."""
+        """The upload's file is there: landing.py's, with its bytes in the quota."""
         size = upload.length or 0
-        self.events.emit(STORED, upload.user, upload.name, size, etag)
-        await self.quotas.upload_stored(
+        counted = self.quotas.upload_stored(
             upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
         )
-        await self.on_stored(upload.key)
+        await self.landing.stored(upload.key, size, etag, counted)
 
     async def get(self, user: str, upload_id: str, now: float) -> Upload:
         """The user's upload `upload_id`; another user's id is as unknown as a made-up one.
