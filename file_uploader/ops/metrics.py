@@ -68,7 +68,7 @@ S3_ERRORS = Counter(
     ["operation", "error", "code"],
 )
 
-# Webhooks (ops/webhooks.py).
+# Webhooks (hooks/webhooks.py).
 WEBHOOKS_SENT = Counter("file_uploader_webhooks_sent", "Events delivered to WEBHOOK_URL (a 2xx answer)")
 WEBHOOKS_RETRIED = Counter(
     "file_uploader_webhooks_retried",

@@ -45,8 +45,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import __version__
+from ..ops import metrics
 from ..storage.events import FileEvent
-from . import metrics
 
 log = logging.getLogger(__name__)
 

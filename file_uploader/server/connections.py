@@ -35,12 +35,12 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
+from ..api.headers import SERVER_NAME
+from ..ops import metrics
 from ..settings import Settings
-from . import metrics
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "file_uploader"  # the Server header: no versions to look vulnerabilities up by
 # Open files kept for what is not a client connection: S3 connections are
 # counted apart; these are temporary files of spilled parts, logs, the loop.
 _SPARE_FILES = 64

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from file_uploader.app import create_app
-from file_uploader.ops.webhooks import SENDERS
+from file_uploader.hooks.webhooks import SENDERS
 from file_uploader.settings import Settings
 from file_uploader.storage.keys import user_id
 
