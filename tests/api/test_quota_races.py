@@ -18,8 +18,8 @@ from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 
 from ..helpers import chunked, new_token
-from ..ops import test_webhooks
-from ..ops.test_webhooks import Receiver, distinct, hooked
+from ..hooks import test_webhooks
+from ..hooks.test_webhooks import Receiver, distinct, hooked
 from .test_quotas import stored
 
 receiver = test_webhooks.receiver  # the webhook receiver's fixture
