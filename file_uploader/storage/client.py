@@ -220,7 +220,6 @@ class Lanes:
     """The S3 connections each kind of call may hold, and how long a call waits for one."""
 
     def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
-        self.sizes = dict(sizes)
         self.timeout = timeout
         self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
         self.in_use = dict.fromkeys(sizes, 0)
