@@ -108,7 +108,7 @@ async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhook_url or not settings.webhook_secret:
         yield
         return
-    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode(), settings.webhook_queue)
+    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode())
     await hooks.start()
     app[WEBHOOKS] = hooks
     app[STORAGE].events.connect(hooks.listen)

@@ -100,7 +100,7 @@ def settings(s3_url: str, bucket: str) -> Settings:
         s3_endpoint_url=s3_url,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
-        body_read_timeout=5,
+        client_timeout=5,
     )
 
 

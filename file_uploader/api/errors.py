@@ -30,7 +30,7 @@ CHECKSUM_MISMATCH = 460
 
 class ClientGone(Exception):
     """A response could not be finished because of its client: it went away, or it took no
-    bytes for SEND_TIMEOUT. Not the gateway's failure: logged at INFO, counted as 499."""
+    bytes for CLIENT_TIMEOUT. Not the gateway's failure: logged at INFO, counted as 499."""
 
     def __init__(self, reason: str, response: web.StreamResponse) -> None:
         super().__init__(reason)
@@ -122,7 +122,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "response cut short: %s",
             "the client went away"
             if exc.reason == "disconnected"
-            else "the client took no bytes for SEND_TIMEOUT",
+            else "the client took no bytes for CLIENT_TIMEOUT",
         )
         return exc.response
     except web.HTTPException as exc:

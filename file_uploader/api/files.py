@@ -213,12 +213,12 @@ async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> Async
 async def send(request: web.Request, response: web.StreamResponse, data: bytes | None = None) -> None:
     """Write `data` (None: the end of the body), or raise ClientGone.
 
-    A client that takes no bytes for SEND_TIMEOUT is cut off: otherwise it
+    A client that takes no bytes for CLIENT_TIMEOUT is cut off: otherwise it
     could hold its response, and for a download one of the S3 connections set
     aside for downloads, for as long as it liked.
     """
     try:
-        async with asyncio.timeout(request.app[SETTINGS].send_timeout):
+        async with asyncio.timeout(request.app[SETTINGS].client_timeout):
             if data is None:
                 await response.write_eof()
             else:

@@ -69,11 +69,19 @@ async def serve(make_app: AppFactory, settings: Settings, host: str, port: int) 
         site = web.TCPSite(runner, host, port)
         await site.start()
         log.info("serving on http://%s:%d (stop with Ctrl-C or SIGTERM)", host, port)
+        received: list[signal.Signals] = []
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            received.append(sig)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
         await stop.wait()
+        log.info("stopping (%s): no new connections", received[0].name)
         await drain(runner, settings)
     finally:
         await runner.cleanup()
+        log.info("stopped")

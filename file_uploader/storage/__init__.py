@@ -30,7 +30,14 @@ from typing import Any
 
 from ..ops import metrics
 from ..settings import Settings
-from ..sizes import LEASE_SECONDS
+from ..sizes import (
+    LEASE_SECONDS,
+    PARTS_IN_FLIGHT,
+    SPILL_SECONDS,
+    THUMBNAIL_MAX_BYTES,
+    THUMBNAIL_MAX_PIXELS,
+    THUMBNAIL_WORKERS,
+)
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
@@ -55,22 +62,22 @@ class Storage:
         self.pipeline = PartPipeline(
             s3,
             part_size=settings.part_size,
-            parts_in_flight=settings.parts_in_flight,
+            parts_in_flight=PARTS_IN_FLIGHT,
             memory_budget=settings.memory_budget,
             integrity=configured(settings.s3_checksum),
             max_uploads_per_user=settings.max_uploads_per_user,
             spool_budget=settings.spool_budget,
-            spill_after=settings.spill_after,
-            wait_timeout=settings.body_read_timeout,
+            spill_after=SPILL_SECONDS,
+            wait_timeout=settings.client_timeout,
         )
         self.library = Library(s3)
         self.thumbnails = Thumbnails(
             s3,
             self.pipeline.memory,
-            max_pixels=settings.thumbnail_max_pixels,
+            max_pixels=THUMBNAIL_MAX_PIXELS,
             # Held in memory under the budget while decoded: never more than the budget itself.
-            max_bytes=min(settings.thumbnail_max_bytes, settings.memory_budget),
-            workers=settings.thumbnail_workers,
+            max_bytes=min(THUMBNAIL_MAX_BYTES, settings.memory_budget),
+            workers=THUMBNAIL_WORKERS,
         )
         self.quotas = Quotas(
             s3,

@@ -17,16 +17,16 @@ the client of the download has taken the last byte: 64 downloads whose clients
 never read held all 64 connections, and every other call of every user waited.
 So each call takes a `Lane` first, a semaphore with a bounded wait:
 
-- downloads (GetObject streamed to a client), S3_DOWNLOAD_CONNECTIONS;
+- downloads (GetObject streamed to a client), 3/8 of S3_MAX_CONNECTIONS;
 - uploads (UploadPart, PutObject of a file's or a tail's bytes, reading a tus
-  tail back), S3_UPLOAD_CONNECTIONS;
+  tail back), 1/2 of it;
 - short calls (listings, HEAD, DELETE, multipart bookkeeping, tus state and
   locks): whatever S3_MAX_CONNECTIONS leaves.
 
 The lanes add up to the pool's size, so aiohttp's own wait never happens; a
-call that finds its lane full for S3_POOL_TIMEOUT raises StorageBusy (503 with
+call that finds its lane full for S3_POOL_WAIT_SECONDS raises StorageBusy (503 with
 Retry-After). Downloads cannot starve uploads or listings, nor the other way
-round; a client that stops reading is cut off after SEND_TIMEOUT (api/files.py),
+round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/files.py),
 which gives its connection back.
 """
 
@@ -50,7 +50,7 @@ from botocore.handlers import convert_body_to_file_like_object
 
 from ..ops import metrics
 from ..settings import Settings
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS
 from .errors import (
     FileNotFound,
     PartsChanged,
@@ -119,8 +119,9 @@ def s3_config(settings: Settings) -> AioConfig:
         # Downloads are streamed on as they arrive (files.Download); a
         # whole-object check at the end would come after the bytes went out.
         response_checksum_validation="when_required",
-        # total_max_attempts counts the first try; botocore's max_attempts would not.
-        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+        # Backoff on throttling and transient errors; the attempts per call are
+        # botocore's own AWS_MAX_ATTEMPTS (default 3, the first included).
+        retries={"mode": "standard"},
     )
 
 
@@ -136,9 +137,7 @@ def open_client(settings: Settings) -> Any:
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
-        # S3_CA_BUNDLE: a private CA's certificate (None: botocore's own
-        # default, which also reads AWS_CA_BUNDLE).
-        verify=settings.s3_ca_bundle,
+        # A private CA's certificate: botocore's own AWS_CA_BUNDLE.
         config=s3_config(settings),
     )
 
@@ -228,7 +227,7 @@ class Lanes:
     def from_settings(cls, settings: Settings) -> Lanes:
         downloads, uploads, short = settings.s3_lanes()
         sizes = {Lane.DOWNLOAD: downloads, Lane.UPLOAD: uploads, Lane.SHORT: short}
-        return cls(sizes, settings.s3_pool_timeout)
+        return cls(sizes, S3_POOL_WAIT_SECONDS)
 
     async def take(self, lane: Lane) -> None:
         try:

@@ -35,7 +35,7 @@ file mixed from both bodies. Three things stop that:
 1. The lock. With conditional writes, taking it is a PutObject of
    ``<id>.lock`` with ``If-None-Match: *``; a lock whose lease ran out (its
    process died) is taken over with ``If-Match`` on the ETag read, so of two
-   takers one wins. The holder renews it every third of UPLOAD_LOCK_SECONDS;
+   takers one wins. The holder renews it every third of its lease (LEASE_SECONDS, cas.py);
    anyone else gets UploadLocked (423). This works across processes and hosts.
 2. The info is rewritten with ``If-Match`` on the ETag it was read with, so a
    commit that another commit overtook fails (UploadConflict, 409) instead of

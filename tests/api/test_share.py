@@ -169,12 +169,11 @@ async def test_the_detailed_list_gives_size_and_date(client, auth):
     assert await (await client.get("/api/files", headers=auth)).json() == ["a", "b"]
 
 
-async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_client, settings):
+async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_client, settings, monkeypatch):
     """/s/ links check (and create) the bucket like every other route that needs S3."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     port = free_port()
-    late = dataclasses.replace(
-        settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_max_attempts=1, share_secret=SECRET
-    )
+    late = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{port}", share_secret=SECRET)
     client = await aiohttp_client(await create_app(late))  # S3 is down: the gateway starts anyway
     moto = start_moto(port)
     try:

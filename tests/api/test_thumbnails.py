@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import struct
 import zlib
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image
 
 from file_uploader.app import create_app
+from file_uploader.appkeys import STORAGE
 from file_uploader.storage.keys import thumbnail_key, user_id
 
 from ..helpers import all_keys, new_token
@@ -110,9 +110,8 @@ async def test_a_decompression_bomb_is_refused_before_it_is_decoded(client, auth
 
 
 async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
-    client = await aiohttp_client(
-        await create_app(dataclasses.replace(settings, thumbnail_max_pixels=1_000_000))
-    )
+    client = await aiohttp_client(await create_app(settings))
+    client.app[STORAGE].thumbnails.max_pixels = 1_000_000  # the store's own limit (40 million by default)
     auth = {"X-Auth-Token": new_token()}
     await put(client, auth, "big.png", image("PNG", (2000, 1000)))  # 2 megapixels, a few kB compressed
     response = await client.get("/api/files/big.png", params={"thumbnail": "64"}, headers=auth)

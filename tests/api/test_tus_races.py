@@ -18,6 +18,7 @@ import time
 import pytest
 
 from file_uploader.app import create_app
+from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
 
@@ -258,6 +259,24 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
     assert (await patch(gw, auth, url, 0, data)).status == 204
     assert await content(gw, auth, "overwritten.bin") == data
     assert leftovers(s3, bucket) == []
+
+
+async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, settings, auth):
+    """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
+    gw = await aiohttp_client(await create_app(settings))
+    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (LEASE_SECONDS by default)
+    url = await create(gw, auth, "slow.bin", length=100)
+
+    async def slowly():
+        for _ in range(4):
+            yield b"x" * 25
+            await asyncio.sleep(1)
+
+    first = asyncio.create_task(patch(gw, auth, url, 0, slowly()))
+    await asyncio.sleep(2.5)  # past the first lease
+    assert (await patch(gw, auth, url, 0, b"y" * 100)).status == 423
+    assert (await first).status == 204
+    assert await content(gw, auth, "slow.bin") == b"x" * 100
 
 
 async def test_a_lock_left_by_a_killed_process_is_taken_over_after_its_lease(gw, auth, s3, bucket):

@@ -34,10 +34,10 @@ every change that arrived meanwhile in one write (group commit) and keeps
 the ledger and its ETag from its last write, so a sequential user pays no
 read. With conditional writes, the overshoot past USER_QUOTA is therefore 0,
 as long as the processes' clocks agree within a third of
-QUOTA_LEASE_SECONDS (a lease's holder gives up on it that long before
+LEASE_SECONDS (a lease's holder gives up on it that long before
 others may take its room).
 
-**Leases end.** A PUT's lease runs QUOTA_LEASE_SECONDS and its process renews
+**Leases end.** A PUT's lease runs LEASE_SECONDS and its process renews
 every lease it holds each third of that, in one write per user; an upload
 whose lease could not be renewed in time is not stored (ReservationLost,
 503). A process killed mid-upload leaves its leases to run out. A tus
@@ -134,7 +134,7 @@ class Reservation:
         self.lost = False
         self.landed: float | None = None  # when the file began to land (ensure_held)
         self._ended = False
-        # The end to ask for when growing: a PUT's is QUOTA_LEASE_SECONDS from now, a tus
+        # The end to ask for when growing: a PUT's is LEASE_SECONDS from now, a tus
         # upload's past its next expiry.
         self._extend = extend or (lambda now: now)
 
@@ -168,7 +168,7 @@ class Reservation:
 
     def ensure_held(self) -> None:
         """Raise ReservationLost unless the lease surely still holds: called just before the file
-        is stored. Its holder gives up a third of QUOTA_LEASE_SECONDS before others may take it."""
+        is stored. Its holder gives up a third of LEASE_SECONDS before others may take it."""
         if self._ledger is None:
             return
         if self.lost or self.until - time.time() < self._ledger.quotas.lease_seconds / 3:
