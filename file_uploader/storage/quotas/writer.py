@@ -8,15 +8,30 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..cas import VersionedJson, renew_every_third
+from ..client import S3
 from ..errors import PreconditionFailed, QuotaExceeded, StorageBusy, StorageFailure, TooManyUploads
 from ..keys import QUOTA_ROOT, user_prefix
 from .ledger import Change, Ledger, Renew
 
-if TYPE_CHECKING:
-    from . import Quotas, Reservation
+
+class Quotas(Protocol):
+    """What the writer needs of the facade (quotas/__init__.py), which imports it."""
+
+    s3: S3
+    limit: int | None
+    lease_seconds: float
+
+
+class Reservation(Protocol):
+    """What the writer needs of a PUT's reservation: its lease, lost or renewed."""
+
+    lease: str
+    lost: bool
+    until: float
+
 
 log = logging.getLogger(__name__)
 
