@@ -96,7 +96,7 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
         try:
             await storage.ensure_ready()
         except StorageFailure as exc:
-            log.warning("S3 is not usable yet: %s", exc)
+            log.warning("S3 at %s is not usable yet: %s", app[SETTINGS].s3_where(), exc)
         app[STORAGE] = storage
         yield
 

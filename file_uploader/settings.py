@@ -83,7 +83,7 @@ def _quota(name: str, value: str) -> int:
     return size
 
 
-def _port(name: str, value: str) -> int:
+def parse_port(name: str, value: str) -> int:
     try:
         port = int(value)
     except ValueError:
@@ -351,7 +351,7 @@ class Settings:
 
     # --- HTTP ---
     host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
-    port: int = setting(HTTP, "Port to listen on (1-65535).", _port, default=8080)
+    port: int = setting(HTTP, "Port to listen on (1-65535).", parse_port, default=8080)
     workers: int = setting(
         HTTP,
         "gunicorn worker processes (make start-gunicorn, Docker).",
@@ -529,6 +529,13 @@ class Settings:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
+
+    def s3_where(self) -> str:
+        """Where S3 is, for a log line: the endpoint's host and port (never credentials it may carry)."""
+        if not self.s3_endpoint_url:
+            return f"AWS S3 ({self.aws_region})"
+        endpoint = urllib.parse.urlsplit(self.s3_endpoint_url)
+        return f"{endpoint.hostname}:{endpoint.port or (443 if endpoint.scheme == 'https' else 80)}"
 
     def s3_lanes(self) -> tuple[int, int, int]:
         """S3_MAX_CONNECTIONS split into (downloads, uploads, short calls): 3/8, 1/2 and the rest."""

@@ -72,6 +72,7 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
     storage.NotAnImage: (415, "not_an_image", {}),
     storage.ImageTooLarge: (422, "image_too_large", {}),
+    storage.FileChanged: (410, "file_changed", {}),
     storage.UploadLocked: (423, "upload_locked", _RETRY),
     storage.UploadConflict: (409, "upload_conflict", {}),
     storage.PreconditionFailed: (409, "upload_conflict", {}),

@@ -149,9 +149,7 @@ async def serve(
         disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
         return await send_file(request, key, name, if_match=if_match, headers=disposition)
     image_format = _thumbnail_format(request)
-    thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format)
-    if if_match is not None and etag != if_match:
-        raise _changed()
+    thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format, version=if_match)
     base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
     return web.Response(
         body=thumb,
