@@ -213,8 +213,7 @@ async def _check_upload(request: web.Request) -> None:
     expected_digests(request.headers)
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     storage = request.app[STORAGE]
-    storage.pipeline.slots.check(request[USER_ID])
-    await storage.quotas.check(request[USER_ID], key, size)
+    await storage.admit(request[USER_ID], key, size)
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:

@@ -64,12 +64,12 @@ FIELD_MAX_BYTES = 4096  # a plain field (token, name, public) is short text
 _BROKEN_BODY = frozenset({"incomplete_body", "body_timeout", "invalid_form"})
 
 
-def _check_form(request: web.Request) -> None:
+async def _check_form(request: web.Request) -> None:
     """What a form upload refuses before its body: not a form, a bad token header, no upload slot."""
     if request.content_type != FORM_TYPE:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"{FORM_TYPE} (or PUT the file's bytes)")
     if TOKEN_HEADER in request.headers:
-        request.app[STORAGE].pipeline.slots.check(authenticate(request))
+        await request.app[STORAGE].admit(authenticate(request), None, None)
 
 
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
@@ -151,7 +151,7 @@ async def _store(
 
 
 async def upload_form(request: web.Request) -> web.StreamResponse:
-    _check_form(request)
+    await _check_form(request)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
@@ -167,7 +167,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
                 if user_id is not None:
                     raise INVALID_TOKEN(problem="must be sent once: in a header or a token field, not both")
                 user_id = authenticate_with(request, value.strip())
-                request.app[STORAGE].pipeline.slots.check(user_id)
+                await request.app[STORAGE].admit(user_id, None, None)
             elif part.name == NAME_FIELD:
                 name = value
             elif part.name == PUBLIC_FIELD:

@@ -230,11 +230,12 @@ async def _check_body(request: web.Request) -> None:
     authenticate(request)
     _check_version(request)
     storage = request.app[STORAGE]
-    storage.pipeline.slots.check(request[USER_ID])
+    key = length = None
     if request.method == hdrs.METH_POST and (length := _number(request, "Upload-Length")) is not None:
         name = _metadata(request.headers.get("Upload-Metadata", "")).get("filename")
         if name:  # (without one, the creation is refused anyway)
-            await storage.quotas.check(request[USER_ID], file_key(request[USER_ID], name), length)
+            key = file_key(request[USER_ID], name)
+    await storage.admit(request[USER_ID], key, length)
 
 
 expect_patch = expect_body(_check_body, _TUS_HEADERS)

@@ -18,6 +18,12 @@ marker. The entry holds the ETag of the version published, and the file is
 served only while it still has that ETag, so the moment a file is replaced its
 old entry stops serving it, whatever the replacement says about visibility.
 
+Publish then looks again: the marker must still name its entry and the file
+still be the version it published (ETag and date), else a delete or a
+replacement ran meanwhile and may have missed the entry (its unpublish ran
+between our marker and our entry): publish takes out what it wrote, so no
+entry is ever left without its marker to serve a file stored again private.
+
 Not locked: two replicas publishing the same file at the same instant can
 leave two entries (both read "no marker"); the one the marker does not name
 then lists the file twice until the file is unpublished or deleted.
@@ -114,7 +120,24 @@ class Library:
             published=published,
         )
         await self.s3.put_object(LIBRARY_ROOT + library_id, entry.to_json(), ContentType="application/json")
+        if not await self._still(uid, name, key, library_id, head):
+            # A delete or a replacement landed meanwhile, and may have missed the entry (its
+            # unpublish ran between our marker and our entry): take out what we wrote.
+            await self.s3.delete_object(LIBRARY_ROOT + library_id)
+            if await self.library_id(uid, name) == library_id:
+                await self.s3.delete_object(marker_key(uid, name))
+            raise FileNotFound("the file was deleted or replaced while being made public")
         return library_id
+
+    async def _still(self, uid: str, name: str, key: str, library_id: str, head: dict[str, Any]) -> bool:
+        """Whether the marker still names `library_id` and the file is still the version `head`."""
+        if await self.library_id(uid, name) != library_id:
+            return False
+        try:
+            now = await self.s3.head_object(key)
+        except FileNotFound:
+            return False
+        return bool(now["ETag"] == head["ETag"] and now["LastModified"] == head["LastModified"])
 
     async def unpublish(self, uid: str, name: str) -> bool:
         """Take the file out of the library; False if it was not in it."""

@@ -263,7 +263,7 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
 async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, app_for, settings, auth):
     """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
     gw = await aiohttp_client(await app_for(settings))
-    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (20 s by default)
+    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (LEASE_SECONDS by default)
     url = await create(gw, auth, "slow.bin", length=100)
 
     async def slowly():
@@ -283,7 +283,7 @@ async def test_a_lock_left_by_a_killed_process_is_taken_over_after_its_lease(gw,
     upload_id = url.rsplit("/", 1)[1]
     (info,) = [key for key in all_keys(s3, bucket) if key.endswith(f"{upload_id}.info")]
     lock = info.removesuffix(".info") + ".lock"
-    s3.put_object(Bucket=bucket, Key=lock, Body=json.dumps({"owner": "dead", "until": time.time() + 1}))
+    s3.put_object(Bucket=bucket, Key=lock, Body=json.dumps({"holder": "dead", "until": time.time() + 1}))
     assert (await patch(gw, auth, url, 0, b"0123456789")).status == 423
     await asyncio.sleep(1.2)
     assert (await patch(gw, auth, url, 0, b"0123456789")).status == 204
