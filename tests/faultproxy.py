@@ -48,6 +48,8 @@ def s3_call(method: str, query: web.Request | dict) -> str:
         return "AbortMultipartUpload"
     if method == "GET" and "uploads" in q:
         return "ListMultipartUploads"
+    if method == "GET" and "uploadId" in q:
+        return "ListParts"
     return f"{method} other"
 
 

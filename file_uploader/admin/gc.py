@@ -44,8 +44,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     print(f"gc: expired {collected.expired_tus_uploads} resumable (tus) upload(s)")
     now = datetime.datetime.now(datetime.UTC)
     for upload in collected.aborted:
-        age = now - upload.initiated
-        print(f"aborted {upload.key} (upload {upload.upload_id}, started {age.total_seconds():.0f} s ago)")
+        age = now - upload.last_active
+        print(
+            f"aborted {upload.key} (upload {upload.upload_id}, last written {age.total_seconds():.0f} s ago)"
+        )
     print(f"gc: aborted {len(collected.aborted)} multipart upload(s) older than {args.older_than}")
     return 0
 
@@ -58,6 +60,6 @@ def add_parser(commands: Any) -> None:
         type=parse_age,
         default=parse_age("24h"),
         metavar="AGE",
-        help="abort uploads started longer ago than this: 90s, 30m, 24h, 7d (default: 24h)",
+        help="abort uploads not written to for longer than this: 90s, 30m, 24h, 7d (default: 24h)",
     )
     gc.set_defaults(run=run)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import os
 import re
 
+import aiohttp
 import pytest
 
 from file_uploader.admin.gc import parse_age
 from file_uploader.settings import Settings
+from file_uploader.sizes import MiB
 from file_uploader.storage import open_storage
 from file_uploader.storage.sweep import abort_stale_uploads, collect_garbage
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import open_uploads, run_admin
+from ..helpers import new_token, open_uploads, run_admin
 
 GATEWAY_KEY = "files/" + "ab" * 32 + "/crashed.bin"
 OTHER_KEY = "backups/not-ours.bin"
@@ -41,6 +45,41 @@ def test_gc_command_aborts_the_gateways_stale_uploads_and_says_so(s3_url, bucket
     assert open_keys(s3, bucket) == [OTHER_KEY]  # outside files/: not the gateway's to abort
 
 
+@pytest.mark.slow
+@pytest.mark.process
+async def test_gc_on_moto_leaves_a_slow_put_in_flight_and_collects_an_abandoned_upload(
+    gateway_process, s3_url, bucket, s3, tmp_path
+):
+    """moto says every multipart upload was initiated in 2010. A PUT sending a part every
+    2 s is in flight when `gc --older-than 10s` runs: its newest part is seconds old, so
+    it is kept and completes byte-exact; an upload whose only part is 12 s old is aborted."""
+    abandoned = start_upload(s3, bucket, GATEWAY_KEY)
+    pieces = [os.urandom(8 * MiB) for _ in range(12)] + [b"tail"]
+    gc_done = asyncio.Event()
+
+    async def body():
+        for piece in pieces[:-1]:
+            yield piece
+            if not gc_done.is_set():
+                await asyncio.sleep(2)
+        yield pieces[-1]
+
+    auth = {"X-Auth-Token": new_token()}
+    async with aiohttp.ClientSession() as session:
+        put = asyncio.ensure_future(
+            session.put(f"{gateway_process}/api/files/slow.bin", data=body(), headers=auth)
+        )
+        await asyncio.sleep(12)
+        result = await asyncio.to_thread(run_admin, s3_url, bucket, tmp_path, "gc", "--older-than", "10s")
+        gc_done.set()
+        assert result.returncode == 0, result.stderr
+        assert "aborted 1 multipart upload(s)" in result.stdout and abandoned in result.stdout
+        response = await put
+        assert response.status == 204, await response.text()
+        stored = await session.get(f"{gateway_process}/api/files/slow.bin", headers=auth)
+        assert await stored.read() == b"".join(pieces)
+
+
 def initiated_now(key: str):
     """Rewrite a ListMultipartUploads answer so that `key`'s upload started just now.
 
@@ -56,6 +95,20 @@ def initiated_now(key: str):
     return rewrite
 
 
+def parts_written_long_ago(key: str):
+    """Rewrite a ListParts answer for `key`'s upload so that its parts were written in 2010,
+    as an abandoned upload's were: on moto they can only look old if the test says so."""
+    pattern = re.compile(r"(<LastModified>)[^<]*(</LastModified>)")
+
+    def rewrite(body: bytes) -> bytes:
+        text = body.decode()
+        if f"<Key>{key}</Key>" not in text:
+            return body
+        return pattern.sub(r"\g<1>2010-11-10T20:48:33.000Z\g<2>", text).encode()
+
+    return rewrite
+
+
 async def test_gc_keeps_uploads_younger_than_the_age(settings, s3, s3_url, bucket):
     old_id = start_upload(s3, bucket, GATEWAY_KEY)
     young_key = GATEWAY_KEY.replace("crashed", "in-progress")
@@ -63,6 +116,7 @@ async def test_gc_keeps_uploads_younger_than_the_age(settings, s3, s3_url, bucke
     proxy = await FaultProxy(s3_url).start()
     try:
         proxy.add(Fault("ListMultipartUploads", action="rewrite", rewrite=initiated_now(young_key)))
+        proxy.add(Fault("ListParts", action="rewrite", rewrite=parts_written_long_ago(GATEWAY_KEY)))
         async with open_storage(Settings(**{**settings.__dict__, "s3_endpoint_url": proxy.url})) as storage:
             aborted = await abort_stale_uploads(storage, datetime.timedelta(hours=1))
     finally:
