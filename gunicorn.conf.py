@@ -28,7 +28,7 @@ _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = f"{_host}:{_settings.port}"
 workers = _settings.workers
 # aiohttp.GunicornUVLoopWebWorker, with a graceful stop that lets uploads finish.
-worker_class = "file_uploader.ops.worker.GracefulWorker"
+worker_class = "file_uploader.server.worker.GracefulWorker"
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
 # The request log is file_uploader's own (ops.observe_middleware), not gunicorn's.

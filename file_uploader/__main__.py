@@ -8,8 +8,10 @@ import asyncio
 import sys
 
 from .admin import gc, probe, purge
-from .ops import lifecycle, logs
+from .app import create_app
+from .ops import logs
 from .ops.loop import new_event_loop
+from .server import lifecycle
 from .settings import Settings, SettingsError, load_settings
 
 
@@ -17,7 +19,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(lifecycle.serve(settings, host, port))
+        runner.run(lifecycle.serve(create_app, settings, host, port))
     return 0
 
 

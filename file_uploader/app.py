@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from aiohttp import hdrs, web
 
 from .api import cors, files, forms, health, page, public, share, tus, usage
+from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
 from .appkeys import IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
-from .ops import webhooks
-from .ops.access import access_middleware, add_request_id
+from .hooks import webhooks
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
 from .storage import open_storage
@@ -108,7 +108,7 @@ async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhook_url or not settings.webhook_secret:
         yield
         return
-    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode(), settings.webhook_queue)
+    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode())
     await hooks.start()
     app[WEBHOOKS] = hooks
     app[STORAGE].events.connect(hooks.listen)

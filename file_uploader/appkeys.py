@@ -2,8 +2,8 @@
 
 from aiohttp import web
 
+from .hooks.webhooks import Webhooks
 from .ops.inflight import RequestsInFlight
-from .ops.webhooks import Webhooks
 from .settings import Settings
 from .storage import Storage
 

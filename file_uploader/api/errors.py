@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT
-from ..ops.access import route_of
 from ..storage import errors as storage
+from .access import route_of
 
 log = logging.getLogger(__name__)
 

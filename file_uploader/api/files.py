@@ -20,7 +20,6 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..ops import metrics
-from ..ops.proxies import absolute_url
 from ..sizes import LIST_PAGE_SIZE
 from ..storage import sweep
 from ..storage.errors import InvalidName
@@ -31,6 +30,7 @@ from .auth import authenticate
 from .body import declared_length, expect_body, read_body
 from .digests import expected_digests, verified
 from .errors import ApiError, ClientGone
+from .proxies import absolute_url
 
 FILES = "/api/files"
 PUBLIC_HEADER = "X-Public"  # on PUT: true puts the file in the public library

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from ..ops.connections import SERVER_NAME
+SERVER_NAME = "file_uploader"  # the Server header: no versions to look vulnerabilities up by
 
 # The page's own script and style files and its API; images it fetches with the token
 # header become blob: URLs; its plain-HTML fallback form posts to /api/files.

@@ -22,11 +22,11 @@ import time
 from aiohttp import web
 
 from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
-from ..ops.proxies import absolute_url
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT, file_key
 from .errors import ApiError
 from .files import FILE, decode_name, serve
+from .proxies import absolute_url
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from email.utils import formatdate
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
-from ..ops.proxies import absolute_url
 from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.resumable import CHECKSUMS, Upload
 from .auth import authenticate
 from .body import expect_body, read_body
 from .errors import ApiError, as_api_error
+from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"

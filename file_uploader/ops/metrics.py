@@ -59,7 +59,8 @@ PARTS_SPILLED = Counter(
 CLIENTS_CUT_OFF = Counter(
     "file_uploader_clients_cut_off",
     "Client connections the gateway closed: reason header_timeout (a request head not complete "
-    "in HEADER_TIMEOUT), send_timeout (a response not read for SEND_TIMEOUT) or max_connections",
+    "in HEADER_TIMEOUT), headers_too_large (a request head over 64 KiB), send_timeout (a response "
+    "not read for SEND_TIMEOUT) or max_connections",
     ["reason"],
 )
 S3_ERRORS = Counter(
@@ -68,7 +69,7 @@ S3_ERRORS = Counter(
     ["operation", "error", "code"],
 )
 
-# Webhooks (ops/webhooks.py).
+# Webhooks (hooks/webhooks.py).
 WEBHOOKS_SENT = Counter("file_uploader_webhooks_sent", "Events delivered to WEBHOOK_URL (a 2xx answer)")
 WEBHOOKS_RETRIED = Counter(
     "file_uploader_webhooks_retried",
@@ -77,8 +78,9 @@ WEBHOOKS_RETRIED = Counter(
 )
 WEBHOOKS_DROPPED = Counter(
     "file_uploader_webhooks_dropped",
-    "Events never delivered: reason queue_full (WEBHOOK_QUEUE events were waiting) or stopped "
-    "(still queued when the process stopped)",
+    "Events never delivered: reason queue_full (the queue was full: the longest user's newest "
+    "dropped), refused (the receiver answered a 4xx other than 408, 425, 429: not retried) or "
+    "stopped (still queued when the process stopped)",
     ["reason"],
 )
 WEBHOOK_QUEUE = Gauge(

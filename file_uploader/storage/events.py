@@ -2,7 +2,7 @@
 
 The storage layer says what it did, where it did it (files.py, resumable.py,
 sweep.py), and knows nothing of who listens: `Events.emit` hands each event to
-the one listener the process connected (the webhook sender, ops/webhooks.py),
+the one listener the process connected (the webhook sender, hooks/webhooks.py),
 or to nobody. An event carries the one-way user id, never a token.
 """
 

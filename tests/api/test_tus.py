@@ -106,7 +106,7 @@ async def test_creation_returns_location_offset_zero_and_expiry(gw, auth, s3, bu
     )
     assert response.status == 201
     assert response.headers["Tus-Resumable"] == "1.0.0"
-    # Absolute, on the origin the client asked (ops/proxies.py: PUBLIC_URL or a trusted proxy's).
+    # Absolute, on the origin the client asked (api/proxies.py: PUBLIC_URL or a trusted proxy's).
     assert response.headers["Location"].startswith(f"http://{gw.host}:{gw.port}/api/uploads/")
     assert response.headers["Upload-Expires"].endswith("GMT")
     head = await gw.head(path_of(response.headers["Location"]), headers={**auth, **TUS})

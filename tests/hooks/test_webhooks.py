@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -16,13 +17,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from file_uploader.app import create_app
-from file_uploader.ops.webhooks import SENDERS
+from file_uploader.hooks.webhooks import ANSWER_BYTES, SENDERS, Webhooks
 from file_uploader.settings import Settings
+from file_uploader.storage.events import STORED, FileEvent
 from file_uploader.storage.keys import user_id
 
-from ..helpers import free_port, metric, metric_samples
+from ..helpers import free_port, metric, metric_samples, new_token
 
 SECRET = "a webhook secret"
 
@@ -37,6 +40,11 @@ class Receiver:
         self.events: list[dict] = []
         self.bad_signatures = 0
         self.hang = False
+        self.refuse = ""  # names starting with this get a 400
+        self.attempts: list[str] = []  # the name of every event posted, retries included
+        self.delay = 0.0  # seconds before each answer
+        self.answer_bytes = 0  # a 200 with this many bytes of body instead of a 204
+        self.answer_sent = 0  # bytes of those bodies the gateway took
         self.released = asyncio.Event()  # ends the hang
         self._runner: web.AppRunner | None = None
 
@@ -46,10 +54,29 @@ class Receiver:
         if not hmac.compare_digest(request.headers.get("X-Webhook-Signature", ""), expected):
             self.bad_signatures += 1
             return web.Response(status=401)
+        event = json.loads(body)
+        self.attempts.append(event["name"])
+        if self.refuse and event["name"].startswith(self.refuse):
+            return web.json_response({"error": "not for us"}, status=400)
         if self.hang:
             await self.released.wait()
-        self.events.append(json.loads(body))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.events.append(event)
+        if self.answer_bytes:
+            return await self._huge_answer(request)
         return web.Response(status=204)
+
+    async def _huge_answer(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_length = self.answer_bytes
+        await response.prepare(request)
+        chunk = b"x" * (1 << 16)
+        with contextlib.suppress(ConnectionError):
+            while self.answer_sent < self.answer_bytes:
+                await response.write(chunk)
+                self.answer_sent += len(chunk)
+        return response
 
     async def start(self) -> None:
         app = web.Application()
@@ -158,17 +185,39 @@ async def test_events_reach_a_receiver_that_starts_late_and_one_that_was_down(gw
     assert receiver.bad_signatures == 0
 
 
-async def test_a_full_queue_drops_events_and_counts_them(aiohttp_client, settings, receiver, auth, caplog):
-    # The receiver is down: each sender holds one event it retries, and the queue holds two.
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver, webhook_queue=2)))
-    before = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="queue_full")
-    uploads = SENDERS + 2 + 4
-    for number in range(uploads):
-        assert (await gw.put(f"/api/files/f{number}", data=b"x", headers=auth)).status == 204
-        await asyncio.sleep(0.02)  # time for a free sender to take the event
-    after = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="queue_full")
-    assert after - before == uploads - SENDERS - 2
+def event(user: str, name: str) -> FileEvent:
+    return FileEvent.now(STORED, user, name, 1, "etag")
+
+
+async def test_a_full_queue_drops_the_bursting_users_events_not_anothers(receiver, caplog):
+    """The receiver is down: each sender holds one event it retries; of a queue of 10, a burst of
+    one user takes what is free, and each other user's event then pushes out one of the burst's."""
+    hooks = Webhooks(receiver.url, SECRET.encode(), queue_size=10)
+    await hooks.start()
+    try:
+        for number in range(SENDERS):
+            hooks.enqueue(event("held", f"held-{number}"))
+        await asyncio.sleep(0.1)  # each sender takes one and retries it
+        samples = metric_samples_now()
+        for number in range(30):
+            hooks.enqueue(event("burst", f"burst-{number}"))
+        for number in range(5):
+            hooks.enqueue(event("other", f"other-{number}"))
+        dropped = metric_samples_now() - samples
+        await receiver.start()
+        events = distinct(await receiver.wait_for(SENDERS + 10))
+    finally:
+        await hooks.stop()
+    names = [event["name"] for event in events]
+    assert dropped == 30 - 5  # 20 of the burst at once, then 5 more pushed out by the other user
+    assert [name for name in names if name.startswith("other")] == [f"other-{n}" for n in range(5)]
+    assert [name for name in names if name.startswith("burst")] == [f"burst-{n}" for n in range(5)]
     assert "dropped" in caplog.text and "webhook" in caplog.text
+
+
+def metric_samples_now() -> float:
+    """The process's own count of events dropped for a full queue (no app here to ask /metrics)."""
+    return REGISTRY.get_sample_value("file_uploader_webhooks_dropped_total", {"reason": "queue_full"}) or 0.0
 
 
 async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, settings, receiver, auth):
@@ -195,3 +244,72 @@ async def test_deleting_a_folder_posts_one_event_per_file_after_its_answer(gw, r
     events = distinct(await receiver.wait_for(6))
     deleted = sorted(event["name"] for event in events if event["type"] == "file.deleted")
     assert deleted == ["dir/a", "dir/b", "dir/sub/c"]
+
+
+async def test_refused_events_are_given_up_and_never_hold_other_users_events(
+    aiohttp_client, settings, receiver, auth
+):
+    """A receiver that answers 400 to some events: each is posted once, counted as refused, and
+    the other user's events go out at once."""
+    await receiver.start()
+    receiver.refuse = "refused-"
+    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    before = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="refused")
+    refused = 2 * SENDERS
+    for number in range(refused):
+        assert (await gw.put(f"/api/files/refused-{number}", data=b"r", headers=auth)).status == 204
+    other = {"X-Auth-Token": new_token()}
+    started = time.monotonic()
+    for number in range(5):
+        assert (await gw.put(f"/api/files/other-{number}", data=b"o", headers=other)).status == 204
+    events = distinct(await receiver.wait_for(5, timeout=20))
+    took = time.monotonic() - started
+    await asyncio.sleep(0.5)  # time for a retry, were there one
+    after = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="refused")
+    assert sorted(event["name"] for event in events) == [f"other-{n}" for n in range(5)]
+    assert took < 3
+    assert after - before == refused
+    assert sorted(name for name in receiver.attempts if name.startswith("refused-")) == sorted(
+        f"refused-{n}" for n in range(refused)
+    )
+
+
+async def test_a_huge_answer_is_not_read_whole(aiohttp_client, settings, receiver, auth):
+    """A receiver answering 200 with 256 MiB: the gateway reads ANSWER_BYTES of it and closes, so
+    the receiver gets out little more than the sockets' buffers; the event counts as delivered."""
+    await receiver.start()
+    receiver.answer_bytes = 256 * 1024 * 1024
+    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    before = metric(await metric_samples(gw), "file_uploader_webhooks_sent_total")
+    assert (await gw.put("/api/files/notes.txt", data=b"hello", headers=auth)).status == 204
+    await receiver.wait_for(1)
+    deadline = time.monotonic() + 15
+    while metric(await metric_samples(gw), "file_uploader_webhooks_sent_total") == before:
+        assert time.monotonic() < deadline, "the delivery never finished"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # what the receiver can still push out
+    print(f"a receiver's 256 MiB answer: {receiver.answer_sent / 2**20:.1f} MiB of it taken")
+    assert receiver.answer_sent < 16 * 1024 * 1024 + ANSWER_BYTES
+
+
+@pytest.mark.slow
+async def test_one_users_burst_of_events_does_not_delay_anothers(aiohttp_client, settings, receiver, auth):
+    """One form of 300 tiny files, a receiver taking 0.1 s per event: another user's next 10
+    events are delivered beside the burst (in turn), not after its 300 (7.5 s with 4 senders)."""
+    await receiver.start()
+    receiver.delay = 0.1
+    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    form = aiohttp.FormData()
+    for number in range(300):
+        form.add_field("file", b"t", filename=f"burst-{number}")
+    assert (await gw.post("/api/files", data=form, headers=auth)).status == 200
+    other = {"X-Auth-Token": new_token()}
+    started = time.monotonic()
+    for number in range(10):
+        assert (await gw.put(f"/api/files/other-{number}", data=b"o", headers=other)).status == 204
+    while sum(event["name"].startswith("other-") for event in distinct(receiver.events)) < 10:
+        assert time.monotonic() - started < 4, "another user's events waited behind the burst"
+        await asyncio.sleep(0.05)
+    burst = sum(event["name"].startswith("burst-") for event in distinct(receiver.events))
+    print(f"another user's 10 events delivered in {time.monotonic() - started:.1f} s ({burst} of 300 before)")
+    assert burst < 300

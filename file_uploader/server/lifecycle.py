@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from ..app import create_app
 from ..appkeys import IN_FLIGHT
 from ..settings import Settings
 from .connections import GatewayRunner, raise_open_file_limit
@@ -57,19 +57,31 @@ async def drain(runner: web.AppRunner, settings: Settings) -> None:
         log.warning("stopping: cancelling %d requests still in flight", in_flight.count)
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    """What `python -m file_uploader` runs, until SIGINT or SIGTERM."""
-    runner = runner_for(await create_app(settings), settings)
+AppFactory = Callable[[Settings], Awaitable[web.Application]]
+
+
+async def serve(make_app: AppFactory, settings: Settings, host: str, port: int) -> None:
+    """What `python -m file_uploader` runs, until SIGINT or SIGTERM: the app `make_app` builds
+    (its caller hands it `app.create_app`: the server sits above the app and never imports it)."""
+    runner = runner_for(await make_app(settings), settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         log.info("serving on http://%s:%d (stop with Ctrl-C or SIGTERM)", host, port)
+        received: list[signal.Signals] = []
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            received.append(sig)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
         await stop.wait()
+        log.info("stopping (%s): no new connections", received[0].name)
         await drain(runner, settings)
     finally:
         await runner.cleanup()
+        log.info("stopped")

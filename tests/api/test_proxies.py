@@ -1,7 +1,7 @@
 """PUBLIC_URL and TRUSTED_PROXIES: the origin links start with, and the client address in the log.
 
 Share links, public links (/p/...) and tus Locations all come from one helper
-(ops/proxies.py); each test reads all three. The gateway runs in-process on a
+(api/proxies.py); each test reads all three. The gateway runs in-process on a
 real socket and the test client is its peer at 127.0.0.1: trusting
 127.0.0.1 makes the test client a proxy.
 """

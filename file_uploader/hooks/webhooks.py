@@ -10,26 +10,38 @@ event's id.
 S3 has done the thing; during a request it is held (`after_response`) until
 the response has been written, then put on this process's queue, which
 SENDERS tasks empty in the background. Putting an event on the queue never
-waits: when it holds WEBHOOK_QUEUE events, the new one is dropped, counted in
-`file_uploader_webhooks_dropped_total{reason="queue_full"}` and logged (once a
-minute at most, with the count). Uploads are never slowed by a receiver.
+waits. Uploads are never slowed by a receiver.
+
+**Fair between users.** The queue keeps one line per user and the senders
+take from each line in turn, so one user's burst (a form of 1,500 files) is
+delivered beside other users' events, not before them. It holds QUEUE_SIZE
+events in all; when full, the newest event of the longest line is dropped
+(the burst's own, never another user's), counted in
+`file_uploader_webhooks_dropped_total{reason="queue_full"}` and logged (once
+a minute at most, with the count).
 
 **At least once, while the process lives.** A delivery that gets no 2xx
-answer (a refusal, a redirect, a timeout of ATTEMPT_SECONDS, no connection) is
-tried again after FIRST_RETRY_SECONDS, doubling up to MAX_RETRY_SECONDS, for
-as long as it takes; a receiver may see an event more than once (a lost
-answer) and can tell by its id. Events are in memory only: those still queued
-when the process dies are lost, and on a graceful stop the queue gets
-STOP_SECONDS to drain (none when the receiver is failing) before what is
-left is dropped (counted as ``reason="stopped"``, and logged). Keeping them in S3 instead would cost a
-write and a delete per event, more than the upload of a small file itself,
-for what a receiver that must not miss anything needs anyway: a periodic
-reconciliation with the listing (GET /api/files).
+answer (a 5xx, a redirect, 408 or 429, a timeout of ATTEMPT_SECONDS, no
+connection) is tried again after FIRST_RETRY_SECONDS, doubling up to
+MAX_RETRY_SECONDS, for as long as it takes; a receiver may see an event more
+than once (a lost answer) and can tell by its id. Any other 4xx is the
+receiver's permanent refusal of that event: it is given up at once (counted
+as ``reason="refused"``, logged), so that refused events never hold the
+senders other events need. Only the first ANSWER_BYTES of an answer are read:
+a receiver cannot fill the gateway's memory. Events are in memory only:
+those still queued when the process dies are lost, and on a graceful stop the
+queue gets STOP_SECONDS to drain (none when the receiver is failing) before
+what is left is dropped (counted as ``reason="stopped"``, and logged).
+Keeping them in S3 instead would cost a write and a delete per event, more
+than the upload of a small file itself, for what a receiver that must not
+miss anything needs anyway: a periodic reconciliation with the listing (GET
+/api/files).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -45,14 +57,22 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import __version__
+from ..ops import metrics
 from ..storage.events import FileEvent
-from . import metrics
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
 ID_HEADER = "X-Webhook-Id"
 SENDERS = 4  # deliveries in flight at once, per process
+# Events one process keeps waiting for the receiver: at a few hundred bytes each, a few MiB, and
+# minutes of a busy gateway's uploads while a receiver restarts.
+QUEUE_SIZE = 10_000
+# Of a receiver's answer, what is read (the status is all that counts): enough for any error page,
+# and a bound on what a receiver answering with gigabytes costs.
+ANSWER_BYTES = 64 * 1024
+# 4xx answers that say "not now" rather than "never": retried like a 5xx.
+RETRIED_REFUSALS = frozenset({408, 425, 429})
 ATTEMPT_SECONDS = 10.0  # one delivery attempt, connecting included
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
@@ -97,6 +117,65 @@ async def after_response(request: web.Request, handler: Handler) -> web.StreamRe
             hooks.enqueue(event)
 
 
+class FairQueue:
+    """Events in one line per user, taken from each line in turn; `put` never waits.
+
+    At `maxsize` events in all, the newest event of the longest line is dropped, so a burst from
+    one user costs that user's events only.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._lines: collections.OrderedDict[str, collections.deque[FileEvent]] = collections.OrderedDict()
+        self._size = 0
+        self._unfinished = 0  # put, and not yet marked done
+        self._not_empty = asyncio.Event()
+        self._all_done = asyncio.Event()
+        self._all_done.set()
+
+    def qsize(self) -> int:
+        return self._size
+
+    def put(self, event: FileEvent) -> bool:
+        """Queue `event`; False if that dropped an event (this one or the longest line's newest)."""
+        dropped = False
+        if self._size >= self.maxsize:
+            longest = max(self._lines, key=lambda user: len(self._lines[user]))
+            if len(self._lines.get(event.user, ())) >= len(self._lines[longest]):
+                return False  # its own line is (one of) the longest
+            self._lines[longest].pop()
+            if not self._lines[longest]:
+                del self._lines[longest]
+            self._size -= 1
+            self._unfinished -= 1
+            dropped = True
+        self._lines.setdefault(event.user, collections.deque()).append(event)
+        self._size += 1
+        self._unfinished += 1
+        self._all_done.clear()
+        self._not_empty.set()
+        return not dropped
+
+    async def get(self) -> FileEvent:
+        while not self._size:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        user, line = self._lines.popitem(last=False)
+        event = line.popleft()
+        if line:
+            self._lines[user] = line  # to the back: every other user with events goes first
+        self._size -= 1
+        return event
+
+    def task_done(self) -> None:
+        self._unfinished -= 1
+        if not self._unfinished:
+            self._all_done.set()
+
+    async def join(self) -> None:
+        await self._all_done.wait()
+
+
 class Webhooks:
     """This process's queue of events and the tasks that deliver them to one URL."""
 
@@ -104,15 +183,15 @@ class Webhooks:
         self,
         url: str,
         secret: bytes,
-        queue_size: int,
         *,
+        queue_size: int = QUEUE_SIZE,
         first_retry: float = FIRST_RETRY_SECONDS,
         max_retry: float = MAX_RETRY_SECONDS,
         senders: int = SENDERS,
     ) -> None:
         self.url = url  # never logged: it may carry credentials
         self._secret = secret
-        self._queue: asyncio.Queue[FileEvent] = asyncio.Queue(queue_size)
+        self._queue = FairQueue(queue_size)
         self.first_retry = first_retry
         self.max_retry = max_retry
         self._senders_count = senders
@@ -121,6 +200,8 @@ class Webhooks:
         self._delivering = 0  # events taken off the queue, not delivered yet
         self._failing = False
         self._dropped_unlogged = 0
+        self._refused_unlogged = 0
+        self._refused_status = 0
         self._drops_logged_at = 0.0
 
     def listen(self, event: FileEvent) -> None:
@@ -132,12 +213,10 @@ class Webhooks:
             self.enqueue(event)
 
     def enqueue(self, event: FileEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.put(event):
+            metrics.WEBHOOK_QUEUE.inc()
+        else:
             self._drop("queue_full", 1)
-            return
-        metrics.WEBHOOK_QUEUE.inc()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -190,10 +269,14 @@ class Webhooks:
                 async with self._session.post(
                     self.url, data=body, headers=headers, allow_redirects=False
                 ) as response:
-                    await response.read()
-                    failure = None if 200 <= response.status < 300 else str(response.status)
+                    await _read_some(response)
+                    status = response.status
+                    failure = None if 200 <= status < 300 else str(status)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                failure = type(exc).__name__
+                status, failure = 0, type(exc).__name__
+            if 400 <= status < 500 and status not in RETRIED_REFUSALS:
+                self._drop("refused", 1, status=status)
+                return
             if failure is None:
                 metrics.WEBHOOKS_SENT.inc()
                 if self._failing:
@@ -209,18 +292,43 @@ class Webhooks:
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2, self.max_retry)
 
-    def _drop(self, reason: str, count: int) -> None:
+    def _drop(self, reason: str, count: int, *, status: int = 0) -> None:
         metrics.WEBHOOKS_DROPPED.labels(reason).inc(count)
-        self._dropped_unlogged += count
-        self._flush_drop_log(force=reason != "queue_full")
+        if reason == "refused":
+            self._refused_unlogged += count
+            self._refused_status = status
+        else:
+            self._dropped_unlogged += count
+        self._flush_drop_log(force=reason == "stopped")
 
     def _flush_drop_log(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self._dropped_unlogged and (force or now - self._drops_logged_at >= DROPS_LOGGED_EVERY):
+        if not (self._dropped_unlogged or self._refused_unlogged):
+            return
+        if not force and now - self._drops_logged_at < DROPS_LOGGED_EVERY:
+            return
+        if self._dropped_unlogged:
             log.warning(
                 "dropped %d webhook events (the queue of %d was full, or the process stopped)",
                 self._dropped_unlogged,
                 self._queue.maxsize,
             )
-            self._dropped_unlogged = 0
-            self._drops_logged_at = now
+        if self._refused_unlogged:
+            log.warning(
+                "gave up %d webhook events the receiver refused (the last with HTTP %d): not retried",
+                self._refused_unlogged,
+                self._refused_status,
+            )
+        self._dropped_unlogged = self._refused_unlogged = 0
+        self._drops_logged_at = now
+
+
+async def _read_some(response: aiohttp.ClientResponse) -> None:
+    """Read at most ANSWER_BYTES of an answer: a short one to its end, so that its connection can
+    serve the next delivery; a longer one is cut off (its connection closed on release)."""
+    left = ANSWER_BYTES
+    while left > 0 and not response.content.at_eof():
+        chunk = await response.content.read(left)
+        if not chunk:
+            return
+        left -= len(chunk)

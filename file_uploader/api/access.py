@@ -2,7 +2,7 @@
 
 The request log names the route pattern, never the raw path (which holds file
 names), the user by the one-way id only, and the client by its address (as a
-trusted proxy forwarded it, ops/proxies.py).
+trusted proxy forwarded it, api/proxies.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT, IN_FLIGHT, REQUEST_ID, USER_ID
-from . import metrics
+from ..ops import metrics
 from .proxies import client_address
 
 access_log = logging.getLogger("file_uploader.access")

@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
+from ..ops.loop import send_headers_and_body_apart
 from ..settings import load_settings
 from .lifecycle import drain, runner_for
-from .loop import send_headers_and_body_apart
 
 
 class GracefulWorker(GunicornUVLoopWebWorker):
