@@ -212,7 +212,7 @@ class _PublicClientFront:
             return [b""]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         form = dict(urllib.parse.parse_qsl(environ["wsgi.input"].read(length).decode()))
-        self.token_requests.append(form)
+        self.token_requests.append(dict(form))  # as the client sent it
         if form.get("grant_type") == "authorization_code":
             challenge = self.challenges.pop(form.get("code", ""), None)
             verifier = form.get("code_verifier", "")

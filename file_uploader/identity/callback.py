@@ -28,7 +28,7 @@ import time
 import aiohttp
 
 from .errors import AuthUnavailable, InvalidToken
-from .signed import NoAnswer, post_signed
+from ..hooks.signed import NoAnswer, post_signed
 from .users import Identity, callback_user, quota_of
 
 log = logging.getLogger(__name__)

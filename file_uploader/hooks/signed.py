@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ..ops.webhooks import signature
+from .webhooks import signature
 
 SIGNATURE_HEADER = "X-Hook-Signature"
 MAX_ANSWER_BYTES = 64 * 1024  # an answer is a small JSON object
