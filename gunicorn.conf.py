@@ -19,19 +19,27 @@ _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="file_uploader-metrics-")
 
-from file_uploader.ops import logs  # noqa: E402 (after the metrics directory is set)
-from file_uploader.settings import load_settings  # noqa: E402
+import sys  # noqa: E402
 
-_settings = load_settings()
+from file_uploader.ops import logs  # noqa: E402 (after the metrics directory is set)
+from file_uploader.server.worker import WORKER_TIMEOUT  # noqa: E402
+from file_uploader.settings import SettingsError, load_settings  # noqa: E402
+
+try:
+    _settings = load_settings()
+except SettingsError as exc:
+    # One line naming the setting, as `python -m file_uploader` prints it, not a traceback.
+    sys.exit(f"file_uploader: {exc}")
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = f"{_host}:{_settings.port}"
 workers = _settings.workers
 # aiohttp.GunicornUVLoopWebWorker, with a graceful stop that lets uploads finish.
 worker_class = "file_uploader.server.worker.GracefulWorker"
-timeout = _settings.worker_timeout
+timeout = WORKER_TIMEOUT
 graceful_timeout = _settings.graceful_timeout
-# The request log is file_uploader's own (ops.observe_middleware), not gunicorn's.
+# The request log is file_uploader's own (access_middleware, first in app.py's MIDDLEWARES),
+# not gunicorn's.
 accesslog = None
 
 

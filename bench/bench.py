@@ -22,8 +22,8 @@ bench/results/. Settings (environment):
                                          git worktree of an older commit) to compare versions
 
 The gateway runs as `python -m file_uploader` with its own defaults (PART_SIZE,
-PARTS_IN_FLIGHT, MEMORY_BUDGET, ... from the environment if set); the direct
-client uses the same part size, parts in flight and S3 client config, and
+MEMORY_BUDGET, ... from the environment if set); the direct client uses the
+same part size, parts in flight (sizes.PARTS_IN_FLIGHT) and S3 client config, and
 sends no checksum. The gateway applies the integrity mode its startup probe
 chose (docs/s3-engines.md): on RGW that is Content-MD5, whose MD5 it pays for.
 """
@@ -55,7 +55,7 @@ from devtools.ports import child_server, free_port  # noqa: E402
 from devtools.rgw import running_rgw, unavailable_reason  # noqa: E402
 from file_uploader.ops.loop import new_event_loop  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
-from file_uploader.sizes import GiB, MiB, parse_size  # noqa: E402
+from file_uploader.sizes import PARTS_IN_FLIGHT, GiB, MiB, parse_size  # noqa: E402
 from file_uploader.storage.client import open_client, send_bodies_as_is  # noqa: E402
 from file_uploader.storage.keys import user_id, user_prefix  # noqa: E402
 
@@ -132,7 +132,7 @@ def gateway_settings(s3_url: str, bucket: str) -> Settings:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key in ("PART_SIZE", "PARTS_IN_FLIGHT", "S3_MAX_CONNECTIONS", "MEMORY_BUDGET")
+        if key in ("PART_SIZE", "S3_MAX_CONNECTIONS", "MEMORY_BUDGET")
     }
     access_key, secret_key = keys(s3_url)
     return Settings.from_env(
@@ -225,7 +225,7 @@ async def direct_upload(client: Any, bucket: str, key: str, path: Path, settings
     """What a client does without the gateway: multipart, same parts and parts in flight."""
     created = await client.create_multipart_upload(Bucket=bucket, Key=key)
     upload_id = created["UploadId"]
-    slots = asyncio.Semaphore(settings.parts_in_flight)
+    slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
     tasks = []
 
     async def send(number: int, data: bytes) -> dict[str, Any]:
@@ -666,7 +666,7 @@ async def main() -> None:
                 "runs": runs,
                 "cpus": os.cpu_count(),
                 "part_size": settings.part_size,
-                "parts_in_flight": settings.parts_in_flight,
+                "parts_in_flight": PARTS_IN_FLIGHT,
                 "memory_budget": settings.memory_budget,
                 "rows": report.rows,
             },

@@ -1,7 +1,12 @@
-"""Every knob of the gateway, read once from the environment (and `.env`).
+"""What a user may set, read once from the environment (and `.env`).
 
-`Settings.from_env()` is the only place that knows a variable's name; the rest
-of the code reads attributes of a frozen `Settings`.
+Each setting is one field of `Settings`, written once: its environment name is
+the field's name in capitals, and its group, parser and documentation sit in
+the field's metadata. `.env.example` and the table in docs/operations.md are
+generated from them (`python -m devtools.settings_doc`), and a test keeps them
+current. What is not a user's business (lease and lock periods, pool waits,
+queue lengths, thumbnail safety limits) is a named constant beside the code
+that uses it, with the reason for its value (sizes.py, and the modules).
 """
 
 from __future__ import annotations
@@ -11,12 +16,23 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dotenv import load_dotenv
 
-from .sizes import DEFAULT_PART_SIZE, MAX_OBJECT_SIZE, MIN_PART_SIZE, GiB, MiB, parse_size
+from .sizes import (
+    DEFAULT_PART_SIZE,
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    PARTS_IN_FLIGHT,
+    PARTS_PER_SIZE_STEP,
+    GiB,
+    MiB,
+    TiB,
+    parse_size,
+)
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -60,12 +76,6 @@ def _text(name: str, value: str) -> str:
     return value
 
 
-def _file(name: str, value: str) -> str:
-    if not os.path.isfile(value):
-        raise SettingsError(f"{name} must name a file, and {value!r} is not one")
-    return value
-
-
 def _quota(name: str, value: str) -> int:
     size = _size(name, value)
     if size < 1:
@@ -73,11 +83,43 @@ def _quota(name: str, value: str) -> int:
     return size
 
 
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a TCP port from 1 to 65535, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        # 0 would listen on a port the kernel picks, which nobody could be told.
+        raise SettingsError(f"{name} must be a TCP port from 1 to 65535, got {port}")
+    return port
+
+
+# A host name as DNS spells it: dot-separated labels of letters, digits and inner hyphens.
+_HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?", re.IGNORECASE)
+
+
+def _host(name: str, value: str) -> str:
+    """An IP address (IPv4, IPv6) or a host name; `999.1.1.1` is neither (all its labels are numbers)."""
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if _HOST_NAME.fullmatch(host) and not host.rstrip(".").rsplit(".", 1)[-1].isdigit():
+        return host
+    raise SettingsError(f"{name} must be an IP address (0.0.0.0, ::1) or a host name, got {value!r}")
+
+
 def _http_url(name: str, value: str) -> str:
     parsed = urllib.parse.urlsplit(value.strip())
+    try:
+        parsed.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:
+        parsed = parsed._replace(netloc="")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         # Not the value itself: a URL may carry credentials.
-        raise SettingsError(f"{name} must be an http:// or https:// URL")
+        raise SettingsError(f"{name} must be an http:// or https:// URL such as http://127.0.0.1:9000")
     return value.strip()
 
 
@@ -154,150 +196,318 @@ def _networks(name: str, value: str) -> tuple[IpNetwork, ...]:
     return tuple(networks)
 
 
-# Each environment variable (besides S3_BUCKET / BUCKET): the field it sets
-# and how its text is read.
-ENV_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
-    "S3_ENDPOINT_URL": ("s3_endpoint_url", _text),
-    "S3_CREATE_BUCKET": ("s3_create_bucket", _bool),
-    "AWS_REGION": ("aws_region", _text),
-    "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
-    "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", _text),
-    "S3_MAX_CONNECTIONS": ("s3_max_connections", _whole(1)),
-    "S3_MAX_ATTEMPTS": ("s3_max_attempts", _whole(1)),
-    "S3_DOWNLOAD_CONNECTIONS": ("s3_download_connections", _whole(0)),
-    "S3_UPLOAD_CONNECTIONS": ("s3_upload_connections", _whole(0)),
-    "S3_POOL_TIMEOUT": ("s3_pool_timeout", _seconds(0.1)),
-    "S3_CONDITIONAL_WRITES": ("s3_conditional_writes", _bool),
-    "S3_CHECKSUM": ("s3_checksum", _one_of(S3_CHECKSUMS)),
-    "S3_CHECKSUM_FALLBACK": ("s3_checksum_fallback", _one_of(S3_CHECKSUM_FALLBACKS)),
-    "S3_CA_BUNDLE": ("s3_ca_bundle", _file),
-    "HOST": ("host", _text),
-    "PORT": ("port", _whole(0)),
-    "LOG_LEVEL": ("log_level", _one_of(LOG_LEVELS, upper=True)),
-    "LOG_FORMAT": ("log_format", _one_of(LOG_FORMATS)),
-    "HEADER_TIMEOUT": ("header_timeout", _seconds(0.1)),
-    "KEEPALIVE_TIMEOUT": ("keepalive_timeout", _seconds(0.1)),
-    "SEND_TIMEOUT": ("send_timeout", _seconds(0.1)),
-    "MAX_CONNECTIONS": ("max_connections", _whole(1)),
-    "PART_SIZE": ("part_size", _size),
-    "PARTS_IN_FLIGHT": ("parts_in_flight", _whole(1)),
-    "MEMORY_BUDGET": ("memory_budget", _size),
-    "SPILL_AFTER": ("spill_after", _seconds(0)),
-    "SPOOL_BUDGET": ("spool_budget", _size),
-    "MAX_FILE_SIZE": ("max_file_size", _size),
-    "BODY_READ_TIMEOUT": ("body_read_timeout", _seconds(0.1)),
-    "MAX_UPLOADS_PER_USER": ("max_uploads_per_user", _whole(0)),
-    "UPLOAD_EXPIRY": ("upload_expiry", _seconds(1)),
-    "UPLOAD_LOCK_SECONDS": ("upload_lock_seconds", _seconds(1)),
-    "SHARE_SECRET": ("share_secret", _text),
-    "SHARE_MAX_SECONDS": ("share_max_seconds", _whole(1)),
-    "PUBLIC_URL": ("public_url", _origin),
-    "TRUSTED_PROXIES": ("trusted_proxies", _networks),
-    "CORS_ORIGINS": ("cors_origins", _origins),
-    "GRACEFUL_TIMEOUT": ("graceful_timeout", _whole(0)),
-    "WORKERS": ("workers", _whole(1)),
-    "WORKER_TIMEOUT": ("worker_timeout", _whole(1)),
-    "THUMBNAIL_MAX_PIXELS": ("thumbnail_max_pixels", _whole(1)),
-    "THUMBNAIL_MAX_BYTES": ("thumbnail_max_bytes", _size),
-    "THUMBNAIL_WORKERS": ("thumbnail_workers", _whole(1)),
-    "USER_QUOTA": ("user_quota", _quota),
-    "QUOTA_LEASE_SECONDS": ("quota_lease_seconds", _seconds(3)),
-    "WEBHOOK_URL": ("webhook_url", _http_url),
-    "WEBHOOK_SECRET": ("webhook_secret", _text),
-    "WEBHOOK_QUEUE": ("webhook_queue", _whole(1)),
+Parser = Callable[[str, str], Any]
+
+# The groups, in the order .env.example and docs/operations.md show them.
+S3 = "S3"
+HTTP = "HTTP"
+UPLOADS = "Uploads"
+FEATURES = "Features"
+GROUPS = (S3, HTTP, UPLOADS, FEATURES)
+
+
+def setting(
+    group: str,
+    doc: str,
+    parse: Parser = _text,
+    *,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+    shown: str | None = None,
+    example: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A field of `Settings` that a user sets: environment name = the field's name in capitals.
+
+    `doc` is what .env.example and docs/operations.md say about it; `shown`, its
+    default as they print it (else worked out from the default); `example`, a
+    value .env.example suggests. A `secret` is never in the dataclass's repr.
+    """
+    metadata = {"group": group, "doc": doc, "parse": parse, "shown": shown, "example": example}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, repr=not secret, metadata=metadata)
+    return dataclasses.field(default=default, repr=not secret, metadata=metadata)
+
+
+# Names older versions read, each with what replaced it: set, they stop the gateway at startup
+# rather than be silently ignored.
+_INTERNAL = "a fixed internal period or limit now (file_uploader/sizes.py says why); remove it"
+REMOVED: dict[str, str] = {
+    "S3_MAX_ATTEMPTS": "use botocore's own AWS_MAX_ATTEMPTS (attempts per S3 call, the first included)",
+    "S3_CA_BUNDLE": "use botocore's own AWS_CA_BUNDLE (a PEM file of the CAs to trust)",
+    "S3_DOWNLOAD_CONNECTIONS": "derived from S3_MAX_CONNECTIONS now (3/8 of it); set that instead",
+    "S3_UPLOAD_CONNECTIONS": "derived from S3_MAX_CONNECTIONS now (1/2 of it); set that instead",
+    "HEADER_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
+    "KEEPALIVE_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
+    "SEND_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
+    "BODY_READ_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
+    **dict.fromkeys(
+        (
+            "S3_POOL_TIMEOUT",
+            "PARTS_IN_FLIGHT",
+            "SPILL_AFTER",
+            "UPLOAD_LOCK_SECONDS",
+            "QUOTA_LEASE_SECONDS",
+            "WEBHOOK_QUEUE",
+            "WORKER_TIMEOUT",
+            "THUMBNAIL_MAX_PIXELS",
+            "THUMBNAIL_MAX_BYTES",
+            "THUMBNAIL_WORKERS",
+        ),
+        _INTERNAL,
+    ),
 }
+# Variables botocore reads itself, which the gateway does not copy: documented beside the
+# settings (with an example value) because they are where its former S3_MAX_ATTEMPTS and
+# S3_CA_BUNDLE went.
+BOTOCORE_VARIABLES: dict[str, tuple[str, str]] = {
+    "AWS_MAX_ATTEMPTS": (
+        "Attempts per S3 call, the first included, with backoff (botocore's standard retry mode). "
+        "Unset: botocore's default, 3.",
+        "5",
+    ),
+    "AWS_CA_BUNDLE": (
+        "For an https S3_ENDPOINT_URL whose certificate a private CA signed: that CA's certificate "
+        "(a PEM file). Unset: the usual public CAs.",
+        "/etc/ssl/private-ca.pem",
+    ),
+    "AWS_PROFILE": (
+        "A profile of ~/.aws/config and ~/.aws/credentials to take the credentials (and region) from, "
+        "instead of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+        "default",
+    ),
+}
+# Other names a setting answers to (a deployment's older spelling).
+ALIASES = {"S3_BUCKET": ("BUCKET",)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    s3_bucket: str
-    s3_endpoint_url: str | None = None
-    aws_region: str = "us-east-1"
-    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
-    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
-    s3_create_bucket: bool = True
-    host: str = "0.0.0.0"
-    port: int = 8080
-    part_size: int = DEFAULT_PART_SIZE
-    parts_in_flight: int = 4
-    s3_max_connections: int = 64
-    s3_max_attempts: int = 5
-    # Of S3_MAX_CONNECTIONS, the connections downloads may hold (streaming to
-    # clients) and those parts of uploads may hold; the rest is kept for the
-    # short calls (listings, HEAD, multipart bookkeeping, tus state), so none
-    # of the three can starve the others. 0: the default share (3/8 and 1/2).
-    s3_download_connections: int = 0
-    s3_upload_connections: int = 0
-    # Seconds a request waits for a free S3 connection of its kind before it
-    # gets 503 with Retry-After (aiobotocore's own pool would wait forever).
-    s3_pool_timeout: float = 10.0
-    # Whether the S3 honours If-None-Match: * and If-Match on PutObject
-    # (AWS since 2024, MinIO, moto): tus locks and commits compare-and-swap
-    # when it does (storage/resumable.py says what remains when it does not).
-    s3_conditional_writes: bool = True
-    s3_checksum: str = "crc32"  # see storage/checksums.py
-    s3_checksum_fallback: str = "md5"  # see storage/probe.py
-    # PEM file of the CAs to trust for an https S3_ENDPOINT_URL (a private
-    # CA); None: botocore's default (certifi, or AWS_CA_BUNDLE).
-    s3_ca_bundle: str | None = None
-    max_file_size: int = MAX_OBJECT_SIZE
-    body_read_timeout: float = 60.0
-    # Per process; 0: no limit. High enough that a parallel client (xargs -P 50
-    # curl) never sees it: MEMORY_BUDGET, shared fairly, is what makes uploads wait.
-    max_uploads_per_user: int = 128
-    memory_budget: int = 512 * MiB
-    # While memory is short, how often parts whose clients keep them waiting longer than
-    # this are moved to temporary files (storage/parts.py).
-    spill_after: float = 1.0
-    # Disk that parts in temporary files may take, all uploads together.
-    spool_budget: int = 8 * GiB
-    log_level: str = "INFO"
-    # A tus upload not PATCHed for this long expires (Upload-Expires).
-    upload_expiry: float = 24 * 3600.0
-    # Lease of a tus upload's lock: renewed every third of it while a PATCH
-    # runs; a lock left by a killed process frees itself after this long.
-    upload_lock_seconds: float = 20.0
-    # Key of the HMAC that signs share links; None: a random one per process.
-    share_secret: str | None = dataclasses.field(default=None, repr=False)
-    share_max_seconds: int = 7 * 24 * 3600
-    # Browsers and proxies (ops/proxies.py, api/cors.py). The origin that share links, public
-    # links and tus Locations start with (https://files.example.com); None: each request's own,
-    # as the trusted proxies forwarded it.
-    public_url: str | None = None
-    # Peers whose X-Forwarded-* / Forwarded headers are believed; none by default.
-    trusted_proxies: tuple[IpNetwork, ...] = ()
-    # Origins whose scripts may call the API (CORS); ("*",): any; (): no CORS headers at all.
-    cors_origins: tuple[str, ...] = ()
-    log_format: str = "text"  # or "json": one JSON object per line
-    # Client connections (ops/connections.py): a request head must be complete
-    # this many seconds after its first byte (or after the connection opened)...
-    header_timeout: float = 10.0
-    # ...an idle keep-alive connection is closed after this long...
-    keepalive_timeout: float = 15.0
-    # ...a response its client takes no bytes of for this long is cut off...
-    send_timeout: float = 30.0
-    # ...and a process holds at most this many (fewer if its open-file limit is lower).
-    max_connections: int = 1000
-    # Seconds uploads in flight get to finish after SIGTERM before they are aborted.
-    graceful_timeout: int = 30
-    workers: int = dataclasses.field(default_factory=_usable_cpus)  # gunicorn
-    worker_timeout: int = 30  # gunicorn: a worker silent this long is restarted
-    # Thumbnails (storage/thumbnails.py): images with more pixels than this are refused
-    # before decoding (decompression bombs); each decode holds up to 4 bytes a pixel.
-    thumbnail_max_pixels: int = 40_000_000
-    thumbnail_max_bytes: int = 32 * MiB  # larger files get no thumbnail
-    thumbnail_workers: int = 2  # threads decoding images, and images open at once
-    # Bytes one user may store, counting uploads in progress; None: no quota (storage/quotas.py).
-    user_quota: int | None = None
-    # Lease of a reservation for an upload in progress: renewed every third of it while the
-    # upload runs; a reservation left by a killed process frees itself after this long.
-    quota_lease_seconds: float = 60.0
-    # Where events (file.stored, file.deleted) are POSTed, signed with WEBHOOK_SECRET;
-    # None: no webhooks (ops/webhooks.py).
-    webhook_url: str | None = dataclasses.field(default=None, repr=False)
-    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
-    # Events one process keeps queued for the receiver; more are dropped (and counted).
-    webhook_queue: int = 10_000
+    """Every setting a user may set, grouped as .env.example shows them."""
+
+    # --- S3 ---
+    s3_bucket: str = setting(
+        S3,
+        "The one bucket that holds every user's files (required; BUCKET also works).",
+        shown="required",
+        example="file-uploader",
+    )
+    s3_endpoint_url: str | None = setting(
+        S3,
+        "Endpoint of an S3-compatible store (MinIO, Ceph RGW, moto...); unset: AWS S3. "
+        "The compose stack of `make run-dev` sets it to its own MinIO; `make run` with no "
+        "endpoint and no credentials starts an in-memory S3 of its own.",
+        _http_url,
+        default=None,
+        example="http://127.0.0.1:9000",
+    )
+    s3_create_bucket: bool = setting(
+        S3, "Create the bucket at startup when it does not exist (1/0).", _bool, default=True
+    )
+    aws_region: str = setting(S3, "Region of the bucket.", default="us-east-1")
+    aws_access_key_id: str | None = setting(
+        S3,
+        "S3 credentials; unset: botocore's usual chain (AWS_PROFILE, instance roles...).",
+        default=None,
+        example="minioadmin",
+        secret=True,
+    )
+    aws_secret_access_key: str | None = setting(
+        S3, "S3 credentials, with AWS_ACCESS_KEY_ID.", default=None, example="minioadmin", secret=True
+    )
+    s3_max_connections: int = setting(
+        S3,
+        "Connections the S3 client may hold open, shared by every request of the process. Downloads "
+        "may hold 3/8 of them and parts of uploads 1/2; the rest is kept for listings, HEAD, deletes and "
+        "multipart bookkeeping, so that neither kind can make the others wait.",
+        _at_least(3, int, "a whole number"),
+        default=64,
+    )
+    s3_conditional_writes: bool = setting(
+        S3,
+        "Whether the S3 honours conditional writes (If-None-Match: * and If-Match on PutObject: AWS "
+        "since 2024, MinIO, moto); tus locks and commits and the quota ledger compare-and-swap when it "
+        "does. Set 0 for one that does not: racing tus PATCHes can then cost a client its work (409), "
+        "but never mix two files.",
+        _bool,
+        default=True,
+    )
+    s3_checksum: str = setting(
+        S3,
+        "The checksum sent with each part for S3 to verify: crc32, crc32c, sha256, md5 (Content-MD5, "
+        "which even old S3-compatible servers check) or off. At startup the gateway probes whether S3 "
+        "really verifies it (docs/s3-engines.md).",
+        _one_of(S3_CHECKSUMS),
+        default="crc32",
+    )
+    s3_checksum_fallback: str = setting(
+        S3,
+        "When the probe finds that S3 does not verify S3_CHECKSUM: md5 sends Content-MD5 instead (or, "
+        "where S3 verifies nothing but its ETags are MD5s, compares them); warn keeps S3_CHECKSUM and "
+        "logs a warning.",
+        _one_of(S3_CHECKSUM_FALLBACKS),
+        default="md5",
+    )
+
+    # --- HTTP ---
+    host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
+    port: int = setting(HTTP, "Port to listen on (1-65535).", _port, default=8080)
+    workers: int = setting(
+        HTTP,
+        "gunicorn worker processes (make start-gunicorn, Docker).",
+        _whole(1),
+        default_factory=_usable_cpus,
+        shown="the CPUs the process may use",
+        example="4",
+    )
+    max_connections: int = setting(
+        HTTP,
+        "Open client connections per process; over it, a new one gets 503 at once. Kept below the "
+        "open-file limit (raised to its hard limit at startup) minus S3_MAX_CONNECTIONS and some room "
+        "for temporary files.",
+        _whole(1),
+        default=1000,
+    )
+    client_timeout: float = setting(
+        HTTP,
+        "Seconds a client may stay silent: in the middle of a request body (the upload is aborted), or "
+        "taking none of a response (a download nobody reads must not hold an S3 connection for ever) "
+        "(docs/hostile-clients.md).",
+        _seconds(0.1),
+        default=60.0,
+    )
+    graceful_timeout: int = setting(
+        HTTP,
+        "After SIGTERM, seconds that uploads in flight get to finish; the rest are aborted (no "
+        "multipart upload is left open).",
+        _whole(0),
+        default=30,
+    )
+    public_url: str | None = setting(
+        HTTP,
+        "The origin users reach the gateway at, when a proxy or load balancer stands in front of it: "
+        "share links, public links (/p/...) and tus upload URLs start with it. A scheme, a host and "
+        "perhaps a port; no path. Unset: each request's own, as a trusted proxy forwarded it "
+        "(docs/browsers-and-proxies.md).",
+        _origin,
+        default=None,
+        example="https://files.example.com",
+    )
+    trusted_proxies: tuple[IpNetwork, ...] = setting(
+        HTTP,
+        "Addresses or networks of the proxies in front of the gateway, comma-separated: only from "
+        "these are X-Forwarded-For/-Proto/-Host/-Port (or Forwarded) believed, for links and the client "
+        "address in the request log. Unset: nobody (the compose stack of `make run-dev` sets its own "
+        "network's private ranges).",
+        _networks,
+        default=(),
+        shown="unset (none)",
+        example="10.0.0.5,172.16.0.0/12",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        HTTP,
+        "Origins whose scripts may call the API from a browser (CORS), comma-separated, or * for any "
+        "(safe here: the token is a header a script sets, never a cookie). Unset: no CORS headers.",
+        _origins,
+        default=(),
+        shown="unset (no CORS)",
+        example="https://app.example.com,http://localhost:3000",
+    )
+    log_level: str = setting(
+        HTTP, "DEBUG, INFO, WARNING, ERROR or CRITICAL.", _one_of(LOG_LEVELS, upper=True), default="INFO"
+    )
+    log_format: str = setting(
+        HTTP,
+        "text, or json for one JSON object per line (the request log included).",
+        _one_of(LOG_FORMATS),
+        default="text",
+    )
+
+    # --- Uploads ---
+    part_size: int = setting(
+        UPLOADS,
+        "Size of one multipart part (bytes, or 8MiB / 16M / 1GiB; S3 needs at least 5 MiB). Bigger parts "
+        f"mean fewer S3 round trips and more memory: an upload keeps up to {PARTS_IN_FLIGHT} parts in "
+        f"flight to S3 while it reads the next. A declared length too large for {MAX_PARTS:,} parts grows "
+        f"the part size for that upload; a chunked upload doubles it every {PARTS_PER_SIZE_STEP:,} parts.",
+        _size,
+        default=DEFAULT_PART_SIZE,
+    )
+    memory_budget: int = setting(
+        UPLOADS,
+        "Part data held in memory by all uploads together (at least PART_SIZE). An upload reserves a part "
+        "before reading it and gives it back once S3 has it; at the cap, uploads wait (their sockets stop "
+        "being read, so TCP slows the clients down) or move parts to disk, rather than fail.",
+        _size,
+        default=512 * MiB,
+    )
+    spool_budget: int = setting(
+        UPLOADS,
+        "Disk that parts in temporary files may take, all uploads together (parts of clients that keep "
+        "them waiting while memory is short).",
+        _size,
+        default=8 * GiB,
+    )
+    max_file_size: int = setting(
+        UPLOADS,
+        "Largest file accepted (default: S3's own maximum object size).",
+        _size,
+        default=MAX_OBJECT_SIZE,
+    )
+    max_uploads_per_user: int = setting(
+        UPLOADS,
+        "Uploads one user may run at once, per process (0: no limit); the next gets 429 with "
+        "Retry-After. High enough that parallel clients (xargs -P 50 curl) never see it: MEMORY_BUDGET, "
+        "shared fairly, is what makes uploads wait.",
+        _whole(0),
+        default=128,
+    )
+    upload_expiry: float = setting(
+        UPLOADS,
+        "Seconds a resumable (tus) upload may go without a PATCH before it expires and `gc` may abort it.",
+        _seconds(1),
+        default=24 * 3600.0,
+    )
+    user_quota: int | None = setting(
+        UPLOADS,
+        "Bytes one user may store, counting uploads in progress (10GiB, 500MiB...); past it, 413 "
+        "quota_exceeded. Unset: no quota, and no S3 call for one (docs/quotas-and-webhooks.md).",
+        _quota,
+        default=None,
+        shown="unset (no quota)",
+        example="10GiB",
+    )
+
+    # --- Features ---
+    share_secret: str | None = setting(
+        FEATURES,
+        'Key that signs share links (/s/...), any long random text (python -c "import secrets; '
+        'print(secrets.token_urlsafe(32))"). Unset: each process makes a random one, so links die on '
+        "restart and one worker's links are refused by the others: set it for any real deployment.",
+        default=None,
+        secret=True,
+        example="",
+    )
+    share_max_seconds: int = setting(
+        FEATURES, "Longest lifetime a share link may be given, in seconds.", _whole(1), default=7 * 24 * 3600
+    )
+    webhook_url: str | None = setting(
+        FEATURES,
+        "Where each file.stored / file.deleted event is POSTed as JSON, after the client's response, "
+        "retried with backoff. Unset: no webhooks (docs/quotas-and-webhooks.md).",
+        _http_url,
+        default=None,
+        secret=True,
+        example="https://hooks.example.com/files",
+    )
+    webhook_secret: str | None = setting(
+        FEATURES,
+        "Key of the X-Webhook-Signature header (sha256=<hex HMAC-SHA256 of the body>); required with "
+        "WEBHOOK_URL.",
+        default=None,
+        secret=True,
+        example="",
+    )
 
     def __post_init__(self) -> None:
         for name, value, choices in (
@@ -317,33 +527,70 @@ class Settings:
             )
         if self.memory_budget < self.part_size:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
-        if self.s3_max_connections < self.parts_in_flight:
-            raise SettingsError("S3_MAX_CONNECTIONS must be at least PARTS_IN_FLIGHT")
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
-        downloads, uploads = self.s3_lanes()[:2]
-        if downloads < 1 or uploads < 1 or downloads + uploads >= self.s3_max_connections:
-            raise SettingsError(
-                "S3_DOWNLOAD_CONNECTIONS and S3_UPLOAD_CONNECTIONS must each be at least 1 and leave "
-                "at least one of S3_MAX_CONNECTIONS for listings and other short calls"
-            )
 
     def s3_lanes(self) -> tuple[int, int, int]:
-        """S3_MAX_CONNECTIONS split into (downloads, uploads, short calls)."""
+        """S3_MAX_CONNECTIONS split into (downloads, uploads, short calls): 3/8, 1/2 and the rest."""
         total = self.s3_max_connections
-        downloads = self.s3_download_connections or max(1, total * 3 // 8)
-        uploads = self.s3_upload_connections or max(1, total // 2)
+        downloads = max(1, total * 3 // 8)
+        uploads = max(1, total // 2)
         return downloads, uploads, total - downloads - uploads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: `os.environ`); unset or empty names keep their defaults."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {"s3_bucket": env.get("S3_BUCKET") or env.get("BUCKET") or ""}
-        for var, (field, parse) in ENV_VARIABLES.items():
-            if env.get(var):
-                values[field] = parse(var, env[var])
+        for name, replacement in REMOVED.items():
+            if env.get(name):
+                raise SettingsError(f"{name} is no longer a setting: {replacement}")
+        values: dict[str, object] = {}
+        for field in FIELDS:
+            name = env_name(field)
+            for spelling in (name, *ALIASES.get(name, ())):
+                if env.get(spelling):
+                    values[field.name] = field.metadata["parse"](spelling, env[spelling])
+                    break
+        if "s3_bucket" not in values:
+            raise SettingsError("S3_BUCKET (or BUCKET) must name the bucket that holds the files")
         return cls(**values)  # type: ignore[arg-type]
+
+
+FIELDS = dataclasses.fields(Settings)
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    return field.name.upper()
+
+
+# Every name `from_env` reads, aliases included.
+ENV_NAMES = frozenset(
+    spelling for field in FIELDS for spelling in (env_name(field), *ALIASES.get(env_name(field), ()))
+)
+
+
+def shown_default(field: dataclasses.Field[Any]) -> str:
+    """A setting's default as .env.example and docs/operations.md print it."""
+    if field.metadata["shown"] is not None:
+        return str(field.metadata["shown"])
+    value: Any = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if field.metadata["parse"] is _size:
+        for unit, size in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def grouped() -> Iterator[tuple[str, list[dataclasses.Field[Any]]]]:
+    """The settings of each group, in the order they are defined."""
+    for group in GROUPS:
+        yield group, [field for field in FIELDS if field.metadata["group"] == group]
 
 
 def load_settings() -> Settings:

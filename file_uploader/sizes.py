@@ -25,6 +25,34 @@ DEFAULT_PART_SIZE = 8 * MiB
 # bigger than 8 MiB (and memory grows only for bodies that large).
 PARTS_PER_SIZE_STEP = 900
 
+# Internal limits and periods of the storage layer: not settings (a user has no way to know
+# better values), each with why it is what it is.
+
+# Parts of one upload sent to S3 at once while the next is read: 4 x 8 MiB keeps enough requests
+# going to hide S3's per-request latency (tens of ms on AWS) at a few hundred MB/s per stream,
+# while MEMORY_BUDGET, shared fairly, still admits a dozen uploads at full speed.
+PARTS_IN_FLIGHT = 4
+# While memory is short, parts whose clients keep them waiting longer than this move to
+# temporary files: long enough that a client merely between two TCP windows is left alone.
+SPILL_SECONDS = 1.0
+# How long a call waits for a free S3 connection of its kind before a 503 with Retry-After
+# (aiobotocore's own pool would wait for ever): longer than any healthy call takes.
+S3_POOL_WAIT_SECONDS = 10.0
+# Lease of a tus upload's lock, renewed every third of it while a PATCH runs: a lock left by a
+# killed process frees itself after this long (meanwhile a resuming client gets 423).
+UPLOAD_LOCK_SECONDS = 20.0
+# Lease of the room an upload in progress holds in its user's quota, renewed every third of it:
+# long enough for replicas' clocks to differ by a few seconds (NTP keeps them far closer).
+QUOTA_LEASE_SECONDS = 60.0
+# Thumbnails: images with more pixels than this are refused before any pixel is decoded
+# (decompression bombs; a decode holds up to 4 bytes a pixel: 160 MB at this limit)...
+THUMBNAIL_MAX_PIXELS = 40_000_000
+# ...larger files get none (the file is read whole into memory, counted in MEMORY_BUDGET)...
+THUMBNAIL_MAX_BYTES = 32 * MiB
+# ...and this many threads decode images, which is also how many are decoded at once: two
+# decodes at the pixel limit stay far below the default MEMORY_BUDGET.
+THUMBNAIL_WORKERS = 2
+
 _UNITS = {
     "": 1,
     "b": 1,

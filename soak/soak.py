@@ -214,7 +214,7 @@ def main() -> int:
             "HOST": "127.0.0.1",
             "PORT": str(gateway_port),
             "PART_SIZE": "5MiB",
-            "BODY_READ_TIMEOUT": "10",
+            "CLIENT_TIMEOUT": "10",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }

@@ -1,4 +1,4 @@
-"""Settings: every variable read once, bad values refused with a clear message."""
+"""Settings: every variable read once, bad values and removed names refused with a clear message."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from file_uploader.settings import ENV_VARIABLES, Settings, SettingsError
+from devtools import settings_doc
+from file_uploader.settings import ENV_NAMES, FIELDS, GROUPS, REMOVED, Settings, SettingsError
 from file_uploader.sizes import PARTS_PER_SIZE_STEP
 
 from .helpers import ROOT
@@ -54,8 +55,73 @@ def test_env_example_states_how_often_a_chunked_uploads_part_size_doubles():
 
 def test_the_operations_guide_describes_every_setting():
     guide = (ROOT / "docs" / "operations.md").read_text()
-    missing = [name for name in ENV_VARIABLES if f"`{name}`" not in guide]
+    missing = [name for name in ENV_NAMES if f"`{name}`" not in guide]
     assert missing == []
+
+
+def test_env_example_is_generated_from_the_current_settings():
+    assert (ROOT / ".env.example").read_text() == settings_doc.env_example(), (
+        "stale: run python -m devtools.settings_doc"
+    )
+
+
+def test_the_operations_guide_table_is_generated_from_the_current_settings():
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    assert settings_doc.settings_table() in guide, "stale: run python -m devtools.settings_doc"
+
+
+def test_there_are_32_settings_each_in_one_of_four_groups():
+    assert len(FIELDS) == 32
+    assert {field.metadata["group"] for field in FIELDS} == set(GROUPS)
+    assert all(field.metadata["doc"] for field in FIELDS)
+
+
+def test_bucket_is_still_accepted_for_s3_bucket():
+    assert Settings.from_env({"BUCKET": "old-name"}).s3_bucket == "old-name"
+    assert Settings.from_env({"S3_BUCKET": "new", "BUCKET": "old"}).s3_bucket == "new"
+
+
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_setting_stops_startup_naming_what_replaced_it(name):
+    with pytest.raises(SettingsError, match=f"^{name} is no longer a setting: ") as refused:
+        Settings.from_env({"S3_BUCKET": "b", name: "5"})
+    assert "\n" not in str(refused.value)
+
+
+def test_removed_timeouts_name_client_timeout_and_botocores_own_variables():
+    for name, replacement in [
+        ("SEND_TIMEOUT", "CLIENT_TIMEOUT"),
+        ("S3_MAX_ATTEMPTS", "AWS_MAX_ATTEMPTS"),
+        ("S3_CA_BUNDLE", "AWS_CA_BUNDLE"),
+        ("S3_UPLOAD_CONNECTIONS", "S3_MAX_CONNECTIONS"),
+    ]:
+        with pytest.raises(SettingsError, match=replacement):
+            Settings.from_env({"S3_BUCKET": "b", name: "1"})
+
+
+def test_a_removed_setting_left_empty_is_ignored():
+    assert Settings.from_env({"S3_BUCKET": "b", "WEBHOOK_QUEUE": ""}).s3_bucket == "b"
+
+
+def test_client_timeout_is_one_number_of_seconds_sixty_by_default():
+    assert Settings(s3_bucket="b").client_timeout == 60.0
+    assert Settings.from_env({"S3_BUCKET": "b", "CLIENT_TIMEOUT": "2.5"}).client_timeout == 2.5
+    with pytest.raises(SettingsError, match="CLIENT_TIMEOUT must be a number of seconds"):
+        Settings.from_env({"S3_BUCKET": "b", "CLIENT_TIMEOUT": "soon"})
+
+
+def test_secrets_stay_out_of_the_settings_repr():
+    settings = Settings.from_env(
+        {
+            "S3_BUCKET": "b",
+            "AWS_SECRET_ACCESS_KEY": "hunter2",
+            "SHARE_SECRET": "sharekey",
+            "WEBHOOK_URL": "https://u:pw@hooks.example/x",
+            "WEBHOOK_SECRET": "hookkey",
+        }
+    )
+    shown = repr(settings)
+    assert [secret for secret in ("hunter2", "sharekey", "hooks.example", "hookkey") if secret in shown] == []
 
 
 def test_user_quota_takes_a_size_and_unset_means_no_quota():

@@ -40,7 +40,7 @@ def declared_length(request: web.Request, settings: Settings) -> int | None:
 
 
 def _timed_out(settings: Settings) -> ApiError:
-    return ApiError(408, "body_timeout", f"no data arrived for {settings.body_read_timeout:g} seconds")
+    return ApiError(408, "body_timeout", f"no data arrived for {settings.client_timeout:g} seconds")
 
 
 def _incomplete() -> ApiError:
@@ -48,14 +48,14 @@ def _incomplete() -> ApiError:
 
 
 async def read_body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives, held to MAX_FILE_SIZE and BODY_READ_TIMEOUT."""
+    """The request body as it arrives, held to MAX_FILE_SIZE and CLIENT_TIMEOUT."""
     settings = request.app[SETTINGS]
     content = request.content
     limit = settings.max_file_size
     total = 0
     while True:
         try:
-            async with asyncio.timeout(settings.body_read_timeout):
+            async with asyncio.timeout(settings.client_timeout):
                 # readchunk hands over aiohttp's buffers as received, without
                 # joining them into a new bytes object first.
                 chunk, _ = await content.readchunk()
@@ -86,14 +86,14 @@ PART_READ_SIZE = 256 * 1024
 async def read_part(
     request: web.Request, part: BodyPartReader, *, limited: bool = True
 ) -> AsyncIterator[bytes]:
-    """One file of a multipart/form-data body as it arrives, held to BODY_READ_TIMEOUT and
+    """One file of a multipart/form-data body as it arrives, held to CLIENT_TIMEOUT and
     (if `limited`) MAX_FILE_SIZE, like a whole body."""
     settings = request.app[SETTINGS]
     limit = settings.max_file_size if limited else None
     total = 0
     while True:
         try:
-            async with asyncio.timeout(settings.body_read_timeout):
+            async with asyncio.timeout(settings.client_timeout):
                 chunk = await part.read_chunk(PART_READ_SIZE)
         except TimeoutError:
             raise _timed_out(settings) from None

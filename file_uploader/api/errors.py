@@ -30,7 +30,7 @@ CHECKSUM_MISMATCH = 460
 
 class ClientGone(Exception):
     """A response could not be finished because of its client: it went away, or it took no
-    bytes for SEND_TIMEOUT. Not the gateway's failure: logged at INFO, counted as 499."""
+    bytes for CLIENT_TIMEOUT. Not the gateway's failure: logged at INFO, counted as 499."""
 
     def __init__(self, reason: str, response: web.StreamResponse) -> None:
         super().__init__(reason)
@@ -72,6 +72,7 @@ STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
     storage.NotAnImage: (415, "not_an_image", {}),
     storage.ImageTooLarge: (422, "image_too_large", {}),
+    storage.FileChanged: (410, "file_changed", {}),
     storage.UploadLocked: (423, "upload_locked", _RETRY),
     storage.UploadConflict: (409, "upload_conflict", {}),
     storage.PreconditionFailed: (409, "upload_conflict", {}),
@@ -122,7 +123,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "response cut short: %s",
             "the client went away"
             if exc.reason == "disconnected"
-            else "the client took no bytes for SEND_TIMEOUT",
+            else "the client took no bytes for CLIENT_TIMEOUT",
         )
         return exc.response
     except web.HTTPException as exc:

@@ -149,9 +149,7 @@ async def serve(
         disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
         return await send_file(request, key, name, if_match=if_match, headers=disposition)
     image_format = _thumbnail_format(request)
-    thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format)
-    if if_match is not None and etag != if_match:
-        raise _changed()
+    thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format, version=if_match)
     base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
     return web.Response(
         body=thumb,
@@ -214,12 +212,12 @@ async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> Async
 async def send(request: web.Request, response: web.StreamResponse, data: bytes | None = None) -> None:
     """Write `data` (None: the end of the body), or raise ClientGone.
 
-    A client that takes no bytes for SEND_TIMEOUT is cut off: otherwise it
+    A client that takes no bytes for CLIENT_TIMEOUT is cut off: otherwise it
     could hold its response, and for a download one of the S3 connections set
     aside for downloads, for as long as it liked.
     """
     try:
-        async with asyncio.timeout(request.app[SETTINGS].send_timeout):
+        async with asyncio.timeout(request.app[SETTINGS].client_timeout):
             if data is None:
                 await response.write_eof()
             else:

@@ -63,11 +63,11 @@ def _check_form(request: web.Request) -> None:
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
     settings = request.app[SETTINGS]
     try:
-        async with asyncio.timeout(settings.body_read_timeout):
+        async with asyncio.timeout(settings.client_timeout):
             part = await reader.next()
     except TimeoutError:
         raise ApiError(
-            408, "body_timeout", f"no data arrived for {settings.body_read_timeout:g} seconds"
+            408, "body_timeout", f"no data arrived for {settings.client_timeout:g} seconds"
         ) from None
     except ValueError as exc:
         raise ApiError(400, "invalid_form", "the multipart/form-data body is malformed") from exc

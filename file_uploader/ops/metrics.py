@@ -49,7 +49,7 @@ S3_SECONDS = Histogram(
 )
 S3_POOL_TIMEOUTS = Counter(
     "file_uploader_s3_pool_timeouts",
-    "S3 calls refused (503) because no connection of their lane came free in S3_POOL_TIMEOUT",
+    "S3 calls refused (503) because no connection of their lane came free in S3_POOL_WAIT_SECONDS",
     ["lane"],
 )
 PARTS_SPILLED = Counter(
@@ -59,8 +59,8 @@ PARTS_SPILLED = Counter(
 CLIENTS_CUT_OFF = Counter(
     "file_uploader_clients_cut_off",
     "Client connections the gateway closed: reason header_timeout (a request head not complete "
-    "in HEADER_TIMEOUT), headers_too_large (a request head over 64 KiB), send_timeout (a response "
-    "not read for SEND_TIMEOUT) or max_connections",
+    "in time), headers_too_large (a request head over 64 KiB), send_timeout (a response "
+    "not read for CLIENT_TIMEOUT) or max_connections",
     ["reason"],
 )
 S3_ERRORS = Counter(

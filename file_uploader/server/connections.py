@@ -7,10 +7,10 @@ file descriptor for that hour, and about a thousand of them exhaust the usual
 limit of 1,024 open files, after which the process cannot accept anyone, nor
 open an S3 connection or a temporary file. So, around aiohttp's RequestHandler:
 
-- HEADER_TIMEOUT: a request head must be complete within this many seconds
+- HEAD_SECONDS: a request head must be complete within this many seconds
   of the connection opening, or of the first byte of the next request on a
   kept-alive connection; otherwise the connection is closed.
-- KEEPALIVE_TIMEOUT: an idle kept-alive connection is closed after this long
+- KEEPALIVE_SECONDS: an idle kept-alive connection is closed after this long
   (aiohttp's own keep-alive timer).
 - MAX_CONNECTIONS: beyond this many open client connections, a new one gets a
   JSON 503 with Retry-After and is closed at once. The effective cap is also
@@ -29,8 +29,8 @@ line endings; a request line with a space in it) come with an ERROR log line
 and a traceback that quote the request, token and file name included: here
 they are one INFO line that names the error's kind only.
 
-Bodies have their own timeouts: BODY_READ_TIMEOUT for a client that stops
-sending (api/body.py), SEND_TIMEOUT for one that stops reading (api/files.py).
+Bodies have their own timeout, CLIENT_TIMEOUT, for a client that stops
+sending (api/body.py) or stops reading (api/files.py).
 
 `GatewayRunner` is what `python -m file_uploader` and the gunicorn worker run
 the app with; in-process test servers use aiohttp's plain runner.
@@ -54,8 +54,16 @@ from ..api.headers import SERVER_NAME
 from ..ops import metrics
 from ..settings import Settings
 
+# A request head is a few hundred bytes that any client sends at once; ten seconds is room for
+# a slow link, and short enough that a thousand half-sent heads cannot hold the process's files.
+HEAD_SECONDS = 10.0
+
 log = logging.getLogger(__name__)
 
+# An idle kept-alive connection is closed after this long. A proxy that keeps connections to the
+# gateway must drop them first (nginx: keepalive_timeout 10s in its upstream block), or a request
+# it sends as the gateway closes is lost; a browser reuses a connection within seconds or not at all.
+KEEPALIVE_SECONDS = 15.0
 # A request head: nginx's default (large_client_header_buffers 4 8k) forwards at most 32 KiB;
 # twice that, so whatever a proxy in front forwards gets through, and a browser's cookies with it.
 MAX_HEAD_BYTES = 64 * 1024
@@ -228,11 +236,11 @@ class GatewayRunner(web.AppRunner):
     """aiohttp's AppRunner, serving through GuardedServer."""
 
     def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
-        kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout)
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
         kwargs.setdefault("max_headers", MAX_HEADERS)
         super().__init__(app, **kwargs)
         self._cap = connection_cap(settings)
-        self._head_timeout = settings.header_timeout
+        self._head_timeout = HEAD_SECONDS
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()

@@ -16,6 +16,11 @@ from ..ops.loop import send_headers_and_body_apart
 from ..settings import load_settings
 from .lifecycle import drain, runner_for
 
+# gunicorn restarts a worker silent for this long (gunicorn.conf.py). The event loop answers
+# gunicorn's heartbeat between any two steps, so only a loop blocked this long (a bug) trips it;
+# uploads and downloads of any length never do.
+WORKER_TIMEOUT = 30
+
 
 class GracefulWorker(GunicornUVLoopWebWorker):
     """aiohttp's uvloop worker; on SIGTERM it drains as lifecycle.drain() says."""

@@ -28,6 +28,15 @@ from typing import Any
 
 from ..ops import metrics
 from ..settings import Settings
+from ..sizes import (
+    PARTS_IN_FLIGHT,
+    QUOTA_LEASE_SECONDS,
+    SPILL_SECONDS,
+    THUMBNAIL_MAX_BYTES,
+    THUMBNAIL_MAX_PIXELS,
+    THUMBNAIL_WORKERS,
+    UPLOAD_LOCK_SECONDS,
+)
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
@@ -51,27 +60,27 @@ class Storage:
         self.pipeline = PartPipeline(
             s3,
             part_size=settings.part_size,
-            parts_in_flight=settings.parts_in_flight,
+            parts_in_flight=PARTS_IN_FLIGHT,
             memory_budget=settings.memory_budget,
             integrity=configured(settings.s3_checksum),
             max_uploads_per_user=settings.max_uploads_per_user,
             spool_budget=settings.spool_budget,
-            spill_after=settings.spill_after,
-            wait_timeout=settings.body_read_timeout,
+            spill_after=SPILL_SECONDS,
+            wait_timeout=settings.client_timeout,
         )
         self.library = Library(s3)
         self.thumbnails = Thumbnails(
             s3,
             self.pipeline.memory,
-            max_pixels=settings.thumbnail_max_pixels,
+            max_pixels=THUMBNAIL_MAX_PIXELS,
             # Held in memory under the budget while decoded: never more than the budget itself.
-            max_bytes=min(settings.thumbnail_max_bytes, settings.memory_budget),
-            workers=settings.thumbnail_workers,
+            max_bytes=min(THUMBNAIL_MAX_BYTES, settings.memory_budget),
+            workers=THUMBNAIL_WORKERS,
         )
         self.quotas = Quotas(
             s3,
             limit=settings.user_quota,
-            lease_seconds=settings.quota_lease_seconds,
+            lease_seconds=QUOTA_LEASE_SECONDS,
             step=settings.part_size,
         )
         # What happens to files, for a listener the app connects (the webhook sender).
@@ -82,7 +91,7 @@ class Storage:
             self.pipeline,
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
-            lock_seconds=settings.upload_lock_seconds,
+            lock_seconds=UPLOAD_LOCK_SECONDS,
             on_stored=lambda key: self.files.set_public(key, False),
             quotas=self.quotas,
             events=self.events,

@@ -17,16 +17,16 @@ the client of the download has taken the last byte: 64 downloads whose clients
 never read held all 64 connections, and every other call of every user waited.
 So each call takes a `Lane` first, a semaphore with a bounded wait:
 
-- downloads (GetObject streamed to a client), S3_DOWNLOAD_CONNECTIONS;
+- downloads (GetObject streamed to a client), 3/8 of S3_MAX_CONNECTIONS;
 - uploads (UploadPart, PutObject of a file's or a tail's bytes, reading a tus
-  tail back), S3_UPLOAD_CONNECTIONS;
+  tail back), 1/2 of it;
 - short calls (listings, HEAD, DELETE, multipart bookkeeping, tus state and
   locks): whatever S3_MAX_CONNECTIONS leaves.
 
 The lanes add up to the pool's size, so aiohttp's own wait never happens; a
-call that finds its lane full for S3_POOL_TIMEOUT raises StorageBusy (503 with
+call that finds its lane full for S3_POOL_WAIT_SECONDS raises StorageBusy (503 with
 Retry-After). Downloads cannot starve uploads or listings, nor the other way
-round; a client that stops reading is cut off after SEND_TIMEOUT (api/files.py),
+round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/files.py),
 which gives its connection back.
 """
 
@@ -38,6 +38,8 @@ import contextvars
 import dataclasses
 import enum
 import logging
+import re
+import urllib.parse
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import IO, Any
@@ -50,7 +52,7 @@ from botocore.handlers import convert_body_to_file_like_object
 
 from ..ops import metrics
 from ..settings import Settings
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS
 from .errors import (
     FileNotFound,
     PartsChanged,
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 # suggesting a BytesIO; for parts that is the fast path (send_bodies_as_is).
 warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning, "aiohttp")
 
+# What XML 1.0 cannot carry (outside its Char production), and C0 controls, which XML
+# parsers rewrite (CR) or refuse: a key holding one cannot be named in an XML request body.
+_NOT_IN_XML = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 _BUSY_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
 # S3 computed a digest of the bytes it received and it is not the one sent:
@@ -119,8 +124,9 @@ def s3_config(settings: Settings) -> AioConfig:
         # Downloads are streamed on as they arrive (files.Download); a
         # whole-object check at the end would come after the bytes went out.
         response_checksum_validation="when_required",
-        # total_max_attempts counts the first try; botocore's max_attempts would not.
-        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+        # Backoff on throttling and transient errors; the attempts per call are
+        # botocore's own AWS_MAX_ATTEMPTS (default 3, the first included).
+        retries={"mode": "standard"},
     )
 
 
@@ -136,9 +142,7 @@ def open_client(settings: Settings) -> Any:
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
-        # S3_CA_BUNDLE: a private CA's certificate (None: botocore's own
-        # default, which also reads AWS_CA_BUNDLE).
-        verify=settings.s3_ca_bundle,
+        # A private CA's certificate: botocore's own AWS_CA_BUNDLE.
         config=s3_config(settings),
     )
 
@@ -229,7 +233,7 @@ class Lanes:
     def from_settings(cls, settings: Settings) -> Lanes:
         downloads, uploads, short = settings.s3_lanes()
         sizes = {Lane.DOWNLOAD: downloads, Lane.UPLOAD: uploads, Lane.SHORT: short}
-        return cls(sizes, settings.s3_pool_timeout)
+        return cls(sizes, S3_POOL_WAIT_SECONDS)
 
     async def take(self, lane: Lane) -> None:
         try:
@@ -414,7 +418,18 @@ class S3:
                 await self._client.delete_object(Bucket=self.bucket, Key=key)
 
     async def delete_objects(self, keys: list[str]) -> None:
-        """Delete `keys`, in batches of what one DeleteObjects takes."""
+        """Delete `keys`, in batches of what one DeleteObjects takes.
+
+        DeleteObjects names its keys in an XML body, which cannot carry some
+        characters a key may hold (see _NOT_IN_XML); those keys are deleted one
+        at a time, named in the URL, so that one such key planted in the bucket
+        cannot stop a purge or a folder delete.
+        """
+        uncarried = [key for key in keys if _NOT_IN_XML.search(key)]
+        for key in uncarried:
+            await self.delete_object(key)
+        if uncarried:
+            keys = [key for key in keys if not _NOT_IN_XML.search(key)]
         if not keys:
             return
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
@@ -564,9 +579,16 @@ class S3:
 
     async def list_multipart_uploads(self, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
         """The unfinished multipart uploads under `prefix` (Key, UploadId, Initiated), a page at a time."""
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        # URL-encoded keys, decoded here: botocore does this for ListObjectsV2 by itself, not for this
+        # call, and an XML answer cannot carry every character a key may hold (see _NOT_IN_XML).
+        # AWS honours it; moto 5.2 and Ceph RGW answer 500 for a listing that reaches such a key
+        # whatever it says, which is why keys.py refuses those names in the first place.
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "EncodingType": "url"}
         async for page in self._pages("ListMultipartUploads", self._client.list_multipart_uploads, request):
-            yield page.get("Uploads", [])
+            uploads = page.get("Uploads", [])
+            if page.get("EncodingType") == "url":
+                uploads = [{**upload, "Key": urllib.parse.unquote(upload["Key"])} for upload in uploads]
+            yield uploads
 
     async def _pages(
         self, operation: str, call: Any, request: dict[str, Any]
@@ -582,6 +604,8 @@ class S3:
                 return
             for field, next_field in markers.items():
                 request[field] = page[next_field]
+                if field == "KeyMarker" and page.get("EncodingType") == "url":
+                    request[field] = urllib.parse.unquote(request[field])  # a key, sent back decoded
 
 
 # What each listing call sends back to get its next page: request field <- response field.

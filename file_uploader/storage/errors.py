@@ -107,6 +107,10 @@ class ImageTooLarge(StorageFailure):
     """The image has more pixels, or more bytes, than a thumbnail may be made from."""
 
 
+class FileChanged(StorageFailure):
+    """The file is another version than the one a link was made for."""
+
+
 class FolderNotFound(FileNotFound):
     """Nothing is stored under the folder."""
 

@@ -50,6 +50,16 @@ _TOKEN_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # C0 controls, DEL and the C1 controls: invisible in listings and shells,
 # and NUL cuts strings short in too many tools.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What XML 1.0 cannot carry besides controls and surrogates (which UTF-8 cannot
+# carry either: see below): U+FFFE and U+FFFF: S3 names keys in XML (listings, DeleteObjects,
+# CreateMultipartUpload's answer), so a key holding one breaks every listing that
+# reaches it, for every user. The other 64 Unicode noncharacters (U+FDD0-U+FDEF, the
+# last two of every plane) go with them: never meant for interchange.
+_NONCHARACTER_RE = re.compile(
+    "[\ufdd0-\ufdef"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
+    + "]"
+)
 
 
 def is_valid_token(token: str) -> bool:
@@ -75,13 +85,16 @@ def validate_name(name: str) -> str:
     """Return `name` unchanged if it can be stored, else raise InvalidName.
 
     A name is UTF-8 text whose `/`-separated segments are all non-empty and
-    none is `.` or `..`, without control characters, short enough that the
+    none is `.` or `..`, without control characters or Unicode noncharacters
+    (which S3's XML cannot carry), short enough that the
     full key fits S3's 1,024 bytes.
     """
     if not name:
         raise InvalidName("the file name is empty")
     if _CONTROL_RE.search(name):
         raise InvalidName("the file name contains a control character")
+    if _NONCHARACTER_RE.search(name):
+        raise InvalidName("the file name contains a Unicode noncharacter, which S3 cannot list")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:

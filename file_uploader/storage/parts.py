@@ -22,9 +22,9 @@ Where a part's bytes wait until S3 has them, and what they are counted against:
   can deadlock: uploads that each hold half a part and wait for memory for
   the rest could fill the budget and wait for ever; and slow clients sitting
   on half-filled parts could keep it full while faster users wait. So while a
-  chunk waits for memory, every SPILL_AFTER seconds the pipeline looks at the
+  chunk waits for memory, every SPILL_SECONDS seconds the pipeline looks at the
   parts in memory: a part whose client has kept it waiting for more than
-  SPILL_AFTER in all (a trickling client) is moved to a temporary file, its
+  SPILL_SECONDS in all (a trickling client) is moved to a temporary file, its
   bytes written out and their memory given back (`preempt`), and goes on
   filling on disk, counted against SPOOL_BUDGET. If no such part is left and
   no part is on its way to S3 (nothing will give memory back: the deadlock),
@@ -34,7 +34,7 @@ Where a part's bytes wait until S3 has them, and what they are counted against:
   the memory faster users need; and under an ordinary overload (many fast
   uploads, S3 the bottleneck) uploads simply wait their turn, as before,
   without touching the disk. When the disk budget has no room either, a
-  chunk keeps waiting for memory; after BODY_READ_TIMEOUT the upload fails
+  chunk keeps waiting for memory; after CLIENT_TIMEOUT the upload fails
   with StorageBusy (503, Retry-After), which frees what it held.
 - **Disk from the start, for a part larger than a share.** S3's 10,000-part
   rule makes parts grow with the file: a declared 5 TiB needs 525 MiB parts,
@@ -109,7 +109,7 @@ class Part:
         self.size += size
 
     def slow_client(self, now: float) -> bool:
-        """Is this part waiting for its client, which has kept it waiting longer than SPILL_AFTER?"""
+        """Is this part waiting for its client, which has kept it waiting longer than SPILL_SECONDS?"""
         if self.waiting_since is None:
             return False
         return self.client_seconds + now - self.waiting_since > self._pipeline.spill_after
@@ -276,7 +276,7 @@ class PartPipeline:
         self.memory = FairBudget(memory_budget, slack=self.share)
         self.disk = FairBudget(spool_budget)
         self.spill_after = spill_after
-        self.wait_timeout = wait_timeout  # BODY_READ_TIMEOUT: no upload waits for room longer
+        self.wait_timeout = wait_timeout  # CLIENT_TIMEOUT: no upload waits for room longer
         # Set again once the write probe found what S3 enforces (probe.py).
         self.integrity = integrity
         self.slots = UploadSlots(max_uploads_per_user)
@@ -293,10 +293,10 @@ class PartPipeline:
         """Take `size` bytes of memory for `owner`'s part; False to say: move the part to disk.
 
         A request that waits (in its user's turn) is looked at every
-        SPILL_AFTER: parts whose slow clients sit on memory are moved to disk
+        SPILL_SECONDS: parts whose slow clients sit on memory are moved to disk
         first (`preempt`); if nothing can free memory any more (no part on its
         way to S3, no slow client to move) the waiting part itself goes to
-        disk. After BODY_READ_TIMEOUT in all, the upload fails with StorageBusy.
+        disk. After CLIENT_TIMEOUT in all, the upload fails with StorageBusy.
         """
 
         def give_up() -> bool:

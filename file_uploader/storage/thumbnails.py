@@ -17,8 +17,20 @@ Decoding images is where image libraries have had their worst bugs, so:
   THUMBNAIL_MAX_PIXELS before a single pixel is decoded: a 50 KB PNG that
   claims 100,000 x 100,000 pixels (a decompression bomb) is refused there.
   JPEGs are decoded at the smallest scale that still covers the thumbnail;
+- a JPEG of more than _MAX_SCANS scans is refused before it is decoded: a
+  progressive JPEG may repeat a scan thousands of times (libjpeg only warns),
+  and each is a pass over every block of the image: 46 ms at 36 megapixels,
+  so 1 MB of 59-byte scans was 30-60 s of decoding per size. Encoders write
+  10 (libjpeg's progressive script) to a few dozen; 64 bound a decode to ~3 s;
 - decoding runs in a pool of THUMBNAIL_WORKERS threads, off the event loop,
-  and at most that many images are open at once.
+  and at most that many images are open at once; a request waits for one of
+  those slots at most _SLOT_WAIT_SECONDS (then 503), and looks at the cache
+  again once it has one (another gateway may have made the thumbnail meanwhile);
+- one thumbnail (file version, size, format) is made once however many ask
+  for it at the same time: they all wait for the same work, which is dropped
+  if every one of them has gone before its decoding started. A public or
+  shared link is no cheaper to abuse than the owner's own route: the same work,
+  the same cache, the owner's memory.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .budget import FairBudget
 from .client import S3
-from .errors import FileNotFound, ImageTooLarge, NotAnImage, StorageBusy, TooLarge
+from .errors import FileChanged, FileNotFound, ImageTooLarge, NotAnImage, StorageBusy, TooLarge
 from .keys import THUMBNAILS_ROOT, split_file_key, thumbnail_key, thumbnails_prefix
 
 log = logging.getLogger(__name__)
@@ -45,6 +57,9 @@ _QUALITY = 80
 # How long a thumbnail waits for memory to read its image into before a 503.
 _MEMORY_WAIT_SECONDS = 30.0
 _SOURCE_ETAG = "source-etag"  # metadata of a cached thumbnail: the file version it shows
+_MAX_SCANS = 64  # scans in one JPEG: see the module docstring
+_SLOT_WAIT_SECONDS = 30.0  # how long a thumbnail waits for a decoding slot before a 503
+_SCAN_MARKER = b"\xff\xda"  # SOS: in entropy-coded data an FF is always followed by 00 or RSTn
 
 
 def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
@@ -63,6 +78,8 @@ def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLarge(f"the image has {width} x {height} pixels; the limit is {max_pixels}")
+        if image.format == "JPEG" and data.count(_SCAN_MARKER) > _MAX_SCANS:
+            raise ImageTooLarge(f"the image has more than {_MAX_SCANS} scans")
         try:
             image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -83,6 +100,26 @@ def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
     return out.getvalue()
 
 
+class _Flight:
+    """One thumbnail being made, and how many requests wait for it: when the last of them
+    goes (its client hung up), the work is cancelled. A decode already running in a
+    thread runs to its end (bounded by the scan and pixel limits); one still waiting
+    for a slot, for memory or for S3 is dropped."""
+
+    def __init__(self, task: asyncio.Future[tuple[bytes, str]]) -> None:
+        self.task = task
+        self.waiting = 0
+
+    async def wait(self) -> tuple[bytes, str]:
+        self.waiting += 1
+        try:
+            return await asyncio.shield(self.task)
+        finally:
+            self.waiting -= 1
+            if not self.waiting and not self.task.done():
+                self.task.cancel()
+
+
 class Thumbnails:
     def __init__(self, s3: S3, budget: FairBudget, *, max_pixels: int, max_bytes: int, workers: int) -> None:
         self.s3 = s3
@@ -91,40 +128,77 @@ class Thumbnails:
         self.max_bytes = max_bytes
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="thumbnail")
         self._slots = asyncio.Semaphore(workers)
+        self._flights: dict[tuple[str, str, int, str], _Flight] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def get(self, file_key: str, size: int, image_format: str) -> tuple[bytes, str]:
-        """The thumbnail of the file at `file_key`, and the ETag of the file's version it shows
-        (a caller bound to one version, such as a share link, checks it)."""
+    async def get(
+        self, file_key: str, size: int, image_format: str, *, version: str | None = None
+    ) -> tuple[bytes, str]:
+        """The thumbnail of the file at `file_key`, and the ETag of the file's version it shows.
+
+        With `version` (a share link or a library entry is bound to one version of
+        the file), FileChanged when the file is another version now: nothing of
+        the new one is read or rendered for a link that was not made for it.
+        """
         uid, name = split_file_key(file_key)
         key = thumbnail_key(uid, name, size, image_format)
         head, cached = await asyncio.gather(self.s3.head_object(file_key), self._cached(key))
         etag = head["ETag"]
+        if version is not None and etag != version:
+            raise FileChanged("the file was replaced after this link was made")
         if cached is not None and cached[1] == etag:
             return cached[0], etag
         if head["ContentLength"] > self.max_bytes:
             raise ImageTooLarge(f"thumbnails are made of files up to {self.max_bytes} bytes")
-        async with self._slots:
+        flight = (file_key, etag, size, image_format)
+        made = self._flights.get(flight)
+        if made is None:
+            made = self._flights[flight] = _Flight(
+                asyncio.ensure_future(
+                    self._make(file_key, key, etag, head["ContentLength"], size, image_format)
+                )
+            )
+            made.task.add_done_callback(lambda _: self._flights.pop(flight, None))
+        return await made.wait()
+
+    async def _make(
+        self, file_key: str, key: str | None, etag: str, length: int, size: int, image_format: str
+    ) -> tuple[bytes, str]:
+        uid = split_file_key(file_key)[0]
+        waited = self._slots.locked()
+        try:
+            async with asyncio.timeout(_SLOT_WAIT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise StorageBusy("every thumbnail slot is busy; try again later") from None
+        try:
+            if waited:  # made meanwhile, by this gateway or another?
+                cached = await self._cached(key)
+                if cached is not None and cached[1] == etag:
+                    return cached[0], etag
             # Counted as memory of the file's owner, waiting in their turn like their uploads.
             try:
-                await self.budget.acquire(uid, head["ContentLength"], _MEMORY_WAIT_SECONDS)
+                await self.budget.acquire(uid, length, _MEMORY_WAIT_SECONDS)
             except TimeoutError:
                 raise StorageBusy("no memory came free to make the thumbnail; try again later") from None
             try:
                 try:
-                    data, response = await self.s3.read_object_and_head(file_key, limit=head["ContentLength"])
+                    data, response = await self.s3.read_object_and_head(file_key, limit=length)
                 except TooLarge:  # replaced by a larger file since the HEAD
                     raise ImageTooLarge("the file changed while its thumbnail was made") from None
-                etag = response["ETag"]
+                if response["ETag"] != etag:  # replaced since the HEAD: not the version asked for
+                    raise FileChanged("the file changed while its thumbnail was made")
                 loop = asyncio.get_running_loop()
                 thumb = await loop.run_in_executor(
                     self._executor, render, data, size, image_format, self.max_pixels
                 )
                 del data
             finally:
-                self.budget.release(uid, head["ContentLength"])
+                self.budget.release(uid, length)
+        finally:
+            self._slots.release()
         if key is not None:
             await self.s3.put_object(
                 key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}

@@ -103,3 +103,15 @@ async def test_gc_keeps_a_live_resumable_upload_however_old(client, auth, settin
         collected = await collect_garbage(storage, datetime.timedelta(0))
     assert [upload.upload_id for upload in collected.aborted] == [crashed_id]
     assert open_keys(s3, bucket) == tus_keys
+
+
+async def test_gc_works_with_keys_s3_xml_cannot_carry_planted_in_the_bucket(settings, s3, bucket):
+    """Keys with U+FFFF (the gateway refuses such names) planted among files and upload state:
+    another user's stale upload is still aborted."""
+    for root in ("files/", "uploads/"):
+        s3.put_object(Bucket=bucket, Key=f"{root}{'cd' * 32}/x\uffffy", Body=b"planted")
+    stale = start_upload(s3, bucket, GATEWAY_KEY)
+    async with open_storage(settings) as storage:
+        collected = await collect_garbage(storage, datetime.timedelta(0))
+    assert [upload.upload_id for upload in collected.aborted] == [stale]
+    assert open_uploads(s3, bucket) == []

@@ -9,8 +9,10 @@ import subprocess
 import pytest
 
 from file_uploader.app import create_app
+from file_uploader.storage import open_storage
 from file_uploader.storage.keys import file_key, user_id
 from file_uploader.storage.quotas import ledger_key
+from file_uploader.storage.sweep import purge_all, purge_user
 
 from ..helpers import all_keys, new_token, open_uploads, path_of, run_admin
 
@@ -142,3 +144,27 @@ async def test_purge_removes_the_users_quota_ledger(aiohttp_client, settings, s3
     # The gateway that kept the ledger in memory starts again from an empty one.
     usage = await client.get("/api/usage", headers={"X-Auth-Token": token})
     assert await usage.json() == {"used": 0, "quota": 1024, "files": 0, "reserved": 0}
+
+
+# A key S3's XML cannot carry (U+FFFF), planted in S3 directly: the gateway refuses such names.
+UNCARRIED = "x\uffffy"
+
+
+async def test_purge_all_deletes_a_key_s3_xml_cannot_carry_and_everyone_elses(settings, s3, bucket):
+    planted = file_key(user_id(new_token()), "a") + UNCARRIED
+    s3.put_object(Bucket=bucket, Key=planted, Body=b"planted")
+    s3.put_object(Bucket=bucket, Key=file_key(user_id(new_token()), "b"), Body=b"x")
+    async with open_storage(settings) as storage:
+        purged = await purge_all(storage, really=True)
+    assert purged.files == 2
+    assert all_keys(s3, bucket) == []
+
+
+async def test_purge_of_one_user_deletes_a_key_s3_xml_cannot_carry(settings, s3, bucket):
+    token = new_token()
+    s3.put_object(Bucket=bucket, Key=file_key(user_id(token), "a") + UNCARRIED, Body=b"planted")
+    s3.put_object(Bucket=bucket, Key=file_key(user_id(token), "b"), Body=b"x")
+    async with open_storage(settings) as storage:
+        purged = await purge_user(storage, user_id(token), really=True)
+    assert purged.files == 2
+    assert all_keys(s3, bucket) == []

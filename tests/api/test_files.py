@@ -214,6 +214,13 @@ async def test_percent_encoded_names_round_trip(client, auth, url_name, name):
         "%C0%AE%C0%AE",  # overlong UTF-8 for ".."
         "x" * (MAX_NAME_BYTES + 1),
         "%D1%8F" * (MAX_NAME_BYTES // 2 + 1),
+        # Characters S3's XML answers cannot carry (XML 1.0's Char production): noncharacters.
+        "a%EF%BF%BFb",  # U+FFFF
+        "a%EF%BF%BEb",  # U+FFFE
+        "a%EF%B7%90b",  # U+FDD0
+        "a%F0%9F%BF%BFb",  # U+1FFFF
+        "a%C2%85b",  # U+0085, a C1 control
+        "a%ED%A0%80b",  # a surrogate, in UTF-8 (invalid)
     ],
 )
 async def test_hostile_names_are_refused_with_400(client, auth, url_name, s3, bucket):

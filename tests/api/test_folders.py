@@ -148,3 +148,16 @@ async def test_a_folder_is_deleted_only_when_asked_recursively_and_404_when_empt
     assert response.status == 404
     status, _ = await raw_request(client, "DELETE", "/api/files/a/../?recursive=1", auth)
     assert status == 400
+
+
+async def test_a_folder_holding_a_key_s3_xml_cannot_carry_is_deleted(client, auth, s3, bucket):
+    """A key with U+FFFF, planted in S3 directly (the gateway refuses such names): DeleteObjects
+    names keys in XML, which cannot carry it, so the folder's delete must not depend on it."""
+    uid = user_id(auth["X-Auth-Token"])
+    await put(client, auth, "dir/a")
+    s3.put_object(Bucket=bucket, Key=file_key(uid, "dir/a") + "\uffff", Body=b"planted")
+
+    response = await client.delete("/api/files/dir/", params={"recursive": "1"}, headers=auth)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["deleted"] == 2
+    assert all_keys(s3, bucket) == []

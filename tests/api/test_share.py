@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 
 import pytest
+from PIL import Image
 from yarl import URL
 
 from file_uploader.api.share import sign
 from file_uploader.app import create_app
-from file_uploader.storage.keys import file_key, user_id
+from file_uploader.storage.keys import THUMBNAILS_ROOT, file_key, user_id
 
-from ..helpers import free_port, new_token, start_moto
+from ..helpers import all_keys, free_port, new_token, start_moto
 
 SECRET = "test-share-secret"
 
@@ -21,6 +23,12 @@ SECRET = "test-share-secret"
 async def client(aiohttp_client, settings):
     """The gateway with a known SHARE_SECRET, so tests can sign links of their own."""
     return await aiohttp_client(await create_app(dataclasses.replace(settings, share_secret=SECRET)))
+
+
+def picture(size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, "teal").save(out, format="PNG")
+    return out.getvalue()
 
 
 async def put(client, auth, name, data: bytes):
@@ -169,12 +177,11 @@ async def test_the_detailed_list_gives_size_and_date(client, auth):
     assert await (await client.get("/api/files", headers=auth)).json() == ["a", "b"]
 
 
-async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_client, settings):
+async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_client, settings, monkeypatch):
     """/s/ links check (and create) the bucket like every other route that needs S3."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     port = free_port()
-    late = dataclasses.replace(
-        settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_max_attempts=1, share_secret=SECRET
-    )
+    late = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{port}", share_secret=SECRET)
     client = await aiohttp_client(await create_app(late))  # S3 is down: the gateway starts anyway
     moto = start_moto(port)
     try:
@@ -185,3 +192,16 @@ async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_cli
     finally:
         moto.terminate()
         moto.wait(timeout=10)
+
+
+@pytest.mark.parametrize("replacement", ["not an image", "an image"])
+async def test_a_thumbnail_by_an_old_link_is_gone_and_nothing_of_the_new_file_is_rendered(
+    client, auth, s3, bucket, replacement
+):
+    await put(client, auth, "pic.png", picture((40, 20)))
+    path = await link_path(client, auth, "pic.png")
+    await put(client, auth, "pic.png", b"plain text" if replacement == "not an image" else picture((20, 40)))
+    response = await client.get(path, params={"thumbnail": "64"})
+    assert response.status == 410
+    assert (await response.json())["error"]["code"] == "file_changed"
+    assert not [key for key in all_keys(s3, bucket) if key.startswith(THUMBNAILS_ROOT)]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import io
 import struct
+import time
 import zlib
 
 import pytest
 from PIL import Image
 
 from file_uploader.app import create_app
+from file_uploader.appkeys import STORAGE
 from file_uploader.storage.keys import thumbnail_key, user_id
 
-from ..helpers import all_keys, new_token
+from ..helpers import all_keys, metric, metric_samples, new_token
+
+S3_CALLS = "file_uploader_s3_request_duration_seconds_count"
 
 
 def image(kind: str, size: tuple[int, int] = (300, 150), mode: str = "RGB") -> bytes:
@@ -26,6 +30,29 @@ def decoded(data: bytes) -> Image.Image:
     picture = Image.open(io.BytesIO(data))
     picture.load()
     return picture
+
+
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """The marker segments of a JPEG after its SOI, each scan with its entropy-coded data."""
+    segments, at = [], 2
+    while data[at + 1] != 0xD9:
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if data[at + 1] == 0xDA:  # a scan: its data runs to the next marker that is not FF00 or RSTn
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+        segments.append(data[at:end])
+        at = end
+    return segments
+
+
+def scan_bomb(side: int, scans: int) -> bytes:
+    """A progressive JPEG of `side` x `side` grey pixels whose last scan (a refinement of the
+    luma's AC coefficients: 59 bytes, and a pass over every block) comes `scans` times more:
+    libjpeg only warns of the repeats, and decodes each."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), "grey").save(out, format="JPEG", progressive=True, quality=50)
+    segments = jpeg_segments(out.getvalue())
+    return b"\xff\xd8" + b"".join(segments) + segments[-1] * scans + b"\xff\xd9"
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -109,10 +136,60 @@ async def test_a_decompression_bomb_is_refused_before_it_is_decoded(client, auth
     assert (await response.json())["error"]["code"] == "image_too_large"
 
 
-async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
-    client = await aiohttp_client(
-        await create_app(dataclasses.replace(settings, thumbnail_max_pixels=1_000_000))
+async def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(client, auth):
+    await put(client, auth, "scans.jpg", scan_bomb(1000, 3000))
+    response = await client.get("/api/files/scans.jpg", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "image_too_large"
+    await put(client, auth, "fine.jpg", scan_bomb(1000, 0))  # the usual 10 scans
+    assert (await client.get("/api/files/fine.jpg", params={"thumbnail": "64"}, headers=auth)).status == 200
+
+
+@pytest.mark.slow
+async def test_a_scan_bomb_asked_for_anonymously_leaves_other_users_fast_and_costs_little_cpu(client, auth):
+    """36 megapixels (under THUMBNAIL_MAX_PIXELS) and 300 repeated scans of 46 ms each: about
+    14 s of decoding per size when decoded."""
+    await put(client, auth, "bomb.jpg", scan_bomb(6000, 300), **{"X-Public": "true"})
+    url = (await (await client.get("/api/public")).json())["files"][0]["url"]
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+    cpu = time.process_time()
+    bombs = [
+        asyncio.ensure_future(client.get(path, params={"thumbnail": str(size)}))
+        for size in (64, 128, 256, 512, 64, 128)
+    ]
+    await asyncio.sleep(0.5)
+    other = {"X-Auth-Token": new_token()}
+    started = time.monotonic()
+    await put(client, other, "mine.png", image("PNG"))
+    put_seconds = time.monotonic() - started
+    started = time.monotonic()
+    response = await client.get("/api/files/mine.png", params={"thumbnail": "64"}, headers=other)
+    thumbnail_seconds = time.monotonic() - started
+    assert response.status == 200
+    assert put_seconds < 3 and thumbnail_seconds < 3, (put_seconds, thumbnail_seconds)
+    for answer in await asyncio.gather(*bombs):
+        assert answer.status == 422
+    assert time.process_time() - cpu < 5
+
+
+@pytest.mark.slow
+async def test_many_requests_for_one_thumbnail_make_it_once(client, auth):
+    """Six clients at once ask for the same size of an image that takes a second to decode:
+    one decode, one thumbnail written to S3."""
+    await put(client, auth, "slow.jpg", scan_bomb(4000, 40))
+    before = metric(await metric_samples(client), S3_CALLS, operation="PutObject")
+    answers = await asyncio.gather(
+        *(client.get("/api/files/slow.jpg", params={"thumbnail": "64"}, headers=auth) for _ in range(6))
     )
+    assert [answer.status for answer in answers] == [200] * 6
+    bodies = {await answer.read() for answer in answers}
+    assert len(bodies) == 1
+    assert metric(await metric_samples(client), S3_CALLS, operation="PutObject") - before == 1
+
+
+async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
+    client = await aiohttp_client(await create_app(settings))
+    client.app[STORAGE].thumbnails.max_pixels = 1_000_000  # the store's own limit (40 million by default)
     auth = {"X-Auth-Token": new_token()}
     await put(client, auth, "big.png", image("PNG", (2000, 1000)))  # 2 megapixels, a few kB compressed
     response = await client.get("/api/files/big.png", params={"thumbnail": "64"}, headers=auth)

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from file_uploader.app import create_app
+from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
 
@@ -262,7 +263,8 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
 
 async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, settings, auth):
     """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
-    gw = await aiohttp_client(await create_app(dataclasses.replace(settings, upload_lock_seconds=1.5)))
+    gw = await aiohttp_client(await create_app(settings))
+    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (20 s by default)
     url = await create(gw, auth, "slow.bin", length=100)
 
     async def slowly():

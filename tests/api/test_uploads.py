@@ -114,7 +114,7 @@ async def test_a_failed_overwrite_keeps_the_old_version(client, auth, s3, bucket
 async def test_a_client_that_stops_sending_is_cut_off_and_its_upload_aborted(
     aiohttp_client, settings, auth, s3, bucket
 ):
-    quick = Settings(**{**settings.__dict__, "body_read_timeout": 0.5})
+    quick = Settings(**{**settings.__dict__, "client_timeout": 0.5})
     client = await aiohttp_client(await create_app(quick))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
@@ -156,10 +156,9 @@ async def test_chunked_body_over_the_limit_is_cut_off_with_413(aiohttp_client, s
     assert all_keys(s3, bucket) == []
 
 
-async def test_unreachable_s3_gets_503_json_with_retry_after(aiohttp_client, settings, auth):
-    nowhere = Settings(
-        **{**settings.__dict__, "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_max_attempts": 1}
-    )
+async def test_unreachable_s3_gets_503_json_with_retry_after(aiohttp_client, settings, auth, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    nowhere = Settings(**{**settings.__dict__, "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
     client = await aiohttp_client(await create_app(nowhere))
     for method, path in [
         ("GET", "/api/files"),

@@ -2,7 +2,7 @@
 
 Each test runs once per engine (`target`), each time against a bucket of its
 own, with the gateway's default settings but 5 MiB parts; over https the
-gateway trusts the cluster's CA through S3_CA_BUNDLE. The gateway runs
+gateway trusts the cluster's CA through botocore's AWS_CA_BUNDLE. The gateway runs
 in-process on a real socket, or as `python -m file_uploader` processes for
 tuspy. What differs between the engines (which checksums they verify, how a
 corrupted byte is caught) is asserted per engine, from the table in
@@ -121,9 +121,8 @@ class Target:
             s3_endpoint_url=self.url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
-            s3_ca_bundle=self.ca_file,
             part_size=PART,
-            body_read_timeout=5,
+            client_timeout=5,
         )
         return dataclasses.replace(settings, **changes)
 
@@ -132,12 +131,12 @@ class Target:
         env = {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         env["PART_SIZE"] = str(PART)
         if self.ca_file:
-            env["S3_CA_BUNDLE"] = self.ca_file
+            env["AWS_CA_BUNDLE"] = self.ca_file
         return env
 
 
 @pytest.fixture(params=ENGINES)
-def target(request: pytest.FixtureRequest, s3_url: str) -> Iterator[Target]:
+def target(request: pytest.FixtureRequest, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
     """Each engine in turn; RGW's cluster starts with the first test that needs it."""
     bucket = f"gw-{uuid.uuid4().hex[:12]}"
     if request.param == "moto":
@@ -155,6 +154,8 @@ def target(request: pytest.FixtureRequest, s3_url: str) -> Iterator[Target]:
             ca_file=rgw.ca_file if https else None,
             tls=(rgw.cert_file, rgw.key_file) if https else None,
         )
+    if found.ca_file:  # the in-process gateway's botocore reads it, as a deployment's would
+        monkeypatch.setenv("AWS_CA_BUNDLE", found.ca_file)
     s3 = found.client()
     s3.create_bucket(Bucket=bucket)
     yield found

@@ -33,8 +33,9 @@ def own_moto() -> Iterator[tuple[int, list[subprocess.Popen]]]:
         process.wait(timeout=10)
 
 
-async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settings) -> None:
-    dead = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1)
+async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settings, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    dead = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
     client = await aiohttp_client(await create_app(dead))
     response = await client.get("/healthz")
     assert response.status == 200
@@ -42,8 +43,9 @@ async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settin
 
 
 async def test_readyz_follows_s3_going_away_and_coming_back(
-    aiohttp_client, settings: Settings, own_moto
+    aiohttp_client, settings: Settings, own_moto, monkeypatch
 ) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     port, processes = own_moto
     import boto3
 
@@ -54,9 +56,7 @@ async def test_readyz_follows_s3_going_away_and_coming_back(
         aws_access_key_id="k",
         aws_secret_access_key="s",
     )
-    ours = dataclasses.replace(
-        settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_max_attempts=1, s3_create_bucket=True
-    )
+    ours = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{port}", s3_create_bucket=True)
     client = await aiohttp_client(await create_app(ours))
     response = await client.get("/readyz")
     assert response.status == 200, await response.text()

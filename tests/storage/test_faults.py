@@ -29,9 +29,15 @@ async def proxy(s3_url):
 
 def through(settings: Settings, proxy: FaultProxy, **changes) -> Settings:
     """The test settings, with S3 reached through the proxy and small parts."""
-    # Two attempts: one retry is enough to prove retrying, and keeps backoff short.
-    values = {**settings.__dict__, "s3_endpoint_url": proxy.url, "part_size": PART, "s3_max_attempts": 2}
+    values = {**settings.__dict__, "s3_endpoint_url": proxy.url, "part_size": PART}
     return Settings(**{**values, **changes})
+
+
+@pytest.fixture(autouse=True)
+def _two_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two attempts per S3 call (botocore's AWS_MAX_ATTEMPTS): one retry is enough to prove
+    retrying, and keeps backoff short."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
 
 
 @pytest.fixture
@@ -138,7 +144,7 @@ async def test_a_complete_that_keeps_failing_ends_in_502_and_an_aborted_upload(
     response = await gateway.put("/api/files/f", data=os.urandom(SIZE), headers=auth)
     assert response.status == 502
     assert (await response.json())["error"]["code"] == "storage_error"
-    assert proxy.count("CompleteMultipartUpload") == 2  # S3_MAX_ATTEMPTS
+    assert proxy.count("CompleteMultipartUpload") == 2  # AWS_MAX_ATTEMPTS
     await assert_nothing_left(s3, bucket)
 
 
@@ -151,13 +157,12 @@ async def test_a_failed_upload_through_faults_keeps_the_old_version(gateway, pro
 
 
 async def test_s3_down_at_startup_gives_503_then_recovers_and_creates_the_bucket(
-    aiohttp_client, settings, proxy, auth, s3
+    aiohttp_client, settings, proxy, auth, s3, monkeypatch
 ):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     proxy.down()
     missing = f"{settings.s3_bucket}-late"  # does not exist yet: created once S3 is back
-    gateway = await aiohttp_client(
-        await create_app(through(settings, proxy, s3_bucket=missing, s3_max_attempts=1))
-    )
+    gateway = await aiohttp_client(await create_app(through(settings, proxy, s3_bucket=missing)))
     for method, path in [("GET", "/api/files"), ("PUT", "/api/files/a"), ("GET", "/api/files/a")]:
         response = await gateway.request(method, path, data=b"x" if method == "PUT" else None, headers=auth)
         assert response.status == 503, (method, path)

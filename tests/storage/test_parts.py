@@ -30,8 +30,10 @@ def filename(name: str) -> dict[str, str]:
 @pytest.fixture
 async def tight_client(aiohttp_client, settings: Settings):
     """A gateway whose budget holds three parts, while six uploads of three parts come at once."""
-    tight = dataclasses.replace(settings, part_size=PART, parts_in_flight=2, memory_budget=3 * PART)
-    return await aiohttp_client(await create_app(tight))
+    tight = dataclasses.replace(settings, part_size=PART, memory_budget=3 * PART)
+    client = await aiohttp_client(await create_app(tight))
+    client.app[STORAGE].pipeline.parts_in_flight = 2  # the pipeline's own parameter (4 by default)
+    return client
 
 
 async def test_concurrent_uploads_over_the_budget_wait_and_all_arrive_intact(tight_client, s3, bucket):

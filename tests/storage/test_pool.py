@@ -26,14 +26,18 @@ from ..helpers import metric, metric_samples, new_token
 FILE_SIZE = 16 * 1024 * 1024  # far more than the socket buffers between S3 and a stalled client
 ATTACKERS = 12  # more than the whole pool of 8
 POOL = 8
-SEND_TIMEOUT = 4.0
-POOL_TIMEOUT = 1.0
+CLIENT_TIMEOUT = 4.0
+POOL_WAIT = 1.0  # S3_POOL_WAIT_SECONDS, shortened
 FEW_SECONDS = 5.0  # "within a few seconds", generous for two busy cores
 
 
-def hostile(settings: Settings, **changes) -> Settings:
-    values = {"s3_max_connections": POOL, "s3_pool_timeout": POOL_TIMEOUT, "send_timeout": SEND_TIMEOUT}
-    return dataclasses.replace(settings, **{**values, **changes})
+async def hostile(aiohttp_client, settings: Settings, pool_wait: float = POOL_WAIT, **changes):
+    """A gateway with a pool of 8 and a short client timeout, whose lanes wait `pool_wait` seconds
+    for a connection (the storage layer's own parameter, set before the first request)."""
+    values = {"s3_max_connections": POOL, "client_timeout": CLIENT_TIMEOUT}
+    gateway = await aiohttp_client(await create_app(dataclasses.replace(settings, **{**values, **changes})))
+    gateway.app[STORAGE].s3.lanes.timeout = pool_wait
+    return gateway
 
 
 async def never_read(client, path: str) -> socket.socket:
@@ -64,7 +68,7 @@ async def timed(call) -> tuple[float, int]:
 
 @pytest.fixture
 async def gateway(aiohttp_client, settings):
-    return await aiohttp_client(await create_app(hostile(settings)))
+    return await hostile(aiohttp_client, settings)
 
 
 async def shared_big_file(client) -> str:
@@ -104,7 +108,7 @@ async def test_waiting_for_a_download_connection_ends_in_503_with_retry_after(ga
     statuses = list(answered.values())
     print(f"after {time.monotonic() - started:.1f} s: statuses {sorted(map(str, statuses))}")
     # Three downloads hold the three download connections; the others waited
-    # S3_POOL_TIMEOUT for one and were told to come back.
+    # POOL_WAIT for one and were told to come back.
     assert statuses.count(200) == 3
     assert statuses.count(503) == ATTACKERS - 3
     samples = await metric_samples(gateway)
@@ -114,7 +118,9 @@ async def test_waiting_for_a_download_connection_ends_in_503_with_retry_after(ga
 
 
 async def test_a_busy_download_lane_answers_json_503_with_retry_after(aiohttp_client, settings):
-    gateway = await aiohttp_client(await create_app(hostile(settings, s3_download_connections=1)))
+    # 3/8 of three connections: one download at a time.
+    assert dataclasses.replace(settings, s3_max_connections=3).s3_lanes()[0] == 1
+    gateway = await hostile(aiohttp_client, settings, s3_max_connections=3)
     link = await shared_big_file(gateway)
     attacker = await never_read(gateway, link)
     await asyncio.sleep(0.5)
@@ -131,13 +137,13 @@ async def test_a_client_that_stops_reading_is_cut_off_and_frees_its_connection(g
     attackers = [await never_read(gateway, link) for _ in range(3)]  # the whole download lane
     await asyncio.sleep(0.5)
     started = time.monotonic()
-    while True:  # a reader's download goes through once SEND_TIMEOUT has cut the stalled ones off
+    while True:  # a reader's download goes through once CLIENT_TIMEOUT has cut the stalled ones off
         response = await gateway.get(link)
         if response.status == 200:
             assert len(await response.read()) == FILE_SIZE
             break
         await response.read()
-        assert time.monotonic() - started < SEND_TIMEOUT + FEW_SECONDS, "the stalled downloads kept going"
+        assert time.monotonic() - started < CLIENT_TIMEOUT + FEW_SECONDS, "the stalled downloads kept going"
     waited = time.monotonic() - started
     print(f"a reader got its download {waited:.1f} s after three stalled clients took the lane")
     samples = await metric_samples(gateway)
@@ -161,8 +167,9 @@ async def slow_s3(s3_url):
 async def test_slow_uploads_to_s3_do_not_starve_downloads_or_listings(aiohttp_client, settings, slow_s3):
     """Every UploadPart takes 8 s: ten parts of five uploads fill their lane (and would fill the
     whole pool of eight), and downloads and listings still go."""
-    through = hostile(settings, s3_endpoint_url=slow_s3.url, part_size=5 * 1024 * 1024, s3_pool_timeout=30)
-    gateway = await aiohttp_client(await create_app(through))
+    gateway = await hostile(
+        aiohttp_client, settings, pool_wait=30, s3_endpoint_url=slow_s3.url, part_size=5 * 1024 * 1024
+    )
     user = {"X-Auth-Token": new_token()}
     assert (await gateway.put("/api/files/small", data=b"x" * 1000, headers=user)).status == 204
     slow_s3.add(Fault("UploadPart", action="delay", seconds=8))
