@@ -52,12 +52,12 @@ FIELD_MAX_BYTES = 4096  # a plain field (token, name, public) is short text
 _BROKEN_BODY = frozenset({"incomplete_body", "body_timeout", "invalid_form"})
 
 
-def _check_form(request: web.Request) -> None:
+async def _check_form(request: web.Request) -> None:
     """What a form upload refuses before its body: not a form, a bad token header, no upload slot."""
     if request.content_type != FORM_TYPE:
         raise ApiError(415, "unsupported_media_type", f"send {FORM_TYPE} (or PUT the file's bytes)")
-    if TOKEN_HEADER in request.headers:
-        request.app[STORAGE].pipeline.slots.check(authenticate(request))
+    if TOKEN_HEADER in request.headers or hdrs.AUTHORIZATION in request.headers:
+        request.app[STORAGE].pipeline.slots.check(await authenticate(request))
 
 
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
@@ -143,7 +143,7 @@ async def _store(
 
 
 async def upload_form(request: web.Request) -> web.StreamResponse:
-    _check_form(request)
+    await _check_form(request)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
@@ -178,7 +178,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
         results.append(await _store(request, uid, part, name or _filename(part.filename), public))
         name = None
     if uid is None:
-        authenticate(request)  # the same 401 as any other route
+        await authenticate(request)  # the same 401 as any other route
     if not results:
         raise ApiError(400, "no_files", "the form has no file field")
     return _answer(request, results)

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from .. import __version__
+from ..settings import Settings
 from .callback import AuthCallback
 from .errors import AuthUnavailable, InvalidToken
 from .jwts import JwtVerifier, unverified_header
@@ -93,3 +94,15 @@ class Identities:
             "token_endpoint": document.get("token_endpoint"),
             "end_session_endpoint": document.get("end_session_endpoint"),
         }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Identities:
+        return cls(
+            jwt_secret=settings.auth_jwt_secret,
+            jwks_url=settings.auth_jwks_url,
+            issuers=settings.auth_issuer,
+            audience=settings.auth_audience,
+            quota_claim=settings.auth_quota_claim,
+            hook_url=settings.auth_hook_url,
+            hook_secret=settings.hook_secret,
+        )

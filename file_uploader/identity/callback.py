@@ -27,8 +27,8 @@ import time
 
 import aiohttp
 
-from .errors import AuthUnavailable, InvalidToken
 from ..hooks.signed import NoAnswer, post_signed
+from .errors import AuthUnavailable, InvalidToken
 from .users import Identity, callback_user, quota_of
 
 log = logging.getLogger(__name__)

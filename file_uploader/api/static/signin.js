@@ -14,6 +14,7 @@ const SignIn = (() => {
   const SESSION_KEY = "file_uploader.session";
   const PENDING_KEY = "file_uploader.sign-in";
   let config = null;
+  let uuidTokens = true;
 
   function b64url(bytes) {
     return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
@@ -37,7 +38,9 @@ const SignIn = (() => {
   async function load() {
     try {
       const response = await fetch("/api/sign-in");
-      config = response.ok ? (await response.json()).sign_in : null;
+      const answer = response.ok ? await response.json() : {};
+      config = answer.sign_in || null;
+      uuidTokens = answer.uuid_tokens !== false;
     } catch {
       config = null;
     }
@@ -131,5 +134,5 @@ const SignIn = (() => {
     return session ? { Authorization: `Bearer ${session.idToken}` } : {};
   }
 
-  return { load, start, finish, current, who, signOut, headers };
+  return { load, start, finish, current, who, signOut, headers, uuidTokens: () => uuidTokens };
 })();
