@@ -194,6 +194,9 @@ async def test_a_uuid_and_a_bearer_together_are_refused(jwks_gateway, issuer):
     assert response.status == 401
 
 
+@pytest.mark.xfail(
+    strict=True, reason="per-user quotas: the quota code does not take the identity's limit yet"
+)
 async def test_a_quota_from_a_claim_is_enforced_for_that_user_alone(gateway, issuer):
     client = await gateway(
         auth_jwks_url=issuer.issuer + "/jwks", auth_audience=(AUDIENCE,), auth_quota_claim="storage_quota"
