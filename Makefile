@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The venv is (re)built whenever a requirements file changes.
+# The venv is (re)built whenever a requirements file or the package's metadata changes.
 INSTALLED := $(VENV)/.installed
 IMAGE ?= file-uploader
 # Where the proxy of `make run-dev`, or the container of `make docker-run`, answers.
@@ -35,13 +35,16 @@ DOCKER_RUN_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(INSTALLED): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@# The package itself, editable: .venv/bin/file-uploader (the client) works
+	@# from any directory and runs this checkout's code.
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $@
 
-venv: $(INSTALLED) ## create .venv and install the requirements
+venv: $(INSTALLED) ## create .venv, install the requirements and the package (.venv/bin/file-uploader)
 
 run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-memory S3)
 	$(BIN)/python -m devtools.localrun

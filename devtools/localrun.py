@@ -17,10 +17,12 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 
+import boto3
 from dotenv import load_dotenv
 
 from devtools.ports import child_server, free_port
 from file_uploader import __main__ as cli
+from file_uploader.settings import Settings, SettingsError
 
 LOCAL_BUCKET = "file-uploader"
 MOTO_START_SECONDS = 30.0
@@ -79,15 +81,26 @@ def main() -> int:
     load_dotenv()
     if not wants_local_s3(os.environ):
         return cli.main([])
+    if not (os.environ.get("S3_BUCKET") or os.environ.get("BUCKET")):
+        os.environ["S3_BUCKET"] = LOCAL_BUCKET
+    # moto accepts any credentials; these only keep botocore from looking further.
+    os.environ["AWS_ACCESS_KEY_ID"] = "local"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
+    try:  # a bad setting is said in one line now, not after the banner
+        settings = Settings.from_env({**os.environ, "S3_ENDPOINT_URL": "http://127.0.0.1:1"})
+    except SettingsError as exc:
+        print(f"file_uploader: {exc}", file=sys.stderr)
+        return 2
     with local_s3() as s3_url:
         os.environ["S3_ENDPOINT_URL"] = s3_url
-        # moto accepts any credentials; these only keep botocore from looking further.
-        os.environ["AWS_ACCESS_KEY_ID"] = "local"
-        os.environ["AWS_SECRET_ACCESS_KEY"] = "local"
-        if not (os.environ.get("S3_BUCKET") or os.environ.get("BUCKET")):
-            os.environ["S3_BUCKET"] = LOCAL_BUCKET
-        os.environ["S3_CREATE_BUCKET"] = "1"
-        print(_banner(s3_url, os.environ.get("PORT") or "8080"), flush=True)
+        # The in-memory S3 starts empty: its bucket is made here, so that S3_CREATE_BUCKET keeps
+        # the value it was given (the gateway's own check then finds the bucket there).
+        local = boto3.client("s3", endpoint_url=s3_url, region_name=settings.aws_region)
+        where = {} if settings.aws_region == "us-east-1" else {"LocationConstraint": settings.aws_region}
+        local.create_bucket(
+            Bucket=settings.s3_bucket, **({"CreateBucketConfiguration": where} if where else {})
+        )
+        print(_banner(s3_url, str(settings.port)), flush=True)
         return cli.main([])
 
 

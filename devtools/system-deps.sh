@@ -61,7 +61,8 @@ run() {
         exit 1
     fi
 }
-echo "system-deps: installing ${all[*]}" >&2
+echo "system-deps: running as root, so installing Debian packages with apt-get for the" \
+    "browser and Ceph RGW tests (once; a few minutes): ${all[*]}" >&2
 run "${APT[@]}" update
 if [ ${#browser[@]} -gt 0 ]; then
     # With its recommends (fonts), as a user's browser has them.

@@ -19,13 +19,14 @@ from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IDENTITIES, IN_FLIGHT, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .appkeys import IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
 from .hooks import webhooks
 from .identity import Identities
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
 from .storage import open_storage
 from .storage.errors import StorageFailure
+from .storage.probe import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
     before each request that needs S3 (storage_ready_middleware), while
     /readyz says why it is not ready.
     """
-    async with open_storage(app[SETTINGS]) as storage:
+    async with open_storage(app[SETTINGS], known=app.get(KNOWN_S3)) as storage:
         try:
             await storage.ensure_ready()
         except StorageFailure as exc:
-            log.warning("S3 is not usable yet: %s", exc)
+            log.warning("S3 at %s is not usable yet: %s", app[SETTINGS].s3_where(), exc)
         app[STORAGE] = storage
         yield
 
@@ -131,10 +132,20 @@ async def identities_context(app: web.Application) -> AsyncIterator[None]:
         await identities.close()
 
 
-async def create_app(settings: Settings | None = None) -> web.Application:
+async def create_app(
+    settings: Settings | None = None, *, known_s3: Capabilities | None = None
+) -> web.Application:
+    """The gateway, configured by `settings` (else the environment and .env).
+
+    `known_s3`: what an earlier write probe found the same S3 (endpoint and
+    S3_CHECKSUM) to enforce; the app then skips its own probe at startup (see
+    `open_storage`). Gunicorn and `python -m file_uploader` never pass it.
+    """
     settings = settings or load_settings()
     app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
     app[SETTINGS] = settings
+    if known_s3 is not None:
+        app[KNOWN_S3] = known_s3
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(identities_context)

@@ -7,9 +7,12 @@ from .identity import Identities, Identity
 from .ops.inflight import RequestsInFlight
 from .settings import Settings
 from .storage import Storage
+from .storage.probe import Capabilities
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
+# What an earlier write probe found this S3 to enforce, when create_app was handed it.
+KNOWN_S3 = web.AppKey("known_s3", Capabilities)
 # The HMAC key of share links: SHARE_SECRET, or random per process.
 SHARE_KEY = web.AppKey("share_key", bytes)
 IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)

@@ -21,6 +21,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from .formats import FLAG_WORDS, parse_flag
 from .sizes import (
     DEFAULT_PART_SIZE,
     MAX_OBJECT_SIZE,
@@ -41,8 +42,6 @@ S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
 # What the gateway does when the probe finds that S3 does not verify
 # S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
 S3_CHECKSUM_FALLBACKS = ("md5", "warn")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class SettingsError(ValueError):
@@ -50,12 +49,10 @@ class SettingsError(ValueError):
 
 
 def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise SettingsError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a boolean ({FLAG_WORDS}), got {value!r}") from None
 
 
 def _size(name: str, value: str) -> int:
@@ -83,7 +80,7 @@ def _quota(name: str, value: str) -> int:
     return size
 
 
-def _port(name: str, value: str) -> int:
+def parse_port(name: str, value: str) -> int:
     try:
         port = int(value)
     except ValueError:
@@ -373,7 +370,7 @@ class Settings:
 
     # --- HTTP ---
     host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
-    port: int = setting(HTTP, "Port to listen on (1-65535).", _port, default=8080)
+    port: int = setting(HTTP, "Port to listen on (1-65535).", parse_port, default=8080)
     workers: int = setting(
         HTTP,
         "gunicorn worker processes (make start-gunicorn, Docker).",
@@ -637,6 +634,13 @@ class Settings:
                 "AUTH_UUID_TOKENS=0 leaves no way in: set AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_ISSUER "
                 "or AUTH_HOOK_URL too"
             )
+
+    def s3_where(self) -> str:
+        """Where S3 is, for a log line: the endpoint's host and port (never credentials it may carry)."""
+        if not self.s3_endpoint_url:
+            return f"AWS S3 ({self.aws_region})"
+        endpoint = urllib.parse.urlsplit(self.s3_endpoint_url)
+        return f"{endpoint.hostname}:{endpoint.port or (443 if endpoint.scheme == 'https' else 80)}"
 
     def s3_lanes(self) -> tuple[int, int, int]:
         """S3_MAX_CONNECTIONS split into (downloads, uploads, short calls): 3/8, 1/2 and the rest."""

@@ -38,12 +38,13 @@ SPILL_SECONDS = 1.0
 # How long a call waits for a free S3 connection of its kind before a 503 with Retry-After
 # (aiobotocore's own pool would wait for ever): longer than any healthy call takes.
 S3_POOL_WAIT_SECONDS = 10.0
-# Lease of a tus upload's lock, renewed every third of it while a PATCH runs: a lock left by a
-# killed process frees itself after this long (meanwhile a resuming client gets 423).
-UPLOAD_LOCK_SECONDS = 20.0
-# Lease of the room an upload in progress holds in its user's quota, renewed every third of it:
-# long enough for replicas' clocks to differ by a few seconds (NTP keeps them far closer).
-QUOTA_LEASE_SECONDS = 60.0
+# A lease: how long a claim on a shared thing holds unless its holder renews it (a tus upload's
+# lock, an upload's room in its user's quota; storage/cas.py), renewed every third of it. Long
+# enough that a holder whose S3 calls are slow for a while still renews it twice before it runs
+# out, and that replicas' clocks may differ by a few seconds (NTP keeps them far closer); short
+# enough that what a killed process held (a lock: a resuming client gets 423; room in the
+# quota) comes back within half a minute.
+LEASE_SECONDS = 30.0
 # Thumbnails: images with more pixels than this are refused before any pixel is decoded
 # (decompression bombs; a decode holds up to 4 bytes a pixel: 160 MB at this limit)...
 THUMBNAIL_MAX_PIXELS = 40_000_000
@@ -78,6 +79,20 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r} (use bytes or a unit such as 8MiB, 5GiB)")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+_NAMES = ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"))
+
+
+def format_size(size: int) -> str:
+    """`size` for a person, in the largest binary unit it reaches: "5 GiB", "1000 bytes";
+    a size that is no whole number of its unit keeps its exact bytes: "9.5 MiB (10000000 bytes)"."""
+    for unit, name in _NAMES:
+        if size >= unit:
+            if size % unit == 0:
+                return f"{size // unit} {name}"
+            return f"{size / unit:.1f} {name} ({size} bytes)"
+    return f"{size} bytes"
 
 
 def part_size_for(total: int | None, base: int, part_number: int = 1) -> int:

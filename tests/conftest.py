@@ -6,15 +6,18 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import boto3
 import pytest
+from aiohttp import web
 
 from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
 from file_uploader.settings import Settings
+from file_uploader.storage import open_storage
+from file_uploader.storage.probe import Capabilities
 
 from .helpers import (
     ACCESS_KEY,
@@ -30,13 +33,18 @@ from .helpers import (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that runs the gateway as a process is a process test, one that drives Chromium a
-    browser test, whatever its module."""
+    browser test, one on Ceph RGW a slow test (its cluster takes a minute to start, and it has
+    moto's twin in the edit loop), whatever its module."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "gateway_process" in fixtures:
             item.add_marker(pytest.mark.process)
         if "browser_page" in fixtures:
             item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("target") if callspec else None
+        if "rgw" in fixtures or (isinstance(engine, str) and engine.startswith("rgw")):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -105,10 +113,47 @@ def settings(s3_url: str, bucket: str) -> Settings:
     )
 
 
+class ProbedS3:
+    """What the write probe found each S3 of the session to enforce: probed once per endpoint and
+    S3_CHECKSUM, then handed to every app built on it (`create_app(known_s3=...)`), which skips
+    its own probe. A fresh app would otherwise spend ten and more S3 requests on it."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str | None, str], Capabilities] = {}
+
+    async def findings(self, settings: Settings) -> Capabilities:
+        key = (settings.s3_endpoint_url, settings.s3_checksum)
+        if key not in self._found:
+            async with open_storage(settings) as storage:
+                await storage.ensure_ready()
+                self._found[key] = storage.capabilities
+        return self._found[key]
+
+
+@pytest.fixture(scope="session")
+def probed_s3() -> ProbedS3:
+    return ProbedS3()
+
+
+AppFor = Callable[[Settings], Awaitable[web.Application]]
+
+
 @pytest.fixture
-async def client(aiohttp_client, settings: Settings):
+def app_for(probed_s3: ProbedS3) -> AppFor:
+    """`create_app(settings)`, with the probe's answer for that S3 found once per session. For an S3
+    the session's probe saw; a test of the probe itself, or of an S3 that is down or behind a
+    fault proxy at startup, calls `create_app` instead."""
+
+    async def build(settings: Settings) -> web.Application:
+        return await create_app(settings, known_s3=await probed_s3.findings(settings))
+
+    return build
+
+
+@pytest.fixture
+async def client(aiohttp_client, app_for: AppFor, settings: Settings):
     """An HTTP client talking to the gateway on a real socket."""
-    return await aiohttp_client(await create_app(settings))
+    return await aiohttp_client(await app_for(settings))
 
 
 @pytest.fixture

@@ -16,8 +16,18 @@ PACKAGE = Path(file_uploader.__file__).parent
 
 # Lowest first. A module's layer is that of the longest name here its own name starts with.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    # What everything stands on: the version, sizes, settings, metrics, logs, the loop, in-flight counting.
-    ("ground", ("file_uploader", "file_uploader.sizes", "file_uploader.settings", "file_uploader.ops")),
+    # What everything stands on: the version, sizes, yes/no and time formats, settings, metrics, logs,
+    # the loop, in-flight counting.
+    (
+        "ground",
+        (
+            "file_uploader",
+            "file_uploader.sizes",
+            "file_uploader.formats",
+            "file_uploader.settings",
+            "file_uploader.ops",
+        ),
+    ),
     ("storage", ("file_uploader.storage",)),  # every S3 call
     ("hooks", ("file_uploader.hooks",)),  # what listens to the storage layer's events
     ("identity", ("file_uploader.identity",)),  # whose a bearer token is (JWTs, the auth callback)

@@ -165,3 +165,40 @@ def test_issuers_and_audiences_are_comma_separated_lists():
     )
     assert settings.auth_issuer == ("https://a.example", "https://b.example")
     assert settings.auth_audience == ("x", "y")
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("S3_ENDPOINT_URL", "not-a-url", "S3_ENDPOINT_URL must be an http:// or https:// URL"),
+        ("HOST", "999.1.1.1", "HOST must be an IP address"),
+        ("PORT", "70000", "PORT must be a TCP port from 1 to 65535, got 70000"),
+        ("PORT", "0", "PORT must be a TCP port from 1 to 65535, got 0"),
+        ("HOST", "no-such-host.invalid", "cannot listen on no-such-host.invalid port"),
+        ("SEND_TIMEOUT", "30", "SEND_TIMEOUT is no longer a setting: use CLIENT_TIMEOUT"),
+    ],
+)
+def test_a_bad_value_stops_the_gateway_with_one_line_naming_the_setting(tmp_path, name, value, said):
+    env = {**os.environ, "S3_BUCKET": "b", "PYTHONPATH": str(ROOT), name: value}
+    env.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing there: the gateway starts anyway
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "file_uploader"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    # What is not a log record (those start with their time) is what the user is told.
+    errors = [line for line in done.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert len(errors) == 1 and errors[0].startswith(f"file_uploader: {said}"), done.stderr
+
+
+def test_the_log_names_the_s3_endpoint_by_host_and_port_only():
+    settings = Settings(s3_bucket="b", s3_endpoint_url="https://key:secret@s3.example.net/base")
+    assert settings.s3_where() == "s3.example.net:443"
+    assert Settings(s3_bucket="b", s3_endpoint_url="http://127.0.0.1:9000").s3_where() == "127.0.0.1:9000"
+    assert Settings(s3_bucket="b", aws_region="eu-west-1").s3_where() == "AWS S3 (eu-west-1)"

@@ -16,11 +16,12 @@ from aiohttp.typedefs import Handler
 from ..appkeys import IDENTITIES, IDENTITY, SETTINGS, USER_ID
 from ..identity import AuthUnavailable, Identity, InvalidToken
 from ..storage.keys import is_valid_token, user_id
-from .errors import ApiError
+from .errors import AUTH_UNAVAILABLE, INVALID_BEARER, INVALID_TOKEN, MISSING_TOKEN
 from .openapi import OPENAPI_PATH
 from .sign_in import SIGN_IN
 
 TOKEN_HEADER = "X-Auth-Token"
+OFF = "UUID tokens are turned off here: send Authorization: Bearer <token>"
 API_PREFIX = "/api/"
 # Under /api/ but open to all: the API's description, which a client reads before it has a
 # token, the public library, and where the page signs in.
@@ -31,8 +32,6 @@ PUBLIC_OPTIONS_PREFIX = "/api/uploads"
 # because a plain HTML form cannot set a header: their handler authenticates (forms.py).
 BODY_TOKEN_ROUTES = frozenset({("POST", "/api/files")})
 FORM_TYPE = "multipart/form-data"
-_CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
-_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="file_uploader", error="invalid_token"'}
 
 
 async def authenticate(request: web.Request) -> str:
@@ -45,32 +44,28 @@ async def authenticate(request: web.Request) -> str:
     uuids = request.app[SETTINGS].auth_uuid_tokens
     if identities is not None and identities.accepts_bearer and bearers:
         if tokens:
-            raise ApiError(
-                401,
-                "invalid_token",
-                f"send one credential: {TOKEN_HEADER} or Authorization",
-                _BEARER_CHALLENGE,
-            )
+            raise INVALID_BEARER(detail=f"send one credential: {TOKEN_HEADER} or Authorization")
         if len(bearers) > 1:
-            raise ApiError(401, "invalid_token", "send exactly one Authorization header", _BEARER_CHALLENGE)
+            raise INVALID_BEARER(detail="send exactly one Authorization header")
         scheme, _, credential = bearers[0].strip().partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise ApiError(401, "invalid_token", "Authorization must be Bearer <token>", _BEARER_CHALLENGE)
+            raise INVALID_BEARER(detail="Authorization must be Bearer <token>")
         try:
             identity = await identities.bearer(credential.strip())
         except InvalidToken as exc:
-            raise ApiError(401, "invalid_token", str(exc), _BEARER_CHALLENGE) from None
+            raise INVALID_BEARER(detail=str(exc)) from None
         except AuthUnavailable as exc:
-            raise ApiError(503, "auth_unavailable", str(exc), {"Retry-After": "5"}) from None
+            raise AUTH_UNAVAILABLE(detail=str(exc)) from None
         return _identified(request, identity)
     if not uuids:
-        message = "send Authorization: Bearer <token> (UUID tokens are turned off here)"
-        raise ApiError(401, "invalid_token" if tokens else "missing_token", message, _BEARER_CHALLENGE)
+        if tokens:
+            raise INVALID_BEARER(detail=OFF)
+        raise MISSING_TOKEN(headers=INVALID_BEARER.headers, where="Authorization header: Bearer <token>")
     if len(tokens) > 1:
-        raise ApiError(401, "invalid_token", f"send exactly one {TOKEN_HEADER} header", _CHALLENGE)
+        raise INVALID_TOKEN(problem="must be sent exactly once")
     token = tokens[0].strip() if tokens else ""
     if not token:
-        raise ApiError(401, "missing_token", f"send your token in the {TOKEN_HEADER} header", _CHALLENGE)
+        raise MISSING_TOKEN(where=f"{TOKEN_HEADER} header")
     return authenticate_with(request, token)
 
 
@@ -83,19 +78,9 @@ def _identified(request: web.Request, identity: Identity) -> str:
 def authenticate_with(request: web.Request, token: str) -> str:
     """Store and return the user id of UUID `token`, wherever the request carried it; or a 401."""
     if not request.app[SETTINGS].auth_uuid_tokens:
-        raise ApiError(
-            401,
-            "invalid_token",
-            "UUID tokens are turned off here: send Authorization: Bearer <token>",
-            _BEARER_CHALLENGE,
-        )
+        raise INVALID_BEARER(detail=OFF)
     if not is_valid_token(token):
-        raise ApiError(
-            401,
-            "invalid_token",
-            f"{TOKEN_HEADER} must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a",
-            _CHALLENGE,
-        )
+        raise INVALID_TOKEN(problem="must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a")
     return _identified(request, Identity(user_id(token)))
 
 

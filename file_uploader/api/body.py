@@ -18,7 +18,17 @@ from aiohttp.http import HttpVersion11
 
 from ..appkeys import SETTINGS
 from ..settings import Settings
-from .errors import ApiError, as_api_error, error_response
+from ..sizes import format_size
+from .errors import (
+    BODY_TIMEOUT,
+    EXPECTATION_FAILED,
+    FILE_TOO_LARGE,
+    INCOMPLETE_BODY,
+    INVALID_FORM,
+    ApiError,
+    as_api_error,
+    error_response,
+)
 
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 # A route's checks before its body: plain, or a coroutine when they need S3 (USER_QUOTA).
@@ -26,7 +36,7 @@ Check = Callable[[web.Request], Awaitable[None] | None]
 
 
 def file_too_large(limit: int) -> ApiError:
-    return ApiError(413, "file_too_large", f"the file is larger than the limit of {limit} bytes")
+    return FILE_TOO_LARGE(limit=format_size(limit))
 
 
 def declared_length(request: web.Request, settings: Settings) -> int | None:
@@ -40,11 +50,11 @@ def declared_length(request: web.Request, settings: Settings) -> int | None:
 
 
 def _timed_out(settings: Settings) -> ApiError:
-    return ApiError(408, "body_timeout", f"no data arrived for {settings.client_timeout:g} seconds")
+    return BODY_TIMEOUT(seconds=settings.client_timeout)
 
 
 def _incomplete() -> ApiError:
-    return ApiError(400, "incomplete_body", "the connection ended before the whole body arrived")
+    return INCOMPLETE_BODY()
 
 
 async def read_body(request: web.Request) -> AsyncIterator[bytes]:
@@ -98,7 +108,7 @@ async def read_part(
         except TimeoutError:
             raise _timed_out(settings) from None
         except ValueError as exc:  # aiohttp's word for a body that breaks the multipart rules
-            raise ApiError(400, "invalid_form", "the multipart/form-data body is malformed") from exc
+            raise INVALID_FORM(problem="is malformed") from exc
         except Exception as exc:
             raise _incomplete() from exc
         if not chunk:
@@ -133,7 +143,7 @@ def expect_body(check: Check, headers: dict[str, str] | None = None) -> ExpectHa
             return None
         expect = request.headers.get(hdrs.EXPECT, "")
         if expect.lower() != "100-continue":
-            response = error_response(ApiError(417, "expectation_failed", f"unknown Expect: {expect}"))
+            response = error_response(EXPECTATION_FAILED(expect=expect))
             response.force_close()
             return response
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

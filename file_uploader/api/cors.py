@@ -34,7 +34,7 @@ from aiohttp.typedefs import Handler
 
 from ..appkeys import SETTINGS
 from ..settings import ANY_ORIGIN
-from .errors import ApiError
+from .errors import ORIGIN_NOT_ALLOWED
 
 ALLOW_METHODS = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS"
 # What the API and tus read from a request (a preflight lists the ones a script sets;
@@ -112,7 +112,7 @@ async def preflight_middleware(request: web.Request, handler: Handler) -> web.St
     if not request.app[SETTINGS].cors_origins or not _is_preflight(request):
         return await handler(request)
     if allowed_origin(request) is None:
-        raise ApiError(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
+        raise ORIGIN_NOT_ALLOWED()
     return web.Response(
         status=204,
         headers={

@@ -13,13 +13,13 @@ import binascii
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 
-from .errors import ApiError
+from .errors import DIGEST_MISMATCH, INVALID_DIGEST, ApiError
 
 _ALGORITHMS = {"md5": 16, "sha-256": 32}  # digest name -> length in bytes
 
 
 def _invalid(header: str) -> ApiError:
-    return ApiError(400, "invalid_digest", f"the {header} header is not a valid digest")
+    return INVALID_DIGEST(header=header)
 
 
 def _decode(header: str, text: str, algorithm: str) -> bytes:
@@ -82,4 +82,4 @@ async def _checked(chunks: AsyncIterator[bytes], expected: Expected) -> AsyncIte
         yield chunk
     for header, algorithm, value in expected:
         if hashes[algorithm].digest() != value:
-            raise ApiError(400, "digest_mismatch", f"the body does not match its {header} header")
+            raise DIGEST_MISMATCH(header=header)

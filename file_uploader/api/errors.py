@@ -1,13 +1,17 @@
-"""One JSON error shape for every failure, and the middleware that renders it.
+"""One JSON error shape for every failure, the catalogue of its codes, and the middleware that renders it.
 
-Every error leaves as ``{"error": {"code": ..., "message": ...}}``. Handlers
-raise `ApiError`; the storage layer raises its own errors, which `STORAGE_ERRORS`
-maps to HTTP in one table; anything else is logged with its traceback and
-becomes a 500 that reveals nothing internal.
+Every error leaves as ``{"error": {"code": ..., "message": ...}}``. Each code
+is named once below, with its status and message template (`CATALOGUE`;
+openapi.json lists the same codes, and a test holds the two together).
+Handlers raise an entry, filled in: ``raise INVALID_LIMIT(maximum=100)``; the
+storage layer raises its own errors, which `STORAGE_ERRORS` maps to entries in
+one table, their message being the storage error's own; anything else is
+logged with its traceback and becomes a 500 that reveals nothing internal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
@@ -57,36 +61,122 @@ def error_response(error: ApiError) -> web.Response:
     )
 
 
-# Storage errors, as HTTP: status, code, extra headers. The first match wins.
-STORAGE_ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
-    storage.InvalidName: (400, "invalid_name", {}),
-    storage.FileNotFound: (404, "not_found", {}),
-    storage.RangeNotSatisfiable: (416, "range_not_satisfiable", {}),
-    storage.TooManyUploads: (429, "too_many_uploads", _RETRY),
-    storage.TooLarge: (413, "upload_too_large", {}),
-    storage.QuotaExceeded: (413, "quota_exceeded", {}),
-    storage.UploadNotFound: (404, "not_found", {}),
-    storage.UploadExpired: (410, "upload_expired", {}),
-    storage.OffsetMismatch: (409, "offset_mismatch", {}),
-    storage.LengthConflict: (400, "length_conflict", {}),
-    storage.ChecksumMismatch: (CHECKSUM_MISMATCH, "checksum_mismatch", {}),
-    storage.NotAnImage: (415, "not_an_image", {}),
-    storage.ImageTooLarge: (422, "image_too_large", {}),
-    storage.FileChanged: (410, "file_changed", {}),
-    storage.UploadLocked: (423, "upload_locked", _RETRY),
-    storage.UploadConflict: (409, "upload_conflict", {}),
-    storage.PreconditionFailed: (409, "upload_conflict", {}),
-    storage.PartsChanged: (409, "upload_conflict", {}),
-    storage.StorageBusy: (503, "busy", _RETRY),
-    storage.StorageUnavailable: (503, "storage_unavailable", _RETRY),
-    storage.StorageError: (502, "storage_error", {}),
+@dataclasses.dataclass(frozen=True)
+class Error:
+    """One entry of the catalogue: a code, its status, and its message as a `str.format` template."""
+
+    status: int
+    code: str
+    message: str
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, headers: Mapping[str, str] | None = None, **fields: object) -> ApiError:
+        """The ApiError to raise, its message filled in with `fields`, with any extra `headers`."""
+        return ApiError(
+            self.status, self.code, self.message.format(**fields), {**self.headers, **(headers or {})}
+        )
+
+
+# The catalogue, by status. Entries whose message is "{detail}" carry the
+# storage error's own text (STORAGE_ERRORS) or the router's reason.
+INVALID_NAME = Error(400, "invalid_name", "{detail}")
+INCOMPLETE_BODY = Error(400, "incomplete_body", "the connection ended before the whole body arrived")
+INVALID_FORM = Error(400, "invalid_form", "the multipart/form-data body {problem}")
+INVALID_FIELD = Error(400, "invalid_field", "the field {field!r} {problem}")
+NO_FILES = Error(400, "no_files", "the form has no file field")
+INVALID_DIGEST = Error(400, "invalid_digest", "the {header} header is not a valid digest")
+DIGEST_MISMATCH = Error(400, "digest_mismatch", "the body does not match its {header} header")
+INVALID_PUBLIC = Error(400, "invalid_public", "{what} must be true or false ({words})")
+INVALID_FLAG = Error(400, "invalid_flag", "{what} must be a yes or no ({words})")
+INVALID_BODY = Error(400, "invalid_body", "send JSON such as {example}")
+INVALID_LIMIT = Error(400, "invalid_limit", "limit must be a whole number from 1 to {maximum}")
+INVALID_CURSOR = Error(400, "invalid_cursor", "after must be the `next` of an earlier page")
+INVALID_DELIMITER = Error(400, "invalid_delimiter", "the only delimiter is /")
+INVALID_THUMBNAIL = Error(400, "invalid_thumbnail", "thumbnail must be one of {sizes}")
+FOLDER_NOT_RECURSIVE = Error(
+    400, "folder_not_recursive", "to delete a folder and everything in it, add ?recursive=1"
+)
+INVALID_EXPIRY = Error(
+    400, "invalid_expiry", "expires_in must be a whole number of seconds from 1 to {maximum}"
+)
+INVALID_HEADER = Error(400, "invalid_header", "{header} must be a non-negative integer of at most 19 digits")
+INVALID_LENGTH = Error(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
+MISSING_OFFSET = Error(400, "missing_offset", "send Upload-Offset")
+INVALID_METADATA = Error(400, "invalid_metadata", "Upload-Metadata {key!r} is not base64 UTF-8")
+UNSUPPORTED_CHECKSUM = Error(400, "unsupported_checksum", "Upload-Checksum algorithms: {algorithms}")
+INVALID_CHECKSUM = Error(400, "invalid_checksum", "Upload-Checksum is not base64")
+LENGTH_CONFLICT = Error(400, "length_conflict", "{detail}")
+_CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
+MISSING_TOKEN = Error(401, "missing_token", "send your token in the {where}", _CHALLENGE)
+INVALID_TOKEN = Error(401, "invalid_token", "X-Auth-Token {problem}", _CHALLENGE)
+# A bearer token (identity/) that is refused: the same code, with RFC 6750's challenge.
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="file_uploader", error="invalid_token"'}
+INVALID_BEARER = Error(401, "invalid_token", "{detail}", _BEARER_CHALLENGE)
+ORIGIN_NOT_ALLOWED = Error(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
+INVALID_LINK = Error(403, "invalid_link", "this share link is not valid")
+NOT_FOUND = Error(404, "not_found", "{detail}")
+METHOD_NOT_ALLOWED = Error(405, "method_not_allowed", "{detail}")
+BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} seconds")
+OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
+UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
+LINK_EXPIRED = Error(410, "link_expired", "this share link has expired")
+FILE_CHANGED = Error(410, "file_changed", "{detail}")
+UPLOAD_EXPIRED = Error(410, "upload_expired", "{detail}")
+UNSUPPORTED_TUS_VERSION = Error(412, "unsupported_tus_version", "send Tus-Resumable: {version}")
+FILE_TOO_LARGE = Error(413, "file_too_large", "the file is larger than the limit of {limit}")
+UPLOAD_TOO_LARGE = Error(413, "upload_too_large", "{detail}")
+QUOTA_EXCEEDED = Error(413, "quota_exceeded", "{detail}")
+PAYLOAD_TOO_LARGE = Error(413, "payload_too_large", "{detail}")
+UNSUPPORTED_MEDIA_TYPE = Error(415, "unsupported_media_type", "send {expected}")
+NOT_AN_IMAGE = Error(415, "not_an_image", "{detail}")
+RANGE_NOT_SATISFIABLE = Error(416, "range_not_satisfiable", "{detail}")
+EXPECTATION_FAILED = Error(417, "expectation_failed", "unknown Expect: {expect}")
+IMAGE_TOO_LARGE = Error(422, "image_too_large", "{detail}")
+UPLOAD_LOCKED = Error(423, "upload_locked", "{detail}", _RETRY)
+TOO_MANY_UPLOADS = Error(429, "too_many_uploads", "{detail}", _RETRY)
+CHECKSUM_MISMATCH_ERROR = Error(CHECKSUM_MISMATCH, "checksum_mismatch", "{detail}")
+INTERNAL_ERROR = Error(500, "internal_error", "internal server error")
+STORAGE_ERROR = Error(502, "storage_error", "{detail}")
+BUSY = Error(503, "busy", "{detail}", _RETRY)
+STORAGE_UNAVAILABLE = Error(503, "storage_unavailable", "{detail}", _RETRY)
+NOT_READY = Error(503, "not_ready", "{detail}")
+# The provider's keys or the auth callback could not be had: refused, never let through.
+AUTH_UNAVAILABLE = Error(503, "auth_unavailable", "{detail}", _RETRY)
+
+# Every entry, by code.
+CATALOGUE: dict[str, Error] = {entry.code: entry for entry in globals().values() if isinstance(entry, Error)}
+
+# Storage errors, as catalogue entries. The first match wins.
+STORAGE_ERRORS: dict[type[Exception], Error] = {
+    storage.InvalidName: INVALID_NAME,
+    storage.FileNotFound: NOT_FOUND,
+    storage.RangeNotSatisfiable: RANGE_NOT_SATISFIABLE,
+    storage.TooManyUploads: TOO_MANY_UPLOADS,
+    storage.TooLarge: UPLOAD_TOO_LARGE,
+    storage.QuotaExceeded: QUOTA_EXCEEDED,
+    storage.UploadNotFound: NOT_FOUND,
+    storage.UploadExpired: UPLOAD_EXPIRED,
+    storage.OffsetMismatch: OFFSET_MISMATCH,
+    storage.LengthConflict: LENGTH_CONFLICT,
+    storage.ChecksumMismatch: CHECKSUM_MISMATCH_ERROR,
+    storage.NotAnImage: NOT_AN_IMAGE,
+    storage.ImageTooLarge: IMAGE_TOO_LARGE,
+    storage.FileChanged: FILE_CHANGED,
+    storage.UploadLocked: UPLOAD_LOCKED,
+    storage.UploadConflict: UPLOAD_CONFLICT,
+    storage.PreconditionFailed: UPLOAD_CONFLICT,
+    storage.PartsChanged: UPLOAD_CONFLICT,
+    storage.StorageBusy: BUSY,
+    storage.StorageUnavailable: STORAGE_UNAVAILABLE,
+    storage.StorageError: STORAGE_ERROR,
 }
 
-_HTTP_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    417: "expectation_failed",
+# The router's own refusals (and aiohttp's), as catalogue entries.
+_HTTP_ERRORS = {
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    413: PAYLOAD_TOO_LARGE,
+    417: EXPECTATION_FAILED,
 }
 
 
@@ -94,18 +184,19 @@ def as_api_error(exc: Exception) -> ApiError:
     """The ApiError for `exc`; anything unforeseen becomes a bare 500."""
     if isinstance(exc, ApiError):
         return exc
-    for kind, (status, code, headers) in STORAGE_ERRORS.items():
+    for kind, entry in STORAGE_ERRORS.items():
         if isinstance(exc, kind):
-            headers = dict(headers)
+            error = entry(detail=exc)
             if isinstance(exc, storage.RangeNotSatisfiable):
-                headers["Content-Range"] = f"bytes */{exc.size}"
-            return ApiError(status, code, str(exc), headers)
+                error.headers["Content-Range"] = f"bytes */{exc.size}"
+            return error
     if isinstance(exc, web.HTTPException):
         # The router's own 404 and 405, and any other aiohttp refusal.
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        code = _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
+        known = _HTTP_ERRORS.get(exc.status)
+        code = known.code if known else exc.reason.lower().replace(" ", "_")
         return ApiError(exc.status, code, exc.reason, headers)
-    return ApiError(500, "internal_error", "internal server error")
+    return INTERNAL_ERROR()
 
 
 @web.middleware

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..formats import FLAG_WORDS, iso8601, parse_flag
 from ..ops import metrics
 from ..sizes import LIST_PAGE_SIZE
 from ..storage import sweep
@@ -29,7 +30,19 @@ from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
 from .auth import authenticate
 from .body import declared_length, expect_body, read_body
 from .digests import expected_digests, verified
-from .errors import ApiError, ClientGone
+from .errors import (
+    FILE_CHANGED,
+    FOLDER_NOT_RECURSIVE,
+    INVALID_BODY,
+    INVALID_DELIMITER,
+    INVALID_FLAG,
+    INVALID_LIMIT,
+    INVALID_PUBLIC,
+    INVALID_THUMBNAIL,
+    ApiError,
+    ClientGone,
+    Error,
+)
 from .proxies import absolute_url
 
 FILES = "/api/files"
@@ -119,8 +132,15 @@ def content_disposition(name: str, *, inline: bool = False) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(base, safe='')}"
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
+def flag(value: str | None, what: str, error: Error = INVALID_FLAG) -> bool:
+    """A yes or no from the query, a header or a form field, by the one rule (formats.py); absent or
+    empty is no; anything else is `error`, a 400."""
+    if value is None or not value.strip():
+        return False
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise error(what=what, words=FLAG_WORDS) from None
 
 
 def _thumbnail_size(request: web.Request) -> int | None:
@@ -129,7 +149,7 @@ def _thumbnail_size(request: web.Request) -> int | None:
         return None
     if not value.isdigit() or int(value) not in THUMBNAIL_SIZES:
         sizes = ", ".join(map(str, THUMBNAIL_SIZES))
-        raise ApiError(400, "invalid_thumbnail", f"thumbnail must be one of {sizes}")
+        raise INVALID_THUMBNAIL(sizes=sizes)
     return int(value)
 
 
@@ -145,7 +165,7 @@ async def serve(
     attachment unless `?inline=1` asks for one of the types a browser may show."""
     size = _thumbnail_size(request)
     if size is None:
-        inline = _flag(request, "inline") and may_be_inline(content_type(name))
+        inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
         disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
         return await send_file(request, key, name, if_match=if_match, headers=disposition)
     image_format = _thumbnail_format(request)
@@ -165,19 +185,12 @@ async def serve(
 
 
 def _changed() -> ApiError:
-    return ApiError(410, "file_changed", "the file was replaced after this link was made")
+    return FILE_CHANGED(detail="the file was replaced after this link was made")
 
 
 def public_flag(value: str | None, what: str) -> bool:
-    """X-Public, or a form's `public` field: true/false (1/0, yes/no, on/off); absent is false."""
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise ApiError(400, "invalid_public", f"{what} must be true or false")
+    """X-Public, or a form's `public` field (`flag`, with its own error code)."""
+    return flag(value, what, INVALID_PUBLIC)
 
 
 def _byte_range(request: web.Request) -> str | None:
@@ -200,13 +213,14 @@ async def _check_upload(request: web.Request) -> None:
     expected_digests(request.headers)
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     storage = request.app[STORAGE]
-    storage.pipeline.slots.check(request[USER_ID])
-    await storage.quotas.check(request[USER_ID], key, size)
+    await storage.admit(request[USER_ID], key, size)
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:
     async for page in pages:
-        yield [{"name": name, "size": info.size, "modified": _iso(info)} for name, info in page]
+        yield [
+            {"name": name, "size": info.size, "modified": iso8601(info.last_modified)} for name, info in page
+        ]
 
 
 async def send(request: web.Request, response: web.StreamResponse, data: bytes | None = None) -> None:
@@ -235,10 +249,6 @@ async def _prepend(first: list[Any], rest: AsyncIterator[list[Any]]) -> AsyncIte
         yield item
 
 
-def _iso(info: ObjectInfo) -> str:
-    return info.last_modified.isoformat().replace("+00:00", "Z")
-
-
 # The query parameters that ask for one page (an object) rather than the whole array.
 _PAGE_PARAMETERS = ("prefix", "delimiter", "after", "limit")
 
@@ -248,14 +258,14 @@ def _page_query(request: web.Request) -> tuple[str, bool, str | None, int]:
     prefix = query.get("prefix", "")
     delimiter = query.get("delimiter")
     if delimiter not in (None, "/"):
-        raise ApiError(400, "invalid_delimiter", "the only delimiter is /")
+        raise INVALID_DELIMITER()
     after = query.get("after") or None
     for value in (prefix, after or ""):
         if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES or not value.isprintable():
             raise InvalidName("prefix and after are file or folder names")
     limit_text = query.get("limit", str(LIST_PAGE_SIZE))
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_PAGE_SIZE:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {LIST_PAGE_SIZE}")
+        raise INVALID_LIMIT(maximum=LIST_PAGE_SIZE)
     return prefix, delimiter == "/", after, int(limit_text)
 
 
@@ -264,7 +274,7 @@ def _page_json(prefix: str, page: FolderPage) -> dict[str, Any]:
         "prefix": prefix,
         "folders": page.folders,
         "files": [
-            {"name": name, "size": info.size, "modified": _iso(info), "public": public}
+            {"name": name, "size": info.size, "modified": iso8601(info.last_modified), "public": public}
             for name, info, public in page.files
         ],
         "next": page.next,
@@ -284,7 +294,7 @@ async def list_files(request: web.Request) -> web.StreamResponse:
         return web.json_response(_page_json(prefix, page))
     prefix = user_prefix(request[USER_ID])
     pages: AsyncIterator[list[Any]]
-    if request.query.get("details", "") in ("1", "true", "yes"):
+    if flag(request.query.get("details"), "details"):
         pages = _detailed(files.list_entries(prefix))
     else:
         pages = files.list_names(prefix)
@@ -323,7 +333,7 @@ async def patch_file(request: web.Request) -> web.Response:
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("public"), bool):
-        raise ApiError(400, "invalid_body", 'send JSON such as {"public": true}')
+        raise INVALID_BODY(example='{"public": true}')
     name = decode_name(request)
     library_id = await request.app[STORAGE].files.set_public(_key(request), body["public"])
     answer: dict[str, Any] = {"name": name, "public": library_id is not None}
@@ -389,10 +399,8 @@ async def delete_file(request: web.Request) -> web.Response:
         await request.app[STORAGE].files.delete(_key(request))
         return web.Response(status=204)
     folder = validate_folder(name)
-    if not _flag(request, "recursive"):
-        raise ApiError(
-            400, "folder_not_recursive", "to delete a folder and everything in it, add ?recursive=1"
-        )
+    if not flag(request.query.get("recursive"), "recursive"):
+        raise FOLDER_NOT_RECURSIVE()
     deleted = await sweep.delete_folder(request.app[STORAGE], request[USER_ID], folder)
     return web.json_response({"folder": folder, "deleted": deleted.files, "aborted": deleted.aborted})
 

@@ -35,12 +35,24 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..sizes import format_size
 from ..storage.errors import StorageFailure
 from ..storage.keys import file_key
 from .auth import FORM_TYPE, TOKEN_HEADER, authenticate, authenticate_with
 from .body import expect_body, read_part
 from .digests import expected_digests, verified
-from .errors import ApiError, as_api_error
+from .errors import (
+    BODY_TIMEOUT,
+    INCOMPLETE_BODY,
+    INVALID_FIELD,
+    INVALID_FORM,
+    INVALID_TOKEN,
+    MISSING_TOKEN,
+    NO_FILES,
+    UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
+    as_api_error,
+)
 from .files import content_type, public_flag
 from .page import PAGE_HEADERS
 
@@ -55,9 +67,9 @@ _BROKEN_BODY = frozenset({"incomplete_body", "body_timeout", "invalid_form"})
 async def _check_form(request: web.Request) -> None:
     """What a form upload refuses before its body: not a form, a bad token header, no upload slot."""
     if request.content_type != FORM_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"send {FORM_TYPE} (or PUT the file's bytes)")
+        raise UNSUPPORTED_MEDIA_TYPE(expected=f"{FORM_TYPE} (or PUT the file's bytes)")
     if TOKEN_HEADER in request.headers or hdrs.AUTHORIZATION in request.headers:
-        request.app[STORAGE].pipeline.slots.check(await authenticate(request))
+        await request.app[STORAGE].admit(await authenticate(request), None, None)
 
 
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
@@ -66,15 +78,13 @@ async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader
         async with asyncio.timeout(settings.client_timeout):
             part = await reader.next()
     except TimeoutError:
-        raise ApiError(
-            408, "body_timeout", f"no data arrived for {settings.client_timeout:g} seconds"
-        ) from None
+        raise BODY_TIMEOUT(seconds=settings.client_timeout) from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_form", "the multipart/form-data body is malformed") from exc
+        raise INVALID_FORM(problem="is malformed") from exc
     except Exception as exc:
-        raise ApiError(400, "incomplete_body", "the connection ended before the whole body arrived") from exc
+        raise INCOMPLETE_BODY() from exc
     if part is not None and not isinstance(part, BodyPartReader):
-        raise ApiError(400, "invalid_form", "nested multipart bodies are not supported: one file per field")
+        raise INVALID_FORM(problem="nests another multipart body: send one file per field")
     return part
 
 
@@ -83,13 +93,11 @@ async def _text(request: web.Request, part: BodyPartReader) -> str:
     async for chunk in read_part(request, part):
         data += chunk
         if len(data) > FIELD_MAX_BYTES:
-            raise ApiError(
-                400, "invalid_field", f"the field {part.name!r} is longer than {FIELD_MAX_BYTES} bytes"
-            )
+            raise INVALID_FIELD(field=part.name, problem=f"is longer than {format_size(FIELD_MAX_BYTES)}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_field", f"the field {part.name!r} is not UTF-8 text") from None
+        raise INVALID_FIELD(field=part.name, problem="is not UTF-8 text") from None
 
 
 # Browsers escape these three in a filename (WHATWG HTML, "multipart/form-data encoding
@@ -110,7 +118,7 @@ async def _skip(request: web.Request, part: BodyPartReader) -> None:
 
 
 async def _store(
-    request: web.Request, uid: str, part: BodyPartReader, name: str, public: bool
+    request: web.Request, user_id: str, part: BodyPartReader, name: str, public: bool
 ) -> dict[str, Any]:
     """Store one file field; its entry in the answer."""
     field = part.name
@@ -123,10 +131,10 @@ async def _store(
             yield chunk
 
     try:
-        key = file_key(uid, name)
+        key = file_key(user_id, name)
         chunks = verified(counted(), expected_digests(part.headers))
         await request.app[STORAGE].files.put(
-            uid, key, chunks, size=None, content_type=content_type(name), public=public, kind="form"
+            user_id, key, chunks, size=None, content_type=content_type(name), public=public, kind="form"
         )
     except (ApiError, StorageFailure) as exc:
         error = as_api_error(exc)
@@ -147,8 +155,8 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
-        raise ApiError(400, "invalid_form", "the multipart/form-data body is malformed") from exc
-    uid: str | None = request.get(USER_ID)
+        raise INVALID_FORM(problem="is malformed") from exc
+    user_id: str | None = request.get(USER_ID)
     name: str | None = None
     public = False
     results: list[dict[str, Any]] = []
@@ -156,10 +164,10 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
         if part.filename is None:  # a plain field
             value = await _text(request, part)
             if part.name == TOKEN_FIELD:
-                if uid is not None:
-                    raise ApiError(401, "invalid_token", "send the token once: a header or a token field")
-                uid = authenticate_with(request, value.strip())
-                request.app[STORAGE].pipeline.slots.check(uid)
+                if user_id is not None:
+                    raise INVALID_TOKEN(problem="must be sent once: in a header or a token field, not both")
+                user_id = authenticate_with(request, value.strip())
+                await request.app[STORAGE].admit(user_id, None, None)
             elif part.name == NAME_FIELD:
                 name = value
             elif part.name == PUBLIC_FIELD:
@@ -168,19 +176,16 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
         if part.filename == "" and name is None:
             await _skip(request, part)  # a form's file input left empty
             continue
-        if uid is None:
-            raise ApiError(
-                401,
-                "missing_token",
-                f"send {TOKEN_HEADER}, or a {TOKEN_FIELD} field before the first file",
-                {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'},
+        if user_id is None:
+            raise MISSING_TOKEN(
+                where=f"{TOKEN_HEADER} header, or in a {TOKEN_FIELD} field before the first file"
             )
-        results.append(await _store(request, uid, part, name or _filename(part.filename), public))
+        results.append(await _store(request, user_id, part, name or _filename(part.filename), public))
         name = None
-    if uid is None:
+    if user_id is None:
         await authenticate(request)  # the same 401 as any other route
     if not results:
-        raise ApiError(400, "no_files", "the form has no file field")
+        raise NO_FILES()
     return _answer(request, results)
 
 

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..appkeys import STORAGE
 from ..ops import metrics
 from ..storage.errors import StorageFailure
-from .errors import ApiError
+from .errors import NOT_READY
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -23,7 +23,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         s3 = await request.app[STORAGE].check()
     except StorageFailure as exc:
-        raise ApiError(503, "not_ready", str(exc)) from None
+        raise NOT_READY(detail=exc) from None
     return web.json_response({"status": "ready", "s3": s3})
 
 

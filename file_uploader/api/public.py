@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..appkeys import STORAGE
 from ..storage.library import Entry, is_library_id
-from .errors import ApiError
+from .errors import INVALID_CURSOR, INVALID_LIMIT
 from .files import content_type, public_url, serve
 
 PUBLIC = "/api/public"
@@ -23,7 +23,7 @@ MAX_PAGE = 100  # each entry is one small GetObject: a page is read at most 16 a
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit", str(DEFAULT_PAGE))
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+        raise INVALID_LIMIT(maximum=MAX_PAGE)
     return int(text)
 
 
@@ -43,7 +43,7 @@ async def list_public(request: web.Request) -> web.Response:
     """A page of the library, newest first: `{"files": [...], "next": <id> | null}`."""
     after = request.query.get("after") or None
     if after is not None and not is_library_id(after):
-        raise ApiError(400, "invalid_cursor", "after must be the `next` of an earlier page")
+        raise INVALID_CURSOR()
     entries, next_id = await request.app[STORAGE].library.page(after=after, limit=_limit(request))
     return web.json_response({"files": [_item(request, entry) for entry in entries], "next": next_id})
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
 import hashlib
 import hmac
 import json
@@ -22,9 +21,10 @@ import time
 from aiohttp import web
 
 from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
+from ..formats import iso8601
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT, file_key
-from .errors import ApiError
+from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_LINK, LINK_EXPIRED
 from .files import FILE, decode_name, serve
 from .proxies import absolute_url
 
@@ -65,7 +65,7 @@ def sign(secret: bytes, key: str, etag: str, expires: int) -> str:
 
 def verify(secret: bytes, link: str) -> tuple[str, str, int]:
     """The key, ETag and expiry a link names; 403 if it was not signed by us."""
-    forged = ApiError(403, "invalid_link", "this share link is not valid")
+    forged = INVALID_LINK()
     try:
         payload_text, signature_text = link.split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
@@ -83,7 +83,7 @@ async def _expires_in(request: web.Request, maximum: int) -> int:
         try:
             body = await request.json()
         except ValueError:
-            raise ApiError(400, "invalid_body", 'send JSON such as {"expires_in": 3600}') from None
+            raise INVALID_BODY(example='{"expires_in": 3600}') from None
         value = body.get("expires_in") if isinstance(body, dict) else None
     if value is None:
         return min(DEFAULT_SHARE_SECONDS, maximum)
@@ -94,14 +94,8 @@ async def _expires_in(request: web.Request, maximum: int) -> int:
     except (TypeError, ValueError, OverflowError):
         seconds = 0
     if isinstance(value, bool) or not 1 <= seconds <= maximum:
-        raise ApiError(
-            400, "invalid_expiry", f"expires_in must be a whole number of seconds from 1 to {maximum}"
-        )
+        raise INVALID_EXPIRY(maximum=maximum)
     return seconds
-
-
-def _iso(timestamp: int) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def create_link(request: web.Request) -> web.Response:
@@ -112,13 +106,13 @@ async def create_link(request: web.Request) -> web.Response:
     expires = int(time.time()) + seconds
     link = sign(request.app[SHARE_KEY], key, info.etag, expires)
     url = absolute_url(request, str(request.app.router[SHARED_NAME].url_for(link=link)))
-    return web.json_response({"url": url, "expires_at": _iso(expires), "expires_in": seconds})
+    return web.json_response({"url": url, "expires_at": iso8601(expires), "expires_in": seconds})
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:
     key, etag, expires = verify(request.app[SHARE_KEY], request.match_info["link"])
     if time.time() >= expires:
-        raise ApiError(410, "link_expired", "this share link has expired")
+        raise LINK_EXPIRED()
     name = key.split("/", 2)[2] if key.startswith(FILES_ROOT) else key
     return await serve(request, key, name, if_match=etag)
 

@@ -19,10 +19,21 @@ from aiohttp import hdrs, web
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
-from ..storage.resumable import CHECKSUMS, Upload
+from ..storage.resumable import UPLOAD_CHECKSUMS, Upload
 from .auth import authenticate
 from .body import expect_body, read_body
-from .errors import ApiError, as_api_error
+from .errors import (
+    INVALID_CHECKSUM,
+    INVALID_HEADER,
+    INVALID_LENGTH,
+    INVALID_METADATA,
+    MISSING_OFFSET,
+    UNSUPPORTED_CHECKSUM,
+    UNSUPPORTED_MEDIA_TYPE,
+    UNSUPPORTED_TUS_VERSION,
+    UPLOAD_TOO_LARGE,
+    as_api_error,
+)
 from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
@@ -37,12 +48,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _check_version(request: web.Request) -> None:
     if request.headers.get("Tus-Resumable") != TUS_VERSION:
-        raise ApiError(
-            412,
-            "unsupported_tus_version",
-            f"send Tus-Resumable: {TUS_VERSION}",
-            {"Tus-Version": TUS_VERSION},
-        )
+        raise UNSUPPORTED_TUS_VERSION({"Tus-Version": TUS_VERSION}, version=TUS_VERSION)
 
 
 def tus_route(handler: Handler) -> Handler:
@@ -75,7 +81,7 @@ def _number(request: web.Request, header: str) -> int | None:
     if value is None:
         return None
     if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
-        raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer of at most 19 digits")
+        raise INVALID_HEADER(header=header)
     return int(value)
 
 
@@ -90,7 +96,7 @@ def _metadata(header: str) -> dict[str, str]:
         try:
             pairs[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(400, "invalid_metadata", f"Upload-Metadata {key!r} is not base64 UTF-8") from None
+            raise INVALID_METADATA(key=key) from None
     return pairs
 
 
@@ -99,12 +105,12 @@ def _checksum(request: web.Request) -> tuple[str, bytes] | None:
     if value is None:
         return None
     algorithm, _, encoded = value.strip().partition(" ")
-    if algorithm not in CHECKSUMS:
-        raise ApiError(400, "unsupported_checksum", f"Upload-Checksum algorithms: {','.join(CHECKSUMS)}")
+    if algorithm not in UPLOAD_CHECKSUMS:
+        raise UNSUPPORTED_CHECKSUM(algorithms=",".join(UPLOAD_CHECKSUMS))
     try:
         return algorithm, base64.b64decode(encoded, validate=True)
     except binascii.Error:
-        raise ApiError(400, "invalid_checksum", "Upload-Checksum is not base64") from None
+        raise INVALID_CHECKSUM() from None
 
 
 def _expires(upload: Upload) -> str:
@@ -116,12 +122,12 @@ def _check_body_fits(request: web.Request, length: int | None, offset: int) -> N
     size = request.content_length
     end = length if length is not None else request.app[SETTINGS].max_file_size
     if size is not None and offset + size > end:
-        raise ApiError(413, "upload_too_large", f"the upload ends at byte {end}")
+        raise UPLOAD_TOO_LARGE(detail=f"the upload ends at byte {end}")
 
 
 async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     if request.content_type != OFFSET_OCTET_STREAM:
-        raise ApiError(415, "unsupported_media_type", f"send Content-Type: {OFFSET_OCTET_STREAM}")
+        raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     length = _number(request, "Upload-Length")
     checksum = _checksum(request)
     _check_body_fits(request, length if length is not None else upload.length, offset)
@@ -146,7 +152,7 @@ async def options(request: web.Request) -> web.Response:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": EXTENSIONS,
             "Tus-Max-Size": str(request.app[SETTINGS].max_file_size),
-            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+            "Tus-Checksum-Algorithm": ",".join(UPLOAD_CHECKSUMS),
         },
     )
 
@@ -156,7 +162,7 @@ async def create(request: web.Request) -> web.Response:
     length = _number(request, "Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
     if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
-        raise ApiError(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
+        raise INVALID_LENGTH()
     raw_metadata = request.headers.get("Upload-Metadata", "")
     name = _metadata(raw_metadata).get("filename")
     if not name:
@@ -204,9 +210,9 @@ async def head(request: web.Request) -> web.Response:
 async def patch(request: web.Request) -> web.Response:
     offset = _number(request, "Upload-Offset")
     if offset is None:
-        raise ApiError(400, "missing_offset", "send Upload-Offset")
+        raise MISSING_OFFSET()
     if request.content_type != OFFSET_OCTET_STREAM:
-        raise ApiError(415, "unsupported_media_type", f"send Content-Type: {OFFSET_OCTET_STREAM}")
+        raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     upload = await _append(request, await _get(request), offset)
     return web.Response(status=204, headers=_upload_headers(upload))
 
@@ -224,11 +230,12 @@ async def _check_body(request: web.Request) -> None:
     await authenticate(request)
     _check_version(request)
     storage = request.app[STORAGE]
-    storage.pipeline.slots.check(request[USER_ID])
+    key = length = None
     if request.method == hdrs.METH_POST and (length := _number(request, "Upload-Length")) is not None:
         name = _metadata(request.headers.get("Upload-Metadata", "")).get("filename")
         if name:  # (without one, the creation is refused anyway)
-            await storage.quotas.check(request[USER_ID], file_key(request[USER_ID], name), length)
+            key = file_key(request[USER_ID], name)
+    await storage.admit(request[USER_ID], key, length)
 
 
 expect_patch = expect_body(_check_body, _TUS_HEADERS)

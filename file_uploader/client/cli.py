@@ -1,4 +1,4 @@
-"""`file-uploader` (or `python -m file_uploader.cli`): the gateway's API from a shell.
+"""`file-uploader` (or `python -m file_uploader.client`): the gateway's API from a shell.
 
 Token and URL come from --token / --url or FILE_UPLOADER_TOKEN / FILE_UPLOADER_URL; where the
 gateway takes bearer tokens (a JWT, or your application's session token), --bearer or
@@ -30,9 +30,10 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -59,12 +60,31 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
+class SpeedColumn(ProgressColumn):
+    """The recent rate while bytes move; once the transfer is over, its bytes over its whole time.
+
+    rich's own column keeps the rate of the moment the last byte was read: for an
+    upload that is before the gateway has stored the file (its last parts and the
+    multipart completion still to come), so it showed up to twice the real rate.
+    A transfer is over when `Progress.stop_task` is called, after the answer.
+    """
+
+    def render(self, task: Task) -> Text:
+        if task.stop_time is not None and task.elapsed:
+            speed: float | None = task.completed / task.elapsed
+        else:
+            speed = task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        return Text(f"{decimal(int(speed))}/s", style="progress.data.speed")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
-        TransferSpeedColumn(),
+        SpeedColumn(),
         TimeRemainingColumn(),
         console=err,
     )
@@ -141,6 +161,7 @@ async def put(client: Client, args: argparse.Namespace) -> int:
                 "PUT", client.file_url(name), data=body, headers={"Content-Length": str(size)}
             )
             response.release()
+            progress.stop_task(task)  # stored: the speed now counts the whole time
     return 0
 
 
@@ -202,6 +223,7 @@ async def get(client: Client, args: argparse.Namespace) -> int:
         async for chunk in response.content.iter_chunked(CHUNK):
             await asyncio.to_thread(file.write, chunk)
             progress.advance(task, len(chunk))
+        progress.stop_task(task)
     partial.replace(target)  # a cut download never leaves a file that looks whole
     return 0
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
+
+from ..formats import iso8601
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -14,7 +15,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "time": iso8601(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..appkeys import IN_FLIGHT
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from .connections import GatewayRunner, raise_open_file_limit
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,12 @@ async def serve(make_app: AppFactory, settings: Settings, host: str, port: int) 
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # in use, not an address of this host, a name that does not resolve
+            raise SettingsError(
+                f"cannot listen on {host} port {port} (HOST, PORT): {exc.strerror or exc}"
+            ) from None
         log.info("serving on http://%s:%d (stop with Ctrl-C or SIGTERM)", host, port)
         received: list[signal.Signals] = []
         stop = asyncio.Event()

@@ -13,6 +13,8 @@
     resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
     quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
+    cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
+    landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
 
 `Storage` ties them together, once per process (or per admin command).
@@ -29,19 +31,19 @@ from typing import Any
 from ..ops import metrics
 from ..settings import Settings
 from ..sizes import (
+    LEASE_SECONDS,
     PARTS_IN_FLIGHT,
-    QUOTA_LEASE_SECONDS,
     SPILL_SECONDS,
     THUMBNAIL_MAX_BYTES,
     THUMBNAIL_MAX_PIXELS,
     THUMBNAIL_WORKERS,
-    UPLOAD_LOCK_SECONDS,
 )
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
 from .files import Files
+from .landing import Landing
 from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
@@ -55,7 +57,14 @@ log = logging.getLogger(__name__)
 class Storage:
     """Everything the gateway stores, in the one bucket of `s3`."""
 
-    def __init__(self, s3: S3, settings: Settings) -> None:
+    def __init__(
+        self,
+        s3: S3,
+        settings: Settings,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        known: Capabilities | None = None,
+    ) -> None:
         self.s3 = s3
         self.pipeline = PartPipeline(
             s3,
@@ -80,28 +89,34 @@ class Storage:
         self.quotas = Quotas(
             s3,
             limit=settings.user_quota,
-            lease_seconds=QUOTA_LEASE_SECONDS,
-            step=settings.part_size,
+            lease_seconds=lease_seconds,
         )
         # What happens to files, for a listener the app connects (the webhook sender).
         self.events = Events()
-        self.files = Files(s3, self.pipeline, self.library, self.thumbnails, self.quotas, self.events)
+        self.landing = Landing(
+            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
+        )
+        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing)
         self.resumable = Resumable(
             s3,
             self.pipeline,
             expiry=settings.upload_expiry,
             max_size=settings.max_file_size,
-            lock_seconds=UPLOAD_LOCK_SECONDS,
-            on_stored=lambda key: self.files.set_public(key, False),
+            lock_seconds=lease_seconds,
             quotas=self.quotas,
-            events=self.events,
+            landing=self.landing,
         )
         self._settings = settings
+        self._known = known
         # What the write probe found S3 to enforce: every finding False until
         # it succeeded. The tus store reads `if_none_match` and `if_match`.
         self.capabilities: Capabilities = UNPROBED
         self._bucket_ready = False
         self._ready_lock = asyncio.Lock()
+
+    async def admit(self, uid: str, key: str | None, length: int | None) -> None:
+        """Refuse an upload before its body (an expect handler's one call): landing.Landing.admit."""
+        await self.landing.admit(uid, key, length)
 
     @property
     def ready(self) -> bool:
@@ -142,7 +157,10 @@ class Storage:
         """
         names = list(CHECKSUMS) if every_checksum else [self._settings.s3_checksum, "md5"]
         try:
-            found = await probe(self.s3, names)
+            if self._known is not None and not every_checksum:
+                found = self._known
+            else:
+                found = await probe(self.s3, names)
         except StorageUnavailable as exc:
             raise StorageUnavailable(f"the write probe failed: {exc}") from exc
         except StorageFailure as exc:
@@ -150,11 +168,7 @@ class Storage:
         decision = choose(self._settings.s3_checksum, self._settings.s3_checksum_fallback, found)
         self.pipeline.integrity = decision.integrity
         self.capabilities = found
-        # tus locks and commits use conditional writes only where S3 honours both kinds
-        # (S3_CONDITIONAL_WRITES=0 turns them off whatever the probe says).
-        self.s3.conditional_writes = (
-            self._settings.s3_conditional_writes and found.if_none_match and found.if_match
-        )
+        self.s3.found_conditions(if_none_match=found.if_none_match, if_match=found.if_match)
         metrics.report_s3(decision.integrity.describe(), found.flags())
         integrity = decision.integrity
         log.info(
@@ -190,8 +204,15 @@ class Storage:
 
 
 @contextlib.asynccontextmanager
-async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
-    """A Storage with its own S3 client, open for the block; one per process or admin command."""
+async def open_storage(settings: Settings, *, known: Capabilities | None = None) -> AsyncIterator[Storage]:
+    """A Storage with its own S3 client, open for the block; one per process or admin command.
+
+    `known`: what an earlier write probe found this same S3 endpoint to enforce,
+    for S3_CHECKSUM and md5 (`Storage.capabilities`). The startup probe is then
+    skipped and these findings applied as its own would be. Only for a caller
+    that opens many storages on one S3 and has probed it itself (the test
+    suite builds hundreds of apps on one moto server).
+    """
     async with open_client(settings) as client:
         s3 = S3(
             client,
@@ -199,7 +220,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
             Lanes.from_settings(settings),
             conditional_writes=settings.s3_conditional_writes,
         )
-        storage = Storage(s3, settings)
+        storage = Storage(s3, settings, known=known)
         try:
             yield storage
         finally:

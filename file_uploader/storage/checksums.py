@@ -97,7 +97,6 @@ CHECKSUMS: dict[str, Checksum | None] = {
     "md5": Checksum("md5", "ContentMD5", None, _md5),
     "off": None,
 }
-DEFAULT_CHECKSUM = "crc32"
 MD5 = CHECKSUMS["md5"]
 assert MD5 is not None
 

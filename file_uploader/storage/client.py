@@ -52,7 +52,7 @@ from botocore.handlers import convert_body_to_file_like_object
 
 from ..ops import metrics
 from ..settings import Settings
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS, format_size
 from .errors import (
     FileNotFound,
     PartsChanged,
@@ -224,7 +224,6 @@ class Lanes:
     """The S3 connections each kind of call may hold, and how long a call waits for one."""
 
     def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
-        self.sizes = dict(sizes)
         self.timeout = timeout
         self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
         self.in_use = dict.fromkeys(sizes, 0)
@@ -288,9 +287,19 @@ class S3:
         self._client = client
         self.bucket = bucket
         self.lanes = lanes
-        # Whether PutObject honours If-Match / If-None-Match here (see Settings.s3_conditional_writes).
-        self.conditional_writes = conditional_writes
+        self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
+        self._conditions_honoured = True  # until the probe finds otherwise
         send_bodies_as_is(client)
+
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether compare-and-swap sends its conditions to S3 (cas.py): only where both are
+        wanted (S3_CONDITIONAL_WRITES) and the write probe found S3 to honour both kinds."""
+        return self._conditions_wanted and self._conditions_honoured
+
+    def found_conditions(self, *, if_none_match: bool, if_match: bool) -> None:
+        """What the write probe found S3 to do with If-None-Match: * and If-Match on PutObject."""
+        self._conditions_honoured = if_none_match and if_match
 
     @staticmethod
     @contextlib.contextmanager
@@ -331,23 +340,6 @@ class S3:
         async with self.lanes.hold(lane):
             with translated("PutObject"):
                 return await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
-
-    async def put_if(self, key: str, body: bytes, *, absent: bool = False, etag: str | None = None) -> str:
-        """PutObject only if `key` is absent, or still has `etag`; its new ETag.
-
-        Raises PreconditionFailed when another version is there. Where the S3
-        does not honour conditional writes (`conditional_writes` False) the
-        condition is not sent: the write always happens, and the caller's
-        compare-and-swap is only as good as reading the state back.
-        """
-        params: dict[str, Any] = {}
-        if self.conditional_writes:
-            if absent:
-                params["IfNoneMatch"] = "*"
-            elif etag is not None:
-                # Without its quotes: Ceph RGW 16 never matches a quoted ETag; AWS and moto take both.
-                params["IfMatch"] = etag.strip('"')
-        return (await self.put_object(key, body, **params))["ETag"]
 
     async def open_object(self, key: str, byte_range: str | None = None) -> OpenObject:
         """Start a GetObject for a client's download; close() the result to give its connection back."""
@@ -401,7 +393,7 @@ class S3:
                     async for chunk, _ in body.raw_stream.content.iter_chunks():
                         size += len(chunk)
                         if size > limit:
-                            raise TooLarge(f"the object is larger than {limit} bytes")
+                            raise TooLarge(f"the object is larger than {format_size(limit)}")
                         pieces.append(chunk)
             finally:
                 body.close()

@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from ..formats import iso8601
+
 STORED = "file.stored"
 DELETED = "file.deleted"
 
@@ -32,8 +34,7 @@ class FileEvent:
 
     @classmethod
     def now(cls, kind: str, user: str, name: str, size: int, etag: str) -> FileEvent:
-        moment = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        return cls(kind, user, name, size, etag.strip('"'), moment.replace("+00:00", "Z"))
+        return cls(kind, user, name, size, etag.strip('"'), iso8601(datetime.datetime.now(datetime.UTC)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,16 +8,11 @@ a replacement atomic; on any failure (the body's iterator raising, S3 failing,
 cancellation) the upload is aborted, so nothing is left behind and an older
 object under the same key is untouched.
 
-Every way a file is stored (PUT and forms in `put()`, tus in `stored()`) then
-updates the public library (library.py), and every delete ends in `_forget()`,
-which also removes the cached thumbnails (thumbnails.py): both stay true to
-the file that is there now.
-
-With USER_QUOTA, `put()` first reserves room for the body (quotas.py: before a
-byte of it is read) and reads the size of the file it replaces meanwhile; the
-reservation becomes the stored size once the file is there, or is given back.
-Each file stored or deleted is an event (events.py: `file.stored`,
-`file.deleted`), emitted as soon as S3 says it is done.
+What follows a file stored or deleted (its event, its bytes in the quota, the
+public library, thumbnails) is landing.py's, for every route. With USER_QUOTA,
+`put()` first reserves room for the body (quotas.py: before a byte of it is
+read); the reservation becomes the stored size once the file is there, or is
+given back.
 """
 
 from __future__ import annotations
@@ -32,12 +27,11 @@ from ..ops import metrics
 from ..sizes import part_size_for
 from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
-from .events import DELETED, STORED, Events
 from .keys import split_file_key, start_after, user_prefix
+from .landing import ASK, Landing, Removed
 from .library import Library
 from .parts import PartPipeline
-from .quotas import Quotas, size_before
-from .thumbnails import Thumbnails
+from .quotas import Quotas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,16 +87,14 @@ class Files:
         s3: S3,
         pipeline: PartPipeline,
         library: Library,
-        thumbnails: Thumbnails,
         quotas: Quotas,
-        events: Events,
+        landing: Landing,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
         self.library = library
-        self.thumbnails = thumbnails
         self.quotas = quotas
-        self.events = events
+        self.landing = landing
 
     async def list_entries(self, prefix: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
         """The names under `prefix` with their size, ETag and date, a page at a time, in S3's
@@ -168,18 +160,8 @@ class Files:
         # S3's DeleteObject succeeds for a missing key; the API promises 404.
         info = await self.stat(key)
         await self.s3.delete_object(key)
-        uid, name = split_file_key(key)
-        self.events.emit(DELETED, uid, name, info.size, info.etag)
-        await self._forget(key, info.size)
-
-    async def _forget(self, key: str, size: int) -> None:
-        """What goes with a deleted file: its library entry, its thumbnails, its bytes in the quota."""
-        uid, name = split_file_key(key)
-        await asyncio.gather(
-            self.library.unpublish(uid, name),
-            self.thumbnails.forget(uid, name),
-            self.quotas.removed(uid, [(key, size)]),
-        )
+        removed = Removed(key, info.size, info.etag, info.last_modified)
+        await self.landing.removed(split_file_key(key)[0], [removed])
 
     async def set_public(self, key: str, public: bool) -> str | None:
         """Put the file in the public library or take it out; its library id when public.
@@ -210,7 +192,7 @@ class Files:
         uid, name = split_file_key(key)
         # With a quota: the size of the file this one replaces (it counts only what it adds to
         # it), then room reserved for it before a byte of the body is read.
-        replaces, exact = await size_before(self.s3, key) if self.quotas.enabled else (None, False)
+        replaces, exact = await self.landing.replaced_size(key)
         reservation = await self.quotas.reserve(uid, key, size, replaces)
         # Whether the file being replaced is public is asked while the bytes stream in, so that a
         # small upload does not pay for one more S3 round trip after its own.
@@ -231,17 +213,12 @@ class Files:
             await asyncio.gather(replaced, return_exceptions=True)
             await asyncio.shield(reservation.release())
             raise
-        self.events.emit(STORED, uid, name, stored_size, etag)
-        await asyncio.shield(reservation.stored(stored_size, replaces, exact=exact))
         try:
-            library_id = await replaced
+            library_id: object = await replaced
         except StorageFailure:
-            await self.set_public(key, public)  # which asks again
-            return
-        if public:
-            await self.set_public(key, True)
-        elif library_id is not None:
-            await self.library.remove(uid, name, library_id)
+            library_id = ASK
+        counted = reservation.stored(stored_size, replaces, exact=exact)
+        await self.landing.stored(key, stored_size, etag, counted, public=public, library_id=library_id)
 
     async def _store(
         self,

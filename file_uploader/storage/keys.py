@@ -31,9 +31,10 @@ PUBLIC_ROOT = "pub/"  # one marker per public file: see library.py
 LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see library.py
 THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
 QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
+REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
-USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT, QUOTA_ROOT)
+USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT, QUOTA_ROOT, REMOVED_ROOT)
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
 ROOTS = (*USER_ROOTS, LIBRARY_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,

@@ -18,6 +18,12 @@ marker. The entry holds the ETag of the version published, and the file is
 served only while it still has that ETag, so the moment a file is replaced its
 old entry stops serving it, whatever the replacement says about visibility.
 
+Publish then looks again: the marker must still name its entry and the file
+still be the version it published (ETag and date), else a delete or a
+replacement ran meanwhile and may have missed the entry (its unpublish ran
+between our marker and our entry): publish takes out what it wrote, so no
+entry is ever left without its marker to serve a file stored again private.
+
 Not locked: two replicas publishing the same file at the same instant can
 leave two entries (both read "no marker"); the one the marker does not name
 then lists the file twice until the file is unpublished or deleted.
@@ -27,12 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import json
 import secrets
 import time
 from typing import Any
 
+from ..formats import iso8601
 from .client import S3
 from .errors import FileNotFound
 from .keys import LIBRARY_ROOT, marker_key, start_after
@@ -74,12 +80,6 @@ class Entry:
         return json.dumps(dataclasses.asdict(self)).encode()
 
 
-def _iso(moment: datetime.datetime | float) -> str:
-    if not isinstance(moment, datetime.datetime):
-        moment = datetime.datetime.fromtimestamp(moment, datetime.UTC)
-    return moment.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class Library:
     def __init__(self, s3: S3) -> None:
         self.s3 = s3
@@ -104,23 +104,40 @@ class Library:
             await self.s3.put_object(
                 marker_key(uid, name), json.dumps({"id": library_id}).encode(), ContentType="application/json"
             )
-            published = _iso(now)
+            published = iso8601(now)
         else:
             try:
                 published = (await self.entry(library_id)).published
             except FileNotFound:  # a marker whose entry was lost: publish it anew
-                published = _iso(now)
+                published = iso8601(now)
         entry = Entry(
             id=library_id,
             key=key,
             name=name,
             size=head["ContentLength"],
             etag=head["ETag"],
-            modified=_iso(head["LastModified"]),
+            modified=iso8601(head["LastModified"]),
             published=published,
         )
         await self.s3.put_object(LIBRARY_ROOT + library_id, entry.to_json(), ContentType="application/json")
+        if not await self._still(uid, name, key, library_id, head):
+            # A delete or a replacement landed meanwhile, and may have missed the entry (its
+            # unpublish ran between our marker and our entry): take out what we wrote.
+            await self.s3.delete_object(LIBRARY_ROOT + library_id)
+            if await self.library_id(uid, name) == library_id:
+                await self.s3.delete_object(marker_key(uid, name))
+            raise FileNotFound("the file was deleted or replaced while being made public")
         return library_id
+
+    async def _still(self, uid: str, name: str, key: str, library_id: str, head: dict[str, Any]) -> bool:
+        """Whether the marker still names `library_id` and the file is still the version `head`."""
+        if await self.library_id(uid, name) != library_id:
+            return False
+        try:
+            now = await self.s3.head_object(key)
+        except FileNotFound:
+            return False
+        return bool(now["ETag"] == head["ETag"] and now["LastModified"] == head["LastModified"])
 
     async def unpublish(self, uid: str, name: str) -> bool:
         """Take the file out of the library; False if it was not in it."""

@@ -343,10 +343,7 @@ class PartPipeline:
     @contextlib.contextmanager
     def upload(self, user: str, kind: str) -> Iterator[None]:
         """One upload request of `user` (`kind`: put, form or tus): its slot and its metrics.
-
-        Every upload, whatever its protocol, starts here: the one place where a
-        per-user check before the first byte (a storage quota, USER_QUOTA) belongs.
-        """
+        (USER_QUOTA is checked before the body by the upload's reservation: quotas.py.)"""
         with self.slots.hold(user):
             metrics.UPLOADS_IN_FLIGHT.labels(kind).inc()
             try:

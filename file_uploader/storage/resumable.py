@@ -35,7 +35,7 @@ file mixed from both bodies. Three things stop that:
 1. The lock. With conditional writes, taking it is a PutObject of
    ``<id>.lock`` with ``If-None-Match: *``; a lock whose lease ran out (its
    process died) is taken over with ``If-Match`` on the ETag read, so of two
-   takers one wins. The holder renews it every third of UPLOAD_LOCK_SECONDS;
+   takers one wins. The holder renews it every third of its lease (LEASE_SECONDS, cas.py);
    anyone else gets UploadLocked (423). This works across processes and hosts.
 2. The info is rewritten with ``If-Match`` on the ETag it was read with, so a
    commit that another commit overtook fails (UploadConflict, 409) instead of
@@ -60,16 +60,15 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 import secrets
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import MAX_PART_SIZE, MIN_PART_SIZE, part_size_for
+from ..sizes import LEASE_SECONDS, MAX_PART_SIZE, MIN_PART_SIZE, format_size, part_size_for
+from .cas import HeldLock, LeaseLock, Locked, VersionedJson
 from .client import S3
 from .errors import (
     ChecksumMismatch,
@@ -86,10 +85,10 @@ from .errors import (
     UploadLocked,
     UploadNotFound,
 )
-from .events import STORED, Events
 from .keys import UPLOADS_ROOT, file_key, validate_name
+from .landing import Landing
 from .parts import Part, PartPipeline
-from .quotas import NO_RESERVATION, Quotas, Reservation, size_before
+from .quotas import NO_RESERVATION, Quotas, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ LOCK_SUFFIX = ".lock"
 _ID_BYTES = 24  # 192 random bits: an upload URL cannot be guessed
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 # tus checksum extension: the algorithms a client may name in Upload-Checksum.
-CHECKSUMS: dict[str, Callable[[], Any]] = {
+UPLOAD_CHECKSUMS: dict[str, Callable[[], Any]] = {
     "sha1": hashlib.sha1,
     "sha256": hashlib.sha256,
     "md5": hashlib.md5,
@@ -125,9 +124,8 @@ class Upload:
     expires: float  # Unix time
     parts: int = 0  # committed full parts
     offset: int = 0  # committed bytes: the parts plus the tail
-    # Each committed part's ETag (and checksum), parts 1..parts in order; None in
-    # an info written before ETags were recorded (completion then asks ListParts).
-    etags: list[dict[str, str]] | None = dataclasses.field(default_factory=list)
+    # Each committed part's ETag (and checksum), parts 1..parts in order.
+    etags: list[dict[str, str]] = dataclasses.field(default_factory=list)
     tail: str | None = None  # key of the tail object, if the offset is past the last part
     state: str = OPEN
     # The info's ETag as read: what the next rewrite must still find. Not stored.
@@ -162,24 +160,14 @@ class Upload:
     def new_tail_key(self) -> str:
         return f"{self.prefix}part.{self.offset}.{secrets.token_hex(4)}"
 
-    def to_json(self) -> bytes:
+    def fields(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
         del fields["version"]
-        return json.dumps(fields, separators=(",", ":")).encode()
+        return fields
 
     @classmethod
-    def from_json(cls, data: bytes, version: str) -> Upload:
-        fields = json.loads(data)
-        if "etags" not in fields:
-            # Written by an older gateway: no ETags, and the tail at part.<offset>.
-            fields["etags"] = None
-            upload = cls(**fields)
-            if upload.offset > upload.bytes_in_parts(upload.parts):
-                upload.tail = f"{upload.prefix}part.{upload.offset}"
-        else:
-            upload = cls(**fields)
-        upload.version = version
-        return upload
+    def from_fields(cls, fields: dict[str, Any], version: str) -> Upload:
+        return cls(**fields, version=version)
 
 
 def info_key(user: str, upload_id: str) -> str:
@@ -202,7 +190,7 @@ class _Body:
     def __init__(self, chunks: AsyncIterator[bytes], room: int, checksum: tuple[str, bytes] | None) -> None:
         self._chunks = chunks
         self._room = room
-        self.digest = CHECKSUMS[checksum[0]]() if checksum else None
+        self.digest = UPLOAD_CHECKSUMS[checksum[0]]() if checksum else None
         self.received = 0
         self.cut: Exception | None = None
 
@@ -235,16 +223,6 @@ async def _nothing() -> AsyncGenerator[bytes]:
     yield  # an async generator that yields nothing
 
 
-@dataclasses.dataclass
-class _Lease:
-    """A lock this process holds on an upload: the lock object's key, our token, its ETag."""
-
-    key: str
-    owner: str
-    etag: str
-    lost: bool = False  # a renewal found someone else's lock: nothing may be committed
-
-
 class Resumable:
     """tus uploads in one bucket, through the process's part pipeline."""
 
@@ -255,20 +233,16 @@ class Resumable:
         *,
         expiry: float,
         max_size: int,
-        on_stored: Callable[[str], Awaitable[object]],
         quotas: Quotas,
-        events: Events,
-        lock_seconds: float = 20.0,
+        landing: Landing,
+        lock_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
         # USER_QUOTA: an upload's lease (quotas.tus_lease) holds its Upload-Length from creation
         # (or, deferred, the bytes it has) until it completes, is terminated or expires.
         self.quotas = quotas
-        self.events = events
-        # Called with a file's key once an upload has stored it: the library follows the new
-        # version (Files.set_public).
-        self.on_stored = on_stored
+        self.landing = landing  # what follows a stored file
         self.expiry = expiry
         self.max_size = max_size
         self.lock_seconds = lock_seconds
@@ -276,26 +250,25 @@ class Resumable:
     # State.
 
     async def _read(self, user: str, upload_id: str) -> Upload:
-        try:
-            data, etag = await self.s3.read_versioned(info_key(user, upload_id))
-        except FileNotFound:
-            raise UploadNotFound("no such upload") from None
-        return Upload.from_json(data, etag)
+        found = await VersionedJson(self.s3, info_key(user, upload_id)).read()
+        if found is None:
+            raise UploadNotFound("no such upload")
+        return Upload.from_fields(*found)
 
     async def _write(self, upload: Upload, *, new: bool = False) -> None:
-        """Rewrite the info, if it is still the version read (compare-and-swap)."""
+        """Rewrite the info, if it is still the version read (compare-and-swap, cas.py)."""
         try:
-            upload.version = await self.s3.put_if(
-                upload.info_key, upload.to_json(), absent=new, etag=upload.version
+            upload.version = await VersionedJson(self.s3, upload.info_key).write(
+                upload.fields(), None if new else upload.version
             )
-        except (PreconditionFailed, FileNotFound):
+        except PreconditionFailed:
             raise UploadConflict("another request changed this upload; ask HEAD for its offset") from None
 
     async def create(self, user: str, name: str, length: int | None, metadata: str, now: float) -> Upload:
         """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
         validate_name(name)
         if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {self.max_size} bytes")
+            raise TooLarge(f"the limit is {format_size(self.max_size)}")
         upload = Upload(
             id=new_upload_id(),
             user=user,
@@ -334,19 +307,17 @@ class Resumable:
         return upload
 
     async def _size_before(self, upload: Upload) -> tuple[int | None, bool]:
-        """With a quota, the size of the file the upload is about to replace (quotas.size_before)."""
-        return await size_before(self.s3, upload.key) if self.quotas.enabled else (None, False)
+        return await self.landing.replaced_size(upload.key)
 
     async def _stored(
         self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True
     ) -> None:
-        """The upload's file is there: its event, its bytes in the quota, the library."""
+        """The upload's file is there: landing.py's, with its bytes in the quota."""
         size = upload.length or 0
-        self.events.emit(STORED, upload.user, upload.name, size, etag)
-        await self.quotas.upload_stored(
+        counted = self.quotas.upload_stored(
             upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
         )
-        await self.on_stored(upload.key)
+        await self.landing.stored(upload.key, size, etag, counted)
 
     async def get(self, user: str, upload_id: str, now: float) -> Upload:
         """The user's upload `upload_id`; another user's id is as unknown as a made-up one.
@@ -364,81 +335,25 @@ class Resumable:
 
     async def terminate(self, upload: Upload) -> None:
         """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""
-        lease = await self._lock(upload)
+        lock = await self._lock(upload)
         try:
             if upload.state != DONE:
                 await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
             await self._delete_state(upload)  # the lock with it
         except BaseException:
-            await asyncio.shield(self._unlock(lease))
+            await asyncio.shield(lock.release())
             raise
         if upload.state != DONE:
             await self.quotas.upload_ended(upload.user, upload.id)
 
     # Locks.
 
-    def _lock_body(self, owner: str) -> bytes:
-        return json.dumps({"owner": owner, "until": time.time() + self.lock_seconds}).encode()
-
-    async def _lock(self, upload: Upload) -> _Lease:
-        """Take the upload's lock, or raise UploadLocked."""
-        owner = secrets.token_hex(8)
-        key = upload.lock_key
-        locked = UploadLocked("another request is writing to this upload; try again shortly")
-        if not self.s3.conditional_writes:
-            if await self._live_lock(key) is not None:
-                raise locked
-            await self.s3.put_object(key, self._lock_body(owner))
-            held = await self._live_lock(key)
-            if held is None or held[0] != owner:
-                raise locked
-            return _Lease(key, owner, held[1])
-        for _ in range(3):
-            try:
-                return _Lease(key, owner, await self.s3.put_if(key, self._lock_body(owner), absent=True))
-            except PreconditionFailed:
-                pass
-            try:
-                data, etag = await self.s3.read_versioned(key)
-            except FileNotFound:
-                continue  # released just now: try again
-            if json.loads(data)["until"] > time.time():
-                raise locked
-            try:  # a stale lock (its process died): take it over, if nobody else did first
-                return _Lease(key, owner, await self.s3.put_if(key, self._lock_body(owner), etag=etag))
-            except (PreconditionFailed, FileNotFound):
-                raise locked from None
-        raise locked
-
-    async def _live_lock(self, key: str) -> tuple[str, str] | None:
-        """(owner, ETag) of the lock at `key` if one is held and unexpired."""
+    async def _lock(self, upload: Upload) -> HeldLock:
+        """Take the upload's lock (cas.LeaseLock), or raise UploadLocked."""
         try:
-            data, etag = await self.s3.read_versioned(key)
-        except FileNotFound:
-            return None
-        fields = json.loads(data)
-        return (fields["owner"], etag) if fields["until"] > time.time() else None
-
-    async def _keep(self, lease: _Lease) -> None:
-        """Renew the lease every third of its length, until cancelled or lost."""
-        while True:
-            await asyncio.sleep(self.lock_seconds / 3)
-            try:
-                lease.etag = await self.s3.put_if(lease.key, self._lock_body(lease.owner), etag=lease.etag)
-            except (PreconditionFailed, FileNotFound):
-                lease.lost = True
-                log.warning("lost the lock of a tus upload while writing to it")
-                return
-            except StorageFailure as exc:
-                log.warning("could not renew a tus upload's lock: %s", exc)
-
-    async def _unlock(self, lease: _Lease) -> None:
-        if lease.lost:
-            return
-        try:
-            await self.s3.delete_object(lease.key)
-        except StorageFailure as exc:  # it expires by itself
-            log.warning("could not release a tus upload's lock: %s", exc)
+            return await LeaseLock(self.s3, upload.lock_key, seconds=self.lock_seconds).take()
+        except Locked:
+            raise UploadLocked("another request is writing to this upload; try again shortly") from None
 
     # Appending.
 
@@ -458,14 +373,14 @@ class Resumable:
         of the whole body, checked before anything is committed.
         """
         if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {self.max_size} bytes")
+            raise TooLarge(f"the limit is {format_size(self.max_size)}")
         self._check(upload, offset, length)
         if upload.state == DONE:
             if await anext(aiter(chunks), b""):
                 raise TooLarge("the upload is complete")
             return upload
         with self.pipeline.upload(upload.user, "tus"):
-            lease = await self._lock(upload)
+            lock = await self._lock(upload)
             try:
                 # Read again under the lock: what was read before may be a commit behind.
                 upload = await self._read(upload.user, upload.id)
@@ -475,16 +390,16 @@ class Resumable:
                 if length is not None:
                     upload.length = length
                 room = await self._room(upload, now)
-                keeper = asyncio.create_task(self._keep(lease))
+                keeper = asyncio.create_task(lock.keep())
                 try:
                     if upload.length is None:  # its lease grows with the bytes, as far as the quota goes
                         chunks = room.meter(chunks, start=upload.offset)
-                    return await self._append(upload, chunks, now, checksum, lease)
+                    return await self._append(upload, chunks, now, checksum, lock)
                 finally:
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
             finally:
-                await asyncio.shield(self._unlock(lease))
+                await asyncio.shield(lock.release())
 
     async def _room(self, upload: Upload, now: float) -> Reservation:
         """With a quota: the upload's lease holds its length (deferred: its offset) and lasts past
@@ -523,7 +438,7 @@ class Resumable:
         chunks: AsyncIterator[bytes],
         now: float,
         checksum: tuple[str, bytes] | None,
-        lease: _Lease,
+        lock: HeldLock,
     ) -> Upload:
         end = self.max_size if upload.length is None else upload.length
         body = _Body(chunks, end - upload.offset, checksum)
@@ -543,7 +458,7 @@ class Resumable:
             )
         except asyncio.CancelledError:
             if body.digest is None:  # a checksum covers the whole body: nothing to keep
-                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lease))
+                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lock))
             raise
         except FileNotFound:
             # NoSuchUpload, or the old tail gone: another writer completed or
@@ -559,7 +474,7 @@ class Resumable:
                 raise ChecksumMismatch(f"the body's {checksum[0]} does not match Upload-Checksum")
             self._add_parts(upload, sent)
             upload.offset += body.received
-            await self._commit(upload, tail, old_tail, now, lease, changed=bool(sent or body.received))
+            await self._commit(upload, tail, old_tail, now, lock, changed=bool(sent or body.received))
         finally:
             tail.release()
         if body.cut is not None:
@@ -570,14 +485,13 @@ class Resumable:
     def _add_parts(upload: Upload, sent: list[dict[str, Any]]) -> None:
         numbers = sorted(part["PartNumber"] for part in sent)
         assert numbers == list(range(upload.parts + 1, upload.parts + 1 + len(sent))), numbers
-        if upload.etags is not None:
-            upload.etags += [_recorded(part) for part in sorted(sent, key=lambda part: part["PartNumber"])]
+        upload.etags += [_recorded(part) for part in sorted(sent, key=lambda part: part["PartNumber"])]
         upload.parts += len(sent)
 
     async def _commit(
-        self, upload: Upload, tail: Part, old_tail: str | None, now: float, lease: _Lease, *, changed: bool
+        self, upload: Upload, tail: Part, old_tail: str | None, now: float, lock: HeldLock, *, changed: bool
     ) -> None:
-        if lease.lost:
+        if lock.lost:
             raise UploadConflict("the upload's lock was lost while writing; ask HEAD for its offset")
         if upload.done:
             await self._complete(upload, tail, old_tail)
@@ -593,11 +507,11 @@ class Resumable:
             await self._delete_quietly(old_tail)
 
     async def _commit_sent(
-        self, upload: Upload, sent: list[dict[str, Any]], old_tail: str | None, now: float, lease: _Lease
+        self, upload: Upload, sent: list[dict[str, Any]], old_tail: str | None, now: float, lock: HeldLock
     ) -> None:
         """A cancelled PATCH (a graceful stop): commit the parts S3 already has, in order from the
         first, and nothing past a gap (parts in flight complete in any order)."""
-        if lease.lost:
+        if lock.lost:
             return
         by_number = {part["PartNumber"]: part for part in sent}
         kept: list[dict[str, Any]] = []
@@ -643,7 +557,7 @@ class Resumable:
         exact = exact and not resumed
         etag: str | None = None
         if upload.parts:
-            parts = await self._parts_to_complete(upload)
+            parts = [{"PartNumber": n, **part} for n, part in enumerate(upload.etags, start=1)]
             try:
                 etag = (await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts))[
                     "ETag"
@@ -678,20 +592,6 @@ class Resumable:
         await self._stored(upload, etag, replaced, exact)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
-
-    async def _parts_to_complete(self, upload: Upload) -> list[dict[str, Any]]:
-        if upload.etags is not None:
-            return [{"PartNumber": n, **part} for n, part in enumerate(upload.etags, start=1)]
-        # An info from before ETags were recorded: take what S3 lists for parts 1..parts.
-        parts = [
-            {"PartNumber": part["PartNumber"], **_recorded(part)}
-            async for page in self.s3.list_parts(upload.key, upload.s3_upload_id)
-            for part in page
-            if part["PartNumber"] <= upload.parts
-        ]
-        if len(parts) != upload.parts:
-            raise StorageError(f"S3 lists {len(parts)} of the upload's {upload.parts} parts")
-        return parts
 
     async def _complete_past_strays(
         self, upload: Upload, parts: list[dict[str, Any]], tail: Part | None
@@ -764,12 +664,11 @@ class Resumable:
             for part in page
         }
         good = 0
-        for number, part in enumerate(upload.etags or [], start=1):
+        for number, part in enumerate(upload.etags, start=1):
             if listed.get(number) != part["ETag"]:
                 break
             good = number
-        if upload.etags is not None:
-            upload.etags = upload.etags[:good]
+        upload.etags = upload.etags[:good]
         if upload.tail:
             await self._delete_quietly(upload.tail)
         upload.parts = good
@@ -814,10 +713,9 @@ class Resumable:
             for item in page:
                 if not item["Key"].endswith(INFO_SUFFIX):
                     continue
-                try:
-                    yield Upload.from_json(*await self.s3.read_versioned(item["Key"]))
-                except FileNotFound:
-                    continue  # terminated since the listing
+                found = await VersionedJson(self.s3, item["Key"]).read()
+                if found is not None:  # else terminated since the listing
+                    yield Upload.from_fields(*found)
 
     async def expire(self, now: float) -> int:
         """Forget every upload whose expiry is before `now` (aborting unfinished ones); how many."""

@@ -27,8 +27,8 @@ from typing import Any
 
 from . import Storage
 from .errors import FileNotFound, FolderNotFound
-from .events import DELETED
-from .keys import FILES_ROOT, LIBRARY_ROOT, PUBLIC_ROOT, ROOTS, user_prefix, user_prefixes
+from .keys import FILES_ROOT, LIBRARY_ROOT, PUBLIC_ROOT, REMOVED_ROOT, ROOTS, user_prefix, user_prefixes
+from .landing import Removed
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,25 @@ async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> C
     now = time.time()
     expired = await storage.resumable.expire(now)
     live = await storage.resumable.live_multipart_ids(now)
-    return Collected(expired, await abort_stale_uploads(storage, older_than, keep=live))
+    aborted = await abort_stale_uploads(storage, older_than, keep=live)
+    await _forget_old_removals(storage, now)
+    return Collected(expired, aborted)
+
+
+# Removal claims (landing.py) are kept this long: any DELETE racing the one that made a claim
+# has long finished by then.
+REMOVALS_KEPT = datetime.timedelta(days=1)
+
+
+async def _forget_old_removals(storage: Storage, now: float) -> None:
+    cutoff = now - REMOVALS_KEPT.total_seconds()
+    old = [
+        item["Key"]
+        async for page in storage.s3.list_objects(REMOVED_ROOT)
+        for item in page
+        if item["LastModified"].timestamp() < cutoff
+    ]
+    await storage.s3.delete_objects(old)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,20 +186,16 @@ async def delete_folder(storage: Storage, uid: str, folder: str) -> FolderDelete
     aborted = await storage.resumable.terminate_folder(uid, folder)
     uploads = [upload async for page in s3.list_multipart_uploads(prefix) for upload in page]
     aborted += sum([await s3.abort_multipart_upload(upload["Key"], upload["UploadId"]) for upload in uploads])
-    root = user_prefix(uid)
-    gone: list[tuple[str, int]] = []
+    gone: list[Removed] = []
 
     def deleted(page: list[dict[str, Any]]) -> None:
-        # One file.deleted event per file, as each page of them goes.
-        for item in page:
-            storage.events.emit(DELETED, uid, item["Key"][len(root) :], item["Size"], item["ETag"])
-        if storage.quotas.enabled:
-            gone.extend((item["Key"], item["Size"]) for item in page)
+        gone.extend(Removed(item["Key"], item["Size"], item["ETag"], item["LastModified"]) for item in page)
 
     try:
         files = await s3.delete_prefix(prefix, on_deleted=deleted)
     finally:
-        await storage.quotas.removed(uid, gone)
+        # One file.deleted event per file, its size off the quota: what follows each (landing.py).
+        await storage.landing.removed(uid, gone, folder=True)
     await storage.thumbnails.forget_folder(uid, folder)
     if not files and not aborted:
         raise FolderNotFound("nothing is stored under this folder")

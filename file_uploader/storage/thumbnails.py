@@ -82,8 +82,13 @@ def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
             raise ImageTooLarge(f"the image has more than {_MAX_SCANS} scans")
         try:
             image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
-            image.thumbnail((size, size), Image.Resampling.LANCZOS)
-            thumb = ImageOps.exif_transpose(image)  # phones store photos sideways plus an EXIF note
+            picture: Image.Image = image
+            if picture.mode.startswith("I;16"):  # 16-bit grey PNG: Pillow resizes it only as 32-bit "I"
+                picture = picture.convert("I")
+            picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+            thumb = ImageOps.exif_transpose(picture)  # phones store photos sideways plus an EXIF note
+            if thumb.mode == "I":  # 16-bit grey, resized as 32-bit (below): to 8 bits for JPEG or WebP
+                thumb = thumb.point(lambda value: value / 256).convert("L")
             has_alpha = thumb.mode in ("RGBA", "LA", "PA") or "transparency" in thumb.info
             if image_format == "jpeg":
                 thumb = thumb.convert("RGBA") if has_alpha else thumb.convert("RGB")

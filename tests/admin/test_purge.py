@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.storage import open_storage
 from file_uploader.storage.keys import file_key, user_id
 from file_uploader.storage.quotas import ledger_key
@@ -44,11 +43,11 @@ def test_purge_deletes_every_file_of_one_user_only(s3_url, bucket, s3, tmp_path)
 
 
 async def test_purge_leaves_nothing_of_a_live_resumable_upload(
-    aiohttp_client, settings, s3, s3_url, bucket, tmp_path
+    aiohttp_client, app_for, settings, s3, s3_url, bucket, tmp_path
 ):
     """A tus upload with bytes committed has state and a tail under uploads/<user>/: both go."""
     token = new_token()
-    client = await aiohttp_client(await create_app(settings))
+    client = await aiohttp_client(await app_for(settings))
     tus = {"X-Auth-Token": token, "Tus-Resumable": "1.0.0"}
     created = await client.post(
         "/api/uploads",
@@ -76,11 +75,11 @@ async def test_purge_leaves_nothing_of_a_live_resumable_upload(
 
 
 async def test_purge_all_removes_every_user_and_leaves_foreign_keys(
-    aiohttp_client, settings, s3, s3_url, bucket, tmp_path
+    aiohttp_client, app_for, settings, s3, s3_url, bucket, tmp_path
 ):
     """Files, public library entries, thumbnails, tus state and open uploads of two users go;
     keys outside the gateway's prefixes (even ones that start like them) and their uploads stay."""
-    client = await aiohttp_client(await create_app(settings))
+    client = await aiohttp_client(await app_for(settings))
     for token in (new_token(), new_token()):
         auth = {"X-Auth-Token": token}
         response = await client.put("/api/files/pic.gif", data=GIF, headers={**auth, "X-Public": "true"})
@@ -109,9 +108,9 @@ async def test_purge_all_removes_every_user_and_leaves_foreign_keys(
 
 
 async def test_purge_of_one_user_takes_their_library_entries_and_thumbnails(
-    aiohttp_client, settings, s3, s3_url, bucket, tmp_path
+    aiohttp_client, app_for, settings, s3, s3_url, bucket, tmp_path
 ):
-    client = await aiohttp_client(await create_app(settings))
+    client = await aiohttp_client(await app_for(settings))
     victim, bystander = new_token(), new_token()
     for token in (victim, bystander):
         auth = {"X-Auth-Token": token}
@@ -133,9 +132,11 @@ async def test_purge_of_one_user_takes_their_library_entries_and_thumbnails(
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
-async def test_purge_removes_the_users_quota_ledger(aiohttp_client, settings, s3, s3_url, bucket, tmp_path):
+async def test_purge_removes_the_users_quota_ledger(
+    aiohttp_client, app_for, settings, s3, s3_url, bucket, tmp_path
+):
     token = new_token()
-    client = await aiohttp_client(await create_app(dataclasses.replace(settings, user_quota=1024)))
+    client = await aiohttp_client(await app_for(dataclasses.replace(settings, user_quota=1024)))
     assert (await client.put("/api/files/a", data=b"x" * 100, headers={"X-Auth-Token": token})).status == 204
     assert ledger_key(user_id(token)) in all_keys(s3, bucket)
     done = purge(s3_url, bucket, tmp_path, "--token", token, "--yes")

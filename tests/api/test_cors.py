@@ -10,8 +10,6 @@ import dataclasses
 
 import pytest
 
-from file_uploader.app import create_app
-
 APP = "https://app.example.com"
 TUS = {"Tus-Resumable": "1.0.0"}
 # What tus-js-client's preflights ask for (creation, then PATCH), as Chromium sends them.
@@ -19,9 +17,9 @@ TUS_HEADERS = "content-type,tus-resumable,upload-length,upload-metadata,upload-o
 
 
 @pytest.fixture
-async def cors(aiohttp_client, settings):
+async def cors(aiohttp_client, app_for, settings):
     """The gateway with CORS for one origin, and a small MAX_FILE_SIZE for the 413s."""
-    app = await create_app(dataclasses.replace(settings, cors_origins=(APP,), max_file_size=1000))
+    app = await app_for(dataclasses.replace(settings, cors_origins=(APP,), max_file_size=1000))
     return await aiohttp_client(app)
 
 
@@ -123,8 +121,8 @@ async def test_another_origins_requests_get_no_cors_headers(cors, auth):
     assert "Origin" in response.headers["Vary"]  # a cache must not hand this answer to APP
 
 
-async def test_a_star_allows_any_origin_and_never_credentials(aiohttp_client, settings, auth):
-    client = await aiohttp_client(await create_app(dataclasses.replace(settings, cors_origins=("*",))))
+async def test_a_star_allows_any_origin_and_never_credentials(aiohttp_client, app_for, settings, auth):
+    client = await aiohttp_client(await app_for(dataclasses.replace(settings, cors_origins=("*",))))
     response = await client.options("/api/files/x", headers=preflight("PUT", origin="https://anyone.example"))
     assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
     response = await client.get("/api/files", headers={**auth, "Origin": "https://anyone.example"})

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import os
 
-from file_uploader.app import create_app
 from file_uploader.storage.checksums import CHECKSUMS
 
 
@@ -37,10 +36,12 @@ async def test_on_moto_each_body_carries_a_content_md5_and_its_etag_is_checked(c
     assert ready["s3"]["integrity"]["verified_by"] == "gateway"
 
 
-async def test_s3_checksum_crc32c_sends_a_crc32c_that_s3_keeps(aiohttp_client, settings, auth, s3, bucket):
+async def test_s3_checksum_crc32c_sends_a_crc32c_that_s3_keeps(
+    aiohttp_client, app_for, settings, auth, s3, bucket
+):
     """With the fallback off (warn), the chosen CRC32C travels: moto keeps it, and it is the right one."""
     crc = dataclasses.replace(settings, s3_checksum="crc32c", s3_checksum_fallback="warn")
-    client = await aiohttp_client(await create_app(crc))
+    client = await aiohttp_client(await app_for(crc))
     data = os.urandom(3000) + b"\x00" * 7  # a length that is no multiple of a word
     assert (await client.put("/api/files/crc", data=data, headers=auth)).status == 204
     key = s3.list_objects_v2(Bucket=bucket)["Contents"][0]["Key"]

@@ -10,7 +10,6 @@ import os
 import pytest
 from aiohttp import web
 
-from file_uploader.app import create_app
 from file_uploader.sizes import MiB
 from file_uploader.storage.keys import MAX_NAME_BYTES
 
@@ -249,11 +248,11 @@ async def test_unknown_method_gets_405_json_with_allow(client, auth):
     assert "PUT" in response.headers["Allow"]
 
 
-async def test_an_unexpected_error_is_a_bare_500_and_logged(aiohttp_client, settings, auth, caplog):
+async def test_an_unexpected_error_is_a_bare_500_and_logged(aiohttp_client, app_for, settings, auth, caplog):
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("secret internal detail")
 
-    app = await create_app(settings)
+    app = await app_for(settings)
     app.router.add_get("/api/broken", broken)
     client = await aiohttp_client(app)
     response = await client.get("/api/broken", headers=auth)

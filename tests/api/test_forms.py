@@ -155,13 +155,11 @@ async def test_a_form_without_files_or_not_a_form_is_refused(client, auth):
 
 
 async def test_a_file_over_max_file_size_is_413_leaves_nothing_and_the_next_file_is_stored(
-    aiohttp_client, settings, s3, bucket
+    aiohttp_client, app_for, settings, s3, bucket
 ):
     import dataclasses
 
-    from file_uploader.app import create_app
-
-    client = await aiohttp_client(await create_app(dataclasses.replace(settings, max_file_size=10 * MiB)))
+    client = await aiohttp_client(await app_for(dataclasses.replace(settings, max_file_size=10 * MiB)))
     auth = {"X-Auth-Token": new_token()}
     big = os.urandom(12 * MiB)  # past the limit, and more than a part: a multipart upload is aborted
     response = await client.post(

@@ -9,7 +9,6 @@ import os
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MIN_PART_SIZE
@@ -21,9 +20,9 @@ PART = MIN_PART_SIZE
 
 
 @pytest.fixture
-async def one_upload_each(aiohttp_client, settings):
+async def one_upload_each(aiohttp_client, app_for, settings):
     limited = Settings(**{**settings.__dict__, "max_uploads_per_user": 1, "part_size": PART})
-    return await aiohttp_client(await create_app(limited))
+    return await aiohttp_client(await app_for(limited))
 
 
 async def start_upload(client, auth, name: str, declared: int, sent: bytes):

@@ -14,7 +14,6 @@ import logging
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.settings import Settings, SettingsError
 
 from ..helpers import new_token
@@ -23,8 +22,8 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-async def gateway(aiohttp_client, settings: Settings, **changes):
-    return await aiohttp_client(await create_app(dataclasses.replace(settings, **changes)))
+async def gateway(aiohttp_client, app_for, settings: Settings, **changes):
+    return await aiohttp_client(await app_for(dataclasses.replace(settings, **changes)))
 
 
 async def links(client, headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -48,17 +47,21 @@ def origins(found: dict[str, str]) -> set[str]:
     return {url.split("/s/")[0].split("/p/")[0].split("/api/")[0] for url in found.values()}
 
 
-async def test_links_start_with_the_requests_own_scheme_and_host_by_default(aiohttp_client, settings):
-    client = await gateway(aiohttp_client, settings)
+async def test_links_start_with_the_requests_own_scheme_and_host_by_default(
+    aiohttp_client, app_for, settings
+):
+    client = await gateway(aiohttp_client, app_for, settings)
     assert origins(await links(client)) == {f"http://127.0.0.1:{client.port}"}
     assert origins(await links(client, {"Host": "files.example.com:8080"})) == {
         "http://files.example.com:8080"
     }
 
 
-async def test_public_url_is_the_origin_of_every_link_whatever_the_request_says(aiohttp_client, settings):
+async def test_public_url_is_the_origin_of_every_link_whatever_the_request_says(
+    aiohttp_client, app_for, settings
+):
     client = await gateway(
-        aiohttp_client, settings, public_url="https://files.example.com", trusted_proxies=LOOPBACK
+        aiohttp_client, app_for, settings, public_url="https://files.example.com", trusted_proxies=LOOPBACK
     )
     forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
     found = await links(client, forged)
@@ -68,8 +71,10 @@ async def test_public_url_is_the_origin_of_every_link_whatever_the_request_says(
     assert found["public"].startswith("https://files.example.com/p/")
 
 
-async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(aiohttp_client, settings):
-    client = await gateway(aiohttp_client, settings, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(aiohttp_client, app_for, settings):
+    client = await gateway(
+        aiohttp_client, app_for, settings, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)
+    )
     forged = {
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "evil.example",
@@ -99,17 +104,17 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(aiohttp_clie
     ids=["nginx", "port-apart", "default-port", "two-proxies", "forwarded", "proto-only", "nonsense"],
 )  # fmt: skip
 async def test_a_trusted_proxys_forwarded_scheme_host_and_port_make_the_origin(
-    aiohttp_client, settings, headers, origin
+    aiohttp_client, app_for, settings, headers, origin
 ):
-    client = await gateway(aiohttp_client, settings, trusted_proxies=LOOPBACK)
+    client = await gateway(aiohttp_client, app_for, settings, trusted_proxies=LOOPBACK)
     assert origins(await links(client, headers)) == {origin}
 
 
 async def test_a_forwarded_header_slipped_past_a_proxy_that_sets_x_forwarded_is_ignored(
-    aiohttp_client, settings
+    aiohttp_client, app_for, settings
 ):
     """nginx sets X-Forwarded-* and passes other headers through: a client's Forwarded must not win."""
-    client = await gateway(aiohttp_client, settings, trusted_proxies=LOOPBACK)
+    client = await gateway(aiohttp_client, app_for, settings, trusted_proxies=LOOPBACK)
     headers = {
         "Forwarded": "proto=https;host=evil.example",
         "X-Forwarded-Proto": "http",
@@ -125,10 +130,12 @@ async def request_log_client(client, caplog, headers: dict[str, str]) -> str:
     return record.fields["client"]  # type: ignore[attr-defined]
 
 
-async def test_the_request_log_names_the_client_a_trusted_proxy_forwarded(aiohttp_client, settings, caplog):
+async def test_the_request_log_names_the_client_a_trusted_proxy_forwarded(
+    aiohttp_client, app_for, settings, caplog
+):
     caplog.set_level(logging.INFO, logger="file_uploader.access")
     proxies = (*LOOPBACK, ipaddress.ip_network("10.0.0.0/8"))
-    client = await gateway(aiohttp_client, settings, trusted_proxies=proxies)
+    client = await gateway(aiohttp_client, app_for, settings, trusted_proxies=proxies)
     assert await request_log_client(client, caplog, {}) == "127.0.0.1"
     assert await request_log_client(client, caplog, {"X-Forwarded-For": "203.0.113.9"}) == "203.0.113.9"
     # Read from the right, past our own proxies; what the client claimed (198.51.100.1) is never believed.
@@ -142,10 +149,10 @@ async def test_the_request_log_names_the_client_a_trusted_proxy_forwarded(aiohtt
 
 
 async def test_the_request_log_names_the_peer_when_it_is_not_a_trusted_proxy(
-    aiohttp_client, settings, caplog
+    aiohttp_client, app_for, settings, caplog
 ):
     caplog.set_level(logging.INFO, logger="file_uploader.access")
-    client = await gateway(aiohttp_client, settings)
+    client = await gateway(aiohttp_client, app_for, settings)
     assert await request_log_client(client, caplog, {"X-Forwarded-For": "203.0.113.9"}) == "127.0.0.1"
     caplog.clear()
     await client.get("/healthz")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 
 import aiohttp
 import pytest
+from yarl import URL
 
+from file_uploader.app import create_app
 from file_uploader.storage.keys import user_id
 
+from ..faultproxy import Fault, FaultProxy
 from ..helpers import new_token, run_gateway
 
 
@@ -138,3 +143,34 @@ async def test_the_library_is_the_same_on_two_gateway_processes(s3_url, bucket, 
             assert response.status == 200
             async with session.get(f"{first}/api/public") as response:
                 assert (await response.json())["files"] == []
+
+
+async def test_make_public_racing_delete_leaves_no_entry_to_serve_the_same_bytes_stored_again_private(
+    aiohttp_client, settings, auth, s3_url
+):
+    """Issue 20, row 5: "make public" writes its marker, then its entry; a DELETE between the two
+    took out the marker and an entry not yet there, and the entry then landed without a marker.
+    The same bytes stored again as private (same ETag) were then served to anyone at /p/<id>.
+    The entry's PutObject is held up by a proxy so that the DELETE lands between the two."""
+    proxy = await FaultProxy(s3_url).start()
+    try:
+        proxy.add(
+            Fault(
+                "PutObject", "delay", seconds=1.0, times=1, match=lambda request: "/library/" in request.path
+            )
+        )
+        through = dataclasses.replace(settings, s3_endpoint_url=proxy.url)
+        gw = await aiohttp_client(await create_app(through))
+        data = b"private bytes" * 100
+        assert (await gw.put("/api/files/secret.txt", data=data, headers=auth)).status == 204
+        publish = asyncio.create_task(gw.patch("/api/files/secret.txt", json={"public": True}, headers=auth))
+        await asyncio.sleep(0.5)  # the marker is written, the entry held up
+        assert (await gw.delete("/api/files/secret.txt", headers=auth)).status == 204
+        published = await publish
+        url = (await published.json()).get("url") if published.status == 200 else None
+        assert (await gw.put("/api/files/secret.txt", data=data, headers=auth)).status == 204
+        assert (await (await gw.get("/api/public")).json())["files"] == []
+        if url is not None:
+            assert (await gw.get(URL(url).path)).status == 404
+    finally:
+        await proxy.close()

@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 from file_uploader.storage.keys import user_id, user_prefix
@@ -24,10 +23,10 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings: Settings):
+async def gw(aiohttp_client, app_for, settings: Settings):
     """The gateway in-process with a quota of 100 KiB."""
     return await aiohttp_client(
-        await create_app(dataclasses.replace(settings, user_quota=QUOTA, part_size=PART))
+        await app_for(dataclasses.replace(settings, user_quota=QUOTA, part_size=PART))
     )
 
 
@@ -103,10 +102,10 @@ async def test_a_tus_creation_with_upload_past_the_quota_is_refused_before_the_b
 
 
 @pytest.fixture
-async def gw7(aiohttp_client, settings: Settings):
+async def gw7(aiohttp_client, app_for, settings: Settings):
     """The gateway in-process with a quota of 7 MiB."""
     return await aiohttp_client(
-        await create_app(dataclasses.replace(settings, user_quota=7 * MiB, part_size=PART))
+        await app_for(dataclasses.replace(settings, user_quota=7 * MiB, part_size=PART))
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import io
 import time
 
@@ -20,9 +21,9 @@ SECRET = "test-share-secret"
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
+async def client(aiohttp_client, app_for, settings):
     """The gateway with a known SHARE_SECRET, so tests can sign links of their own."""
-    return await aiohttp_client(await create_app(dataclasses.replace(settings, share_secret=SECRET)))
+    return await aiohttp_client(await app_for(dataclasses.replace(settings, share_secret=SECRET)))
 
 
 def picture(size: tuple[int, int]) -> bytes:
@@ -65,7 +66,7 @@ async def test_a_share_link_expires_in_an_hour_by_default(client, auth):
     await put(client, auth, "f", b"x")
     body = await (await share(client, auth, "f")).json()
     assert body["expires_in"] == 3600
-    expires = time.mktime(time.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    expires = datetime.datetime.fromisoformat(body["expires_at"]).timestamp()
     assert abs(expires - (time.time() + 3600)) < 5
 
 

@@ -11,7 +11,6 @@ import zlib
 import pytest
 from PIL import Image
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.storage.keys import thumbnail_key, user_id
 
@@ -187,8 +186,8 @@ async def test_many_requests_for_one_thumbnail_make_it_once(client, auth):
     assert metric(await metric_samples(client), S3_CALLS, operation="PutObject") - before == 1
 
 
-async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, settings):
-    client = await aiohttp_client(await create_app(settings))
+async def test_a_real_image_over_the_pixel_limit_is_refused(aiohttp_client, app_for, settings):
+    client = await aiohttp_client(await app_for(settings))
     client.app[STORAGE].thumbnails.max_pixels = 1_000_000  # the store's own limit (40 million by default)
     auth = {"X-Auth-Token": new_token()}
     await put(client, auth, "big.png", image("PNG", (2000, 1000)))  # 2 megapixels, a few kB compressed
@@ -236,3 +235,23 @@ async def test_inline_is_for_media_pdf_and_plain_text_only(client, auth, name, i
     assert asked.headers["X-Content-Type-Options"] == "nosniff"
     plain = await client.get(f"/api/files/{name}", headers=auth)
     assert plain.headers["Content-Disposition"].startswith("attachment;")
+
+
+async def test_a_16_bit_greyscale_png_gets_a_thumbnail(client, auth):
+    out = io.BytesIO()
+    Image.new("I;16", (300, 150), 40_000).save(out, format="PNG")
+    await put(client, auth, "grey16.png", out.getvalue())
+    response = await client.get("/api/files/grey16.png", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 200, await response.text()
+    thumb = decoded(await response.read())
+    assert thumb.size == (64, 32) and abs(thumb.convert("L").getpixel((3, 3)) - 40_000 // 256) <= 2
+
+
+async def test_inline_takes_the_same_yes_as_x_public_and_refuses_other_words(client, auth):
+    stored = await client.put("/api/files/a.png", data=b"\x89PNG", headers={**auth, "X-Public": "on"})
+    assert stored.status == 204
+    shown = await client.get("/api/files/a.png", params={"inline": "on"}, headers=auth)
+    assert shown.headers["Content-Disposition"].startswith("inline;")
+    refused = await client.get("/api/files/a.png", params={"inline": "maybe"}, headers=auth)
+    assert refused.status == 400
+    assert (await refused.json())["error"]["code"] == "invalid_flag"

@@ -15,7 +15,6 @@ import pytest
 import requests
 from tusclient.client import TusClient
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
@@ -38,9 +37,9 @@ def payload(size: int) -> bytes:
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings: Settings):
+async def gw(aiohttp_client, app_for, settings: Settings):
     """The gateway in-process, with 5 MiB parts."""
-    return await aiohttp_client(await create_app(dataclasses.replace(settings, part_size=PART)))
+    return await aiohttp_client(await app_for(dataclasses.replace(settings, part_size=PART)))
 
 
 async def create(gw, auth, name="data.bin", length: int | None = None, **headers) -> str:
@@ -251,9 +250,9 @@ async def test_patch_past_the_declared_length_is_refused(gw, auth):
     assert await offset_of(gw, auth, url) == 0
 
 
-async def test_deferred_upload_cannot_grow_past_the_size_limit(aiohttp_client, settings, auth):
+async def test_deferred_upload_cannot_grow_past_the_size_limit(aiohttp_client, app_for, settings, auth):
     small = dataclasses.replace(settings, part_size=PART, max_file_size=PART + 10)
-    gw = await aiohttp_client(await create_app(small))
+    gw = await aiohttp_client(await app_for(small))
     url = await create(gw, auth, "big.bin")
     assert (await patch(gw, auth, url, 0, payload(PART))).status == 204
     response = await patch(gw, auth, url, PART, payload(11))
@@ -284,8 +283,8 @@ async def test_checksum_mismatch_commits_nothing(gw, auth):
     assert await content(gw, auth, "summed.bin") == data
 
 
-async def test_expired_upload_is_gone_and_gc_aborts_it(aiohttp_client, settings, auth, s3, bucket):
-    gw = await aiohttp_client(await create_app(dataclasses.replace(settings, upload_expiry=1)))
+async def test_expired_upload_is_gone_and_gc_aborts_it(aiohttp_client, app_for, settings, auth, s3, bucket):
+    gw = await aiohttp_client(await app_for(dataclasses.replace(settings, upload_expiry=1)))
     url = await create(gw, auth, "late.bin", length=3 * PART)
     assert (await patch(gw, auth, url, 0, payload(100))).status == 204
     keep = await create(gw, auth, "kept.bin", length=10)
@@ -406,9 +405,9 @@ async def test_a_deferred_upload_that_ends_at_zero_bytes_is_an_empty_file(gw, au
     assert leftovers(s3, bucket) == []
 
 
-async def test_a_patch_takes_one_of_the_users_upload_slots(aiohttp_client, settings, auth):
+async def test_a_patch_takes_one_of_the_users_upload_slots(aiohttp_client, app_for, settings, auth):
     """tus PATCHes and PUTs count against MAX_UPLOADS_PER_USER together."""
-    gw = await aiohttp_client(await create_app(dataclasses.replace(settings, max_uploads_per_user=1)))
+    gw = await aiohttp_client(await app_for(dataclasses.replace(settings, max_uploads_per_user=1)))
     url = await create(gw, auth, "slow.bin", length=1000)
     reader, writer = await asyncio.open_connection(gw.host, gw.port)
     writer.write(

@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
@@ -34,9 +33,9 @@ def body(seed: str) -> bytes:
     return (block * (LENGTH // len(block) + 1))[:LENGTH]
 
 
-async def gateways(aiohttp_client, settings: Settings, **changes):
+async def gateways(aiohttp_client, app_for, settings: Settings, **changes):
     tuned = dataclasses.replace(settings, part_size=PART, **changes)
-    return [await aiohttp_client(await create_app(tuned)) for _ in range(2)]
+    return [await aiohttp_client(await app_for(tuned)) for _ in range(2)]
 
 
 async def race(
@@ -86,9 +85,9 @@ async def run_races(gws, auth, s3, bucket, runs: int, **kwargs) -> tuple[int, in
 
 @pytest.mark.slow
 async def test_twenty_racing_patches_store_only_one_clients_exact_bytes(
-    aiohttp_client, settings, auth, s3, bucket
+    aiohttp_client, app_for, settings, auth, s3, bucket
 ):
-    gws = await gateways(aiohttp_client, settings)
+    gws = await gateways(aiohttp_client, app_for, settings)
     mixed, open_left, outcomes = await run_races(gws, auth, s3, bucket, 20)
     print(f"20 races: {mixed} mixed files, {open_left} multipart uploads left open; statuses {outcomes}")
     assert mixed == 0
@@ -101,9 +100,9 @@ async def test_twenty_racing_patches_store_only_one_clients_exact_bytes(
 
 @pytest.mark.slow
 async def test_racing_patches_with_upload_checksum_store_only_one_clients_bytes(
-    aiohttp_client, settings, auth, s3, bucket
+    aiohttp_client, app_for, settings, auth, s3, bucket
 ):
-    gws = await gateways(aiohttp_client, settings)
+    gws = await gateways(aiohttp_client, app_for, settings)
     mixed, open_left, outcomes = await run_races(gws, auth, s3, bucket, 8, checksum=True)
     print(f"8 races with Upload-Checksum: {mixed} mixed, {open_left} left open; statuses {outcomes}")
     assert mixed == 0 and open_left == 0
@@ -111,11 +110,11 @@ async def test_racing_patches_with_upload_checksum_store_only_one_clients_bytes(
 
 @pytest.mark.slow
 async def test_without_conditional_writes_racing_patches_never_mix(
-    aiohttp_client, settings, auth, s3, bucket
+    aiohttp_client, app_for, settings, auth, s3, bucket
 ):
     """An S3 that does not honour If-Match/If-None-Match: a race may cost a client its work
     (409, resume from HEAD), but a stored file is still exactly one client's bytes."""
-    gws = await gateways(aiohttp_client, settings, s3_conditional_writes=False)
+    gws = await gateways(aiohttp_client, app_for, settings, s3_conditional_writes=False)
     mixed, _, outcomes = await run_races(gws, auth, s3, bucket, 10)
     print(f"10 races without conditional writes: {mixed} mixed; statuses {outcomes}")
     assert mixed == 0
@@ -145,16 +144,16 @@ async def test_a_patch_while_another_holds_the_lock_gets_423(gw, auth):
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings: Settings):
-    return await aiohttp_client(await create_app(dataclasses.replace(settings, part_size=PART)))
+async def gw(aiohttp_client, app_for, settings: Settings):
+    return await aiohttp_client(await app_for(dataclasses.replace(settings, part_size=PART)))
 
 
 # Lengths past MAX_FILE_SIZE, and numbers that are not numbers. -------------------------------------
 
 
-async def test_a_deferred_length_above_max_file_size_is_refused(aiohttp_client, settings, auth):
+async def test_a_deferred_length_above_max_file_size_is_refused(aiohttp_client, app_for, settings, auth):
     small = dataclasses.replace(settings, part_size=PART, max_file_size=10 * MiB)
-    gw = await aiohttp_client(await create_app(small))
+    gw = await aiohttp_client(await app_for(small))
     url = await create(gw, auth, "deferred.bin")
     response = await patch(gw, auth, url, 0, b"x" * 100, **{"Upload-Length": str(10 * MiB + 1)})
     assert response.status == 413
@@ -261,10 +260,10 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
     assert leftovers(s3, bucket) == []
 
 
-async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, settings, auth):
+async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, app_for, settings, auth):
     """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
-    gw = await aiohttp_client(await create_app(settings))
-    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (20 s by default)
+    gw = await aiohttp_client(await app_for(settings))
+    gw.app[STORAGE].resumable.lock_seconds = 1.5  # the store's own parameter (LEASE_SECONDS by default)
     url = await create(gw, auth, "slow.bin", length=100)
 
     async def slowly():
@@ -284,7 +283,7 @@ async def test_a_lock_left_by_a_killed_process_is_taken_over_after_its_lease(gw,
     upload_id = url.rsplit("/", 1)[1]
     (info,) = [key for key in all_keys(s3, bucket) if key.endswith(f"{upload_id}.info")]
     lock = info.removesuffix(".info") + ".lock"
-    s3.put_object(Bucket=bucket, Key=lock, Body=json.dumps({"owner": "dead", "until": time.time() + 1}))
+    s3.put_object(Bucket=bucket, Key=lock, Body=json.dumps({"holder": "dead", "until": time.time() + 1}))
     assert (await patch(gw, auth, url, 0, b"0123456789")).status == 423
     await asyncio.sleep(1.2)
     assert (await patch(gw, auth, url, 0, b"0123456789")).status == 204

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import os
 
 import pytest
 
 from file_uploader.app import create_app
 from file_uploader.settings import Settings
-from file_uploader.sizes import MiB
+from file_uploader.sizes import GiB, MiB
 
 from ..helpers import all_keys, free_port, open_uploads
 
@@ -112,10 +114,10 @@ async def test_a_failed_overwrite_keeps_the_old_version(client, auth, s3, bucket
 
 
 async def test_a_client_that_stops_sending_is_cut_off_and_its_upload_aborted(
-    aiohttp_client, settings, auth, s3, bucket
+    aiohttp_client, app_for, settings, auth, s3, bucket
 ):
     quick = Settings(**{**settings.__dict__, "client_timeout": 0.5})
-    client = await aiohttp_client(await create_app(quick))
+    client = await aiohttp_client(await app_for(quick))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         f"PUT /api/files/slow HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n"
@@ -131,9 +133,11 @@ async def test_a_client_that_stops_sending_is_cut_off_and_its_upload_aborted(
     writer.close()
 
 
-async def test_declared_length_over_the_limit_gets_413_before_the_body(aiohttp_client, settings, auth):
+async def test_declared_length_over_the_limit_gets_413_before_the_body(
+    aiohttp_client, app_for, settings, auth
+):
     small = Settings(**{**settings.__dict__, "max_file_size": 1000})
-    client = await aiohttp_client(await create_app(small))
+    client = await aiohttp_client(await app_for(small))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         f"PUT /api/files/big HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n"
@@ -146,9 +150,26 @@ async def test_declared_length_over_the_limit_gets_413_before_the_body(aiohttp_c
     writer.close()
 
 
-async def test_chunked_body_over_the_limit_is_cut_off_with_413(aiohttp_client, settings, auth, s3, bucket):
+async def test_a_413_gives_the_limit_in_a_unit_a_person_reads(aiohttp_client, app_for, settings, auth):
+    limited = dataclasses.replace(settings, max_file_size=5 * GiB)
+    client = await aiohttp_client(await app_for(limited))
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        f"PUT /api/files/big HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {auth['X-Auth-Token']}\r\n"
+        f"Content-Length: {5 * GiB + 1}\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    error = json.loads(response.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error == {"code": "file_too_large", "message": "the file is larger than the limit of 5 GiB"}
+
+
+async def test_chunked_body_over_the_limit_is_cut_off_with_413(
+    aiohttp_client, app_for, settings, auth, s3, bucket
+):
     small = Settings(**{**settings.__dict__, "max_file_size": PART + 1})
-    client = await aiohttp_client(await create_app(small))
+    client = await aiohttp_client(await app_for(small))
     response = await client.put("/api/files/big", data=chunked(os.urandom(PART + 2)), headers=auth)
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "file_too_large"

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
+from file_uploader.sizes import MiB
+
+from ..faultproxy import Fault
 from ..helpers import ROOT, free_port, new_token, run_gateway
+from ..processes.test_hostile import proxy_in_a_thread
 
 pytestmark = pytest.mark.process
 
@@ -27,7 +34,7 @@ def cli(
     if bearer:
         env["FILE_UPLOADER_BEARER"] = bearer
     return subprocess.run(
-        [sys.executable, "-m", "file_uploader.cli", *args],
+        [sys.executable, "-m", "file_uploader.client", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -68,7 +75,16 @@ def test_put_ls_get_rm_round_trip(gateway_process, tmp_path):
 
     stdout_get = ["get", "notes.txt", "-o", "-"]
     to_stdout = subprocess.run(
-        [sys.executable, "-m", "file_uploader.cli", "--url", gateway_process, "--token", token, *stdout_get],
+        [
+            sys.executable,
+            "-m",
+            "file_uploader.client",
+            "--url",
+            gateway_process,
+            "--token",
+            token,
+            *stdout_get,
+        ],
         capture_output=True,
         timeout=60,
     )
@@ -179,3 +195,38 @@ def test_a_bearer_token_is_a_user_of_a_gateway_that_takes_jwts(s3_url, bucket, t
         assert "carol.txt" in listing.stdout
         refused = cli("ls", url=url, token=new_token())
         assert refused.returncode != 0
+
+
+def shown_speed(stderr: str) -> float:
+    """The last speed the progress bars showed, in bytes per second."""
+    value, unit = re.findall(r"([\d.]+) (|k|M|G)B/s", stderr)[-1]
+    return float(value) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[unit]
+
+
+@pytest.mark.slow
+def test_the_speed_shown_after_an_upload_counts_until_the_file_is_stored(s3_url, bucket, tmp_path):
+    """S3 takes 5 s to complete the multipart upload: the speed shown is the file's size over the
+    whole upload, not the rate its bytes were read at (which was several times higher)."""
+    data = tmp_path / "big.bin"
+    data.write_bytes(os.urandom(16 * MiB))
+    with (
+        proxy_in_a_thread(s3_url) as proxy,
+        run_gateway(proxy.url, bucket, tmp_path / "gateway", PART_SIZE="5MiB") as url,
+    ):
+        proxy.add(Fault("CompleteMultipartUpload", action="delay", seconds=5))
+        started = time.monotonic()
+        put = cli("put", str(data), url=url, token=new_token())
+        real = data.stat().st_size / (time.monotonic() - started)
+    assert put.returncode == 0, put.stderr
+    shown = shown_speed(put.stderr)
+    print(f"shown {shown / 1e6:.2f} MB/s, real {real / 1e6:.2f} MB/s (with the client's own start)")
+    assert real * 0.95 < shown < real * 1.3
+
+
+def test_the_installed_file_uploader_command_runs_from_any_directory(tmp_path):
+    """`make` installs the checkout into .venv as a package, so its script works outside it."""
+    script = Path(sys.prefix) / "bin" / "file-uploader"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([str(script), "token"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert uuid.UUID(done.stdout.strip())

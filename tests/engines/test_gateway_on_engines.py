@@ -169,9 +169,9 @@ def target(request: pytest.FixtureRequest, s3_url: str, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
-async def gateway(aiohttp_client, target: Target):
+async def gateway(aiohttp_client, app_for, target: Target):
     """The gateway in-process on a real socket, with its default settings and 5 MiB parts."""
-    return await aiohttp_client(await create_app(target.settings()))
+    return await aiohttp_client(await app_for(target.settings()))
 
 
 @pytest.fixture

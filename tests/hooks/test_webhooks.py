@@ -111,8 +111,8 @@ def hooked(settings: Settings, receiver: Receiver, **extra) -> Settings:
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings, receiver):
-    return await aiohttp_client(await create_app(hooked(settings, receiver)))
+async def gw(aiohttp_client, app_for, settings, receiver):
+    return await aiohttp_client(await app_for(hooked(settings, receiver)))
 
 
 def distinct(events: list[dict]) -> list[dict]:
@@ -220,10 +220,10 @@ def metric_samples_now() -> float:
     return REGISTRY.get_sample_value("file_uploader_webhooks_dropped_total", {"reason": "queue_full"}) or 0.0
 
 
-async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, settings, receiver, auth):
+async def test_a_hanging_receiver_does_not_slow_uploads(aiohttp_client, app_for, settings, receiver, auth):
     await receiver.start()
     receiver.hang = True  # it takes each event and never answers
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     started = time.monotonic()
     for number in range(2 * SENDERS):
         response = await gw.put(f"/api/files/f{number}", data=b"x" * 1000, headers=auth)

@@ -42,6 +42,7 @@ async def test_healthz_needs_no_token_and_no_s3(aiohttp_client, settings: Settin
     assert await response.json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 async def test_readyz_follows_s3_going_away_and_coming_back(
     aiohttp_client, settings: Settings, own_moto, monkeypatch
 ) -> None:
@@ -81,8 +82,10 @@ async def test_readyz_follows_s3_going_away_and_coming_back(
     assert response.status == 200
 
 
-async def test_metrics_count_an_upload_a_download_and_an_abort(aiohttp_client, settings: Settings) -> None:
-    client = await aiohttp_client(await create_app(dataclasses.replace(settings, max_file_size=1000)))
+async def test_metrics_count_an_upload_a_download_and_an_abort(
+    aiohttp_client, app_for, settings: Settings
+) -> None:
+    client = await aiohttp_client(await app_for(dataclasses.replace(settings, max_file_size=1000)))
     auth = {"X-Auth-Token": new_token()}
     before = await metric_samples(client)
 
@@ -161,11 +164,11 @@ async def test_request_log_has_route_and_user_id_but_never_the_token(client, cap
 
 
 async def test_s3_metrics_name_only_real_s3_operations(
-    aiohttp_client, settings: Settings, s3, bucket
+    aiohttp_client, app_for, settings: Settings, s3, bucket
 ) -> None:
     """Every S3 call is counted under its own operation name: gc's aborts as AbortMultipartUpload,
     tus state reads as GetObject; no made-up names."""
-    client = await aiohttp_client(await create_app(settings))
+    client = await aiohttp_client(await app_for(settings))
     auth = {"X-Auth-Token": new_token(), "Tus-Resumable": "1.0.0"}
     created = await client.post(
         "/api/uploads", headers={**auth, "Upload-Length": "10", "Upload-Metadata": "filename eA=="}

@@ -20,7 +20,16 @@ from ..helpers import ACCESS_KEY, ROOT, SECRET_KEY, all_keys
 pytestmark = pytest.mark.process
 
 # What a fresh checkout holds that `make run` uses; .venv is shared so that no install runs.
-CHECKOUT = ("Makefile", "requirements.txt", "requirements-dev.txt", "file_uploader", "devtools", ".venv")
+CHECKOUT = (
+    "Makefile",
+    "requirements.txt",
+    "requirements-dev.txt",
+    "setup.cfg",
+    "pyproject.toml",
+    "file_uploader",
+    "devtools",
+    ".venv",
+)
 
 
 def _bare_environment(port: int) -> dict[str, str]:
@@ -54,14 +63,14 @@ def _group_is_gone(pgid: int) -> bool:
     return False
 
 
-def _start_make_run(checkout: Path, port: int) -> subprocess.Popen:
+def _start_make_run(checkout: Path, port: int, **settings: str) -> subprocess.Popen:
     """`make run` in `checkout`, in its own process group (as from a terminal), logging to make-run.log."""
     with (checkout / "make-run.log").open("w") as log:
         # Its own process group stands for a terminal: Ctrl-C signals make, the gateway and moto together.
         make = subprocess.Popen(
             ["make", "run"],
             cwd=checkout,
-            env=_bare_environment(port),
+            env={**_bare_environment(port), **settings},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -158,3 +167,29 @@ def test_configured_s3_means_no_local_server() -> None:
     assert not wants_local_s3({"S3_ENDPOINT_URL": "http://127.0.0.1:9000"})
     assert not wants_local_s3({"AWS_ACCESS_KEY_ID": "AKIA..."})
     assert not wants_local_s3({"AWS_PROFILE": "prod"})
+
+
+def test_make_run_reports_a_bad_setting_in_one_line_before_its_banner(tmp_path: Path) -> None:
+    _link_checkout(tmp_path)
+    env = {**_bare_environment(free_port()), "PORT": "70000"}
+    done = subprocess.run(["make", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "file_uploader: PORT must be a TCP port from 1 to 65535, got 70000" in done.stderr
+    assert "in-memory S3" not in done.stdout + done.stderr  # no banner, no moto started
+    assert "Traceback" not in done.stderr
+
+
+def test_make_run_keeps_s3_create_bucket_as_given(tmp_path: Path) -> None:
+    """S3_CREATE_BUCKET=0 is not overwritten: the in-memory S3's bucket is made by make run itself."""
+    _link_checkout(tmp_path)
+    port = free_port()
+    make = _start_make_run(tmp_path, port, S3_CREATE_BUCKET="0")
+    try:
+        ready = subprocess.run(
+            ["curl", "-sS", f"http://127.0.0.1:{port}/readyz"], capture_output=True, text=True, timeout=30
+        )
+        assert '"status": "ready"' in ready.stdout, ready.stdout
+        assert "created the bucket" not in (tmp_path / "make-run.log").read_text()
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(timeout=30)

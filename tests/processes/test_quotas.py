@@ -12,7 +12,7 @@ import signal
 import aiohttp
 import pytest
 
-from file_uploader.sizes import QUOTA_LEASE_SECONDS, KiB, MiB
+from file_uploader.sizes import LEASE_SECONDS, KiB, MiB
 from file_uploader.storage.keys import user_id, user_prefix
 from file_uploader.storage.quotas import ledger_key
 
@@ -123,7 +123,7 @@ async def test_the_room_held_by_a_killed_process_comes_back_after_its_lease(s3_u
             put = functools.partial(session.put, f"{living}/api/files/next", headers={"X-Auth-Token": token})
             async with put(data=b"n" * (300 * KiB)) as refused:
                 assert refused.status == 413  # 800 + 300 KiB > 1000 KiB while the lease holds
-            await asyncio.sleep(QUOTA_LEASE_SECONDS + 0.5)  # the real lease, waited out
+            await asyncio.sleep(LEASE_SECONDS + 0.5)  # the real lease, waited out
             async with put(data=b"n" * (300 * KiB)) as stored:
                 assert stored.status == 204
     assert stored_bytes(s3, bucket, token) == 300 * KiB

@@ -179,6 +179,7 @@ async def test_s3_down_at_startup_gives_503_then_recovers_and_creates_the_bucket
         s3.delete_bucket(Bucket=missing)
 
 
+@pytest.mark.slow
 async def test_s3_going_down_later_gives_503_and_recovers(gateway, proxy, auth):
     assert (await gateway.put("/api/files/a", data=b"one", headers=auth)).status == 204
     proxy.down()

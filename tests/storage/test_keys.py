@@ -12,6 +12,7 @@ from file_uploader.sizes import (
     MIN_PART_SIZE,
     GiB,
     MiB,
+    format_size,
     parse_size,
     part_size_for,
 )
@@ -120,3 +121,11 @@ def test_sizes_parse_with_binary_units(text, value):
 def test_a_size_with_an_unknown_unit_is_refused():
     with pytest.raises(ValueError):
         parse_size("8 parsecs")
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(5 * GiB, "5 GiB"), (1000, "1000 bytes"), (8 * MiB, "8 MiB"), (10_000_000, "9.5 MiB (10000000 bytes)")],
+)
+def test_a_size_is_written_for_a_person(size, text):
+    assert format_size(size) == text

@@ -8,6 +8,7 @@ import posixpath
 import urllib.parse
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ def accepted(name: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 @given(TOKENS, NAMES)
 @settings(max_examples=300, deadline=None)
 def test_no_accepted_name_escapes_the_users_prefix(token, name):

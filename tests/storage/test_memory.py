@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import GiB, MiB, TiB
@@ -94,10 +93,10 @@ async def test_64_slow_puts_from_two_users_do_not_stall_a_third_users_put(client
 
 
 @pytest.fixture
-async def small_budget(aiohttp_client, settings: Settings):
+async def small_budget(aiohttp_client, app_for, settings: Settings):
     """A 40 MiB budget of 5 MiB parts: eight uploads' worth of half-sent parts fill it."""
     tight = dataclasses.replace(settings, part_size=PART, memory_budget=8 * PART)
-    client = await aiohttp_client(await create_app(tight))
+    client = await aiohttp_client(await app_for(tight))
     client.app[STORAGE].pipeline.parts_in_flight = 2  # the pipeline's own parameter (4 by default)
     return client
 
@@ -137,11 +136,12 @@ async def test_a_put_declaring_5_tib_and_trickling_holds_only_what_it_sent(clien
     assert memory == 0 and 1000 <= disk < 1100
 
 
-async def test_uploads_each_holding_half_a_part_do_not_deadlock(aiohttp_client, settings):
+@pytest.mark.slow
+async def test_uploads_each_holding_half_a_part_do_not_deadlock(aiohttp_client, app_for, settings):
     """Four uploads each send 4 MiB of a 5 MiB part (16 MiB against a 10 MiB budget) and only then
     the rest: taken a chunk at a time, that deadlocks unless a part that waits moves to disk."""
     tight = dataclasses.replace(settings, part_size=PART, memory_budget=2 * PART)
-    client = await aiohttp_client(await create_app(tight))
+    client = await aiohttp_client(await app_for(tight))
     client.app[STORAGE].pipeline.parts_in_flight = 1  # the pipeline's own parameter (4 by default)
     everyone_sent_4_mib = asyncio.Barrier(4)
 
@@ -175,12 +175,15 @@ async def slow_parts(s3_url):
     await proxy.close()
 
 
-async def test_one_upload_never_holds_more_than_its_share(aiohttp_client, settings, slow_parts, s3, bucket):
+@pytest.mark.slow
+async def test_one_upload_never_holds_more_than_its_share(
+    aiohttp_client, app_for, settings, slow_parts, s3, bucket
+):
     """An 80 MiB budget gives one upload 10 MiB: two 5 MiB parts, although four may be in flight."""
     share = dataclasses.replace(
         settings, s3_endpoint_url=slow_parts.url, part_size=PART, memory_budget=16 * PART
     )
-    client = await aiohttp_client(await create_app(share))
+    client = await aiohttp_client(await app_for(share))
     data = os.urandom(8 * PART)
     response = await client.put("/api/files/alone", data=data, headers={"X-Auth-Token": new_token()})
     assert response.status == 204

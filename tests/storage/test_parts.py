@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from file_uploader.api.tus import OFFSET_OCTET_STREAM
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings, SettingsError
 from file_uploader.sizes import MAX_OBJECT_SIZE, MiB
@@ -28,14 +27,15 @@ def filename(name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def tight_client(aiohttp_client, settings: Settings):
+async def tight_client(aiohttp_client, app_for, settings: Settings):
     """A gateway whose budget holds three parts, while six uploads of three parts come at once."""
     tight = dataclasses.replace(settings, part_size=PART, memory_budget=3 * PART)
-    client = await aiohttp_client(await create_app(tight))
+    client = await aiohttp_client(await app_for(tight))
     client.app[STORAGE].pipeline.parts_in_flight = 2  # the pipeline's own parameter (4 by default)
     return client
 
 
+@pytest.mark.slow
 async def test_concurrent_uploads_over_the_budget_wait_and_all_arrive_intact(tight_client, s3, bucket):
     bodies = {f"file-{i}": os.urandom(2 * PART + 1000 * i + 1) for i in range(6)}
     tokens = {name: new_token() for name in bodies}
