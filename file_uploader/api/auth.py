@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from ..appkeys import IDENTITIES, IDENTITY, SETTINGS, USER_ID
 from ..identity import AuthUnavailable, Identity, InvalidToken
 from ..storage.keys import is_valid_token, user_id
-from .errors import AUTH_UNAVAILABLE, INVALID_BEARER, INVALID_TOKEN, MISSING_TOKEN
+from .errors import AUTH_UNAVAILABLE, BEARER_CHALLENGE, INVALID_TOKEN, MISSING_TOKEN
 from .openapi import OPENAPI_PATH
 from .sign_in import SIGN_IN
 
@@ -44,29 +44,33 @@ async def authenticate(request: web.Request) -> str:
     uuids = request.app[SETTINGS].auth_uuid_tokens
     if identities is not None and identities.accepts_bearer and bearers:
         if tokens:
-            raise INVALID_BEARER(detail=f"send one credential: {TOKEN_HEADER} or Authorization")
+            raise _bearer_refused(f"send one credential: {TOKEN_HEADER} or Authorization")
         if len(bearers) > 1:
-            raise INVALID_BEARER(detail="send exactly one Authorization header")
+            raise _bearer_refused("send exactly one Authorization header")
         scheme, _, credential = bearers[0].strip().partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise INVALID_BEARER(detail="Authorization must be Bearer <token>")
+            raise _bearer_refused("Authorization must be Bearer <token>")
         try:
             identity = await identities.bearer(credential.strip())
         except InvalidToken as exc:
-            raise INVALID_BEARER(detail=str(exc)) from None
+            raise _bearer_refused(str(exc)) from None
         except AuthUnavailable as exc:
             raise AUTH_UNAVAILABLE(detail=str(exc)) from None
         return _identified(request, identity)
     if not uuids:
         if tokens:
-            raise INVALID_BEARER(detail=OFF)
-        raise MISSING_TOKEN(headers=INVALID_BEARER.headers, where="Authorization header: Bearer <token>")
+            raise _bearer_refused(OFF)
+        raise MISSING_TOKEN(headers=BEARER_CHALLENGE, where="Authorization header: Bearer <token>")
     if len(tokens) > 1:
-        raise INVALID_TOKEN(problem="must be sent exactly once")
+        raise INVALID_TOKEN(credential=TOKEN_HEADER, problem="must be sent exactly once")
     token = tokens[0].strip() if tokens else ""
     if not token:
         raise MISSING_TOKEN(where=f"{TOKEN_HEADER} header")
     return authenticate_with(request, token)
+
+
+def _bearer_refused(why: str) -> Exception:
+    return INVALID_TOKEN(BEARER_CHALLENGE, credential="the bearer token:", problem=why)
 
 
 def _identified(request: web.Request, identity: Identity) -> str:
@@ -78,9 +82,11 @@ def _identified(request: web.Request, identity: Identity) -> str:
 def authenticate_with(request: web.Request, token: str) -> str:
     """Store and return the user id of UUID `token`, wherever the request carried it; or a 401."""
     if not request.app[SETTINGS].auth_uuid_tokens:
-        raise INVALID_BEARER(detail=OFF)
+        raise _bearer_refused(OFF)
     if not is_valid_token(token):
-        raise INVALID_TOKEN(problem="must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a")
+        raise INVALID_TOKEN(
+            credential=TOKEN_HEADER, problem="must be a UUID such as 18ce71ad-1391-46c7-91de-56948fda0d8a"
+        )
     return _identified(request, Identity(user_id(token)))
 
 

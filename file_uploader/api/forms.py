@@ -165,7 +165,10 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
             value = await _text(request, part)
             if part.name == TOKEN_FIELD:
                 if user_id is not None:
-                    raise INVALID_TOKEN(problem="must be sent once: in a header or a token field, not both")
+                    raise INVALID_TOKEN(
+                        credential=TOKEN_HEADER,
+                        problem="must be sent once: in a header or a token field, not both",
+                    )
                 user_id = authenticate_with(request, value.strip())
                 await request.app[STORAGE].admit(user_id, None, None)
             elif part.name == NAME_FIELD:
