@@ -112,6 +112,10 @@ async def read_part(
         except Exception as exc:
             raise _incomplete() from exc
         if not chunk:
+            if not part.at_eof():
+                # The body ended where the part's closing boundary should be: aiohttp hands
+                # over what came (with the CRLF before the missing boundary) as if complete.
+                raise INVALID_FORM(problem="ends without its closing boundary")
             return
         total += len(chunk)
         if limit is not None and total > limit:

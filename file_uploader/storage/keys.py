@@ -8,6 +8,7 @@ the token's canonical lower-case form:
     pub/<user id>/<name>               "this file is public": its library id (library.py)
     library/<library id>               the public library, newest first (library.py)
     thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
+    thumbs/<user id>//<SHA-256 of name>/<size>.<format>   those of names too long for the above
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
 
 The hash is one-way, so no token can be
@@ -40,6 +41,9 @@ ROOTS = (*USER_ROOTS, LIBRARY_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,
 # so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
 THUMBNAIL_SEPARATOR = "//"
+# The longest file name of a thumbnail under its name's prefix: "<size>.<format>", 512.webp
+# (thumbnails.py checks that its sizes and formats fit).
+THUMBNAIL_FILE_BYTES = 8
 USER_ID_LENGTH = 64  # hex digits of SHA-256
 # files/ + 64 hex digits + /: every user's prefix has this length.
 USER_PREFIX_BYTES = len(FILES_ROOT) + USER_ID_LENGTH + 1
@@ -156,12 +160,25 @@ def marker_key(uid: str, name: str) -> str:
 
 
 def thumbnails_prefix(uid: str, name: str) -> str:
-    """Where the thumbnails of the file `name` are kept."""
-    return f"{THUMBNAILS_ROOT}{uid}/{name}{THUMBNAIL_SEPARATOR}"
+    """Where the thumbnails of the file `name` are kept.
+
+    Beside the name, so that a folder's thumbnails go with it by prefix; but a
+    name of more than ~940 bytes leaves no room there for `//512.webp` within
+    S3's 1,024-byte keys, so its thumbnails are kept under the SHA-256 of the
+    name after `thumbs/<user id>//`, where no name's prefix reaches (a name
+    never starts with /). One place per name, whatever the size or format.
+    """
+    prefix = f"{THUMBNAILS_ROOT}{uid}/{name}{THUMBNAIL_SEPARATOR}"
+    if len(prefix.encode()) + THUMBNAIL_FILE_BYTES <= MAX_KEY_BYTES:
+        return prefix
+    return f"{THUMBNAILS_ROOT}{uid}{THUMBNAIL_SEPARATOR}{hashlib.sha256(name.encode()).hexdigest()}/"
 
 
-def thumbnail_key(uid: str, name: str, size: int, image_format: str) -> str | None:
-    """The key of one cached thumbnail; None when it would not fit S3's key limit (the
-    longest names: such a thumbnail is made anew each time instead)."""
-    key = f"{thumbnails_prefix(uid, name)}{size}.{image_format}"
-    return key if len(key.encode()) <= MAX_KEY_BYTES else None
+def has_hashed_thumbnails(uid: str, name: str) -> bool:
+    """Whether the thumbnails of `name` are kept under its hash, away from its folder."""
+    return not thumbnails_prefix(uid, name).startswith(f"{THUMBNAILS_ROOT}{uid}/{name}")
+
+
+def thumbnail_key(uid: str, name: str, size: int, image_format: str) -> str:
+    """The key of one cached thumbnail."""
+    return f"{thumbnails_prefix(uid, name)}{size}.{image_format}"

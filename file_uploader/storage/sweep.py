@@ -27,7 +27,16 @@ from typing import Any
 
 from . import Storage
 from .errors import FileNotFound, FolderNotFound
-from .keys import FILES_ROOT, LIBRARY_ROOT, PUBLIC_ROOT, REMOVED_ROOT, ROOTS, user_prefix, user_prefixes
+from .keys import (
+    FILES_ROOT,
+    LIBRARY_ROOT,
+    PUBLIC_ROOT,
+    REMOVED_ROOT,
+    ROOTS,
+    split_file_key,
+    user_prefix,
+    user_prefixes,
+)
 from .landing import Removed
 
 log = logging.getLogger(__name__)
@@ -196,7 +205,7 @@ async def delete_folder(storage: Storage, uid: str, folder: str) -> FolderDelete
     finally:
         # One file.deleted event per file, its size off the quota: what follows each (landing.py).
         await storage.landing.removed(uid, gone, folder=True)
-    await storage.thumbnails.forget_folder(uid, folder)
+    await storage.thumbnails.forget_folder(uid, folder, [split_file_key(file.key)[1] for file in gone])
     if not files and not aborted:
         raise FolderNotFound("nothing is stored under this folder")
     return FolderDeleted(files, aborted)

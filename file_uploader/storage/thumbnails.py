@@ -45,13 +45,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .budget import FairBudget
 from .client import S3
 from .errors import FileChanged, FileNotFound, ImageTooLarge, NotAnImage, StorageBusy, TooLarge
-from .keys import THUMBNAILS_ROOT, split_file_key, thumbnail_key, thumbnails_prefix
+from .keys import (
+    THUMBNAIL_FILE_BYTES,
+    THUMBNAILS_ROOT,
+    has_hashed_thumbnails,
+    split_file_key,
+    thumbnail_key,
+    thumbnails_prefix,
+)
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZES = (64, 128, 256, 512)  # the longest side, in pixels
 # Format -> media type. JPEG for every client; WebP (smaller, keeps transparency) when asked for.
 THUMBNAIL_FORMATS = {"jpeg": "image/jpeg", "webp": "image/webp"}
+# keys.py keeps room for the longest "<size>.<format>" under a name's prefix.
+assert (
+    max(len(f"{size}.{kind}") for size in THUMBNAIL_SIZES for kind in THUMBNAIL_FORMATS)
+    <= THUMBNAIL_FILE_BYTES
+)
 _DECODERS = ("PNG", "JPEG", "WEBP", "GIF")
 _QUALITY = 80
 # How long a thumbnail waits for memory to read its image into before a 503.
@@ -169,7 +181,7 @@ class Thumbnails:
         return await made.wait()
 
     async def _make(
-        self, file_key: str, key: str | None, etag: str, length: int, size: int, image_format: str
+        self, file_key: str, key: str, etag: str, length: int, size: int, image_format: str
     ) -> tuple[bytes, str]:
         uid = split_file_key(file_key)[0]
         waited = self._slots.locked()
@@ -204,15 +216,12 @@ class Thumbnails:
                 self.budget.release(uid, length)
         finally:
             self._slots.release()
-        if key is not None:
-            await self.s3.put_object(
-                key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}
-            )
+        await self.s3.put_object(
+            key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}
+        )
         return thumb, etag
 
-    async def _cached(self, key: str | None) -> tuple[bytes, str] | None:
-        if key is None:
-            return None
+    async def _cached(self, key: str) -> tuple[bytes, str] | None:
         try:
             data, response = await self.s3.read_object_and_head(key, limit=self.max_bytes)
         except (FileNotFound, TooLarge):
@@ -223,9 +232,14 @@ class Thumbnails:
         """Remove every thumbnail of the file `name`."""
         return await self.s3.delete_prefix(thumbnails_prefix(uid, name))
 
-    async def forget_folder(self, uid: str, folder: str) -> int:
-        """Remove the thumbnails of every file under `folder` (a name ending in /)."""
+    async def forget_folder(self, uid: str, folder: str, names: list[str]) -> int:
+        """Remove the thumbnails of every file under `folder` (a name ending in /): by prefix,
+        and those of its `names` too long to be kept beside them (keys.py) one by one."""
         prefix = f"{THUMBNAILS_ROOT}{uid}/{folder}"
         # thumbs/<uid>/a// holds the thumbnails of the file `a`, not of anything in folder a/.
         own = thumbnails_prefix(uid, folder[:-1])
-        return await self.s3.delete_prefix(prefix, keep=lambda key: key.startswith(own))
+        removed = await self.s3.delete_prefix(prefix, keep=lambda key: key.startswith(own))
+        for name in names:
+            if has_hashed_thumbnails(uid, name):
+                removed += await self.forget(uid, name)
+        return removed

@@ -139,6 +139,28 @@ async def test_a_part_whose_content_md5_does_not_match_stores_nothing_of_it(clie
     assert sorted(all_keys(s3, bucket)) == [file_key(uid, "checked.txt"), file_key(uid, "kept.txt")]
 
 
+@pytest.mark.parametrize("size", [12, 9 * MiB], ids=["small", "multipart"])
+async def test_a_form_ending_without_its_closing_boundary_stores_nothing_of_its_last_file(
+    client, auth, s3, bucket, size
+):
+    boundary = "xyzzy"
+    complete = raw_form(
+        boundary, [({"Content-Disposition": 'form-data; name="a"; filename="kept.txt"'}, b"kept")]
+    )
+    cut = raw_form(
+        boundary, [({"Content-Disposition": 'form-data; name="b"; filename="cut.bin"'}, os.urandom(size))]
+    )
+    body = complete.removesuffix(f"--{boundary}--\r\n".encode()) + cut.removesuffix(
+        f"--{boundary}--\r\n".encode()
+    )
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = await client.post("/api/files", data=body, headers=headers)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_form"
+    assert all_keys(s3, bucket) == [file_key(user_id(auth["X-Auth-Token"]), "kept.txt")]
+    assert open_uploads(s3, bucket) == []
+
+
 async def test_when_every_file_fails_the_status_is_the_first_failure_with_the_error_shape(client, auth):
     response = await client.post("/api/files", data=form(("a", "bad//name", b"x")), headers=auth)
     assert response.status == 400

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from file_uploader.appkeys import STORAGE
-from file_uploader.storage.keys import thumbnail_key, user_id
+from file_uploader.storage.keys import MAX_NAME_BYTES, thumbnail_key, user_id
 
 from ..helpers import all_keys, metric, metric_samples, new_token
 
@@ -111,6 +111,47 @@ async def test_a_thumbnail_is_made_once_kept_in_s3_and_follows_its_file(client, 
     # Deleted: its thumbnails too.
     assert (await client.delete("/api/files/pics/a.png", headers=auth)).status == 204
     assert all_keys(s3, bucket) == []
+
+
+def thumbnail_keys(s3, bucket: str, uid: str) -> list[str]:
+    return [key for key in all_keys(s3, bucket) if key.startswith(f"thumbs/{uid}/")]
+
+
+# A name whose thumbnails' keys at thumbs/<uid>/<name>//<size>.<format> would pass S3's 1,024 bytes.
+LONG_NAME = "long/" + "n" * (MAX_NAME_BYTES - len("long/") - len(".png")) + ".png"
+
+
+async def test_a_thumbnail_of_a_name_too_long_for_its_key_is_made_once_and_then_served_from_s3(
+    client, auth, s3, bucket
+):
+    uid = user_id(auth["X-Auth-Token"])
+    await put(client, auth, LONG_NAME, image("PNG", (400, 200)))
+    before = metric(await metric_samples(client), S3_CALLS, operation="PutObject")
+    first = await client.get(f"/api/files/{LONG_NAME}", params={"thumbnail": "512"}, headers=auth)
+    assert first.status == 200, await first.text()
+    [key] = thumbnail_keys(s3, bucket, uid)
+    again = await client.get(f"/api/files/{LONG_NAME}", params={"thumbnail": "512"}, headers=auth)
+    assert await again.read() == await first.read()
+    assert metric(await metric_samples(client), S3_CALLS, operation="PutObject") - before == 1
+    assert thumbnail_keys(s3, bucket, uid) == [key]
+
+
+async def test_the_thumbnails_of_a_name_too_long_for_its_key_go_with_their_file_and_folder(
+    client, auth, s3, bucket
+):
+    uid = user_id(auth["X-Auth-Token"])
+    other = LONG_NAME.replace("long/", "else/")
+    for name in (LONG_NAME, other):
+        await put(client, auth, name, image("PNG"))
+        for size in ("64", "512"):
+            response = await client.get(f"/api/files/{name}", params={"thumbnail": size}, headers=auth)
+            assert response.status == 200
+    assert len(thumbnail_keys(s3, bucket, uid)) == 4
+    assert (await client.delete(f"/api/files/{other}", headers=auth)).status == 204
+    assert len(thumbnail_keys(s3, bucket, uid)) == 2
+    response = await client.delete("/api/files/long/", params={"recursive": "1"}, headers=auth)
+    assert response.status == 200, await response.text()
+    assert thumbnail_keys(s3, bucket, uid) == []
 
 
 async def test_what_is_not_an_image_is_415_and_a_bad_size_400(client, auth):
