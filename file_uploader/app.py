@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, page, public, share, tus, usage
+from .api import cors, files, forms, health, page, public, share, sign_in, tus, usage
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .appkeys import IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
 from .hooks import webhooks
+from .identity import Identities
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
 from .storage import open_storage
@@ -41,7 +42,7 @@ MIDDLEWARES = [
     webhooks.after_response,  # a request's events go out once its response (or error) is written
     error_middleware,  # every failure becomes the one JSON error shape
     cors.preflight_middleware,  # CORS preflights (CORS_ORIGINS): answered here, with no token
-    auth_middleware,  # X-Auth-Token -> the user's id, for /api/
+    auth_middleware,  # X-Auth-Token or Authorization: Bearer -> the user's id, for /api/
     health.storage_ready_middleware,  # the bucket is there before any request that needs S3
 ]
 
@@ -54,6 +55,7 @@ ROUTES = [
     web.get("/", page.index),
     web.static("/static/", page.STATIC),
     web.get(OPENAPI_PATH, openapi, allow_head=False),
+    web.get(sign_in.SIGN_IN, sign_in.sign_in, allow_head=False),  # where the page signs in (AUTH_ISSUER)
     # Files.
     web.get(files.FILES, files.list_files, allow_head=False),
     web.put(files.FILE, files.put_file, expect_handler=files.expect_upload),
@@ -120,6 +122,16 @@ async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
         await hooks.stop()
 
 
+async def identities_context(app: web.Application) -> AsyncIterator[None]:
+    """Whose a bearer token is (AUTH_*): one HTTP client per process for the providers' keys and
+    the auth callback."""
+    app[IDENTITIES] = identities = Identities.from_settings(app[SETTINGS])
+    try:
+        yield
+    finally:
+        await identities.close()
+
+
 async def create_app(
     settings: Settings | None = None, *, known_s3: Capabilities | None = None
 ) -> web.Application:
@@ -136,6 +148,7 @@ async def create_app(
         app[KNOWN_S3] = known_s3
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
+    app.cleanup_ctx.append(identities_context)
     app.cleanup_ctx.append(storage_context)
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)

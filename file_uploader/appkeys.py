@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from .hooks.webhooks import Webhooks
+from .identity import Identities, Identity
 from .ops.inflight import RequestsInFlight
 from .settings import Settings
 from .storage import Storage
@@ -18,8 +19,13 @@ IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
 # The webhook sender, when WEBHOOK_URL is set.
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
+# Whose a bearer token is (identity/): JWTs, the auth callback.
+IDENTITIES = web.AppKey("identities", Identities)
+
 # The one-way id of the request's user (never the token itself).
 USER_ID = web.RequestKey("user_id", str)
+# The request's user, with their own quota when their credential carries one.
+IDENTITY = web.RequestKey("identity", Identity)
 # The request's id: the client's X-Request-ID if sane, else a new one.
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set when a response was cut short by its client: "disconnected" or "send_timeout".

@@ -193,6 +193,27 @@ def _networks(name: str, value: str) -> tuple[IpNetwork, ...]:
     return tuple(networks)
 
 
+def _http_urls(name: str, value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_http_url(name, item) for item in value.split(",") if item.strip()))
+
+
+def _names(name: str, value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
+
+
+# RFC 7518 §3.2: an HS256 key is at least as long as the hash, 256 bits.
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _jwt_secret(name: str, value: str) -> str:
+    if len(value.encode()) < MIN_JWT_SECRET_BYTES:
+        raise SettingsError(
+            f"{name} must be at least {MIN_JWT_SECRET_BYTES} bytes (RFC 7518: an HS256 key is no shorter "
+            'than its hash), e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return value
+
+
 Parser = Callable[[str, str], Any]
 
 # The groups, in the order .env.example and docs/operations.md show them.
@@ -200,7 +221,8 @@ S3 = "S3"
 HTTP = "HTTP"
 UPLOADS = "Uploads"
 FEATURES = "Features"
-GROUPS = (S3, HTTP, UPLOADS, FEATURES)
+AUTH = "Identity and hooks"
+GROUPS = (S3, HTTP, UPLOADS, FEATURES, AUTH)
 
 
 def setting(
@@ -506,6 +528,74 @@ class Settings:
         example="",
     )
 
+    # --- Identity and hooks (docs/identity-and-hooks.md) ---
+    auth_uuid_tokens: bool = setting(
+        AUTH,
+        "Whether any UUID in X-Auth-Token is a user (a new UUID, a new empty space). Set 0 once another "
+        "kind of identity below is set up, to accept only those.",
+        _bool,
+        default=True,
+    )
+    auth_jwt_secret: str | None = setting(
+        AUTH,
+        "The shared secret of HS256 JWTs your application signs (Authorization: Bearer <JWT>; at least "
+        "32 bytes). The user is the token's (iss, sub).",
+        _jwt_secret,
+        default=None,
+        secret=True,
+        example="",
+    )
+    auth_jwks_url: str | None = setting(
+        AUTH,
+        "A JSON Web Key Set whose keys sign RS/PS/ES/EdDSA JWTs; fetched again when a token names a "
+        "key it does not hold (a rotation), at most every 30 s.",
+        _http_url,
+        default=None,
+        example="https://auth.example.com/.well-known/jwks.json",
+    )
+    auth_issuer: tuple[str, ...] = setting(
+        AUTH,
+        "The issuers (iss) whose JWTs are accepted, comma-separated; their keys come from "
+        "<issuer>/.well-known/openid-configuration unless AUTH_JWKS_URL is set. The first one is where "
+        "the web page signs in (authorization code with PKCE).",
+        _http_urls,
+        default=(),
+        shown="unset (any iss, with AUTH_JWT_SECRET or AUTH_JWKS_URL)",
+        example="https://keycloak.example.com/realms/acme",
+    )
+    auth_audience: tuple[str, ...] = setting(
+        AUTH,
+        "What a JWT's aud must contain (one of these, comma-separated); required with AUTH_JWKS_URL or "
+        "AUTH_ISSUER. The first one is the web page's client id at the issuer.",
+        _names,
+        default=(),
+        shown="unset (aud not checked)",
+        example="file-uploader",
+    )
+    auth_quota_claim: str | None = setting(
+        AUTH,
+        "The JWT claim that carries the user's own quota in bytes, in place of USER_QUOTA.",
+        default=None,
+        example="storage_quota",
+    )
+    auth_hook_url: str | None = setting(
+        AUTH,
+        "The auth callback: asked (a signed POST) whose a bearer token is when the gateway cannot "
+        "verify it itself; fails closed (503) when it does not answer.",
+        _http_url,
+        default=None,
+        secret=True,
+        example="https://app.example.com/internal/file-uploader/auth",
+    )
+    hook_secret: str | None = setting(
+        AUTH,
+        "Key of the X-Hook-Signature header (sha256=<hex HMAC-SHA256 of the body>) of what the gateway "
+        "POSTs to AUTH_HOOK_URL; required with it.",
+        default=None,
+        secret=True,
+        example="",
+    )
+
     def __post_init__(self) -> None:
         for name, value, choices in (
             ("LOG_FORMAT", self.log_format, LOG_FORMATS),
@@ -526,6 +616,24 @@ class Settings:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
+        self._check_identity()
+
+    def _check_identity(self) -> None:
+        if self.auth_hook_url and not self.hook_secret:
+            raise SettingsError("AUTH_HOOK_URL needs HOOK_SECRET: every question to it is signed with it")
+        if (self.auth_jwks_url or self.auth_issuer) and not self.auth_audience:
+            raise SettingsError(
+                "AUTH_JWKS_URL and AUTH_ISSUER need AUTH_AUDIENCE: without it, any token the provider "
+                "signed for any other application would be a user here"
+            )
+        jwts = self.auth_jwt_secret or self.auth_jwks_url or self.auth_issuer
+        if self.auth_quota_claim and not jwts:
+            raise SettingsError("AUTH_QUOTA_CLAIM needs JWTs: AUTH_JWT_SECRET, AUTH_JWKS_URL or AUTH_ISSUER")
+        if not self.auth_uuid_tokens and not (jwts or self.auth_hook_url):
+            raise SettingsError(
+                "AUTH_UUID_TOKENS=0 leaves no way in: set AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_ISSUER "
+                "or AUTH_HOOK_URL too"
+            )
 
     def s3_where(self) -> str:
         """Where S3 is, for a log line: the endpoint's host and port (never credentials it may carry)."""

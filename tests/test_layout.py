@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("storage", ("file_uploader.storage",)),  # every S3 call
     ("hooks", ("file_uploader.hooks",)),  # what listens to the storage layer's events
+    ("identity", ("file_uploader.identity",)),  # whose a bearer token is (JWTs, the auth callback)
     ("app keys", ("file_uploader.appkeys",)),  # the typed keys the app and its requests carry
     ("http", ("file_uploader.api",)),  # routes, middleware, errors
     ("app", ("file_uploader.app",)),  # the wiring

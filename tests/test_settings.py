@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from devtools import settings_doc
-from file_uploader.settings import ENV_NAMES, FIELDS, GROUPS, REMOVED, Settings, SettingsError
+from file_uploader.settings import AUTH, ENV_NAMES, FIELDS, GROUPS, REMOVED, Settings, SettingsError
 from file_uploader.sizes import PARTS_PER_SIZE_STEP
 
 from .helpers import ROOT
@@ -70,9 +71,11 @@ def test_the_operations_guide_table_is_generated_from_the_current_settings():
     assert settings_doc.settings_table() in guide, "stale: run python -m devtools.settings_doc"
 
 
-def test_there_are_32_settings_each_in_one_of_four_groups():
-    assert len(FIELDS) == 32
-    assert {field.metadata["group"] for field in FIELDS} == set(GROUPS)
+def test_there_are_32_settings_in_the_four_groups_of_issue_19_and_those_of_identity_beside():
+    counts = collections.Counter(field.metadata["group"] for field in FIELDS)
+    assert sum(counts[group] for group in GROUPS if group != AUTH) == 32
+    assert counts[AUTH] == 8  # issue 24's names, each a contract
+    assert set(counts) == set(GROUPS)
     assert all(field.metadata["doc"] for field in FIELDS)
 
 
@@ -137,6 +140,31 @@ def test_a_webhook_url_needs_a_secret_and_a_bad_one_is_not_echoed():
     with pytest.raises(SettingsError, match="WEBHOOK_URL must be an http") as refused:
         Settings.from_env({"S3_BUCKET": "b", "WEBHOOK_URL": "ftp://user:pw@x/", "WEBHOOK_SECRET": "s"})
     assert "pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AUTH_HOOK_URL": "http://127.0.0.1:9/auth"}, "HOOK_SECRET"),
+        ({"AUTH_ISSUER": "https://id.example.com"}, "AUTH_AUDIENCE"),
+        ({"AUTH_JWKS_URL": "https://id.example.com/jwks"}, "AUTH_AUDIENCE"),
+        ({"AUTH_UUID_TOKENS": "0"}, "AUTH_UUID_TOKENS=0 leaves no way in"),
+        ({"AUTH_QUOTA_CLAIM": "quota"}, "AUTH_QUOTA_CLAIM needs JWTs"),
+        ({"AUTH_JWT_SECRET": "short"}, "at least 32 bytes"),
+        ({"AUTH_ISSUER": "not-a-url", "AUTH_AUDIENCE": "x"}, "AUTH_ISSUER"),
+    ],
+)
+def test_an_identity_setup_that_cannot_work_stops_startup_naming_the_setting(env, named):
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        Settings.from_env({"S3_BUCKET": "b", **env})
+
+
+def test_issuers_and_audiences_are_comma_separated_lists():
+    settings = Settings.from_env(
+        {"S3_BUCKET": "b", "AUTH_ISSUER": "https://a.example, https://b.example", "AUTH_AUDIENCE": "x,y"}
+    )
+    assert settings.auth_issuer == ("https://a.example", "https://b.example")
+    assert settings.auth_audience == ("x", "y")
 
 
 @pytest.mark.process

@@ -42,6 +42,7 @@ ALLOW_METHODS = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = ", ".join(
     [
         "X-Auth-Token",
+        "Authorization",  # a bearer token (AUTH_*)
         "Content-Type",
         "Content-MD5",
         "Digest",

@@ -108,7 +108,10 @@ INVALID_CHECKSUM = Error(400, "invalid_checksum", "Upload-Checksum is not base64
 LENGTH_CONFLICT = Error(400, "length_conflict", "{detail}")
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 MISSING_TOKEN = Error(401, "missing_token", "send your token in the {where}", _CHALLENGE)
-INVALID_TOKEN = Error(401, "invalid_token", "X-Auth-Token {problem}", _CHALLENGE)
+# `credential`: X-Auth-Token, or the bearer token (identity/), whose refusals carry RFC 6750's
+# challenge instead (BEARER_CHALLENGE).
+INVALID_TOKEN = Error(401, "invalid_token", "{credential} {problem}", _CHALLENGE)
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="file_uploader", error="invalid_token"'}
 ORIGIN_NOT_ALLOWED = Error(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
 INVALID_LINK = Error(403, "invalid_link", "this share link is not valid")
 NOT_FOUND = Error(404, "not_found", "{detail}")
@@ -137,6 +140,8 @@ STORAGE_ERROR = Error(502, "storage_error", "{detail}")
 BUSY = Error(503, "busy", "{detail}", _RETRY)
 STORAGE_UNAVAILABLE = Error(503, "storage_unavailable", "{detail}", _RETRY)
 NOT_READY = Error(503, "not_ready", "{detail}")
+# The provider's keys or the auth callback could not be had: refused, never let through.
+AUTH_UNAVAILABLE = Error(503, "auth_unavailable", "{detail}", _RETRY)
 
 # Every entry, by code.
 CATALOGUE: dict[str, Error] = {entry.code: entry for entry in globals().values() if isinstance(entry, Error)}

@@ -207,7 +207,7 @@ def _byte_range(request: web.Request) -> str | None:
 async def _check_upload(request: web.Request) -> None:
     """What PUT refuses before its body: token, name, length, digests, the user's upload slots,
     a declared length that cannot fit in the user's quota."""
-    authenticate(request)
+    await authenticate(request)
     key = _key(request)
     size = declared_length(request, request.app[SETTINGS])
     expected_digests(request.headers)

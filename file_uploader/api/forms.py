@@ -68,8 +68,8 @@ async def _check_form(request: web.Request) -> None:
     """What a form upload refuses before its body: not a form, a bad token header, no upload slot."""
     if request.content_type != FORM_TYPE:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"{FORM_TYPE} (or PUT the file's bytes)")
-    if TOKEN_HEADER in request.headers:
-        await request.app[STORAGE].admit(authenticate(request), None, None)
+    if TOKEN_HEADER in request.headers or hdrs.AUTHORIZATION in request.headers:
+        await request.app[STORAGE].admit(await authenticate(request), None, None)
 
 
 async def _next(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
@@ -165,7 +165,10 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
             value = await _text(request, part)
             if part.name == TOKEN_FIELD:
                 if user_id is not None:
-                    raise INVALID_TOKEN(problem="must be sent once: in a header or a token field, not both")
+                    raise INVALID_TOKEN(
+                        credential=TOKEN_HEADER,
+                        problem="must be sent once: in a header or a token field, not both",
+                    )
                 user_id = authenticate_with(request, value.strip())
                 await request.app[STORAGE].admit(user_id, None, None)
             elif part.name == NAME_FIELD:
@@ -183,7 +186,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
         results.append(await _store(request, user_id, part, name or _filename(part.filename), public))
         name = None
     if user_id is None:
-        authenticate(request)  # the same 401 as any other route
+        await authenticate(request)  # the same 401 as any other route
     if not results:
         raise NO_FILES()
     return _answer(request, results)

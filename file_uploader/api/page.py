@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .headers import PAGE_POLICY
+from .sign_in import page_policy
 
 STATIC = Path(__file__).with_name("static")
 # Also what the plain form's answer page (forms.py) is sent with.
@@ -22,4 +23,7 @@ PAGE_HEADERS = {
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+    policy = await page_policy(request)  # with sign-in (AUTH_ISSUER), the provider's token endpoint too
+    return web.FileResponse(
+        STATIC / "index.html", headers={**PAGE_HEADERS, "Content-Security-Policy": policy}
+    )

@@ -227,7 +227,7 @@ async def terminate(request: web.Request) -> web.Response:
 async def _check_body(request: web.Request) -> None:
     """What a tus request with a body refuses before reading it: token, version, upload slots,
     and for a creation, an Upload-Length that cannot fit in the user's quota."""
-    authenticate(request)
+    await authenticate(request)
     _check_version(request)
     storage = request.app[STORAGE]
     key = length = None

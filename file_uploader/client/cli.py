@@ -1,6 +1,8 @@
 """`file-uploader` (or `python -m file_uploader.client`): the gateway's API from a shell.
 
-Token and URL come from --token / --url or FILE_UPLOADER_TOKEN / FILE_UPLOADER_URL.
+Token and URL come from --token / --url or FILE_UPLOADER_TOKEN / FILE_UPLOADER_URL; where the
+gateway takes bearer tokens (a JWT, or your application's session token), --bearer or
+FILE_UPLOADER_BEARER instead of a token.
 Progress bars and tables go to stderr and stdout through rich; every failure is
 one line on stderr and a non-zero exit status.
 """
@@ -89,14 +91,24 @@ def _progress() -> Progress:
 
 
 class Client:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, token: str | None, bearer: str | None = None
+    ) -> None:
         self.session = session
         self.base = URL(url.rstrip("/"))
         self.token = token
+        self.bearer = bearer
 
     def headers(self) -> dict[str, str]:
+        if self.bearer:
+            if self.token:
+                raise CliError("a token and a bearer token: pass one (--token or --bearer)")
+            return {"Authorization": f"Bearer {self.bearer}"}
         if not self.token:
-            raise CliError("no token: pass --token or set FILE_UPLOADER_TOKEN (`token` makes one)")
+            raise CliError(
+                "no token: pass --token or set FILE_UPLOADER_TOKEN (`token` makes one), "
+                "or --bearer / FILE_UPLOADER_BEARER where the gateway takes bearer tokens"
+            )
         return {"X-Auth-Token": self.token}
 
     def file_url(self, name: str, suffix: str = "") -> URL:
@@ -289,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", default=os.environ.get("FILE_UPLOADER_TOKEN"), help="your UUID (X-Auth-Token)"
     )
+    parser.add_argument(
+        "--bearer",
+        default=os.environ.get("FILE_UPLOADER_BEARER"),
+        help="a bearer token instead (Authorization: Bearer): a JWT, or your application's session token",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("token", help="print a new random token (a new, empty space)")
     command = commands.add_parser("put", help="upload files")
@@ -324,7 +341,7 @@ async def _run(args: argparse.Namespace) -> int:
     # No total timeout: a large upload or download takes as long as it takes.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        return await args.run(Client(session, args.url, args.token), args)
+        return await args.run(Client(session, args.url, args.token, args.bearer), args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,16 @@ from ..processes.test_hostile import proxy_in_a_thread
 pytestmark = pytest.mark.process
 
 
-def cli(*args: str, url: str, token: str | None, cwd=None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, url: str, token: str | None, cwd=None, bearer: str | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "FILE_UPLOADER_URL": url, "COLUMNS": "120", "PYTHONPATH": str(ROOT)}
     env.pop("FILE_UPLOADER_TOKEN", None)
+    env.pop("FILE_UPLOADER_BEARER", None)
     if token:
         env["FILE_UPLOADER_TOKEN"] = token
+    if bearer:
+        env["FILE_UPLOADER_BEARER"] = bearer
     return subprocess.run(
         [sys.executable, "-m", "file_uploader.client", *args],
         env=env,
@@ -171,6 +176,25 @@ def test_usage_without_a_quota_says_so(gateway_process):
     shown = cli("usage", url=gateway_process, token=new_token())
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == "0 bytes used (no quota), 0 files\n"
+
+
+def test_a_bearer_token_is_a_user_of_a_gateway_that_takes_jwts(s3_url, bucket, tmp_path):
+    import time
+
+    import jwt
+
+    secret = "the operator's application and the gateway share this"
+    claims = {"iss": "my-app", "sub": "carol", "exp": int(time.time()) + 300}
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    source = tmp_path / "carol.txt"
+    source.write_bytes(b"carol's")
+    with run_gateway(s3_url, bucket, tmp_path / "gw", AUTH_JWT_SECRET=secret, AUTH_UUID_TOKENS="0") as url:
+        put = cli("--bearer", token, "put", str(source), url=url, token=None)
+        assert put.returncode == 0, put.stderr
+        listing = cli("ls", url=url, token=None, bearer=token)
+        assert "carol.txt" in listing.stdout
+        refused = cli("ls", url=url, token=new_token())
+        assert refused.returncode != 0
 
 
 def shown_speed(stderr: str) -> float:

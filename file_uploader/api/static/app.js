@@ -46,7 +46,10 @@ function explain(status, body) {
   const code = body && body.error ? body.error.code : "";
   const message = body && body.error ? body.error.message : "";
   if (status === 0) return "The connection to the server was lost. Check your network and try again.";
-  if (status === 401) return "The server did not accept your token. Check it above.";
+  if (status === 401) {
+    return SignIn.current() ? "Your sign-in was not accepted or has expired. Sign in again." : "The server did not accept your token. Check it above.";
+  }
+  if (code === "auth_unavailable") return "The server could not check who you are right now. Try again in a moment.";
   if (status === 404) return "That file no longer exists.";
   if (status === 413) return `This file is too big for this server (${message}).`;
   if (code === "invalid_name") return `This file name cannot be used: ${message}.`;
@@ -59,7 +62,7 @@ function explain(status, body) {
 async function api(method, url, options = {}) {
   let response;
   try {
-    response = await fetch(url, { method, ...options, headers: { "X-Auth-Token": token, ...(options.headers || {}) } });
+    response = await fetch(url, { method, ...options, headers: { ...credentials(), ...(options.headers || {}) } });
   } catch {
     throw new Error(explain(0));
   }
@@ -70,7 +73,40 @@ async function api(method, url, options = {}) {
   return response;
 }
 
-// ---- token ------------------------------------------------------------------
+// ---- token, or sign-in ------------------------------------------------------
+
+// What proves who the page's user is: the signed-in user's bearer token, else the UUID token.
+function credentials() {
+  const signedIn = SignIn.headers();
+  return signedIn.Authorization ? signedIn : { "X-Auth-Token": token };
+}
+
+function showFiles() {
+  $("#upload-section").hidden = false;
+  $("#files-section").hidden = false;
+  for (const url of thumbnails.values()) URL.revokeObjectURL(url);
+  thumbnails.clear();
+  refresh();
+  showUnfinished();
+}
+
+// Signed in: the token form gives way to who is signed in. `token` is then only the tag that
+// keeps this user's unfinished uploads apart from another's (the issuer and subject).
+function useSession(session) {
+  token = `${session.claims.iss} ${session.claims.sub}`;
+  $("#token-title").textContent = "Signed in";
+  $("#token-form").hidden = true;
+  $("#token-warning").hidden = true;
+  $("#token-status").hidden = true;
+  $("#sign-in").hidden = true;
+  $("#signed-in-as").textContent = `Signed in as ${SignIn.who(session)}`;
+  $("#signed-in-as").hidden = false;
+  $("#sign-out").hidden = false;
+  showFiles();
+}
+
+$("#sign-in").addEventListener("click", () => SignIn.start());
+$("#sign-out").addEventListener("click", () => SignIn.signOut());
 
 function useToken(value) {
   value = value.trim();
@@ -84,12 +120,7 @@ function useToken(value) {
   $("#token").value = token;
   $("#token-status").textContent = "Token saved in this browser.";
   $("#token-status").className = "status";
-  $("#upload-section").hidden = false;
-  $("#files-section").hidden = false;
-  for (const url of thumbnails.values()) URL.revokeObjectURL(url);
-  thumbnails.clear();
-  refresh();
-  showUnfinished();
+  showFiles();
 }
 
 $("#token-form").addEventListener("submit", (event) => {
@@ -183,7 +214,7 @@ function upload(file, name = folder + file.name, previous = null) {
 
   const transfer = new tus.Upload(file, {
     endpoint: TUS_ENDPOINT,
-    headers: { "X-Auth-Token": token },
+    headers: credentials(),
     metadata: { filename: name, filetype: file.type || "application/octet-stream" },
     fingerprint: () => Promise.resolve(fingerprint(file, name)),
     retryDelays: RETRY_DELAYS,
@@ -273,7 +304,7 @@ function unfinishedRow(entry) {
   const detail = li.querySelector(".detail");
   detail.textContent = `${formatSize(entry.size)}, started ${formatDate(entry.creationTime)}`;
   // How far the server got (and whether it still has it: expired or finished, it is forgotten).
-  fetch(entry.uploadUrl, { method: "HEAD", headers: { "X-Auth-Token": token, "Tus-Resumable": "1.0.0" } })
+  fetch(entry.uploadUrl, { method: "HEAD", headers: { ...credentials(), "Tus-Resumable": "1.0.0" } })
     .then((response) => {
       if (response.status === 404 || response.status === 410) {
         tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished);
@@ -298,7 +329,7 @@ function unfinishedRow(entry) {
     upload(file, name, entry);
   });
   li.querySelector(".discard").addEventListener("click", () => {
-    tus.Upload.terminate(entry.uploadUrl, { headers: { "X-Auth-Token": token } })
+    tus.Upload.terminate(entry.uploadUrl, { headers: credentials() })
       .catch(() => { /* already gone, or offline: it expires on the server by itself */ })
       .finally(() => tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished));
   });
@@ -362,7 +393,7 @@ async function refresh() {
 async function loadUsage() {
   let usage;
   try {
-    const response = await fetch("/api/usage", { headers: { "X-Auth-Token": token } });
+    const response = await fetch("/api/usage", { headers: credentials() });
     if (!response.ok) {
       $("#usage").hidden = true;
       return;
@@ -659,5 +690,26 @@ $("#token-section").hidden = false;
 $("#library-section").hidden = false;
 loadLibrary();
 
-const saved = localStorage.getItem(TOKEN_KEY);
-if (saved) useToken(saved);
+// With an issuer (AUTH_ISSUER) the page offers sign-in, and finishes one on the way back from the
+// provider; without one it stays as it is. A UUID token saved in this browser is used otherwise.
+(async () => {
+  if (await SignIn.load()) {
+    $("#sign-in-box").hidden = false;
+    $("#token-title").textContent = SignIn.uuidTokens() ? "Sign in, or use a token" : "Sign in";
+    if (!SignIn.uuidTokens()) {
+      $("#token-form").hidden = true;
+      $("#token-warning").hidden = true;
+    }
+    try {
+      await SignIn.finish();
+    } catch (error) {
+      $("#sign-in-status").textContent = error.message;
+      $("#sign-in-status").hidden = false;
+    }
+    const session = SignIn.current();
+    if (session) return useSession(session);
+    if (!SignIn.uuidTokens()) return;
+  }
+  const saved = localStorage.getItem(TOKEN_KEY);
+  if (saved) useToken(saved);
+})();
