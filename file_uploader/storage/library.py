@@ -24,6 +24,16 @@ replacement ran meanwhile and may have missed the entry (its unpublish ran
 between our marker and our entry): publish takes out what it wrote, so no
 entry is ever left without its marker to serve a file stored again private.
 
+Reading a page of the library is what anyone may do without a token, as often
+as they like: one listing and up to 100 entry reads. So a page read is kept
+for _PAGE_KEPT_SECONDS in the process (every request for it meanwhile, and
+those arriving while it is read, share one read), and page reads hold at most
+_PAGE_CONNECTIONS of the short lane's S3 connections, waiting for them at
+most _PAGE_WAIT_SECONDS (then 503): with a hundred anonymous pollers another
+user's listing, HEAD, PUT or DELETE took 3-9 s (issue 20, row 9); it is now
+the pollers who wait. A publish or an unpublish in this process drops the
+kept pages at once; another process's shows within _PAGE_KEPT_SECONDS.
+
 Not locked: two replicas publishing the same file at the same instant can
 leave two entries (both read "no marker"); the one the marker does not name
 then lists the file twice until the file is unpublished or deleted.
@@ -32,15 +42,17 @@ then lists the file twice until the file is unpublished or deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..formats import iso8601
 from .client import S3
-from .errors import FileNotFound
+from .errors import FileNotFound, StorageBusy
 from .keys import LIBRARY_ROOT, marker_key, start_after
 
 # Milliseconds up to the year 2286: every id starts with 13 digits.
@@ -48,8 +60,16 @@ _TIME_DIGITS = 13
 _LAST_MILLISECOND = 10**_TIME_DIGITS - 1
 _RANDOM_BYTES = 8
 LIBRARY_ID_LENGTH = _TIME_DIGITS + 2 * _RANDOM_BYTES
-# Entries fetched at once when a library page is read.
+# Entries fetched at once when a folder's public files are taken out.
 _READS_AT_ONCE = 16
+# Public pages (see the module docstring): how long a page read is served again, how many
+# pages are kept (a few MB at most: 100 entries of up to ~1 KB each), how many S3 connections
+# all page reads together may hold (of the short lane's), how long a page waits for one.
+_PAGE_KEPT_SECONDS = 2.0
+_PAGES_KEPT = 64
+_PAGE_CONNECTIONS = 2
+_PAGE_WAIT_SECONDS = 10.0
+Page = tuple[list["Entry"], str | None]
 
 
 def _newest_first(now: float) -> str:
@@ -83,6 +103,9 @@ class Entry:
 class Library:
     def __init__(self, s3: S3) -> None:
         self.s3 = s3
+        self._page_connections = asyncio.Semaphore(_PAGE_CONNECTIONS)
+        # (after, limit) -> (when read, the read): done or under way.
+        self._pages: dict[tuple[str | None, int], tuple[float, asyncio.Future[Page]]] = {}
 
     async def library_id(self, uid: str, name: str) -> str | None:
         """The library id of the file `name` if it is public, else None."""
@@ -120,6 +143,7 @@ class Library:
             published=published,
         )
         await self.s3.put_object(LIBRARY_ROOT + library_id, entry.to_json(), ContentType="application/json")
+        self._pages.clear()
         if not await self._still(uid, name, key, library_id, head):
             # A delete or a replacement landed meanwhile, and may have missed the entry (its
             # unpublish ran between our marker and our entry): take out what we wrote.
@@ -150,6 +174,7 @@ class Library:
     async def remove(self, uid: str, name: str, library_id: str) -> None:
         """Take out the file whose library id the caller has just looked up."""
         await self.s3.delete_object(LIBRARY_ROOT + library_id)
+        self._pages.clear()
         await self.s3.delete_object(marker_key(uid, name))
 
     async def unpublish_folder(self, uid: str, folder: str) -> int:
@@ -167,6 +192,7 @@ class Library:
 
         entries = [key for key in await asyncio.gather(*(entry_key(m) for m in markers)) if key]
         await self.s3.delete_objects(entries)
+        self._pages.clear()
         await self.s3.delete_objects(markers)
         return len(markers)
 
@@ -176,15 +202,34 @@ class Library:
             raise FileNotFound("no such public file")
         return Entry(**json.loads(await self.s3.read_object(LIBRARY_ROOT + library_id)))
 
-    async def page(self, *, after: str | None, limit: int) -> tuple[list[Entry], str | None]:
+    async def page(self, *, after: str | None, limit: int) -> Page:
         """Up to `limit` entries, newest first, after the id `after`; and the cursor of the next
-        page (None at the end)."""
+        page (None at the end). Read at most once per _PAGE_KEPT_SECONDS (module docstring)."""
+        now = time.monotonic()
+        kept = self._pages.get((after, limit))
+        if kept is None or now - kept[0] > _PAGE_KEPT_SECONDS or kept[1].cancelled():
+            if len(self._pages) >= _PAGES_KEPT:
+                self._pages = {
+                    page: read for page, read in self._pages.items() if now - read[0] <= _PAGE_KEPT_SECONDS
+                }
+                if len(self._pages) >= _PAGES_KEPT:
+                    del self._pages[next(iter(self._pages))]
+            kept = self._pages[(after, limit)] = (now, asyncio.ensure_future(self._read_page(after, limit)))
+            kept[1].add_done_callback(lambda read: read.cancelled() or read.exception())  # retrieved
+        try:
+            return await asyncio.shield(kept[1])
+        except Exception:
+            if self._pages.get((after, limit)) is kept:  # a failed read is not served again
+                del self._pages[(after, limit)]
+            raise
+
+    async def _read_page(self, after: str | None, limit: int) -> Page:
         start_after = LIBRARY_ROOT + after if after else None
-        listed = await self.s3.list_page(LIBRARY_ROOT, start_after=start_after, max_keys=limit)
-        gate = asyncio.Semaphore(_READS_AT_ONCE)
+        async with self._page_connection():
+            listed = await self.s3.list_page(LIBRARY_ROOT, start_after=start_after, max_keys=limit)
 
         async def read(key: str) -> Entry | None:
-            async with gate:
+            async with self._page_connection():
                 try:
                     return Entry(**json.loads(await self.s3.read_object(key)))
                 except FileNotFound:  # unpublished since the listing
@@ -193,6 +238,18 @@ class Library:
         entries = await asyncio.gather(*(read(item["Key"]) for item in listed.objects))
         ids = [item["Key"][len(LIBRARY_ROOT) :] for item in listed.objects]
         return [e for e in entries if e is not None], ids[-1] if listed.truncated and ids else None
+
+    @contextlib.asynccontextmanager
+    async def _page_connection(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(_PAGE_WAIT_SECONDS):
+                await self._page_connections.acquire()
+        except TimeoutError:
+            raise StorageBusy("the public library is busy; try again later") from None
+        try:
+            yield
+        finally:
+            self._page_connections.release()
 
     async def public_names(
         self, uid: str, prefix: str, *, after_name: str | None, until: str, delimiter: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 
 import aiohttp
 import pytest
@@ -174,3 +175,51 @@ async def test_make_public_racing_delete_leaves_no_entry_to_serve_the_same_bytes
             assert (await gw.get(URL(url).path)).status == 404
     finally:
         await proxy.close()
+
+
+@pytest.mark.slow
+@pytest.mark.process
+async def test_anonymous_pollers_of_the_library_leave_other_users_fast(gateway_process):
+    """50 anonymous clients poll a full page of the library (100 entries) as fast as they can:
+    another user's listing, HEAD, PUT and DELETE each still finish within 2 s."""
+    owner = {"X-Auth-Token": new_token()}
+    async with aiohttp.ClientSession(gateway_process) as session:
+        gate = asyncio.Semaphore(8)
+
+        async def publish(number: int) -> None:
+            async with gate:
+                url = f"/api/files/shown/{number}.txt"
+                async with session.put(url, data=b"x", headers={**owner, "X-Public": "true"}) as response:
+                    assert response.status == 204
+
+        await asyncio.gather(*(publish(number) for number in range(100)))
+        polling = True
+        polls = 0
+
+        async def poll() -> None:
+            nonlocal polls
+            while polling:
+                async with session.get("/api/public", params={"limit": "100"}) as response:
+                    await response.read()
+                    polls += 1
+
+        pollers = [asyncio.ensure_future(poll()) for _ in range(50)]
+        try:
+            await asyncio.sleep(2)
+            user = {"X-Auth-Token": new_token()}
+            took = {}
+            for what, method, url, data in [
+                ("put", "PUT", "/api/files/mine.txt", b"mine"),
+                ("list", "GET", "/api/files", None),
+                ("head", "HEAD", "/api/files/mine.txt", None),
+                ("delete", "DELETE", "/api/files/mine.txt", None),
+            ]:
+                started = time.monotonic()
+                async with session.request(method, url, data=data, headers=user) as response:
+                    assert response.status < 300, await response.text()
+                took[what] = time.monotonic() - started
+        finally:
+            polling = False
+            await asyncio.gather(*pollers, return_exceptions=True)
+    assert max(took.values()) < 2, took
+    assert polls > 100  # the pollers were served meanwhile
