@@ -191,7 +191,7 @@ class Files:
         uid, name = split_file_key(key)
         # With a quota: the size of the file this one replaces (it counts only what it adds to
         # it), then room reserved for it before a byte of the body is read.
-        replaces, exact = await self.landing.replaced_size(key)
+        replaces, exact = await self.landing.replaced_size(uid, key)
         reservation = await self.quotas.reserve(uid, key, size, replaces)
         # Whether the file being replaced is public is asked while the bytes stream in, so that a
         # small upload does not pay for one more S3 round trip after its own.

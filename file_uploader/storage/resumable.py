@@ -335,7 +335,7 @@ class Resumable:
         return upload
 
     async def _size_before(self, upload: Upload) -> tuple[int | None, bool]:
-        return await self.landing.replaced_size(upload.key)
+        return await self.landing.replaced_size(upload.user, upload.key)
 
     async def _stored(
         self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True
@@ -434,7 +434,7 @@ class Resumable:
     async def _room(self, upload: Upload, now: float) -> Reservation:
         """With a quota: the upload's lease holds its length (deferred: its offset) and lasts past
         its next expiry; QuotaExceeded before the body when it cannot."""
-        if not self.quotas.enabled or upload.state != OPEN:
+        if not self.quotas.enabled_for(upload.user) or upload.state != OPEN:
             return NO_RESERVATION
         need = upload.length if upload.length is not None else upload.offset
         return await self.quotas.resume_upload(
