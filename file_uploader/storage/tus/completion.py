@@ -48,7 +48,7 @@ class Completion:
 
     async def size_before(self, upload: Upload) -> tuple[int | None, bool]:
         """The size of the file the upload will replace, and whether that is known for sure."""
-        return await self.landing.replaced_size(upload.key)
+        return await self.landing.replaced_size(upload.user, upload.key)
 
     async def stored(
         self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ...sizes import part_size_for
+from ...sizes import PARTS_PER_SIZE_STEP, growing_capacity, part_size_for
 from ..cas import VersionedJson
 from ..client import S3
 from ..errors import PreconditionFailed, StorageFailure, UploadConflict, UploadNotFound
@@ -55,6 +55,9 @@ class Upload:
     etags: list[dict[str, str]] = dataclasses.field(default_factory=list)
     tail: str | None = None  # key of the tail object, if the offset is past the last part
     state: str = OPEN
+    # With `grow`: how many parts keep one size before it doubles (sizes.parts_per_step of the
+    # S3_MAX_PARTS at creation; uploads created before it was a setting have none: 900).
+    step: int = PARTS_PER_SIZE_STEP
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
@@ -79,7 +82,13 @@ class Upload:
         return self.length is not None and self.offset == self.length
 
     def size_of_part(self, number: int) -> int:
-        return part_size_for(None, self.part_size, number) if self.grow else self.part_size
+        return part_size_for(None, self.part_size, number, step=self.step) if self.grow else self.part_size
+
+    def capacity(self, max_parts: int) -> int:
+        """The most bytes `max_parts` parts of this upload hold (S3_MAX_PARTS)."""
+        if self.grow:
+            return growing_capacity(self.part_size, self.step, max_parts)
+        return self.part_size * max_parts
 
     def bytes_in_parts(self, parts: int) -> int:
         return sum(self.size_of_part(n) for n in range(1, parts + 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from ...sizes import LEASE_SECONDS, format_size, part_size_for
+from ...sizes import LEASE_SECONDS, format_size
 from ..client import S3
 from ..errors import TooLarge, UploadExpired, UploadNotFound
 from ..keys import validate_name
@@ -63,6 +63,9 @@ class Resumable:
         validate_name(name)
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
+        plan = self.pipeline.plan
+        if length is not None and length > plan.capacity(length):
+            raise self.pipeline.too_many_parts(length)
         upload = Upload(
             id=new_upload_id(),
             user=user,
@@ -70,9 +73,10 @@ class Resumable:
             length=length,
             metadata=metadata,
             s3_upload_id="",
-            part_size=part_size_for(length, self.pipeline.part_size),
-            grow=length is None,
+            part_size=plan.first(length),
+            grow=length is None and plan.grows,
             expires=now + self.expiry,
+            step=plan.step,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart

@@ -64,9 +64,16 @@ class Body:
     hashed for Upload-Checksum, and ended rather than failed when the client's
     connection drops, so that what arrived can be kept."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], room: int, checksum: tuple[str, bytes] | None) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        room: int,
+        checksum: tuple[str, bytes] | None,
+        past_room: str = "the bytes run past the upload's length",
+    ) -> None:
         self._chunks = chunks
         self._room = room
+        self._past_room = past_room
         self.digest = UPLOAD_CHECKSUMS[checksum[0]]() if checksum else None
         self.received = 0
         self.cut: Exception | None = None
@@ -83,7 +90,7 @@ class Body:
                 return
             self.received += len(chunk)
             if self.received > self._room:
-                raise TooLarge("the bytes run past the upload's length")
+                raise TooLarge(self._past_room)
             if self.digest is not None:
                 self.digest.update(chunk)
             yield chunk
@@ -153,6 +160,8 @@ class Appender:
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
         check_offset(upload, offset, length)
+        if length is not None and length > upload.capacity(self.pipeline.plan.max_parts):
+            raise self.pipeline.too_many_parts(None)
         if upload.state == DONE:
             if await anext(aiter(chunks), b""):
                 raise TooLarge("the upload is complete")
@@ -182,7 +191,7 @@ class Appender:
     async def _room(self, upload: Upload, now: float) -> Reservation:
         """With a quota: the upload's lease holds its length (deferred: its offset) and lasts past
         its next expiry; QuotaExceeded before the body when it cannot."""
-        if not self.quotas.enabled or upload.state != OPEN:
+        if not self.quotas.enabled_for(upload.user) or upload.state != OPEN:
             return NO_RESERVATION
         need = upload.length if upload.length is not None else upload.offset
         return await self.quotas.resume_upload(
@@ -203,7 +212,11 @@ class Appender:
         lock: HeldLock,
     ) -> Upload:
         end = self.max_size if upload.length is None else upload.length
-        body = Body(chunks, end - upload.offset, checksum)
+        capacity = upload.capacity(self.pipeline.plan.max_parts)
+        past = "the bytes run past the upload's length"
+        if capacity < end:  # its parts hold less than its length may reach (S3_MAX_PARTS)
+            end, past = capacity, str(self.pipeline.too_many_parts(None))
+        body = Body(chunks, end - upload.offset, checksum, past)
         old_tail = upload.tail
         head: AsyncGenerator[bytes] = self.s3.stream_object(old_tail) if old_tail else _nothing()
         reader = self.pipeline.reader(_chain(head, body.chunks()), upload.user)
