@@ -25,14 +25,18 @@ from .formats import FLAG_WORDS, parse_flag
 from .sizes import (
     DEFAULT_PART_SIZE,
     MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     PARTS_IN_FLIGHT,
     PARTS_PER_SIZE_STEP,
     GiB,
     MiB,
+    PartPlan,
     TiB,
+    format_size,
     parse_size,
+    part_size_for,
 )
 
 LOG_FORMATS = ("text", "json")
@@ -368,6 +372,34 @@ class Settings:
         default="md5",
     )
 
+    s3_max_parts: int = setting(
+        S3,
+        f"The most parts one multipart upload may have: S3's {MAX_PARTS:,}, or fewer for an engine that "
+        "refuses more (Scaleway: 1,000). Part sizes are planned so that no upload sends a part past it; a "
+        "body that would need more is refused with 413 (docs/s3-engines.md).",
+        _whole(1),
+        default=MAX_PARTS,
+    )
+    s3_equal_parts: bool = setting(
+        S3,
+        "Every part but the last of an upload the same size, also for bodies of unknown length (chunked "
+        "PUT, forms, tus with a deferred length), whose parts otherwise grow: for Cloudflare R2, which "
+        "refuses unequal parts (1/0). Their part size is chosen up front from "
+        "S3_EQUAL_PARTS_MAX_FILE_SIZE.",
+        _bool,
+        default=False,
+    )
+    s3_equal_parts_max_file_size: int | None = setting(
+        S3,
+        "With S3_EQUAL_PARTS: the largest file of unknown length expected; the part size is PART_SIZE, "
+        "grown until S3_MAX_PARTS parts hold this, and a body that passes what they hold is refused "
+        "(413). Unset: PART_SIZE x S3_MAX_PARTS (78 GiB at the defaults).",
+        _size,
+        default=None,
+        shown="unset (PART_SIZE x S3_MAX_PARTS)",
+        example="100GiB",
+    )
+
     # --- HTTP ---
     host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
     port: int = setting(HTTP, "Port to listen on (1-65535).", parse_port, default=8080)
@@ -447,8 +479,9 @@ class Settings:
         UPLOADS,
         "Size of one multipart part (bytes, or 8MiB / 16M / 1GiB; S3 needs at least 5 MiB). Bigger parts "
         f"mean fewer S3 round trips and more memory: an upload keeps up to {PARTS_IN_FLIGHT} parts in "
-        f"flight to S3 while it reads the next. A declared length too large for {MAX_PARTS:,} parts grows "
-        f"the part size for that upload; a chunked upload doubles it every {PARTS_PER_SIZE_STEP:,} parts.",
+        f"flight to S3 while it reads the next. A declared length too large for S3_MAX_PARTS parts grows "
+        f"the part size for that upload; a chunked upload doubles it every {PARTS_PER_SIZE_STEP:,} parts "
+        "(9 % of S3_MAX_PARTS), unless S3_EQUAL_PARTS.",
         _size,
         default=DEFAULT_PART_SIZE,
     )
@@ -612,6 +645,17 @@ class Settings:
                 f"PART_SIZE must be at least {MIN_PART_SIZE // MiB} MiB (S3's minimum part size), "
                 f"got {self.part_size} bytes"
             )
+        if self.s3_max_parts > MAX_PARTS:
+            raise SettingsError(
+                f"S3_MAX_PARTS must be at most {MAX_PARTS:,} (S3's part numbers run from 1 to "
+                f"{MAX_PARTS:,}), got {self.s3_max_parts}"
+            )
+        largest = self.s3_equal_parts_max_file_size
+        if largest is not None and largest > self.s3_max_parts * MAX_PART_SIZE:
+            raise SettingsError(
+                "S3_EQUAL_PARTS_MAX_FILE_SIZE cannot be more than S3_MAX_PARTS parts of 5 GiB (S3's "
+                f"largest part) hold: {format_size(self.s3_max_parts * MAX_PART_SIZE)}"
+            )
         if self.memory_budget < self.part_size:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.webhook_url and not self.webhook_secret:
@@ -634,6 +678,14 @@ class Settings:
                 "AUTH_UUID_TOKENS=0 leaves no way in: set AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_ISSUER "
                 "or AUTH_HOOK_URL too"
             )
+
+    def part_plan(self) -> PartPlan:
+        """How uploads are cut into parts on this engine: PART_SIZE, S3_MAX_PARTS, S3_EQUAL_PARTS."""
+        equal = None
+        if self.s3_equal_parts:
+            largest = self.s3_equal_parts_max_file_size or self.part_size * self.s3_max_parts
+            equal = part_size_for(largest, self.part_size, max_parts=self.s3_max_parts)
+        return PartPlan(self.part_size, self.s3_max_parts, equal)
 
     def s3_where(self) -> str:
         """Where S3 is, for a log line: the endpoint's host and port (never credentials it may carry)."""

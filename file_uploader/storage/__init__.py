@@ -76,6 +76,7 @@ class Storage:
             spool_budget=settings.spool_budget,
             spill_after=SPILL_SECONDS,
             wait_timeout=settings.client_timeout,
+            plan=settings.part_plan(),
         )
         self.library = Library(s3)
         self.thumbnails = Thumbnails(

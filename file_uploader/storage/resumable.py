@@ -67,7 +67,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import LEASE_SECONDS, MAX_PART_SIZE, MIN_PART_SIZE, format_size, part_size_for
+from ..sizes import (
+    LEASE_SECONDS,
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    PARTS_PER_SIZE_STEP,
+    format_size,
+    growing_capacity,
+    part_size_for,
+)
 from .cas import HeldLock, LeaseLock, Locked, VersionedJson
 from .client import S3
 from .errors import (
@@ -128,6 +136,9 @@ class Upload:
     etags: list[dict[str, str]] = dataclasses.field(default_factory=list)
     tail: str | None = None  # key of the tail object, if the offset is past the last part
     state: str = OPEN
+    # With `grow`: how many parts keep one size before it doubles (sizes.parts_per_step of the
+    # S3_MAX_PARTS at creation; uploads created before it was a setting have none: 900).
+    step: int = PARTS_PER_SIZE_STEP
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
@@ -152,7 +163,13 @@ class Upload:
         return self.length is not None and self.offset == self.length
 
     def size_of_part(self, number: int) -> int:
-        return part_size_for(None, self.part_size, number) if self.grow else self.part_size
+        return part_size_for(None, self.part_size, number, step=self.step) if self.grow else self.part_size
+
+    def capacity(self, max_parts: int) -> int:
+        """The most bytes `max_parts` parts of this upload hold (S3_MAX_PARTS)."""
+        if self.grow:
+            return growing_capacity(self.part_size, self.step, max_parts)
+        return self.part_size * max_parts
 
     def bytes_in_parts(self, parts: int) -> int:
         return sum(self.size_of_part(n) for n in range(1, parts + 1))
@@ -187,9 +204,16 @@ class _Body:
     hashed for Upload-Checksum, and ended rather than failed when the client's
     connection drops, so that what arrived can be kept."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], room: int, checksum: tuple[str, bytes] | None) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        room: int,
+        checksum: tuple[str, bytes] | None,
+        past_room: str = "the bytes run past the upload's length",
+    ) -> None:
         self._chunks = chunks
         self._room = room
+        self._past_room = past_room
         self.digest = UPLOAD_CHECKSUMS[checksum[0]]() if checksum else None
         self.received = 0
         self.cut: Exception | None = None
@@ -206,7 +230,7 @@ class _Body:
                 return
             self.received += len(chunk)
             if self.received > self._room:
-                raise TooLarge("the bytes run past the upload's length")
+                raise TooLarge(self._past_room)
             if self.digest is not None:
                 self.digest.update(chunk)
             yield chunk
@@ -269,6 +293,9 @@ class Resumable:
         validate_name(name)
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
+        plan = self.pipeline.plan
+        if length is not None and length > plan.capacity(length):
+            raise self.pipeline.too_many_parts(length)
         upload = Upload(
             id=new_upload_id(),
             user=user,
@@ -276,9 +303,10 @@ class Resumable:
             length=length,
             metadata=metadata,
             s3_upload_id="",
-            part_size=part_size_for(length, self.pipeline.part_size),
-            grow=length is None,
+            part_size=plan.first(length),
+            grow=length is None and plan.grows,
             expires=now + self.expiry,
+            step=plan.step,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
@@ -307,7 +335,7 @@ class Resumable:
         return upload
 
     async def _size_before(self, upload: Upload) -> tuple[int | None, bool]:
-        return await self.landing.replaced_size(upload.key)
+        return await self.landing.replaced_size(upload.user, upload.key)
 
     async def _stored(
         self, upload: Upload, etag: str, replaced: int | None, exact: bool, *, lease: bool = True
@@ -375,6 +403,8 @@ class Resumable:
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
         self._check(upload, offset, length)
+        if length is not None and length > upload.capacity(self.pipeline.plan.max_parts):
+            raise self.pipeline.too_many_parts(None)
         if upload.state == DONE:
             if await anext(aiter(chunks), b""):
                 raise TooLarge("the upload is complete")
@@ -404,7 +434,7 @@ class Resumable:
     async def _room(self, upload: Upload, now: float) -> Reservation:
         """With a quota: the upload's lease holds its length (deferred: its offset) and lasts past
         its next expiry; QuotaExceeded before the body when it cannot."""
-        if not self.quotas.enabled or upload.state != OPEN:
+        if not self.quotas.enabled_for(upload.user) or upload.state != OPEN:
             return NO_RESERVATION
         need = upload.length if upload.length is not None else upload.offset
         return await self.quotas.resume_upload(
@@ -441,7 +471,11 @@ class Resumable:
         lock: HeldLock,
     ) -> Upload:
         end = self.max_size if upload.length is None else upload.length
-        body = _Body(chunks, end - upload.offset, checksum)
+        capacity = upload.capacity(self.pipeline.plan.max_parts)
+        past = "the bytes run past the upload's length"
+        if capacity < end:  # its parts hold less than its length may reach (S3_MAX_PARTS)
+            end, past = capacity, str(self.pipeline.too_many_parts(None))
+        body = _Body(chunks, end - upload.offset, checksum, past)
         old_tail = upload.tail
         head: AsyncGenerator[bytes] = self.s3.stream_object(old_tail) if old_tail else _nothing()
         reader = self.pipeline.reader(_chain(head, body.chunks()), upload.user)
