@@ -14,6 +14,7 @@ from ..landing import Landing
 from ..parts import PartPipeline
 from ..quotas import Quotas
 from .completion import Completion
+from .concat import Concatenation
 from .housekeeping import Housekeeping
 from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id, new_upload_id
 from .lock import Locks
@@ -47,6 +48,9 @@ class Resumable:
         self.appender = Appender(
             s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
         )
+        self.concatenation = Concatenation(
+            s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
+        )
         self.housekeeping = Housekeeping(s3, self.records, self.locks, self.completion, quotas)
 
     @property
@@ -58,9 +62,15 @@ class Resumable:
     def lock_seconds(self, seconds: float) -> None:
         self.locks.seconds = seconds
 
-    async def create(self, user: str, name: str, length: int | None, metadata: str, now: float) -> Upload:
-        """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
-        validate_name(name)
+    async def create(
+        self, user: str, name: str, length: int | None, metadata: str, now: float, *, partial: bool = False
+    ) -> Upload:
+        """Start an upload of `length` bytes (None: declared later) to be stored as `name`; or,
+        `partial`, one whose bytes wait for a final upload to name it (concat.py; no name)."""
+        if partial:
+            name = ""
+        else:
+            validate_name(name)
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
         plan = self.pipeline.plan
@@ -77,6 +87,7 @@ class Resumable:
             grow=length is None and plan.grows,
             expires=now + self.expiry,
             step=plan.step,
+            partial=partial,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
@@ -86,7 +97,8 @@ class Resumable:
             etag = (await self.s3.put_object(upload.key, b""))["ETag"]
             upload.state = DONE
             await self.records.write(upload, new=True)
-            await self.completion.stored(upload, etag, replaced, exact, lease=False)
+            if not partial:
+                await self.completion.stored(upload, etag, replaced, exact, lease=False)
             return upload
         if length is not None:
             # Before anything is created: an upload that does not fit is refused with nothing to undo.
@@ -130,6 +142,12 @@ class Resumable:
     ) -> Upload:
         """upload.py's `Appender.append`."""
         return await self.appender.append(upload, offset, chunks, now=now, length=length, checksum=checksum)
+
+    async def concatenate(
+        self, user: str, name: str, metadata: str, partial_ids: list[str], now: float
+    ) -> Upload:
+        """concat.py's `Concatenation.concatenate`: the final upload, stored as `name`."""
+        return await self.concatenation.concatenate(user, name, metadata, partial_ids, now)
 
     async def terminate(self, upload: Upload) -> None:
         """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""

@@ -30,6 +30,7 @@ from ..client import S3
 from ..errors import (
     ChecksumMismatch,
     FileNotFound,
+    FinalUpload,
     LengthConflict,
     OffsetMismatch,
     StorageFailure,
@@ -57,6 +58,11 @@ def lease_end(now: float, expiry: float) -> float:
     (now + UPLOAD_EXPIRY) by a quarter of it, so that a PATCH renews it at most once in that
     quarter, and an abandoned upload holds its room no longer than that after it expired."""
     return now + 1.25 * expiry
+
+
+FINAL_TAKES_NO_PATCH = (
+    "a final upload (Upload-Concat: final) takes no PATCH: its bytes are its partial uploads'"
+)
 
 
 class Body:
@@ -157,6 +163,8 @@ class Appender:
         `length` declares a deferred length; `checksum` is (algorithm, digest)
         of the whole body, checked before anything is committed.
         """
+        if upload.partials:
+            raise FinalUpload(FINAL_TAKES_NO_PATCH)
         if length is not None and length > self.max_size:
             raise TooLarge(f"the limit is {format_size(self.max_size)}")
         check_offset(upload, offset, length)
