@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from ..appkeys import IDENTITIES, IDENTITY, SETTINGS, USER_ID
+from ..appkeys import IDENTITIES, IDENTITY, SETTINGS, STORAGE, USER_ID
 from ..identity import AuthUnavailable, Identity, InvalidToken
 from ..storage.keys import is_valid_token, user_id
 from .errors import AUTH_UNAVAILABLE, BEARER_CHALLENGE, INVALID_TOKEN, MISSING_TOKEN
@@ -56,6 +56,9 @@ async def authenticate(request: web.Request) -> str:
             raise _bearer_refused(str(exc)) from None
         except AuthUnavailable as exc:
             raise AUTH_UNAVAILABLE(detail=str(exc)) from None
+        # A quota the identity carries (a claim, the callback's answer) holds this user alone,
+        # from this request on; one without it has USER_QUOTA again.
+        request.app[STORAGE].quotas.own_limit(identity.user, identity.quota)
         return _identified(request, identity)
     if not uuids:
         if tokens:

@@ -1,4 +1,4 @@
-"""GET /api/usage: what the user stores, against their quota (USER_QUOTA).
+"""GET /api/usage: what the user stores, against their quota (their own from their identity, else USER_QUOTA).
 
 `used` counts the bytes of the user's files and those held by their uploads in
 progress (what the quota is checked against); `reserved` is the part of it

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import part_size_for
 from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
 from .keys import split_file_key, start_after, user_prefix
@@ -192,7 +191,7 @@ class Files:
         uid, name = split_file_key(key)
         # With a quota: the size of the file this one replaces (it counts only what it adds to
         # it), then room reserved for it before a byte of the body is read.
-        replaces, exact = await self.landing.replaced_size(key)
+        replaces, exact = await self.landing.replaced_size(uid, key)
         reservation = await self.quotas.reserve(uid, key, size, replaces)
         # Whether the file being replaced is public is asked while the bytes stream in, so that a
         # small upload does not pay for one more S3 round trip after its own.
@@ -234,9 +233,12 @@ class Files:
         """Stream `chunks` into the object `key`; its size and ETag. `ready` is called just before
         the object is made (PutObject, CompleteMultipartUpload), and may refuse it by raising."""
         pipeline = self.pipeline
+        plan = pipeline.plan
+        if size is not None and size > plan.capacity(size):
+            raise pipeline.too_many_parts(size)  # before a byte of the body is read
         with pipeline.upload(user, kind):
             reader = pipeline.reader(chunks, user)
-            part_size = part_size_for(size, pipeline.part_size, 1)
+            part_size = plan.first(size)
             # A declared length smaller than a part reserves only what it needs.
             first = await reader.read(part_size if size is None else min(part_size, size))
             if first.size < part_size:
@@ -261,7 +263,7 @@ class Files:
                     upload_id,
                     reader,
                     number=1,
-                    size_of=lambda number: part_size_for(size, pipeline.part_size, number),
+                    size_of=lambda number: plan.size(size, number),
                     keep_tail=False,
                     first=first,
                 )

@@ -80,10 +80,10 @@ class Landing:
         if key is not None:
             await self.quotas.check(uid, key, length)
 
-    async def replaced_size(self, key: str) -> tuple[int | None, bool]:
-        """With a quota, the size of the file at `key` that an upload is about to replace (None:
+    async def replaced_size(self, uid: str, key: str) -> tuple[int | None, bool]:
+        """With a quota (`uid`'s), the size of the file at `key` that an upload is about to replace (None:
         there is none), and whether that is known; asked once, before the store."""
-        return await size_before(self.s3, key) if self.quotas.enabled else (None, False)
+        return await size_before(self.s3, key) if self.quotas.enabled_for(uid) else (None, False)
 
     async def stored(
         self,

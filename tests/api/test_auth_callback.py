@@ -104,9 +104,6 @@ async def test_failures_are_not_kept(gw, hook):
     assert (await gw.get("/api/files", headers=bearer("session-abc"))).status == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="per-user quotas: the quota code does not take the identity's limit yet"
-)
 async def test_a_quota_from_the_callback_is_enforced(gw, hook):
     hook.answers["session-abc"] = (200, {"user": "user-42", "quota": 1000})
     assert (await gw.put("/api/files/a", data=b"x" * 800, headers=bearer("session-abc"))).status == 204

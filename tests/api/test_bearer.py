@@ -194,9 +194,6 @@ async def test_a_uuid_and_a_bearer_together_are_refused(jwks_gateway, issuer):
     assert response.status == 401
 
 
-@pytest.mark.xfail(
-    strict=True, reason="per-user quotas: the quota code does not take the identity's limit yet"
-)
 async def test_a_quota_from_a_claim_is_enforced_for_that_user_alone(gateway, issuer):
     client = await gateway(
         auth_jwks_url=issuer.issuer + "/jwks", auth_audience=(AUDIENCE,), auth_quota_claim="storage_quota"
@@ -228,3 +225,25 @@ async def test_a_bearer_never_reaches_a_log_line(jwks_gateway, issuer, caplog):
     await jwks_gateway.get("/api/files", headers=bearer(tampered(token)))
     assert token.split(".")[2] not in caplog.text
     assert token.split(".")[1] not in caplog.text
+
+
+async def test_a_quota_from_a_claim_holds_tus_uploads_and_replaces_user_quota(gateway, issuer):
+    client = await gateway(
+        auth_jwks_url=issuer.issuer + "/jwks",
+        auth_audience=(AUDIENCE,),
+        auth_quota_claim="storage_quota",
+        user_quota=100,
+    )
+    big = bearer(issuer.mint(sub="big", storage_quota=10_000))
+    tus = {"Tus-Resumable": "1.0.0", "Upload-Metadata": "filename " + base64.b64encode(b"t").decode()}
+    created = await client.post("/api/uploads", headers={**big, **tus, "Upload-Length": "5000"})
+    assert created.status == 201, await created.text()
+    refused = await client.post("/api/uploads", headers={**big, **tus, "Upload-Length": "6000"})
+    assert refused.status == 413
+    assert (await refused.json())["error"]["code"] == "quota_exceeded"
+    usage = await (await client.get("/api/usage", headers=big)).json()
+    assert usage["quota"] == 10_000 and usage["reserved"] == 5000
+    # Without the claim, USER_QUOTA.
+    plain = bearer(issuer.mint(sub="plain"))
+    assert (await client.put("/api/files/x", data=b"x" * 200, headers=plain)).status == 413
+    assert (await (await client.get("/api/usage", headers=plain)).json())["quota"] == 100

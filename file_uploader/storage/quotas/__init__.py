@@ -67,8 +67,15 @@ leases are lost from the ledger, its renewal finds them gone, and an upload
 that had not landed yet is then refused (ReservationLost). The overshoot has
 no hard bound in that mode; measured, it was 0 (docs/quotas-and-webhooks.md).
 
-Without USER_QUOTA there is no ledger: uploads cost no S3 call for quotas,
-and `usage` counts from a listing.
+**A user's own quota.** A quota carried by the user's identity (a JWT claim,
+the auth callback's answer: identity/) replaces USER_QUOTA for that user
+alone: the HTTP layer tells the facade (`own_limit`) with each of the user's
+requests, and `limit_of(uid)` is what every check, lease and count of that
+user's ledger is held to. The ledger is the same; only the figure it is held
+to differs, so a user whose token gains or loses a quota keeps their count.
+
+Without USER_QUOTA, and for a user without a quota of their own, there is no
+ledger: uploads cost no S3 call for quotas, and `usage` counts from a listing.
 """
 
 from __future__ import annotations
@@ -207,18 +214,40 @@ NO_RESERVATION = Reservation(None)
 
 
 class Quotas:
-    """USER_QUOTA for every user of one bucket; `limit` None: no quota, and no S3 call for it."""
+    """USER_QUOTA for every user of one bucket, or a user's own quota (`own_limit`); a limit of
+    None: no quota, and no S3 call for it."""
 
     def __init__(self, s3: S3, *, limit: int | None, lease_seconds: float) -> None:
         self.s3 = s3
         self.limit = limit
         self.lease_seconds = lease_seconds
         self._ledgers: collections.OrderedDict[str, UserLedger] = collections.OrderedDict()
+        # Users whose identity carries their own quota, as their latest request said.
+        self._own: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
 
-    @property
-    def enabled(self) -> bool:
-        return self.limit is not None
+    def own_limit(self, uid: str, limit: int | None) -> None:
+        """The quota `uid`'s identity carries (None: none, USER_QUOTA applies), told with each of
+        their requests before it reaches the storage layer. Kept for the CACHED_USERS users seen
+        last, and for as long as the user has an upload in progress here (its lease renewals
+        are held to it)."""
+        if limit is None:
+            self._own.pop(uid, None)
+            return
+        self._own[uid] = limit
+        self._own.move_to_end(uid)
+        if len(self._own) > CACHED_USERS:
+            for other in list(self._own)[: len(self._own) - CACHED_USERS]:
+                ledger = self._ledgers.get(other)
+                if ledger is None or ledger.idle:
+                    del self._own[other]
+
+    def limit_of(self, uid: str) -> int | None:
+        """The quota `uid` is held to: their own, else USER_QUOTA (None: no quota)."""
+        return self._own.get(uid, self.limit)
+
+    def enabled_for(self, uid: str) -> bool:
+        return self.limit_of(uid) is not None
 
     def _ledger(self, uid: str) -> UserLedger:
         ledger = self._ledgers.get(uid)
@@ -237,12 +266,13 @@ class Quotas:
         holds it now (other processes' uploads count); only when that says no, the size of the
         file it would replace is asked, and a ledger due for a count is counted first.
         `reserve` decides, after the 100 Continue."""
-        if self.limit is None:
+        limit = self.limit_of(uid)
+        if limit is None:
             return
         ledger = self._ledger(uid)
         seen = await ledger.read()
         state = seen[0] if seen else Ledger()
-        room = self.limit - state.used - state.reserved(time.time())
+        room = limit - state.used - state.reserved(time.time())
         need = size if size is not None else 1
         if need > room:
             replaces, _ = await size_before(self.s3, key)
@@ -252,7 +282,7 @@ class Quotas:
         """Room for a PUT or a form's file of `size` bytes (None: unknown) aimed at `key`, where a
         file of `replaces` bytes is now (None: none), renewed by this process until the upload
         ends; QuotaExceeded when it does not fit (counting only what it adds to `replaces`)."""
-        if self.limit is None:
+        if self.limit_of(uid) is None:
             return NO_RESERVATION
         ledger = self._ledger(uid)
         need, want = (size, size) if size is not None else (1, FIRST_GRANT)
@@ -292,7 +322,7 @@ class Quotas:
     ) -> None:
         """Room for a tus upload of `length` bytes until `until`, where a file of `replaces` bytes
         is now (None: none); QuotaExceeded when it does not fit."""
-        if self.limit is not None:
+        if self.limit_of(uid) is not None:
             hold = Hold(tus_lease(upload_id), length, length, until, key_tag(key), replaces or 0)
             await self._take(self._ledger(uid), hold)
 
@@ -302,7 +332,7 @@ class Quotas:
         """Before a PATCH: the upload's lease covers `need` bytes and runs past `renew_before`
         (else it is extended to `until`: one write per UPLOAD_EXPIRY at most). A lease that is
         missing (the quota was turned on after the upload began) is taken now, if it fits."""
-        if self.limit is None:
+        if self.limit_of(uid) is None:
             return NO_RESERVATION
         ledger = self._ledger(uid)
         lease_id, tag = tus_lease(upload_id), key_tag(key)
@@ -316,7 +346,7 @@ class Quotas:
     async def upload_stored(
         self, uid: str, key: str, upload_id: str | None, size: int, replaced: int | None, *, exact: bool
     ) -> None:
-        if self.limit is not None:
+        if self.limit_of(uid) is not None:
             lease = tus_lease(upload_id) if upload_id else None
             try:
                 await self._ledger(uid).change(Stored(lease, key_tag(key), size, replaced, exact))
@@ -325,7 +355,7 @@ class Quotas:
 
     async def upload_ended(self, uid: str, upload_id: str) -> None:
         """A tus upload was terminated or expired: its room comes back."""
-        if self.limit is not None:
+        if self.limit_of(uid) is not None:
             try:
                 await self._ledger(uid).change(Release(tus_lease(upload_id)))
             except StorageFailure as exc:
@@ -336,7 +366,7 @@ class Quotas:
     async def removed(self, uid: str, files: list[tuple[str, int]]) -> None:
         """The files (key, size) were deleted. A failure is logged: the figure stays too high
         (refusing early, never late) until the ledger is counted again."""
-        if self.limit is not None and files:
+        if self.limit_of(uid) is not None and files:
             try:
                 await self._ledger(uid).change(FilesRemoved([(key_tag(key), size) for key, size in files]))
             except StorageFailure as exc:
@@ -348,7 +378,7 @@ class Quotas:
         With a quota: from the ledger, read afresh (one GetObject; a ledger due for a count is
         counted and written first). Without: counted from a listing of the user's files.
         """
-        if self.limit is None:
+        if self.limit_of(uid) is None:
             used = files = 0
             async for page in self.s3.list_objects(user_prefix(uid)):
                 used += sum(item["Size"] for item in page)
@@ -367,7 +397,7 @@ class Quotas:
         assert seen is not None
         state = seen[0]
         reserved = state.reserved(time.time())
-        return Usage(state.used + reserved, state.files, reserved, self.limit)
+        return Usage(state.used + reserved, state.files, reserved, self.limit_of(uid))
 
 
 async def size_before(s3: S3, key: str) -> tuple[int | None, bool]:

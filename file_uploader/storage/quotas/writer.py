@@ -21,8 +21,9 @@ class Quotas(Protocol):
     """What the writer needs of the facade (quotas/__init__.py), which imports it."""
 
     s3: S3
-    limit: int | None
     lease_seconds: float
+
+    def limit_of(self, uid: str) -> int | None: ...
 
 
 class Reservation(Protocol):
@@ -42,6 +43,9 @@ RECOUNT_ON_REFUSAL_SECONDS = 60.0
 # conflict means another process wrote meanwhile; with group commit each process has at most
 # one write in flight per user, so P processes need at most P - 1 retries in turn.
 CAS_ATTEMPTS = 16
+
+
+NO_LIMIT = 2**63 - 1  # S3's largest object is 5 TiB; no ledger ever gets near this
 
 
 def ledger_key(uid: str) -> str:
@@ -109,7 +113,6 @@ class UserLedger:
     async def _write(self, batch: list[tuple[Change, asyncio.Future[Any]]]) -> list[Any]:
         quotas = self.quotas
         s3 = quotas.s3
-        assert quotas.limit is not None
         for attempt in range(CAS_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
@@ -149,11 +152,13 @@ class UserLedger:
     def _apply(
         self, ledger: Ledger, batch: list[tuple[Change, asyncio.Future[Any]]], now: float
     ) -> list[Any]:
-        assert self.quotas.limit is not None
+        # A user whose own quota went away while an upload of theirs was in flight (and there is
+        # no USER_QUOTA): the ledger is still kept to its end, with no limit to refuse at.
+        limit = self.quotas.limit_of(self.uid)
         results: list[Any] = []
         for change, _ in batch:
             try:
-                results.append(change.apply(ledger, self.quotas.limit, now))
+                results.append(change.apply(ledger, NO_LIMIT if limit is None else limit, now))
             except (QuotaExceeded, TooManyUploads) as exc:
                 results.append(exc)
         return results
