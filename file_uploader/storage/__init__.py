@@ -10,7 +10,7 @@
     files.py      put, get, list (flat or by folder), delete, public or not
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
-    resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
+    tus/          tus uploads: their state in S3, locks, commits, completion, expiry
     quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
@@ -48,8 +48,8 @@ from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
 from .quotas import Quotas
-from .resumable import Resumable
 from .thumbnails import Thumbnails
+from .tus import Resumable
 
 log = logging.getLogger(__name__)
 

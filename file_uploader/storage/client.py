@@ -202,7 +202,7 @@ def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
         level = min(level, logging.INFO)
     elif code == "InvalidPart":
         # CompleteMultipartUpload named a part whose ETag S3 does not hold: another writer
-        # replaced it (resumable.py records every part's ETag to find out).
+        # replaced it (storage/tus/ records every part's ETag to find out).
         failure = PartsChanged(f"S3 holds other parts than recorded ({operation})")
         level = min(level, logging.INFO)
     elif code in _CORRUPTION_CODES:
