@@ -6,12 +6,13 @@
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
     budget.py     MEMORY_BUDGET and SPOOL_BUDGET, served per user in turn; MAX_UPLOADS_PER_USER
-    parts.py      the one part pipeline, for PUT and tus alike: memory by bytes read, disk when short
+    holding.py    where parts wait for S3: memory by bytes read, per user in turn, disk when short
+    parts.py      the one part pipeline, for PUT, forms and tus alike: parts sent to S3, in flight
     files.py      put, get, list (flat or by folder), delete, public or not
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     tus/          tus uploads: their state in S3, locks, commits, completion, expiry
-    quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
+    quotas/       USER_QUOTA: a ledger per user in S3 (ledger.py, pure), its writer, reservations
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
