@@ -41,6 +41,7 @@ from ..sizes import (
 )
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
+from .encryption import Encryption
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
 from .files import Files
@@ -221,6 +222,7 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
             settings.s3_bucket,
             Lanes.from_settings(settings),
             conditional_writes=settings.s3_conditional_writes,
+            encryption=Encryption.from_settings(settings),
         )
         storage = Storage(s3, settings, known=known)
         try:
