@@ -65,6 +65,10 @@ class PartPipeline:
         self.integrity = integrity
         self.slots = UploadSlots(max_uploads_per_user)
 
+    def use(self, integrity: Integrity) -> None:
+        """Send parts with `integrity` from now on: what the write probe found S3 to check."""
+        self.integrity = integrity
+
     @property
     def checksum(self) -> Checksum | None:
         return self.integrity.checksum
