@@ -18,6 +18,8 @@
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
+    links.py      share links as records: expiry, password, download limit, revocation
+    passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
 """
@@ -43,7 +45,9 @@ from .events import Events
 from .files import Files
 from .landing import Landing
 from .library import Library
+from .links import Links
 from .parts import PartPipeline
+from .passwords import Passwords
 from .probe import Capabilities
 from .quotas import Quotas
 from .readiness import Readiness
@@ -104,6 +108,8 @@ class Storage:
             quotas=self.quotas,
             landing=self.landing,
         )
+        self.passwords = Passwords()
+        self.links = Links(s3, self.passwords)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
