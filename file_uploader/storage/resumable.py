@@ -86,7 +86,7 @@ from .errors import (
     UploadNotFound,
 )
 from .keys import UPLOADS_ROOT, file_key, validate_name
-from .landing import Landing
+from .landing import Finish, Landing
 from .parts import Part, PartPipeline
 from .quotas import NO_RESERVATION, Quotas, Reservation
 
@@ -128,6 +128,8 @@ class Upload:
     etags: list[dict[str, str]] = dataclasses.field(default_factory=list)
     tail: str | None = None  # key of the tail object, if the offset is past the last part
     state: str = OPEN
+    # The upload's own size limit, below MAX_FILE_SIZE, when a pre-create hook lowered it.
+    max_size: int | None = None
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
@@ -146,6 +148,10 @@ class Upload:
     @property
     def lock_key(self) -> str:
         return f"{UPLOADS_ROOT}{self.user}/{self.id}{LOCK_SUFFIX}"
+
+    def limit(self, max_size: int) -> int:
+        """The most bytes this upload may hold: MAX_FILE_SIZE, or the lower limit it was given."""
+        return max_size if self.max_size is None else min(max_size, self.max_size)
 
     @property
     def done(self) -> bool:
@@ -264,11 +270,24 @@ class Resumable:
         except PreconditionFailed:
             raise UploadConflict("another request changed this upload; ask HEAD for its offset") from None
 
-    async def create(self, user: str, name: str, length: int | None, metadata: str, now: float) -> Upload:
-        """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
+    async def create(
+        self,
+        user: str,
+        name: str,
+        length: int | None,
+        metadata: str,
+        now: float,
+        *,
+        max_size: int | None = None,
+        finish: Finish | None = None,
+    ) -> Upload:
+        """Start an upload of `length` bytes (None: declared later) to be stored as `name`.
+        `max_size`: its own limit, below MAX_FILE_SIZE; `finish`: awaited with the file's size
+        just before it is stored (a length of 0 is stored at once), and may refuse it by raising."""
         validate_name(name)
-        if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {format_size(self.max_size)}")
+        limit = min(self.max_size, max_size) if max_size is not None else self.max_size
+        if length is not None and length > limit:
+            raise TooLarge(f"the limit is {format_size(limit)}")
         upload = Upload(
             id=new_upload_id(),
             user=user,
@@ -279,11 +298,14 @@ class Resumable:
             part_size=part_size_for(length, self.pipeline.part_size),
             grow=length is None,
             expires=now + self.expiry,
+            max_size=max_size,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
             # upload without parts: the empty file is stored now, and the
             # upload is done from the start.
+            if finish is not None:
+                await finish(0)
             replaced, exact = await self._size_before(upload)
             etag = (await self.s3.put_object(upload.key, b""))["ETag"]
             upload.state = DONE
@@ -366,14 +388,18 @@ class Resumable:
         now: float,
         length: int | None = None,
         checksum: tuple[str, bytes] | None = None,
+        finish: Finish | None = None,
     ) -> Upload:
         """Append `chunks` at `offset`; commit, or complete the upload if it is whole.
 
         `length` declares a deferred length; `checksum` is (algorithm, digest)
-        of the whole body, checked before anything is committed.
+        of the whole body, checked before anything is committed. `finish` is awaited with the
+        file's size before a whole upload is completed; should it raise, the upload is
+        forgotten (its multipart upload aborted, nothing stored) and the error raised.
         """
-        if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {format_size(self.max_size)}")
+        limit = upload.limit(self.max_size)
+        if length is not None and length > limit:
+            raise TooLarge(f"the limit is {format_size(limit)}")
         self._check(upload, offset, length)
         if upload.state == DONE:
             if await anext(aiter(chunks), b""):
@@ -394,7 +420,7 @@ class Resumable:
                 try:
                     if upload.length is None:  # its lease grows with the bytes, as far as the quota goes
                         chunks = room.meter(chunks, start=upload.offset)
-                    return await self._append(upload, chunks, now, checksum, lock)
+                    return await self._append(upload, chunks, now, checksum, lock, finish)
                 finally:
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
@@ -439,8 +465,9 @@ class Resumable:
         now: float,
         checksum: tuple[str, bytes] | None,
         lock: HeldLock,
+        finish: Finish | None = None,
     ) -> Upload:
-        end = self.max_size if upload.length is None else upload.length
+        end = upload.limit(self.max_size) if upload.length is None else upload.length
         body = _Body(chunks, end - upload.offset, checksum)
         old_tail = upload.tail
         head: AsyncGenerator[bytes] = self.s3.stream_object(old_tail) if old_tail else _nothing()
@@ -458,7 +485,7 @@ class Resumable:
             )
         except asyncio.CancelledError:
             if body.digest is None:  # a checksum covers the whole body: nothing to keep
-                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lock))
+                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lock, finish))
             raise
         except FileNotFound:
             # NoSuchUpload, or the old tail gone: another writer completed or
@@ -474,7 +501,9 @@ class Resumable:
                 raise ChecksumMismatch(f"the body's {checksum[0]} does not match Upload-Checksum")
             self._add_parts(upload, sent)
             upload.offset += body.received
-            await self._commit(upload, tail, old_tail, now, lock, changed=bool(sent or body.received))
+            await self._commit(
+                upload, tail, old_tail, now, lock, changed=bool(sent or body.received), finish=finish
+            )
         finally:
             tail.release()
         if body.cut is not None:
@@ -489,12 +518,20 @@ class Resumable:
         upload.parts += len(sent)
 
     async def _commit(
-        self, upload: Upload, tail: Part, old_tail: str | None, now: float, lock: HeldLock, *, changed: bool
+        self,
+        upload: Upload,
+        tail: Part,
+        old_tail: str | None,
+        now: float,
+        lock: HeldLock,
+        *,
+        changed: bool,
+        finish: Finish | None = None,
     ) -> None:
         if lock.lost:
             raise UploadConflict("the upload's lock was lost while writing; ask HEAD for its offset")
         if upload.done:
-            await self._complete(upload, tail, old_tail)
+            await self._complete(upload, tail, old_tail, finish)
             return
         upload.expires = now + self.expiry
         if not tail.size:
@@ -507,7 +544,13 @@ class Resumable:
             await self._delete_quietly(old_tail)
 
     async def _commit_sent(
-        self, upload: Upload, sent: list[dict[str, Any]], old_tail: str | None, now: float, lock: HeldLock
+        self,
+        upload: Upload,
+        sent: list[dict[str, Any]],
+        old_tail: str | None,
+        now: float,
+        lock: HeldLock,
+        finish: Finish | None = None,
     ) -> None:
         """A cancelled PATCH (a graceful stop): commit the parts S3 already has, in order from the
         first, and nothing past a gap (parts in flight complete in any order)."""
@@ -525,7 +568,7 @@ class Resumable:
             upload.tail = None
             upload.expires = now + self.expiry
             if upload.done:
-                await self._complete(upload, None, old_tail)
+                await self._complete(upload, None, old_tail, finish)
                 return
             await self._write(upload)
             if old_tail:
@@ -536,7 +579,17 @@ class Resumable:
 
     # Completion.
 
-    async def _complete(self, upload: Upload, tail: Part | None, old_tail: str | None) -> None:
+    async def _complete(
+        self, upload: Upload, tail: Part | None, old_tail: str | None, finish: Finish | None = None
+    ) -> None:
+        if finish is not None:
+            try:
+                await finish(upload.offset)
+            except Exception:
+                # Refused (or its hook failed): nothing is stored, the old file stays, and the
+                # upload is forgotten with its multipart upload, tail and room in the quota.
+                await asyncio.shield(self._refused(upload, old_tail))
+                raise
         if tail is not None and tail.size:
             part = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts + 1, tail)
             self._add_parts(upload, [part])
@@ -544,6 +597,14 @@ class Resumable:
         upload.state = COMPLETING
         await self._write(upload)  # the intent: a crash from here on is finished by the next reader
         await self._finish(upload, tail, resumed=False)
+
+    async def _refused(self, upload: Upload, old_tail: str | None) -> None:
+        """Forget a whole upload whose file may not be stored (its lock's holder is the caller)."""
+        try:
+            await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
+            await self._delete_state(upload)  # its info, tails and lock
+        finally:
+            await self.quotas.upload_ended(upload.user, upload.id)
 
     async def _finish(self, upload: Upload, tail: Part | None = None, *, resumed: bool = True) -> None:
         """Complete the multipart upload of a "completing" upload, and mark it done.
