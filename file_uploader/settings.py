@@ -11,6 +11,8 @@ that uses it, with the reason for its value (sizes.py, and the modules).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -25,14 +27,18 @@ from .formats import FLAG_WORDS, parse_flag
 from .sizes import (
     DEFAULT_PART_SIZE,
     MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     PARTS_IN_FLIGHT,
     PARTS_PER_SIZE_STEP,
     GiB,
     MiB,
+    PartPlan,
     TiB,
+    format_size,
     parse_size,
+    part_size_for,
 )
 
 LOG_FORMATS = ("text", "json")
@@ -42,6 +48,9 @@ S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
 # What the gateway does when the probe finds that S3 does not verify
 # S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
 S3_CHECKSUM_FALLBACKS = ("md5", "warn")
+# What S3_SSE may name (storage/encryption.py says what each sends on which call).
+S3_SSE_MODES = ("none", "sse-s3", "sse-kms", "sse-c")
+SSE_C_KEY_BYTES = 32  # S3: SSE-C is AES-256, so its key is 256 bits
 
 
 class SettingsError(ValueError):
@@ -60,6 +69,17 @@ def _size(name: str, value: str) -> int:
         return parse_size(value)
     except ValueError as exc:
         raise SettingsError(f"{name}: {exc}") from None
+
+
+def _customer_key(name: str, value: str) -> bytes:
+    """The base64 of 32 bytes (`openssl rand -base64 32`). An error never shows the value: a secret."""
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{name} is not base64 (make one with: openssl rand -base64 32)") from None
+    if len(key) != SSE_C_KEY_BYTES:
+        raise SettingsError(f"{name} must be {SSE_C_KEY_BYTES} bytes once base64-decoded, got {len(key)}")
+    return key
 
 
 def _usable_cpus() -> int:
@@ -368,6 +388,59 @@ class Settings:
         default="md5",
     )
 
+    s3_max_parts: int = setting(
+        S3,
+        f"The most parts one multipart upload may have: S3's {MAX_PARTS:,}, or fewer for an engine that "
+        "refuses more (Scaleway: 1,000). Part sizes are planned so that no upload sends a part past it; a "
+        "body that would need more is refused with 413 (docs/s3-engines.md).",
+        _whole(1),
+        default=MAX_PARTS,
+    )
+    s3_equal_parts: bool = setting(
+        S3,
+        "Every part but the last of an upload the same size, also for bodies of unknown length (chunked "
+        "PUT, forms, tus with a deferred length), whose parts otherwise grow: for Cloudflare R2, which "
+        "refuses unequal parts (1/0). Their part size is chosen up front from "
+        "S3_EQUAL_PARTS_MAX_FILE_SIZE.",
+        _bool,
+        default=False,
+    )
+    s3_equal_parts_max_file_size: int | None = setting(
+        S3,
+        "With S3_EQUAL_PARTS: the largest file of unknown length expected; the part size is PART_SIZE, "
+        "grown until S3_MAX_PARTS parts hold this, and a body that passes what they hold is refused "
+        "(413). Unset: PART_SIZE x S3_MAX_PARTS (78 GiB at the defaults).",
+        _size,
+        default=None,
+        shown="unset (PART_SIZE x S3_MAX_PARTS)",
+        example="100GiB",
+    )
+
+    s3_sse: str = setting(
+        S3,
+        "Server-side encryption asked for on every object the gateway writes: none (the bucket's "
+        "default applies), sse-s3 (S3's own keys), sse-kms (with S3_SSE_KMS_KEY_ID) or sse-c (the key "
+        "S3_SSE_C_KEY, sent on every write and read, copies, HEAD and thumbnails included; S3 keeps only "
+        "its MD5, so a lost key is lost files) (docs/s3-engines.md).",
+        _one_of(S3_SSE_MODES),
+        default="none",
+    )
+    s3_sse_kms_key_id: str | None = setting(
+        S3,
+        "With S3_SSE=sse-kms: the KMS key's id, ARN or alias. Unset: the account's AWS-managed key.",
+        default=None,
+        example="arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    s3_sse_c_key: bytes | None = setting(
+        S3,
+        "With S3_SSE=sse-c: the customer key, 32 random bytes in base64 (openssl rand -base64 32). The "
+        "same on every process, and never changed: files written with one key cannot be read with another.",
+        _customer_key,
+        default=None,
+        secret=True,
+        example="",
+    )
+
     # --- HTTP ---
     host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
     port: int = setting(HTTP, "Port to listen on (1-65535).", parse_port, default=8080)
@@ -447,8 +520,9 @@ class Settings:
         UPLOADS,
         "Size of one multipart part (bytes, or 8MiB / 16M / 1GiB; S3 needs at least 5 MiB). Bigger parts "
         f"mean fewer S3 round trips and more memory: an upload keeps up to {PARTS_IN_FLIGHT} parts in "
-        f"flight to S3 while it reads the next. A declared length too large for {MAX_PARTS:,} parts grows "
-        f"the part size for that upload; a chunked upload doubles it every {PARTS_PER_SIZE_STEP:,} parts.",
+        f"flight to S3 while it reads the next. A declared length too large for S3_MAX_PARTS parts grows "
+        f"the part size for that upload; a chunked upload doubles it every {PARTS_PER_SIZE_STEP:,} parts "
+        "(9 % of S3_MAX_PARTS), unless S3_EQUAL_PARTS.",
         _size,
         default=DEFAULT_PART_SIZE,
     )
@@ -635,11 +709,31 @@ class Settings:
                 f"PART_SIZE must be at least {MIN_PART_SIZE // MiB} MiB (S3's minimum part size), "
                 f"got {self.part_size} bytes"
             )
+        if self.s3_max_parts > MAX_PARTS:
+            raise SettingsError(
+                f"S3_MAX_PARTS must be at most {MAX_PARTS:,} (S3's part numbers run from 1 to "
+                f"{MAX_PARTS:,}), got {self.s3_max_parts}"
+            )
+        largest = self.s3_equal_parts_max_file_size
+        if largest is not None and largest > self.s3_max_parts * MAX_PART_SIZE:
+            raise SettingsError(
+                "S3_EQUAL_PARTS_MAX_FILE_SIZE cannot be more than S3_MAX_PARTS parts of 5 GiB (S3's "
+                f"largest part) hold: {format_size(self.s3_max_parts * MAX_PART_SIZE)}"
+            )
+        self._check_encryption()
         if self.memory_budget < self.part_size:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
         self._check_identity()
+
+    def _check_encryption(self) -> None:
+        if self.s3_sse not in S3_SSE_MODES:
+            raise SettingsError(f"S3_SSE must be one of {', '.join(S3_SSE_MODES)}, got {self.s3_sse!r}")
+        if (self.s3_sse == "sse-c") != (self.s3_sse_c_key is not None):
+            raise SettingsError("S3_SSE=sse-c and S3_SSE_C_KEY go together: the one needs the other")
+        if self.s3_sse_kms_key_id and self.s3_sse != "sse-kms":
+            raise SettingsError("S3_SSE_KMS_KEY_ID is for S3_SSE=sse-kms only")
 
     def _check_identity(self) -> None:
         if self.auth_hook_url and not self.hook_secret:
@@ -659,6 +753,14 @@ class Settings:
                 "AUTH_UUID_TOKENS=0 leaves no way in: set AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_ISSUER "
                 "or AUTH_HOOK_URL too"
             )
+
+    def part_plan(self) -> PartPlan:
+        """How uploads are cut into parts on this engine: PART_SIZE, S3_MAX_PARTS, S3_EQUAL_PARTS."""
+        equal = None
+        if self.s3_equal_parts:
+            largest = self.s3_equal_parts_max_file_size or self.part_size * self.s3_max_parts
+            equal = part_size_for(largest, self.part_size, max_parts=self.s3_max_parts)
+        return PartPlan(self.part_size, self.s3_max_parts, equal)
 
     def s3_where(self) -> str:
         """Where S3 is, for a log line: the endpoint's host and port (never credentials it may carry)."""

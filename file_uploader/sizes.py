@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 KiB = 1024
@@ -22,7 +23,9 @@ DEFAULT_PART_SIZE = 8 * MiB
 # doubles it after every PARTS_PER_SIZE_STEP parts. With 900, even a 5 MiB
 # start reaches 5 GiB parts by part 9,001, so the 10,000 parts can hold S3's
 # 5 TiB maximum; at the 8 MiB default, uploads under 7 GiB never use parts
-# bigger than 8 MiB (and memory grows only for bodies that large).
+# bigger than 8 MiB (and memory grows only for bodies that large). An engine
+# with fewer parts (S3_MAX_PARTS, 1,000 on Scaleway) doubles after the same
+# share of them (parts_per_step: every 90 of 1,000).
 PARTS_PER_SIZE_STEP = 900
 
 # Internal limits and periods of the storage layer: not settings (a user has no way to know
@@ -95,16 +98,76 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def part_size_for(total: int | None, base: int, part_number: int = 1) -> int:
+def parts_per_step(max_parts: int = MAX_PARTS) -> int:
+    """How many parts of a body of unknown length keep one size before it doubles: PARTS_PER_SIZE_STEP
+    at S3's 10,000 parts, the same share (9 %) of a smaller S3_MAX_PARTS, and at least one."""
+    return max(1, -(-max_parts * PARTS_PER_SIZE_STEP // MAX_PARTS))
+
+
+def part_size_for(
+    total: int | None, base: int, part_number: int = 1, *, max_parts: int = MAX_PARTS, step: int | None = None
+) -> int:
     """The size of part `part_number` for an object of `total` bytes (None: unknown).
 
     Known length: the base size, grown (in whole MiB) until the object fits in
-    MAX_PARTS parts. Unknown length: the base size doubled every
-    PARTS_PER_SIZE_STEP parts, never above MAX_PART_SIZE.
+    `max_parts` parts. Unknown length: the base size doubled every `step`
+    parts (parts_per_step: 900 of 10,000), never above MAX_PART_SIZE.
     """
     if total is not None:
-        needed = -(-total // MAX_PARTS)  # ceiling division
+        needed = -(-total // max_parts)  # ceiling division
         needed = -(-needed // MiB) * MiB
         return min(max(base, needed), MAX_PART_SIZE)
-    step = (part_number - 1) // PARTS_PER_SIZE_STEP
-    return min(base << step, MAX_PART_SIZE)
+    step = parts_per_step(max_parts) if step is None else step
+    return min(base << min((part_number - 1) // step, 40), MAX_PART_SIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartPlan:
+    """How the bytes of an upload are cut into parts on this engine (S3_MAX_PARTS, S3_EQUAL_PARTS).
+
+    `equal`: the one size of every part but the last of a body of unknown length, chosen up front
+    (Cloudflare R2 refuses a completion whose parts differ in size); None: such bodies start at
+    `base` and double every `step` parts, so that they may reach S3's largest object. A body of
+    known length always has parts of one size: the base, grown until it fits in `max_parts`.
+    """
+
+    base: int = DEFAULT_PART_SIZE
+    max_parts: int = MAX_PARTS
+    equal: int | None = None
+
+    @property
+    def step(self) -> int:
+        return parts_per_step(self.max_parts)
+
+    @property
+    def grows(self) -> bool:
+        """Do the parts of a body of unknown length grow?"""
+        return self.equal is None
+
+    def first(self, total: int | None) -> int:
+        """The size of the first part (and, but for a growing body of unknown length, of every part)."""
+        if total is None and self.equal is not None:
+            return self.equal
+        return part_size_for(total, self.base, 1, max_parts=self.max_parts)
+
+    def size(self, total: int | None, number: int) -> int:
+        """The size of part `number` of a body of `total` bytes (None: unknown)."""
+        if total is not None or self.equal is not None:
+            return self.first(total)
+        return part_size_for(None, self.base, number, step=self.step)
+
+    def capacity(self, total: int | None) -> int:
+        """The most bytes `max_parts` parts hold for a body of `total` bytes (None: unknown)."""
+        if total is not None or self.equal is not None:
+            return self.first(total) * self.max_parts
+        return growing_capacity(self.base, self.step, self.max_parts)
+
+
+def growing_capacity(base: int, step: int, max_parts: int) -> int:
+    """The bytes in parts 1..`max_parts` of a body of unknown length whose parts double every `step`."""
+    total, number = 0, 1
+    while number <= max_parts:
+        run = min(step - (number - 1) % step, max_parts - number + 1)
+        total += run * part_size_for(None, base, number, step=step)
+        number += run
+    return total

@@ -124,6 +124,12 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     raise LookupError(field)
 
 
+def reset_peak(pid: int) -> int:
+    """Restart a process's VmHWM from its VmRSS; its resident memory now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return rss_bytes(pid)
+
+
 async def raw_request(
     client, method: str, target: str, headers: dict[str, str], body: bytes = b""
 ) -> tuple[int, bytes]:

@@ -1,4 +1,4 @@
-"""tus 1.0.0 resumable uploads under /api/uploads/: thin handlers over `storage.resumable`.
+"""tus 1.0.0 resumable uploads under /api/uploads/: thin handlers over `storage.tus`.
 
 Extensions: creation, creation-with-upload, creation-defer-length, termination,
 expiration and checksum (sha1, sha256, md5). The file name comes from the
@@ -21,7 +21,7 @@ from ..sizes import format_size
 from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.landing import Finish
-from ..storage.resumable import UPLOAD_CHECKSUMS, Upload
+from ..storage.tus import UPLOAD_CHECKSUMS, Upload
 from . import hooked
 from .auth import authenticate
 from .body import expect_body, read_body

@@ -10,7 +10,7 @@
     files.py      put, get, list (flat or by folder), delete, public or not
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
-    resumable.py  tus uploads, their state in S3, their locks and compare-and-swap commits
+    tus/          tus uploads: their state in S3, locks, commits, completion, expiry
     quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
@@ -40,6 +40,7 @@ from ..sizes import (
 )
 from .checksums import CHECKSUMS, configured
 from .client import S3, Lanes, open_client
+from .encryption import Encryption
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
 from .files import Files
@@ -48,8 +49,8 @@ from .library import Library
 from .parts import PartPipeline
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
 from .quotas import Quotas
-from .resumable import Resumable
 from .thumbnails import Thumbnails
+from .tus import Resumable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class Storage:
             spool_budget=settings.spool_budget,
             spill_after=SPILL_SECONDS,
             wait_timeout=settings.client_timeout,
+            plan=settings.part_plan(),
         )
         self.library = Library(s3)
         self.thumbnails = Thumbnails(
@@ -219,6 +221,7 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
             settings.s3_bucket,
             Lanes.from_settings(settings),
             conditional_writes=settings.s3_conditional_writes,
+            encryption=Encryption.from_settings(settings),
         )
         storage = Storage(s3, settings, known=known)
         try:

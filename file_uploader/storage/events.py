@@ -1,6 +1,6 @@
 """What happened to a file, for whoever listens: `file.stored` and `file.deleted`.
 
-The storage layer says what it did, where it did it (files.py, resumable.py,
+The storage layer says what it did, where it did it (files.py, tus/,
 sweep.py), and knows nothing of who listens: `Events.emit` hands each event to
 the one listener the process connected (the webhook sender, hooks/webhooks.py),
 or to nobody. An event carries the one-way user id, never a token.

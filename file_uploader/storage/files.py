@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
-from ..sizes import part_size_for
 from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
 from .keys import split_file_key, start_after, user_prefix
@@ -238,9 +237,12 @@ class Files:
         """Stream `chunks` into the object `key`; its size and ETag. `ready` is called just before
         the object is made (PutObject, CompleteMultipartUpload), and may refuse it by raising."""
         pipeline = self.pipeline
+        plan = pipeline.plan
+        if size is not None and size > plan.capacity(size):
+            raise pipeline.too_many_parts(size)  # before a byte of the body is read
         with pipeline.upload(user, kind):
             reader = pipeline.reader(chunks, user)
-            part_size = part_size_for(size, pipeline.part_size, 1)
+            part_size = plan.first(size)
             # A declared length smaller than a part reserves only what it needs.
             first = await reader.read(part_size if size is None else min(part_size, size))
             if first.size < part_size:
@@ -267,7 +269,7 @@ class Files:
                     upload_id,
                     reader,
                     number=1,
-                    size_of=lambda number: part_size_for(size, pipeline.part_size, number),
+                    size_of=lambda number: plan.size(size, number),
                     keep_tail=False,
                     first=first,
                 )

@@ -26,7 +26,7 @@ from ..sizes import MAX_KEY_BYTES
 from .errors import InvalidName
 
 FILES_ROOT = "files/"
-UPLOADS_ROOT = "uploads/"  # resumable (tus) upload state: see resumable.py
+UPLOADS_ROOT = "uploads/"  # resumable (tus) upload state: see tus/
 # Shorter than files/, so that a marker fits S3's key limit for every name a file may have.
 PUBLIC_ROOT = "pub/"  # one marker per public file: see library.py
 LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see library.py

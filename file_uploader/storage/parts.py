@@ -55,11 +55,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO, Any
 
 from ..ops import metrics
-from ..sizes import MAX_PARTS
+from ..sizes import PartPlan, format_size
 from .budget import FairBudget, GaveUp, UploadSlots
 from .checksums import Checksum, Hasher, Integrity
 from .client import S3, Body, Lane
-from .errors import StorageBusy, StorageError, TransferCorrupted
+from .errors import StorageBusy, TooLarge, TransferCorrupted
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,12 @@ class PartPipeline:
         spool_budget: int = 8 << 30,
         spill_after: float = 1.0,
         wait_timeout: float = 60.0,
+        plan: PartPlan | None = None,
     ) -> None:
         self.s3 = s3
         self.part_size = part_size
+        # How bodies are cut into parts on this engine (S3_MAX_PARTS, S3_EQUAL_PARTS).
+        self.plan = plan or PartPlan(part_size)
         self.parts_in_flight = parts_in_flight
         # The most memory one upload may hold; a part larger than this goes to disk.
         self.share = max(part_size, memory_budget // MEMORY_SHARE)
@@ -441,8 +444,10 @@ class PartPipeline:
                 short = part.size < size_of(number)
                 if part.size == 0 or (short and keep_tail):
                     break
-                if number > MAX_PARTS:
-                    raise StorageError(f"the upload needs more than S3's {MAX_PARTS} parts")
+                if number > self.plan.max_parts:
+                    # Before part max + 1 is sent: the engine would refuse it, and the caller
+                    # aborts the multipart upload, so nothing of the body is stored.
+                    raise self.too_many_parts(None)
                 await self._wait_for_room(in_flight, sent)
                 in_flight[self._start(key, upload_id, number, part)] = part.memory
                 part = None  # the task owns it now
@@ -465,6 +470,15 @@ class PartPipeline:
             part.release()  # the empty read that found the end
             part = None
         return sent, part
+
+    def too_many_parts(self, total: int | None) -> TooLarge:
+        """The error for a body of `total` bytes (None: unknown) that needs more than S3_MAX_PARTS parts."""
+        plan = self.plan
+        return TooLarge(
+            f"the file needs more than the {plan.max_parts:,} parts S3 takes (S3_MAX_PARTS): at most "
+            f"{format_size(plan.capacity(total))} "
+            + ("with its declared length" if total is not None else "without a declared length")
+        )
 
     def _start(self, key: str, upload_id: str, number: int, part: Part) -> asyncio.Task[dict[str, Any]]:
         task = asyncio.create_task(self.upload_part(key, upload_id, number, part))

@@ -12,7 +12,11 @@ Decoding images is where image libraries have had their worst bugs, so:
 - only PNG, JPEG, WebP and GIF are opened (Pillow's other decoders are never
   tried on users' bytes);
 - the file is read whole into memory, so it is held to THUMBNAIL_MAX_BYTES,
-  reserved from MEMORY_BUDGET like an upload's part while it is held;
+  reserved from MEMORY_BUDGET like an upload's part while it is held; what
+  its decoding will hold (`decode_bytes`, from the header: a progressive
+  JPEG keeps all its coefficients at full size) is reserved too before it
+  starts, and an image whose decoding needs more than the whole budget is
+  refused;
 - the pixel count in the image's header is checked against
   THUMBNAIL_MAX_PIXELS before a single pixel is decoded: a 50 KB PNG that
   claims 100,000 x 100,000 pixels (a decompression bomb) is refused there.
@@ -74,24 +78,56 @@ _SLOT_WAIT_SECONDS = 30.0  # how long a thumbnail waits for a decoding slot befo
 _SCAN_MARKER = b"\xff\xda"  # SOS: in entropy-coded data an FF is always followed by 00 or RSTn
 
 
-def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
-    """A thumbnail of the image in `data`, at most `size` pixels on its longest side.
-
-    Raises NotAnImage for bytes that are not a PNG, JPEG, WebP or GIF that
-    decodes, ImageTooLarge for one of more than `max_pixels` pixels.
-    """
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image in `data`, its header read and checked, not one pixel decoded yet."""
     try:
         image = Image.open(io.BytesIO(data), formats=_DECODERS)
     except Image.DecompressionBombError:  # Pillow's own, far higher, limit
         raise ImageTooLarge("the image has too many pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise NotAnImage("the file is not a PNG, JPEG, WebP or GIF image") from None
-    with image:
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLarge(f"the image has {width} x {height} pixels; the limit is {max_pixels}")
+    if image.format == "JPEG" and data.count(_SCAN_MARKER) > _MAX_SCANS:
+        image.close()
+        raise ImageTooLarge(f"the image has more than {_MAX_SCANS} scans")
+    return image
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int) -> int:
+    """The memory that decoding the image in `data` into a thumbnail of `size` will take, from
+    its header alone (what `_make` reserves from the budget before it decodes).
+
+    A baseline JPEG is decoded at the draft scale (1/2, 1/4, 1/8) that still
+    covers `size`, so only that smaller picture is held. A progressive JPEG
+    is not: libjpeg keeps every DCT coefficient of the whole image, two bytes
+    each, per component, at full resolution, whatever the output scale (a
+    20-megapixel CMYK one holds 153 MiB; two at once were twice the bound,
+    issue 20 row 10). Other formats are decoded whole. Each picture is counted
+    twice: resizing and converting make a copy beside it.
+    """
+    with _open(data, max_pixels) as image:
         width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(f"the image has {width} x {height} pixels; the limit is {max_pixels}")
-        if image.format == "JPEG" and data.count(_SCAN_MARKER) > _MAX_SCANS:
-            raise ImageTooLarge(f"the image has more than {_MAX_SCANS} scans")
+        bands = max(len(image.getbands()), 1)
+        if image.format != "JPEG":
+            return width * height * max(bands, 4) * 2
+        scale = 1
+        while scale < 8 and width // (scale * 2) >= size and height // (scale * 2) >= size:
+            scale *= 2
+        picture = -(-width // scale) * -(-height // scale) * bands * 2
+        progressive = image.info.get("progressive") or image.info.get("progression")
+        return picture + (width * height * bands * 2 if progressive else 0)
+
+
+def render(data: bytes, size: int, image_format: str, max_pixels: int) -> bytes:
+    """A thumbnail of the image in `data`, at most `size` pixels on its longest side.
+
+    Raises NotAnImage for bytes that are not a PNG, JPEG, WebP or GIF that
+    decodes, ImageTooLarge for one of more than `max_pixels` pixels.
+    """
+    with _open(data, max_pixels) as image:
         try:
             image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             picture: Image.Image = image
@@ -207,10 +243,7 @@ class Thumbnails:
                     raise ImageTooLarge("the file changed while its thumbnail was made") from None
                 if response["ETag"] != etag:  # replaced since the HEAD: not the version asked for
                     raise FileChanged("the file changed while its thumbnail was made")
-                loop = asyncio.get_running_loop()
-                thumb = await loop.run_in_executor(
-                    self._executor, render, data, size, image_format, self.max_pixels
-                )
+                thumb = await self._render(uid, data, size, image_format)  # holding `length` too
                 del data
             finally:
                 self.budget.release(uid, length)
@@ -220,6 +253,26 @@ class Thumbnails:
             key, thumb, ContentType=THUMBNAIL_FORMATS[image_format], Metadata={_SOURCE_ETAG: etag}
         )
         return thumb, etag
+
+    async def _render(self, uid: str, data: bytes, size: int, image_format: str) -> bytes:
+        """Decode in a worker thread, once what the decode will hold is reserved from the
+        budget too (its header says how much): two bombs at once wait for each other."""
+        loop = asyncio.get_running_loop()
+        cost = await loop.run_in_executor(self._executor, decode_bytes, data, size, self.max_pixels)
+        if cost + len(data) > self.budget.limit:  # with the file's bytes, which it holds meanwhile
+            raise ImageTooLarge(
+                f"decoding the image needs {cost} bytes of memory; the budget is {self.budget.limit}"
+            )
+        try:
+            await self.budget.acquire(uid, cost, _MEMORY_WAIT_SECONDS)
+        except TimeoutError:
+            raise StorageBusy("no memory came free to make the thumbnail; try again later") from None
+        try:
+            return await loop.run_in_executor(
+                self._executor, render, data, size, image_format, self.max_pixels
+            )
+        finally:
+            self.budget.release(uid, cost)
 
     async def _cached(self, key: str) -> tuple[bytes, str] | None:
         try:

@@ -5,7 +5,7 @@ browser reaches the gateway process through tests/cutproxy.py, a TCP proxy
 that drops every connection once so many bytes have gone through and refuses
 new ones until it is restored: to the browser the network went away, to the
 gateway the client did. The gateway commits what arrived before the cut
-(storage/resumable.py), and the upload goes on from there.
+(storage/tus/), and the upload goes on from there.
 """
 
 from __future__ import annotations

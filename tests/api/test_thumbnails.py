@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import struct
 import time
 import zlib
 
+import aiohttp
 import pytest
 from PIL import Image
 
 from file_uploader.appkeys import STORAGE
-from file_uploader.storage.keys import MAX_NAME_BYTES, thumbnail_key, user_id
+from file_uploader.sizes import MiB
+from file_uploader.storage.keys import MAX_NAME_BYTES, REMOVED_ROOT, thumbnail_key, user_id
 
-from ..helpers import all_keys, metric, metric_samples, new_token
+from ..helpers import all_keys, metric, metric_samples, new_token, reset_peak, rss_bytes, run_gateway
 
 S3_CALLS = "file_uploader_s3_request_duration_seconds_count"
 
@@ -108,9 +111,9 @@ async def test_a_thumbnail_is_made_once_kept_in_s3_and_follows_its_file(client, 
     assert decoded(await response.read()).size == (128, 256)
     assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] >= made
     assert decoded(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).size == (128, 256)
-    # Deleted: its thumbnails too.
+    # Deleted: its thumbnails too. What stays is the delete's claim (landing.py), which gc clears.
     assert (await client.delete("/api/files/pics/a.png", headers=auth)).status == 204
-    assert all_keys(s3, bucket) == []
+    assert [key for key in all_keys(s3, bucket) if not key.startswith(REMOVED_ROOT)] == []
 
 
 def thumbnail_keys(s3, bucket: str, uid: str) -> list[str]:
@@ -296,3 +299,50 @@ async def test_inline_takes_the_same_yes_as_x_public_and_refuses_other_words(cli
     refused = await client.get("/api/files/a.png", params={"inline": "maybe"}, headers=auth)
     assert refused.status == 400
     assert (await refused.json())["error"]["code"] == "invalid_flag"
+
+
+def progressive_cmyk(width: int, height: int) -> bytes:
+    """A progressive CMYK JPEG: small on disk, but libjpeg holds all its coefficients at full
+    size (2 bytes x 4 components a pixel) whatever the scale it is decoded at."""
+    out = io.BytesIO()
+    Image.new("CMYK", (width, height), (10, 200, 30, 5)).save(out, format="JPEG", progressive=True)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.process
+async def test_two_thumbnails_of_a_progressive_cmyk_jpeg_at_once_are_decoded_one_after_the_other(
+    s3_url, bucket, tmp_path
+):
+    """Issue 20 row 10: each decode holds 153 MiB here; the budget has room for one, so the
+    second waits for the first instead of doubling the gateway's memory."""
+    bomb = progressive_cmyk(5000, 4000)
+    one_decode = 5000 * 4000 * 4 * 2
+    with run_gateway(s3_url, bucket, tmp_path, MEMORY_BUDGET=str(200 * MiB)) as base:
+        auth = {"X-Auth-Token": new_token()}
+        async with aiohttp.ClientSession(base) as session:
+            async with session.put("/api/files/big.jpg", data=bomb, headers=auth) as response:
+                assert response.status == 204
+            before = reset_peak(base.pid)
+
+            async def thumbnail(size: str) -> int:
+                url = "/api/files/big.jpg"
+                async with session.get(url, params={"thumbnail": size}, headers=auth) as response:
+                    await response.read()
+                    return response.status
+
+            assert await asyncio.gather(thumbnail("64"), thumbnail("512")) == [200, 200]
+            growth = rss_bytes(base.pid, "VmHWM") - before
+    print(f"two thumbnails at once: peak RSS +{growth / MiB:.0f} MiB (one decode {one_decode / MiB:.0f} MiB)")
+    assert growth < 1.5 * one_decode, f"the gateway grew by {growth / MiB:.0f} MiB"
+
+
+async def test_an_image_whose_decoding_needs_more_than_the_whole_budget_is_refused(
+    aiohttp_client, app_for, settings
+):
+    client = await aiohttp_client(await app_for(dataclasses.replace(settings, memory_budget=64 * MiB)))
+    auth = {"X-Auth-Token": new_token()}
+    await put(client, auth, "big.jpg", progressive_cmyk(4000, 3000))  # 92 MiB to decode
+    response = await client.get("/api/files/big.jpg", params={"thumbnail": "64"}, headers=auth)
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "image_too_large"

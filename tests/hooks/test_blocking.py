@@ -135,7 +135,9 @@ async def test_a_pre_create_refusal_reaches_curl_before_the_body_is_sent_and_not
     assert set(hook) >= {"id", "time"}
 
 
-async def test_a_pre_create_refusal_is_a_forms_files_answer_and_stores_nothing(gw, receiver, auth, s3, bucket):
+async def test_a_pre_create_refusal_is_a_forms_files_answer_and_stores_nothing(
+    gw, receiver, auth, s3, bucket
+):
     receiver.answers["pre-create"] = (415, {"message": "only images"})
     form = aiohttp.FormData()
     form.add_field("file", b"text", filename="notes.txt")
@@ -149,7 +151,9 @@ async def test_a_pre_create_refusal_is_a_forms_files_answer_and_stores_nothing(g
     assert receiver.hooks[0]["upload"] == "form" and receiver.hooks[0]["name"] == "notes.txt"
 
 
-async def test_a_pre_create_refusal_reaches_tuspy_and_creates_nothing(gw, receiver, auth, s3, bucket, tmp_path):
+async def test_a_pre_create_refusal_reaches_tuspy_and_creates_nothing(
+    gw, receiver, auth, s3, bucket, tmp_path
+):
     receiver.answers["pre-create"] = (403, {"message": "closed for uploads"})
     path = tmp_path / "big.bin"
     path.write_bytes(b"t" * 1000)

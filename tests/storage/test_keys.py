@@ -12,9 +12,11 @@ from file_uploader.sizes import (
     MIN_PART_SIZE,
     GiB,
     MiB,
+    PartPlan,
     format_size,
     parse_size,
     part_size_for,
+    parts_per_step,
 )
 from file_uploader.storage.keys import (
     MAX_NAME_BYTES,
@@ -109,6 +111,27 @@ def test_unknown_length_keeps_the_base_part_size_for_the_first_900_parts():
     assert part_size_for(None, 8 * MiB, 900) == 8 * MiB
     assert part_size_for(None, 8 * MiB, 901) == 16 * MiB
     assert part_size_for(None, 8 * MiB, MAX_PARTS) <= MAX_PART_SIZE
+
+
+@pytest.mark.parametrize(("max_parts", "step"), [(10_000, 900), (1_000, 90), (12, 2), (2, 1), (1, 1)])
+def test_a_smaller_part_count_doubles_after_the_same_share_of_its_parts(max_parts, step):
+    assert parts_per_step(max_parts) == step
+
+
+@pytest.mark.parametrize("max_parts", [1, 2, 1_000, 10_000])
+def test_a_plan_never_numbers_a_part_past_its_max_parts(max_parts):
+    plan = PartPlan(8 * MiB, max_parts)
+    capacity = plan.capacity(None)
+    assert capacity == sum(plan.size(None, n) for n in range(1, max_parts + 1))
+    for total in (1, 100 * MiB, 100 * GiB):
+        if total <= plan.capacity(total):
+            assert -(-total // plan.first(total)) <= max_parts
+
+
+def test_equal_parts_keep_one_size_for_a_body_of_unknown_length():
+    plan = PartPlan(8 * MiB, 1_000, equal=16 * MiB)
+    assert {plan.size(None, n) for n in range(1, 1_001)} == {16 * MiB}
+    assert plan.capacity(None) == 16_000 * MiB
 
 
 @pytest.mark.parametrize(
