@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, page, public, share, sign_in, tus, usage
+from .api import cors, files, forms, health, links, page, public, share, sign_in, tus, usage
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
@@ -70,8 +70,11 @@ ROUTES = [
     web.get(public.PUBLIC, public.list_public, allow_head=False),
     web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),
     # Share links: POST .../share matches no method of the file routes above.
-    web.post(share.SHARE, share.create_link),
-    web.get(share.SHARED, share.serve_link, name=share.SHARED_NAME, allow_head=False),
+    web.post(links.SHARE, links.create_link),
+    web.post(links.DOWNLOAD_LINK, links.create_download_link),  # the page's downloads: stateless
+    web.get(links.LINKS, links.list_links, allow_head=False),
+    web.delete(links.LINK, links.revoke_link),
+    web.get(links.SHARED, links.serve_link, name=links.SHARED_NAME, allow_head=False),
     # Resumable uploads (tus 1.0.0).
     *[
         route

@@ -12,7 +12,7 @@ import json
 import mimetypes
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
 from typing import Any
 
@@ -159,16 +159,32 @@ def _thumbnail_format(request: web.Request) -> str:
     return "webp" if "image/webp" in request.headers.get(hdrs.ACCEPT, "") else "jpeg"
 
 
+BeforeSend = Callable[[], Awaitable[None]]
+
+
 async def serve(
-    request: web.Request, key: str, name: str, *, if_match: str | None = None
+    request: web.Request,
+    key: str,
+    name: str,
+    *,
+    if_match: str | None = None,
+    before_send: BeforeSend | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """GET of a file by any route: its thumbnail with `?thumbnail=`, else its bytes, as an
-    attachment unless `?inline=1` asks for one of the types a browser may show."""
+    attachment unless `?inline=1` asks for one of the types a browser may show.
+
+    `before_send`: called once the file is found, before anything of it is sent, and may refuse
+    by raising (a share link takes one of its downloads there)."""
     size = _thumbnail_size(request)
     if size is None:
         inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
-        disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
-        return await send_file(request, key, name, if_match=if_match, headers=disposition)
+        disposition = {"Content-Disposition": content_disposition(name, inline=inline), **(headers or {})}
+        return await send_file(
+            request, key, name, if_match=if_match, headers=disposition, before_send=before_send
+        )
+    if before_send is not None:
+        await before_send()
     image_format = _thumbnail_format(request)
     thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format, version=if_match)
     base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
@@ -181,6 +197,7 @@ async def serve(
             hdrs.VARY: "Accept",
             hdrs.CACHE_CONTROL: "no-cache",
             "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
         },
     )
 
@@ -380,6 +397,7 @@ async def send_file(
     *,
     if_match: str | None = None,
     headers: dict[str, str] | None = None,
+    before_send: BeforeSend | None = None,
 ) -> web.StreamResponse:
     """Stream the object at `key` (or the request's Range of it) as the response.
 
@@ -390,6 +408,8 @@ async def send_file(
     async with await request.app[STORAGE].files.open(key, _byte_range(request)) as download:
         if if_match is not None and download.info.etag != if_match:
             raise _changed()
+        if before_send is not None:
+            await before_send()
         response = web.StreamResponse(headers={**_file_headers(name, download.info), **(headers or {})})
         if download.content_range:
             response.set_status(206)

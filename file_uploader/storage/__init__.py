@@ -16,6 +16,8 @@
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
+    links.py      share links as records: expiry, password, download limit, revocation
+    passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
 """
@@ -46,7 +48,9 @@ from .events import Events
 from .files import Files
 from .landing import Landing
 from .library import Library
+from .links import Links
 from .parts import PartPipeline
+from .passwords import Passwords
 from .probe import UNPROBED, Capabilities, Decision, choose, probe
 from .quotas import Quotas
 from .thumbnails import Thumbnails
@@ -108,6 +112,8 @@ class Storage:
             quotas=self.quotas,
             landing=self.landing,
         )
+        self.passwords = Passwords()
+        self.links = Links(s3, self.passwords)
         self._settings = settings
         self._known = known
         # What the write probe found S3 to enforce: every finding False until
