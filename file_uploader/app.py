@@ -101,7 +101,7 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
     """
     async with open_storage(app[SETTINGS], known=app.get(KNOWN_S3)) as storage:
         try:
-            await storage.ensure_ready()
+            await storage.readiness.ensure_ready()
         except StorageFailure as exc:
             log.warning("S3 at %s is not usable yet: %s", app[SETTINGS].s3_where(), exc)
         app[STORAGE] = storage

@@ -174,7 +174,7 @@ class Completion:
         if listed[last]["Size"] < MIN_PART_SIZE:
             if tail is None or tail.size != listed[last]["Size"]:
                 raise StorageError("the upload's last part is not at hand to complete it past stray parts")
-            padded = Part(self.pipeline, upload.user, spool=False)
+            padded = self.pipeline.new_part(upload.user)
             try:
                 body = tail.body()
                 await padded.add(body if isinstance(body, bytes) else body.read())
