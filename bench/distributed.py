@@ -2,7 +2,7 @@
 a SeaweedFS cluster (devtools/seaweed.py: three volume servers, replication 001), beside a
 client that writes to the cluster itself (boto3's managed upload, same part size) in the same run.
 
-    .venv/bin/python bench/distributed.py      # BENCH_FILES=24 BENCH_SIZE=32MiB BENCH_CONCURRENCY=8
+    .venv/bin/python bench/distributed.py      # BENCH_FILES=16 BENCH_SIZE=32MiB BENCH_CONCURRENCY=8
 
 Every process (the cluster's six, the gateways, this client) shares the machine: on the 2-core
 build machine the figures say what the gateway costs next to the engine, not what either
@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ from devtools.seaweed import running_seaweed  # noqa: E402
 from file_uploader.sizes import MiB, parse_size  # noqa: E402
 from tests.helpers import run_gateway  # noqa: E402
 
-FILES = int(os.environ.get("BENCH_FILES", "24"))
+FILES = int(os.environ.get("BENCH_FILES", "16"))
 SIZE = parse_size(os.environ.get("BENCH_SIZE", "32MiB"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 PART = 8 * MiB
@@ -91,7 +92,11 @@ def main() -> None:
                 ]
                 urls = [str(gateway) for gateway in gateways]
                 seconds = asyncio.run(through_gateways(urls, data))
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="files/"):
+                for item in page.get("Contents", []):  # room for the next row (the volumes are small)
+                    client.delete_object(Bucket="bench", Key=item["Key"])
             rows.append((f"{count} gateway process{'es' if count > 1 else ''}", seconds))
+    shutil.rmtree(workdir)  # the cluster's volumes: gigabytes
     print(f"{FILES} uploads of {SIZE // MiB} MiB, {CONCURRENCY} at a time, SeaweedFS 3 volume servers (001)")
     print(f"{'':40} {'seconds':>8} {'MB/s':>8}")
     for name, seconds in rows:
