@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, page, public, share, sign_in, tus, usage
+from .api import cors, files, forms, health, links, page, public, share, sign_in, tus, usage
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .appkeys import BLOCKING_HOOKS, IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
 from .hooks import webhooks
+from .hooks.blocking import BlockingHooks
 from .identity import Identities
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
@@ -69,8 +70,11 @@ ROUTES = [
     web.get(public.PUBLIC, public.list_public, allow_head=False),
     web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),
     # Share links: POST .../share matches no method of the file routes above.
-    web.post(share.SHARE, share.create_link),
-    web.get(share.SHARED, share.serve_link, name=share.SHARED_NAME, allow_head=False),
+    web.post(links.SHARE, links.create_link),
+    web.post(links.DOWNLOAD_LINK, links.create_download_link),  # the page's downloads: stateless
+    web.get(links.LINKS, links.list_links, allow_head=False),
+    web.delete(links.LINK, links.revoke_link),
+    web.get(links.SHARED, links.serve_link, name=links.SHARED_NAME, allow_head=False),
     # Resumable uploads (tus 1.0.0).
     *[
         route
@@ -97,7 +101,7 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
     """
     async with open_storage(app[SETTINGS], known=app.get(KNOWN_S3)) as storage:
         try:
-            await storage.ensure_ready()
+            await storage.readiness.ensure_ready()
         except StorageFailure as exc:
             log.warning("S3 at %s is not usable yet: %s", app[SETTINGS].s3_where(), exc)
         app[STORAGE] = storage
@@ -132,6 +136,24 @@ async def identities_context(app: web.Application) -> AsyncIterator[None]:
         await identities.close()
 
 
+async def blocking_hooks_context(app: web.Application) -> AsyncIterator[None]:
+    """With HOOK_URL: this process's sender of the pre-create and pre-finish hooks."""
+    settings = app[SETTINGS]
+    if not settings.hook_url or not settings.hook_secret:
+        yield
+        return
+    app[BLOCKING_HOOKS] = hooks = BlockingHooks(
+        settings.hook_url,
+        settings.hook_secret.encode(),
+        seconds=settings.hook_timeout,
+        fail_open=settings.hook_fail_open,
+    )
+    try:
+        yield
+    finally:
+        await hooks.close()
+
+
 async def create_app(
     settings: Settings | None = None, *, known_s3: Capabilities | None = None
 ) -> web.Application:
@@ -149,6 +171,7 @@ async def create_app(
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(identities_context)
+    app.cleanup_ctx.append(blocking_hooks_context)
     app.cleanup_ctx.append(storage_context)
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)

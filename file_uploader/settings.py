@@ -11,6 +11,8 @@ that uses it, with the reason for its value (sizes.py, and the modules).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -46,6 +48,9 @@ S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
 # What the gateway does when the probe finds that S3 does not verify
 # S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
 S3_CHECKSUM_FALLBACKS = ("md5", "warn")
+# What S3_SSE may name (storage/encryption.py says what each sends on which call).
+S3_SSE_MODES = ("none", "sse-s3", "sse-kms", "sse-c")
+SSE_C_KEY_BYTES = 32  # S3: SSE-C is AES-256, so its key is 256 bits
 
 
 class SettingsError(ValueError):
@@ -64,6 +69,17 @@ def _size(name: str, value: str) -> int:
         return parse_size(value)
     except ValueError as exc:
         raise SettingsError(f"{name}: {exc}") from None
+
+
+def _customer_key(name: str, value: str) -> bytes:
+    """The base64 of 32 bytes (`openssl rand -base64 32`). An error never shows the value: a secret."""
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{name} is not base64 (make one with: openssl rand -base64 32)") from None
+    if len(key) != SSE_C_KEY_BYTES:
+        raise SettingsError(f"{name} must be {SSE_C_KEY_BYTES} bytes once base64-decoded, got {len(key)}")
+    return key
 
 
 def _usable_cpus() -> int:
@@ -400,6 +416,31 @@ class Settings:
         example="100GiB",
     )
 
+    s3_sse: str = setting(
+        S3,
+        "Server-side encryption asked for on every object the gateway writes: none (the bucket's "
+        "default applies), sse-s3 (S3's own keys), sse-kms (with S3_SSE_KMS_KEY_ID) or sse-c (the key "
+        "S3_SSE_C_KEY, sent on every write and read, copies, HEAD and thumbnails included; S3 keeps only "
+        "its MD5, so a lost key is lost files) (docs/s3-engines.md).",
+        _one_of(S3_SSE_MODES),
+        default="none",
+    )
+    s3_sse_kms_key_id: str | None = setting(
+        S3,
+        "With S3_SSE=sse-kms: the KMS key's id, ARN or alias. Unset: the account's AWS-managed key.",
+        default=None,
+        example="arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    s3_sse_c_key: bytes | None = setting(
+        S3,
+        "With S3_SSE=sse-c: the customer key, 32 random bytes in base64 (openssl rand -base64 32). The "
+        "same on every process, and never changed: files written with one key cannot be read with another.",
+        _customer_key,
+        default=None,
+        secret=True,
+        example="",
+    )
+
     # --- HTTP ---
     host: str = setting(HTTP, "Address to listen on.", _host, default="0.0.0.0")
     port: int = setting(HTTP, "Port to listen on (1-65535).", parse_port, default=8080)
@@ -620,10 +661,33 @@ class Settings:
         secret=True,
         example="https://app.example.com/internal/file-uploader/auth",
     )
+    hook_url: str | None = setting(
+        AUTH,
+        "The blocking hooks: a signed POST before an upload's body is read (pre-create: may refuse it, "
+        "or lower its size limit) and before the file is stored (pre-finish: may refuse it), for PUT, "
+        "forms and tus (docs/identity-and-hooks.md).",
+        _http_url,
+        default=None,
+        secret=True,
+        example="https://app.example.com/internal/file-uploader/hooks",
+    )
+    hook_timeout: float = setting(
+        AUTH,
+        "Seconds HOOK_URL gets to answer, connecting included; no answer in time is HOOK_FAIL_OPEN's case.",
+        _seconds(0.1),
+        default=10.0,
+    )
+    hook_fail_open: bool = setting(
+        AUTH,
+        "What an upload gets when HOOK_URL does not answer in time, cannot be reached or answers neither "
+        "2xx nor 4xx: 0 refuses it (503 hook_unavailable), 1 lets it through as if allowed (logged).",
+        _bool,
+        default=False,
+    )
     hook_secret: str | None = setting(
         AUTH,
         "Key of the X-Hook-Signature header (sha256=<hex HMAC-SHA256 of the body>) of what the gateway "
-        "POSTs to AUTH_HOOK_URL; required with it.",
+        "POSTs to AUTH_HOOK_URL and HOOK_URL; required with either.",
         default=None,
         secret=True,
         example="",
@@ -656,15 +720,26 @@ class Settings:
                 "S3_EQUAL_PARTS_MAX_FILE_SIZE cannot be more than S3_MAX_PARTS parts of 5 GiB (S3's "
                 f"largest part) hold: {format_size(self.s3_max_parts * MAX_PART_SIZE)}"
             )
+        self._check_encryption()
         if self.memory_budget < self.part_size:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
         self._check_identity()
 
+    def _check_encryption(self) -> None:
+        if self.s3_sse not in S3_SSE_MODES:
+            raise SettingsError(f"S3_SSE must be one of {', '.join(S3_SSE_MODES)}, got {self.s3_sse!r}")
+        if (self.s3_sse == "sse-c") != (self.s3_sse_c_key is not None):
+            raise SettingsError("S3_SSE=sse-c and S3_SSE_C_KEY go together: the one needs the other")
+        if self.s3_sse_kms_key_id and self.s3_sse != "sse-kms":
+            raise SettingsError("S3_SSE_KMS_KEY_ID is for S3_SSE=sse-kms only")
+
     def _check_identity(self) -> None:
         if self.auth_hook_url and not self.hook_secret:
             raise SettingsError("AUTH_HOOK_URL needs HOOK_SECRET: every question to it is signed with it")
+        if self.hook_url and not self.hook_secret:
+            raise SettingsError("HOOK_URL needs HOOK_SECRET: every hook it gets is signed with it")
         if (self.auth_jwks_url or self.auth_issuer) and not self.auth_audience:
             raise SettingsError(
                 "AUTH_JWKS_URL and AUTH_ISSUER need AUTH_AUDIENCE: without it, any token the provider "

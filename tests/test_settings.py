@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import os
 import re
@@ -72,7 +73,14 @@ def test_the_operations_guide_table_is_generated_from_the_current_settings():
 
 
 # Issue 25's settings, for the engines' own rules (docs/s3-engines.md): each name a contract.
-ENGINE_RULES = {"s3_max_parts", "s3_equal_parts", "s3_equal_parts_max_file_size"}
+ENGINE_RULES = {
+    "s3_max_parts",
+    "s3_equal_parts",
+    "s3_equal_parts_max_file_size",
+    "s3_sse",
+    "s3_sse_kms_key_id",
+    "s3_sse_c_key",
+}
 
 
 def test_there_are_32_settings_in_the_four_groups_of_issue_19_and_those_of_identity_beside():
@@ -80,7 +88,7 @@ def test_there_are_32_settings_in_the_four_groups_of_issue_19_and_those_of_ident
         field.metadata["group"] for field in FIELDS if field.name not in ENGINE_RULES
     )
     assert sum(counts[group] for group in GROUPS if group != AUTH) == 32
-    assert counts[AUTH] == 8  # issue 24's names, each a contract
+    assert counts[AUTH] == 11  # issue 24's names, each a contract, and HOOK_TIMEOUT, HOOK_FAIL_OPEN
     assert set(counts) == set(GROUPS)
     assert all(field.metadata["doc"] for field in FIELDS)
 
@@ -104,6 +112,31 @@ def test_equal_parts_take_their_size_from_the_largest_file_expected():
     assert plan.capacity(None) >= 100 * 1024**3
     with pytest.raises(SettingsError, match="S3_EQUAL_PARTS_MAX_FILE_SIZE"):
         Settings.from_env({**env, "S3_EQUAL_PARTS_MAX_FILE_SIZE": "5001GiB"})
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"S3_SSE": "sse-c"}, "S3_SSE=sse-c and S3_SSE_C_KEY go together"),
+        ({"S3_SSE_C_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, "go together"),
+        ({"S3_SSE": "sse-c", "S3_SSE_C_KEY": "c2hvcnQ="}, "32 bytes once base64-decoded, got 5"),
+        ({"S3_SSE": "sse-c", "S3_SSE_C_KEY": "not base64!"}, "S3_SSE_C_KEY is not base64"),
+        ({"S3_SSE_KMS_KEY_ID": "alias/files"}, "S3_SSE_KMS_KEY_ID is for S3_SSE=sse-kms only"),
+        ({"S3_SSE": "aes"}, "S3_SSE must be one of none, sse-s3, sse-kms, sse-c"),
+    ],
+)
+def test_encryption_settings_that_cannot_work_stop_startup_without_echoing_the_key(env, said):
+    with pytest.raises(SettingsError, match=re.escape(said)) as refused:
+        Settings.from_env({"S3_BUCKET": "b", **env})
+    assert "c2hvcnQ" not in str(refused.value) and "not base64!" not in str(refused.value)
+
+
+def test_the_customer_key_is_kept_as_its_32_bytes_and_out_of_the_repr():
+    key = bytes(range(32))
+    env = {"S3_BUCKET": "b", "S3_SSE": "sse-c", "S3_SSE_C_KEY": base64.b64encode(key).decode()}
+    settings = Settings.from_env(env)
+    assert settings.s3_sse_c_key == key
+    assert "s3_sse_c_key" not in repr(settings)
 
 
 def test_bucket_is_still_accepted_for_s3_bucket():

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT
+from ..hooks.blocking import HookRefused, HookUnavailable
 from ..storage import errors as storage
 from .access import route_of
 
@@ -99,6 +100,10 @@ FOLDER_NOT_RECURSIVE = Error(
 INVALID_EXPIRY = Error(
     400, "invalid_expiry", "expires_in must be a whole number of seconds from 1 to {maximum}"
 )
+INVALID_MAX_DOWNLOADS = Error(
+    400, "invalid_max_downloads", "max_downloads must be a whole number from 1 to {maximum}, or null"
+)
+INVALID_PASSWORD = Error(400, "invalid_password", "password must be text of 1 to {maximum} bytes, or null")
 INVALID_HEADER = Error(400, "invalid_header", "{header} must be a non-negative integer of at most 19 digits")
 INVALID_LENGTH = Error(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
 MISSING_OFFSET = Error(400, "missing_offset", "send Upload-Offset")
@@ -114,6 +119,13 @@ MISSING_TOKEN = Error(401, "missing_token", "send your token in the {where}", _C
 # challenge instead (BEARER_CHALLENGE).
 INVALID_TOKEN = Error(401, "invalid_token", "{credential} {problem}", _CHALLENGE)
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="file_uploader", error="invalid_token"'}
+# A link's password is the password of HTTP Basic authentication: the challenge makes a browser ask.
+PASSWORD_REQUIRED = Error(
+    401,
+    "password_required",
+    "this link needs its password, as the password of HTTP Basic authentication (curl -u :PASSWORD)",
+    {"WWW-Authenticate": 'Basic realm="shared link", charset="UTF-8"'},
+)
 ORIGIN_NOT_ALLOWED = Error(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
 INVALID_LINK = Error(403, "invalid_link", "this share link is not valid")
 MODIFY_FINAL = Error(403, "modify_final", "{detail}")
@@ -123,6 +135,7 @@ BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} secon
 OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
 LINK_EXPIRED = Error(410, "link_expired", "this share link has expired")
+LINK_USED_UP = Error(410, "link_used_up", "{detail}")
 FILE_CHANGED = Error(410, "file_changed", "{detail}")
 UPLOAD_EXPIRED = Error(410, "upload_expired", "{detail}")
 UNSUPPORTED_TUS_VERSION = Error(412, "unsupported_tus_version", "send Tus-Resumable: {version}")
@@ -137,12 +150,17 @@ EXPECTATION_FAILED = Error(417, "expectation_failed", "unknown Expect: {expect}"
 IMAGE_TOO_LARGE = Error(422, "image_too_large", "{detail}")
 UPLOAD_LOCKED = Error(423, "upload_locked", "{detail}", _RETRY)
 TOO_MANY_UPLOADS = Error(429, "too_many_uploads", "{detail}", _RETRY)
+LINK_BLOCKED = Error(429, "link_blocked", "{detail}")
 CHECKSUM_MISMATCH_ERROR = Error(CHECKSUM_MISMATCH, "checksum_mismatch", "{detail}")
 INTERNAL_ERROR = Error(500, "internal_error", "internal server error")
 STORAGE_ERROR = Error(502, "storage_error", "{detail}")
 BUSY = Error(503, "busy", "{detail}", _RETRY)
 STORAGE_UNAVAILABLE = Error(503, "storage_unavailable", "{detail}", _RETRY)
 NOT_READY = Error(503, "not_ready", "{detail}")
+# HOOK_URL refused the upload: the status is the hook's own 4xx (403 here is only the default).
+HOOK_REFUSED = Error(403, "hook_refused", "{detail}")
+# HOOK_URL did not answer usably in time, and HOOK_FAIL_OPEN is off.
+HOOK_UNAVAILABLE = Error(503, "hook_unavailable", "{detail}", _RETRY)
 # The provider's keys or the auth callback could not be had: refused, never let through.
 AUTH_UNAVAILABLE = Error(503, "auth_unavailable", "{detail}", _RETRY)
 
@@ -168,6 +186,11 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.NotAnImage: NOT_AN_IMAGE,
     storage.ImageTooLarge: IMAGE_TOO_LARGE,
     storage.FileChanged: FILE_CHANGED,
+    storage.LinkNotFound: NOT_FOUND,
+    storage.LinkExpired: LINK_EXPIRED,
+    storage.LinkUsedUp: LINK_USED_UP,
+    storage.PasswordRequired: PASSWORD_REQUIRED,
+    storage.LinkBlocked: LINK_BLOCKED,
     storage.UploadLocked: UPLOAD_LOCKED,
     storage.UploadConflict: UPLOAD_CONFLICT,
     storage.PreconditionFailed: UPLOAD_CONFLICT,
@@ -190,11 +213,17 @@ def as_api_error(exc: Exception) -> ApiError:
     """The ApiError for `exc`; anything unforeseen becomes a bare 500."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, HookRefused):
+        return ApiError(exc.status, HOOK_REFUSED.code, exc.message)
+    if isinstance(exc, HookUnavailable):
+        return HOOK_UNAVAILABLE(detail=exc)
     for kind, entry in STORAGE_ERRORS.items():
         if isinstance(exc, kind):
             error = entry(detail=exc)
             if isinstance(exc, storage.RangeNotSatisfiable):
                 error.headers["Content-Range"] = f"bytes */{exc.size}"
+            if isinstance(exc, storage.LinkBlocked):
+                error.headers["Retry-After"] = str(max(1, round(exc.seconds)))
             return error
     if isinstance(exc, web.HTTPException):
         # The router's own 404 and 405, and any other aiohttp refusal.

@@ -12,7 +12,7 @@ import json
 import mimetypes
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
 from typing import Any
 
@@ -27,8 +27,9 @@ from ..storage.errors import InvalidName
 from ..storage.files import Download, FolderPage, ObjectInfo
 from ..storage.keys import MAX_NAME_BYTES, file_key, user_prefix, validate_folder
 from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
+from . import hooked
 from .auth import authenticate
-from .body import declared_length, expect_body, read_body
+from .body import declared_length, expect_body, file_too_large, read_body
 from .digests import expected_digests, verified
 from .errors import (
     FILE_CHANGED,
@@ -158,16 +159,32 @@ def _thumbnail_format(request: web.Request) -> str:
     return "webp" if "image/webp" in request.headers.get(hdrs.ACCEPT, "") else "jpeg"
 
 
+BeforeSend = Callable[[], Awaitable[None]]
+
+
 async def serve(
-    request: web.Request, key: str, name: str, *, if_match: str | None = None
+    request: web.Request,
+    key: str,
+    name: str,
+    *,
+    if_match: str | None = None,
+    before_send: BeforeSend | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """GET of a file by any route: its thumbnail with `?thumbnail=`, else its bytes, as an
-    attachment unless `?inline=1` asks for one of the types a browser may show."""
+    attachment unless `?inline=1` asks for one of the types a browser may show.
+
+    `before_send`: called once the file is found, before anything of it is sent, and may refuse
+    by raising (a share link takes one of its downloads there)."""
     size = _thumbnail_size(request)
     if size is None:
         inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
-        disposition = {"Content-Disposition": content_disposition(name, inline=inline)}
-        return await send_file(request, key, name, if_match=if_match, headers=disposition)
+        disposition = {"Content-Disposition": content_disposition(name, inline=inline), **(headers or {})}
+        return await send_file(
+            request, key, name, if_match=if_match, headers=disposition, before_send=before_send
+        )
+    if before_send is not None:
+        await before_send()
     image_format = _thumbnail_format(request)
     thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format, version=if_match)
     base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
@@ -180,6 +197,7 @@ async def serve(
             hdrs.VARY: "Accept",
             hdrs.CACHE_CONTROL: "no-cache",
             "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
         },
     )
 
@@ -214,6 +232,12 @@ async def _check_upload(request: web.Request) -> None:
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     storage = request.app[STORAGE]
     await storage.admit(request[USER_ID], key, size)
+    _within(size, hooked.limit(request, await hooked.pre_create(request, decode_name(request), size, "put")))
+
+
+def _within(size: int | None, most: int) -> None:
+    if size is not None and size > most:
+        raise file_too_large(most)
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:
@@ -319,9 +343,17 @@ async def put_file(request: web.Request) -> web.Response:
     name = decode_name(request)
     size = declared_length(request, request.app[SETTINGS])
     public = public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
-    body = verified(read_body(request), expected_digests(request.headers))
+    most = hooked.limit(request, await hooked.pre_create(request, name, size, "put"))
+    _within(size, most)
+    body = verified(read_body(request, most), expected_digests(request.headers))
     await request.app[STORAGE].files.put(
-        request[USER_ID], _key(request), body, size=size, content_type=content_type(name), public=public
+        request[USER_ID],
+        _key(request),
+        body,
+        size=size,
+        content_type=content_type(name),
+        public=public,
+        finish=hooked.pre_finish(request, name, "put"),
     )
     return web.Response(status=204)
 
@@ -365,6 +397,7 @@ async def send_file(
     *,
     if_match: str | None = None,
     headers: dict[str, str] | None = None,
+    before_send: BeforeSend | None = None,
 ) -> web.StreamResponse:
     """Stream the object at `key` (or the request's Range of it) as the response.
 
@@ -375,6 +408,8 @@ async def send_file(
     async with await request.app[STORAGE].files.open(key, _byte_range(request)) as download:
         if if_match is not None and download.info.etag != if_match:
             raise _changed()
+        if before_send is not None:
+            await before_send()
         response = web.StreamResponse(headers={**_file_headers(name, download.info), **(headers or {})})
         if download.content_range:
             response.set_status(206)

@@ -1,9 +1,15 @@
-"""Share links: `POST /api/files/{name}/share` signs a link, `GET /s/{link}` serves it.
+"""Stateless share links, as the gateway made them before links were records (links.py).
 
-A link carries its own state, so the gateway stores nothing: the file's S3 key,
-its ETag when the link was made and the expiry, signed with HMAC-SHA256 under
-SHARE_SECRET. Binding the ETag means the link stops working when the file is
-replaced or deleted. The key holds the one-way user id, never the token.
+Such a link carries its own state: the file's S3 key, its ETag when the link
+was made and the expiry, signed with HMAC-SHA256 under SHARE_SECRET. Binding
+the ETag means the link stops working when the file is replaced or deleted.
+The key holds the one-way user id, never the token.
+
+No new ones are made: `POST /api/files/{name}/share` now makes a record
+(links.py). Those already handed out are served here until their own expiry
+(SHARE_MAX_SECONDS at most, a week by default), as long as SHARE_SECRET is
+kept: taking them back early is what rotating SHARE_SECRET still does.
+`/s/<link>` tells the two apart by the '.' only these have.
 """
 
 from __future__ import annotations
@@ -20,21 +26,16 @@ import time
 
 from aiohttp import web
 
-from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
-from ..formats import iso8601
+from ..appkeys import SHARE_KEY
 from ..settings import Settings
-from ..storage.keys import FILES_ROOT, file_key
-from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_LINK, LINK_EXPIRED
-from .files import FILE, decode_name, serve
-from .proxies import absolute_url
+from ..storage.keys import FILES_ROOT
+from .errors import INVALID_LINK, LINK_EXPIRED
+from .files import serve
 
 log = logging.getLogger(__name__)
 
-SHARE = FILE + "/share"
 SHARED = "/s/{link}"
 SHARED_NAME = "shared"  # the route's name, to build links with
-DEFAULT_SHARE_SECONDS = 3600  # what a link lives when the request does not say
-_SHARE_SUFFIX = "/share"
 
 
 def _b64(data: bytes) -> str:
@@ -75,38 +76,6 @@ def verify(secret: bytes, link: str) -> tuple[str, str, int]:
         raise forged
     fields = json.loads(payload)  # signed by us, so well-formed
     return fields["k"], fields["t"], fields["e"]
-
-
-async def _expires_in(request: web.Request, maximum: int) -> int:
-    value: object = request.query.get("expires_in")
-    if value is None and request.body_exists:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise INVALID_BODY(example='{"expires_in": 3600}') from None
-        value = body.get("expires_in") if isinstance(body, dict) else None
-    if value is None:
-        return min(DEFAULT_SHARE_SECONDS, maximum)
-    try:
-        # A whole number, as JSON or query text; 3600.0 is one too, 1e400 (inf) and 1.5 are not.
-        number = float(value) if isinstance(value, float) else int(value)  # type: ignore[call-overload]
-        seconds = int(number) if number == int(number) else 0
-    except (TypeError, ValueError, OverflowError):
-        seconds = 0
-    if isinstance(value, bool) or not 1 <= seconds <= maximum:
-        raise INVALID_EXPIRY(maximum=maximum)
-    return seconds
-
-
-async def create_link(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    seconds = await _expires_in(request, settings.share_max_seconds)
-    key = file_key(request[USER_ID], decode_name(request, _SHARE_SUFFIX))
-    info = await request.app[STORAGE].files.stat(key)
-    expires = int(time.time()) + seconds
-    link = sign(request.app[SHARE_KEY], key, info.etag, expires)
-    url = absolute_url(request, str(request.app.router[SHARED_NAME].url_for(link=link)))
-    return web.json_response({"url": url, "expires_at": iso8601(expires), "expires_in": seconds})
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:

@@ -260,11 +260,45 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
 
 
 async def share(client: Client, args: argparse.Namespace) -> int:
-    body = {"expires_in": args.expires} if args.expires else None
-    response = await client.request("POST", client.file_url(args.name, "/share"), json=body)
+    body: dict[str, object] = {}
+    if args.expires:
+        body["expires_in"] = args.expires
+    if args.password:
+        body["password"] = args.password
+    if args.max_downloads:
+        body["max_downloads"] = args.max_downloads
+    response = await client.request("POST", client.file_url(args.name, "/share"), json=body or None)
     link = await response.json()
     print(link["url"])
-    err.print(f"expires {link['expires_at']}")
+    limits = [f"expires {link['expires_at']}"] if link.get("expires_at") else []
+    if link.get("max_downloads"):
+        limits.append(f"{link['max_downloads']} downloads")
+    if link.get("password"):
+        limits.append("password protected")
+    err.print(f"link {link.get('id', '')}: {', '.join(limits) or 'no limits'}", markup=False, highlight=False)
+    return 0
+
+
+async def links(client: Client, args: argparse.Namespace) -> int:
+    """The user's share links: id, downloads (of the limit), expiry, name, URL."""
+    response = await client.request("GET", URL(f"{client.base}/api/links"))
+    found = await response.json()
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    for link in found:
+        used = f"{link['downloads']}/{link['max_downloads'] or '-'}"
+        state = "expired" if link.get("expired") else ("used up" if link.get("used_up") else "")
+        print(
+            "\t".join([link["id"], used, link["expires_at"] or "never", state, link["name"], link["url"]]),
+        )
+    return 0
+
+
+async def revoke(client: Client, args: argparse.Namespace) -> int:
+    for link_id in args.ids:
+        (await client.request("DELETE", URL(f"{client.base}/api/links/{link_id}"))).release()
+        err.print(f"revoked {link_id}", markup=False, highlight=False)
     return 0
 
 
@@ -330,7 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--expires", type=parse_duration, metavar="TIME", help="lifetime: 90s, 10m, 1h (default), 7d"
     )
+    command.add_argument("--password", help="the password the link asks for (curl -u :PASSWORD)")
+    command.add_argument("--max-downloads", type=int, metavar="N", help="the link serves N downloads")
     command.set_defaults(run=share)
+    command = commands.add_parser("links", help="list your share links and how often each was used")
+    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
+    command.set_defaults(run=links)
+    command = commands.add_parser("revoke", help="revoke share links (by id, from `links`)")
+    command.add_argument("ids", nargs="+", metavar="ID")
+    command.set_defaults(run=revoke)
     command = commands.add_parser("usage", help="what you store, against your quota")
     command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
     command.set_defaults(run=usage)

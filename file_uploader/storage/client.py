@@ -53,6 +53,7 @@ from botocore.handlers import convert_body_to_file_like_object
 from ..ops import metrics
 from ..settings import Settings
 from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS, format_size
+from .encryption import NO_ENCRYPTION, Encryption
 from .errors import (
     FileNotFound,
     PartsChanged,
@@ -283,9 +284,22 @@ class OpenObject:
 class S3:
     """One bucket, through the calls the gateway makes. `client` is an aiobotocore S3 client."""
 
-    def __init__(self, client: Any, bucket: str, lanes: Lanes, *, conditional_writes: bool = True) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        lanes: Lanes,
+        *,
+        conditional_writes: bool = True,
+        encryption: Encryption = NO_ENCRYPTION,
+    ) -> None:
         self._client = client
         self.bucket = bucket
+        # S3_SSE: added here to every call that makes or reads an object (encryption.py), so
+        # that no caller can leave it out.
+        self.encryption = encryption
+        self._create = encryption.create()
+        self._use = encryption.use()
         self.lanes = lanes
         self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
         self._conditions_honoured = True  # until the probe finds otherwise
@@ -339,11 +353,13 @@ class S3:
         """PutObject; `params` are botocore's (ContentType, Metadata, a checksum, conditions)."""
         async with self.lanes.hold(lane):
             with translated("PutObject"):
-                return await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
+                return await self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, **self._create, **params
+                )
 
     async def open_object(self, key: str, byte_range: str | None = None) -> OpenObject:
         """Start a GetObject for a client's download; close() the result to give its connection back."""
-        request = {"Bucket": self.bucket, "Key": key}
+        request = {"Bucket": self.bucket, "Key": key, **self._use}
         if byte_range:
             request["Range"] = byte_range
         await self.lanes.take(Lane.DOWNLOAD)
@@ -363,7 +379,7 @@ class S3:
             request["Range"] = byte_range
         async with self.lanes.hold(Lane.UPLOAD):
             with translated("GetObject"):
-                body = (await self._client.get_object(**request))["Body"]
+                body = (await self._client.get_object(**request, **self._use))["Body"]
             try:
                 with translated("GetObject"):
                     async for chunk, _ in body.raw_stream.content.iter_chunks():
@@ -379,7 +395,7 @@ class S3:
         """A small object's bytes (state objects, locks) and its ETag, for a compare-and-swap."""
         async with self.lanes.hold(Lane.SHORT):
             with translated("GetObject"):
-                response = await self._client.get_object(Bucket=self.bucket, Key=key)
+                response = await self._client.get_object(Bucket=self.bucket, Key=key, **self._use)
                 async with response["Body"] as body:
                     return await body.read(), response["ETag"]
 
@@ -388,7 +404,7 @@ class S3:
         TooLarge as soon as it runs past `limit` bytes."""
         async with self.lanes.hold(Lane.SHORT):
             with translated("GetObject"):
-                response = await self._client.get_object(Bucket=self.bucket, Key=key)
+                response = await self._client.get_object(Bucket=self.bucket, Key=key, **self._use)
             body = response.pop("Body")
             pieces: list[bytes] = []
             size = 0
@@ -406,7 +422,7 @@ class S3:
     async def head_object(self, key: str) -> dict[str, Any]:
         async with self.lanes.hold(Lane.SHORT):
             with translated("HeadObject"):
-                return await self._client.head_object(Bucket=self.bucket, Key=key)
+                return await self._client.head_object(Bucket=self.bucket, Key=key, **self._use)
 
     async def delete_object(self, key: str) -> None:
         async with self.lanes.hold(Lane.SHORT):
@@ -502,7 +518,9 @@ class S3:
         """Start a multipart upload; its UploadId."""
         async with self.lanes.hold(Lane.SHORT):
             with translated("CreateMultipartUpload"):
-                created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **params)
+                created = await self._client.create_multipart_upload(
+                    Bucket=self.bucket, Key=key, **self._create, **params
+                )
         return created["UploadId"]
 
     async def upload_part(
@@ -512,7 +530,13 @@ class S3:
         async with self.lanes.hold(Lane.UPLOAD):
             with translated("UploadPart"):
                 response = await self._client.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **params
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    **self._use,
+                    **params,
                 )
         return {"PartNumber": number, "ETag": response["ETag"], **_part_checksums(response)}
 
@@ -530,6 +554,8 @@ class S3:
                     PartNumber=number,
                     CopySource={"Bucket": self.bucket, "Key": source_key},
                     CopySourceRange=f"bytes={first}-{last}",
+                    **self._use,
+                    **self.encryption.copy_source(),
                 )
         result = response["CopyPartResult"]
         # With its checksum, which S3 computes when the multipart upload names an algorithm.
@@ -545,6 +571,7 @@ class S3:
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
+                    **self._use,
                     **params,
                 )
 
@@ -567,7 +594,7 @@ class S3:
         return True
 
     async def list_parts(self, key: str, upload_id: str) -> AsyncIterator[list[dict[str, Any]]]:
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, **self._use}
         async for page in self._pages("ListParts", self._client.list_parts, request):
             yield page.get("Parts", [])
 

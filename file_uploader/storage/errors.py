@@ -149,3 +149,30 @@ class QuotaExceeded(StorageFailure):
 class ReservationLost(StorageUnavailable):
     """The upload's room in the quota could not be renewed in time (S3 failing): it may have been
     given to another upload, so this one is not stored."""
+
+
+# Share links (links.py).
+
+
+class LinkNotFound(StorageFailure):
+    """No link has that id: it never existed, or it was revoked."""
+
+
+class LinkExpired(StorageFailure):
+    """The link's time has passed."""
+
+
+class LinkUsedUp(StorageFailure):
+    """The link has served all the downloads it was given."""
+
+
+class PasswordRequired(StorageFailure):
+    """The link has a password, and none or a wrong one came (the two are not told apart)."""
+
+
+class LinkBlocked(StorageFailure):
+    """Too many wrong passwords came for the link: refused for `seconds` more."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"too many wrong passwords for this link: try again in {max(1, round(seconds))} s")
+        self.seconds = seconds

@@ -10,6 +10,8 @@ the token's canonical lower-case form:
     thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
     thumbs/<user id>//<SHA-256 of name>/<size>.<format>   those of names too long for the above
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
+    links/<link id>                    a share link's record (links.py)
+    linked/<user id>/<link id>         the user's links, to list them (links.py)
 
 The hash is one-way, so no token can be
 read back from a bucket listing, a backup or a log line, and the same UUID in
@@ -33,11 +35,21 @@ LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see li
 THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
 QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
+LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
+LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
-USER_ROOTS = (FILES_ROOT, UPLOADS_ROOT, PUBLIC_ROOT, THUMBNAILS_ROOT, QUOTA_ROOT, REMOVED_ROOT)
+USER_ROOTS = (
+    FILES_ROOT,
+    UPLOADS_ROOT,
+    PUBLIC_ROOT,
+    THUMBNAILS_ROOT,
+    QUOTA_ROOT,
+    REMOVED_ROOT,
+    LINK_INDEX_ROOT,
+)
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
-ROOTS = (*USER_ROOTS, LIBRARY_ROOT, PROBE_ROOT)
+ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,
 # so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
 THUMBNAIL_SEPARATOR = "//"

@@ -30,6 +30,8 @@ from .errors import FileNotFound, FolderNotFound
 from .keys import (
     FILES_ROOT,
     LIBRARY_ROOT,
+    LINK_INDEX_ROOT,
+    LINKS_ROOT,
     PUBLIC_ROOT,
     REMOVED_ROOT,
     ROOTS,
@@ -154,8 +156,10 @@ async def purge_user(storage: Storage, uid: str, *, really: bool) -> Purged:
     """Everything the user has under every prefix: deleted if `really`, else only counted."""
     s3 = storage.s3
     keys = [key for prefix in user_prefixes(uid) for key in await s3.keys(prefix)]
-    # The user's library entries live under library/, named by their public markers.
+    # The user's library entries live under library/, named by their public markers; their
+    # share links' records under links/, named by the user's link index.
     keys += await _library_entries(storage, [key for key in keys if key.startswith(PUBLIC_ROOT)])
+    keys += [LINKS_ROOT + key.rsplit("/", 1)[1] for key in keys if key.startswith(LINK_INDEX_ROOT)]
     files = sum(key.startswith(FILES_ROOT) for key in keys)
     uploads = [
         upload

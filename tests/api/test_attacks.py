@@ -365,13 +365,29 @@ def respell(link: str) -> list[str]:
     ]
 
 
-async def test_a_share_link_has_one_spelling(client, auth):
+async def test_a_stateless_link_has_one_spelling(client, auth):
     assert (await client.put("/api/files/f", data=b"x", headers=auth)).status == 204
-    link = URL((await (await client.post("/api/files/f/share", headers=auth)).json())["url"]).path
+    link = URL((await (await client.post("/api/files/f/download-link", headers=auth)).json())["url"]).path
     assert (await client.get(link)).status == 200
     for variant in respell(link.removeprefix("/s/")):
         response = await client.get(URL("/s/" + variant, encoded=True))
         assert response.status == 403, variant
+
+
+async def test_a_share_link_has_one_spelling(client, auth):
+    assert (await client.put("/api/files/f", data=b"x", headers=auth)).status == 204
+    link = URL((await (await client.post("/api/files/f/share", headers=auth)).json())["url"]).path
+    assert (await client.get(link)).status == 200
+    link_id = link.removeprefix("/s/")
+    for variant in [
+        link_id + "=",
+        link_id + "%20",
+        link_id[:-1],
+        link_id + "A",
+        f"{link_id[:3]}!{link_id[3:]}",
+    ]:
+        response = await client.get(URL("/s/" + variant, encoded=True))
+        assert response.status == 404, variant
 
 
 # --- Ordinary parallel clients ---------------------------------------------------------------

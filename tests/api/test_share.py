@@ -1,4 +1,6 @@
-"""Share links: signed, expiring, token-free URLs to one version of one file."""
+"""Share links: expiring, token-free URLs to a file; and the older stateless links, signed for one
+version of one file, still served until their expiry (links with passwords, limits and revocation:
+test_links.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import dataclasses
 import datetime
 import io
 import time
+import urllib.parse
 
 import pytest
 from PIL import Image
@@ -45,6 +48,14 @@ async def link_path(client, auth, name, **kwargs) -> str:
     response = await share(client, auth, name, **kwargs)
     assert response.status == 200, await response.text()
     return URL((await response.json())["url"]).path_qs
+
+
+async def old_link_path(client, auth, token, name, seconds: int = 60) -> str:
+    """A stateless link to the file's current version, as the gateway made them before links were
+    records (and as such links already handed out still are)."""
+    etag = (await client.head(URL(f"/api/files/{name}", encoded=True), headers=auth)).headers["ETag"]
+    key = file_key(user_id(token), urllib.parse.unquote(name))
+    return f"/s/{sign(SECRET.encode(), key, etag, int(time.time()) + seconds)}"
 
 
 async def test_a_share_link_serves_the_file_without_a_token(client, auth, token):
@@ -105,16 +116,26 @@ async def test_a_unicode_name_gets_an_rfc_6266_filename(client, auth):
     )
 
 
-async def test_a_tampered_link_is_refused_with_403(client, auth):
+async def test_an_old_stateless_link_is_still_served_until_its_expiry(client, auth, token):
+    await put(client, auth, "f", b"old link")
+    response = await client.get(await old_link_path(client, auth, token, "f"))
+    assert response.status == 200
+    assert await response.read() == b"old link"
+
+
+async def test_a_tampered_old_link_is_refused_with_403(client, auth, token):
     await put(client, auth, "f", b"secret")
     await put(client, auth, "g", b"other")
-    path = await link_path(client, auth, "f")
+    path = await old_link_path(client, auth, token, "f")
     payload, signature = path.removeprefix("/s/").split(".")
     flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
-    for bad in [f"{flipped}.{signature}", f"{payload}.{signature[:-1]}", payload, "x.y", "%FF"]:
+    for bad in [f"{flipped}.{signature}", f"{payload}.{signature[:-1]}", "x.y", "%FF.x"]:
         response = await client.get(URL(f"/s/{bad}", encoded=True))
         assert response.status == 403, bad
         assert (await response.json())["error"]["code"] == "invalid_link"
+    # Without a '.', it would be a link record's id: there is no such link.
+    for unknown in [payload, "%FF"]:
+        assert (await client.get(URL(f"/s/{unknown}", encoded=True))).status == 404
 
 
 async def test_a_link_signed_with_another_secret_is_refused(client, auth, token):
@@ -134,13 +155,22 @@ async def test_an_expired_link_is_gone(client, auth, token):
     assert (await response.json())["error"]["code"] == "link_expired"
 
 
-async def test_a_link_stops_working_when_the_file_is_replaced(client, auth):
+async def test_an_old_link_stops_working_when_the_file_is_replaced(client, auth, token):
     await put(client, auth, "f", b"first version")
-    path = await link_path(client, auth, "f")
+    path = await old_link_path(client, auth, token, "f")
     await put(client, auth, "f", b"second version")
     response = await client.get(path)
     assert response.status == 410
     assert (await response.json())["error"]["code"] == "file_changed"
+
+
+async def test_a_link_serves_the_file_that_is_at_its_name_now(client, auth):
+    await put(client, auth, "f", b"first version")
+    path = await link_path(client, auth, "f")
+    await put(client, auth, "f", b"second version")
+    response = await client.get(path)
+    assert response.status == 200
+    assert await response.read() == b"second version"
 
 
 async def test_a_link_stops_working_when_the_file_is_deleted(client, auth):
@@ -197,12 +227,23 @@ async def test_a_share_link_is_the_first_request_after_s3_comes_back(aiohttp_cli
 
 @pytest.mark.parametrize("replacement", ["not an image", "an image"])
 async def test_a_thumbnail_by_an_old_link_is_gone_and_nothing_of_the_new_file_is_rendered(
-    client, auth, s3, bucket, replacement
+    client, auth, token, s3, bucket, replacement
 ):
     await put(client, auth, "pic.png", picture((40, 20)))
-    path = await link_path(client, auth, "pic.png")
+    path = await old_link_path(client, auth, token, "pic.png")
     await put(client, auth, "pic.png", b"plain text" if replacement == "not an image" else picture((20, 40)))
     response = await client.get(path, params={"thumbnail": "64"})
     assert response.status == 410
     assert (await response.json())["error"]["code"] == "file_changed"
     assert not [key for key in all_keys(s3, bucket) if key.startswith(THUMBNAILS_ROOT)]
+
+
+async def test_a_download_link_is_stateless_and_never_listed(client, auth, s3, bucket):
+    await put(client, auth, "f", b"for the page")
+    response = await client.post("/api/files/f/download-link", headers=auth)
+    body = await response.json()
+    assert response.status == 200 and body["expires_in"] == 60
+    assert "." in URL(body["url"]).path
+    assert await (await client.get(URL(body["url"]).path)).read() == b"for the page"
+    assert await (await client.get("/api/links", headers=auth)).json() == []
+    assert not [key for key in all_keys(s3, bucket) if key.startswith(("links/", "linked/"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -118,6 +119,29 @@ def test_share_prints_a_link_that_works_without_a_token(gateway_process, tmp_pat
     assert "/s/" in link and token not in link
     with urllib.request.urlopen(link, timeout=10) as response:
         assert response.read() == b"for a colleague"
+
+
+def test_links_are_made_with_limits_listed_and_revoked(gateway_process, tmp_path):
+    token = new_token()
+    source = tmp_path / "limited.txt"
+    source.write_bytes(b"twice")
+    assert cli("put", str(source), url=gateway_process, token=token).returncode == 0
+    shared = cli(
+        "share", "limited.txt", "--max-downloads", "2", "--password", "pw", url=gateway_process, token=token
+    )
+    assert shared.returncode == 0, shared.stderr
+    link = shared.stdout.strip()
+    request = urllib.request.Request(
+        link, headers={"Authorization": "Basic " + base64.b64encode(b":pw").decode()}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.read() == b"twice"
+    listed = cli("links", url=gateway_process, token=token)
+    assert listed.returncode == 0, listed.stderr
+    link_id, used, *_ = listed.stdout.split("\t")
+    assert used == "1/2" and link.endswith(link_id)
+    assert cli("revoke", link_id, url=gateway_process, token=token).returncode == 0
+    assert cli("links", url=gateway_process, token=token).stdout == ""
 
 
 def test_errors_are_one_line_and_a_failing_status(gateway_process, tmp_path):

@@ -3,7 +3,7 @@
 
 const TOKEN_KEY = "file_uploader.token";
 const TOKEN_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const DOWNLOAD_LINK_SECONDS = 60; // a download goes through a short-lived share link
+const DOWNLOAD_LINK_SECONDS = 60; // a download goes through a short-lived download link
 
 const $ = (selector) => document.querySelector(selector);
 let token = null;
@@ -561,18 +561,23 @@ function report(error) {
   $("#list-error").hidden = false;
 }
 
-async function shareLink(name, seconds) {
+async function shareLink(name, options) {
   const response = await api("POST", fileUrl(name, "/share"), {
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(seconds ? { expires_in: seconds } : {}),
+    body: JSON.stringify(options || {}),
   });
   return response.json();
 }
 
 // The API needs a header a plain link cannot send, so a download follows a
-// short-lived share link: the browser streams it to disk, whatever its size.
+// short-lived download link (stateless: never listed among the user's links):
+// the browser streams it to disk, whatever its size.
 async function download(name) {
-  const link = await shareLink(name, DOWNLOAD_LINK_SECONDS);
+  const response = await api("POST", fileUrl(name, "/download-link"), {
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ expires_in: DOWNLOAD_LINK_SECONDS }),
+  });
+  const link = await response.json();
   const a = document.createElement("a");
   a.href = link.url;
   a.download = name.split("/").pop();

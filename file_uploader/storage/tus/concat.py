@@ -42,7 +42,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ...sizes import MAX_PART_SIZE, MIN_PART_SIZE, PARTS_IN_FLIGHT, format_size
@@ -50,13 +50,17 @@ from ..cas import HeldLock
 from ..client import S3
 from ..errors import ConcatInvalid, ConcatUnfinished, TooLarge, UploadNotFound
 from ..keys import validate_name
-from ..parts import Part, PartPipeline
+from ..landing import Finish
+from ..parts import PartPipeline
 from ..quotas import Quotas
 from .completion import Completion
 from .info import COMPLETING, DONE, Records, Upload, is_upload_id, new_upload_id
 from .lock import Locks
 
 log = logging.getLogger(__name__)
+
+# The pre-create hook of a final upload, once its size is known: the most bytes it may have.
+Admit = Callable[[int], Awaitable[int]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,25 +178,46 @@ class Concatenation:
         return upload
 
     async def concatenate(
-        self, user: str, name: str, metadata: str, partial_ids: list[str], now: float
+        self,
+        user: str,
+        name: str,
+        metadata: str,
+        partial_ids: list[str],
+        now: float,
+        *,
+        admit: Admit | None = None,
+        finish: Finish | None = None,
     ) -> Upload:
-        """The final upload of the partial uploads `partial_ids`, in order, stored as `name`."""
+        """The final upload of the partial uploads `partial_ids`, in order, stored as `name`.
+
+        `admit` is awaited with the file's size once known (the pre-create hook) and answers
+        the most bytes it may have; `finish` (the pre-finish hook) just before its parts are
+        put together. Either may refuse it by raising: nothing is stored, the partial uploads
+        stay."""
         validate_name(name)
         if not partial_ids:
             raise ConcatInvalid("a final upload names its partial uploads: Upload-Concat: final;<url> <url>")
         if len(set(partial_ids)) < len(partial_ids):
             raise ConcatInvalid("a final upload names each partial upload once")
         with self.pipeline.upload(user, "tus"):
-            return await self._concatenate(user, name, metadata, partial_ids, now)
+            return await self._concatenate(user, name, metadata, partial_ids, now, admit, finish)
 
     async def _concatenate(
-        self, user: str, name: str, metadata: str, partial_ids: list[str], now: float
+        self,
+        user: str,
+        name: str,
+        metadata: str,
+        partial_ids: list[str],
+        now: float,
+        admit: Admit | None,
+        finish: Finish | None,
     ) -> Upload:
         partials = [await self._partial(user, upload_id) for upload_id in partial_ids]
         length = sum(upload.length or 0 for upload in partials)
-        if length > self.max_size:
+        limit = min(self.max_size, await admit(length)) if admit is not None else self.max_size
+        if length > limit:
             raise TooLarge(
-                f"the partial uploads hold {format_size(length)}; the limit is {format_size(self.max_size)}"
+                f"the partial uploads hold {format_size(length)}; the limit is {format_size(limit)}"
             )
         plan = self.pipeline.plan
         parts = layout(
@@ -220,6 +245,8 @@ class Concatenation:
                 expires=now + self.expiry,
                 partials=list(partial_ids),
             )
+            if finish is not None:
+                await finish(length)
             await self._assemble(final, partials, parts)
             await self.completion.finish(final, resumed=False)
             # The file holds their bytes now: their objects go, and their leases with them.
@@ -271,7 +298,7 @@ class Concatenation:
             return await self.s3.upload_part_copy(
                 final.key, final.s3_upload_id, number, partials[piece.source].key, piece.first, piece.end - 1
             )
-        part = Part(self.pipeline, final.user, spool=False)
+        part = self.pipeline.new_part(final.user)
         try:
             for piece in pieces:
                 async for chunk in self.s3.stream_object(
