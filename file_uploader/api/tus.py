@@ -1,7 +1,7 @@
 """tus 1.0.0 resumable uploads under /api/uploads/: thin handlers over `storage.tus`.
 
 Extensions: creation, creation-with-upload, creation-defer-length, termination,
-expiration, checksum (sha1, sha256, md5) and concatenation (`Upload-Concat:
+expiration, checksum (sha1, sha256, sha512, md5, crc32, crc32c) and concatenation (`Upload-Concat:
 partial`, then `final;<url> <url>...`: storage/tus/concat.py). The file name
 comes from the `filename` key of Upload-Metadata (a partial upload needs none:
 the final upload's names the file); a completed upload is an ordinary file.

@@ -26,6 +26,7 @@ from typing import Any
 
 from ...sizes import format_size
 from ..cas import HeldLock
+from ..checksums import Crc32, Crc32c, Hasher
 from ..client import S3
 from ..errors import (
     ChecksumMismatch,
@@ -46,11 +47,16 @@ from .lock import Locks
 
 log = logging.getLogger(__name__)
 
-# tus checksum extension: the algorithms a client may name in Upload-Checksum.
-UPLOAD_CHECKSUMS: dict[str, Callable[[], Any]] = {
+# tus checksum extension: the algorithms a client may name in Upload-Checksum, each digest
+# base64-encoded there (a CRC as its 4 bytes, big-endian, as S3's x-amz-checksum-crc32 has it).
+# crc32, crc32c and sha512 are what tuspy adds; the CRCs are those of the part pipeline's checksums.
+UPLOAD_CHECKSUMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
     "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
     "md5": hashlib.md5,
+    "crc32": Crc32,
+    "crc32c": Crc32c,
 }
 
 
