@@ -2,7 +2,8 @@
 
 Extensions: creation, creation-with-upload, creation-defer-length, termination,
 expiration and checksum (sha1, sha256, md5). The file name comes from the
-`filename` key of Upload-Metadata; a completed upload is an ordinary file.
+`filename` key of Upload-Metadata; a completed upload is an ordinary file. Its
+`expires_in` key (seconds) makes the file expire that long after it is stored.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .errors import (
     UPLOAD_TOO_LARGE,
     as_api_error,
 )
+from .files import EXPIRES_FIELD, file_expires_in
 from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
@@ -164,9 +166,11 @@ async def create(request: web.Request) -> web.Response:
     if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
         raise INVALID_LENGTH()
     raw_metadata = request.headers.get("Upload-Metadata", "")
-    name = _metadata(raw_metadata).get("filename")
+    metadata = _metadata(raw_metadata)
+    name = metadata.get("filename")
     if not name:
         raise InvalidName("Upload-Metadata has no filename")
+    file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
     with_upload = request.body_exists and request.content_type == OFFSET_OCTET_STREAM
     if with_upload:  # creation-with-upload: a body that cannot fit creates nothing
         _check_body_fits(request, length, 0)

@@ -16,6 +16,8 @@
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
+    expiry.py     files that expire: gone from every read at their time, deleted by gc
+    grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
@@ -45,6 +47,7 @@ from .client import S3, Lanes, open_client
 from .encryption import Encryption
 from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
+from .expiry import Expiry
 from .files import Files
 from .landing import Landing
 from .library import Library
@@ -99,10 +102,11 @@ class Storage:
         )
         # What happens to files, for a listener the app connects (the webhook sender).
         self.events = Events()
+        self.expiry = Expiry(s3)
         self.landing = Landing(
-            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
+            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots, self.expiry
         )
-        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing)
+        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing, self.expiry)
         self.resumable = Resumable(
             s3,
             self.pipeline,

@@ -139,7 +139,7 @@ class ReservationLost(StorageUnavailable):
     given to another upload, so this one is not stored."""
 
 
-# Share links (links.py).
+# Share links (grants.py, links.py).
 
 
 class LinkNotFound(StorageFailure):
