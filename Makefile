@@ -29,7 +29,7 @@ STOP_TIMEOUT ?= $(shell expr $(GRACEFUL_TIMEOUT) + 10)
 DOCKER_RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps run test test-fast test-deploy lint soak bench start-gunicorn run-dev stop-dev \
+.PHONY: help venv system-deps run test test-fast test-deploy test-distributed lint soak bench start-gunicorn run-dev stop-dev \
 	logs docker-run docker-logs dot-env
 
 help: ## list the targets
@@ -54,6 +54,9 @@ system-deps: ## as root: Debian's chromium and Ceph RGW for the tests (else: say
 
 test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-distributed: $(INSTALLED) ## break a SeaweedFS cluster (3 volume servers) while uploads run: nothing acknowledged is lost (minutes)
+	$(BIN)/python -m pytest -m distributed --timeout=400 tests/distributed $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones
 	$(BIN)/python -m pytest -m "not slow and not process and not browser and not deploy" $(PYTEST_ARGS)

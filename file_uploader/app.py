@@ -19,8 +19,9 @@ from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .appkeys import BLOCKING_HOOKS, IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
 from .hooks import webhooks
+from .hooks.blocking import BlockingHooks
 from .identity import Identities
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
@@ -100,7 +101,7 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
     """
     async with open_storage(app[SETTINGS], known=app.get(KNOWN_S3)) as storage:
         try:
-            await storage.ensure_ready()
+            await storage.readiness.ensure_ready()
         except StorageFailure as exc:
             log.warning("S3 at %s is not usable yet: %s", app[SETTINGS].s3_where(), exc)
         app[STORAGE] = storage
@@ -135,6 +136,24 @@ async def identities_context(app: web.Application) -> AsyncIterator[None]:
         await identities.close()
 
 
+async def blocking_hooks_context(app: web.Application) -> AsyncIterator[None]:
+    """With HOOK_URL: this process's sender of the pre-create and pre-finish hooks."""
+    settings = app[SETTINGS]
+    if not settings.hook_url or not settings.hook_secret:
+        yield
+        return
+    app[BLOCKING_HOOKS] = hooks = BlockingHooks(
+        settings.hook_url,
+        settings.hook_secret.encode(),
+        seconds=settings.hook_timeout,
+        fail_open=settings.hook_fail_open,
+    )
+    try:
+        yield
+    finally:
+        await hooks.close()
+
+
 async def create_app(
     settings: Settings | None = None, *, known_s3: Capabilities | None = None
 ) -> web.Application:
@@ -152,6 +171,7 @@ async def create_app(
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(identities_context)
+    app.cleanup_ctx.append(blocking_hooks_context)
     app.cleanup_ctx.append(storage_context)
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)

@@ -125,8 +125,8 @@ class ProbedS3:
         key = (settings.s3_endpoint_url, settings.s3_checksum)
         if key not in self._found:
             async with open_storage(settings) as storage:
-                await storage.ensure_ready()
-                self._found[key] = storage.capabilities
+                await storage.readiness.ensure_ready()
+                self._found[key] = storage.readiness.capabilities
         return self._found[key]
 
 

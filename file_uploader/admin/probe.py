@@ -20,9 +20,9 @@ from ..storage.errors import StorageFailure
 
 async def _probe(settings: Settings) -> dict[str, Any]:
     async with open_storage(settings) as storage:
-        await storage.ensure_bucket()
-        decision = await storage.probe(every_checksum=True)
-        return {**storage.report(), "note": decision.note}
+        await storage.readiness.ensure_bucket()
+        decision = await storage.readiness.probe(every_checksum=True)
+        return {**storage.readiness.report(), "note": decision.note}
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT
+from ..hooks.blocking import HookRefused, HookUnavailable
 from ..storage import errors as storage
 from .access import route_of
 
@@ -153,6 +154,10 @@ STORAGE_ERROR = Error(502, "storage_error", "{detail}")
 BUSY = Error(503, "busy", "{detail}", _RETRY)
 STORAGE_UNAVAILABLE = Error(503, "storage_unavailable", "{detail}", _RETRY)
 NOT_READY = Error(503, "not_ready", "{detail}")
+# HOOK_URL refused the upload: the status is the hook's own 4xx (403 here is only the default).
+HOOK_REFUSED = Error(403, "hook_refused", "{detail}")
+# HOOK_URL did not answer usably in time, and HOOK_FAIL_OPEN is off.
+HOOK_UNAVAILABLE = Error(503, "hook_unavailable", "{detail}", _RETRY)
 # The provider's keys or the auth callback could not be had: refused, never let through.
 AUTH_UNAVAILABLE = Error(503, "auth_unavailable", "{detail}", _RETRY)
 
@@ -202,6 +207,10 @@ def as_api_error(exc: Exception) -> ApiError:
     """The ApiError for `exc`; anything unforeseen becomes a bare 500."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, HookRefused):
+        return ApiError(exc.status, HOOK_REFUSED.code, exc.message)
+    if isinstance(exc, HookUnavailable):
+        return HOOK_UNAVAILABLE(detail=exc)
     for kind, entry in STORAGE_ERRORS.items():
         if isinstance(exc, kind):
             error = entry(detail=exc)

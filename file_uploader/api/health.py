@@ -21,7 +21,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready: the bucket answers a HeadBucket and the write probe succeeded; the answer says
     what the probe found S3 to enforce and the integrity mode in force."""
     try:
-        s3 = await request.app[STORAGE].check()
+        s3 = await request.app[STORAGE].readiness.check()
     except StorageFailure as exc:
         raise NOT_READY(detail=exc) from None
     return web.json_response({"status": "ready", "s3": s3})
@@ -47,5 +47,5 @@ async def storage_ready_middleware(request: web.Request, handler: Handler) -> we
     """
     unrouted = request.match_info.http_exception is not None
     if not (unrouted or request.path in _WITHOUT_S3 or request.path.startswith("/static/")):
-        await request.app[STORAGE].ensure_ready()
+        await request.app[STORAGE].readiness.ensure_ready()
     return await handler(request)

@@ -18,9 +18,12 @@ from email.utils import formatdate
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..sizes import format_size
 from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
+from ..storage.landing import Finish
 from ..storage.tus import UPLOAD_CHECKSUMS, Upload
+from . import hooked
 from .auth import authenticate
 from .body import expect_body, read_body
 from .errors import (
@@ -33,6 +36,7 @@ from .errors import (
     UNSUPPORTED_MEDIA_TYPE,
     UNSUPPORTED_TUS_VERSION,
     UPLOAD_TOO_LARGE,
+    ApiError,
     as_api_error,
 )
 from .files import EXPIRES_FIELD, file_expires_in
@@ -119,10 +123,13 @@ def _expires(upload: Upload) -> str:
     return formatdate(upload.expires, usegmt=True)
 
 
-def _check_body_fits(request: web.Request, length: int | None, offset: int) -> None:
+def _check_body_fits(request: web.Request, length: int | None, offset: int, most: int | None = None) -> None:
     """Refuse before reading a declared body that would run past the upload's end."""
     size = request.content_length
-    end = length if length is not None else request.app[SETTINGS].max_file_size
+    if length is not None:
+        end = length
+    else:
+        end = request.app[SETTINGS].max_file_size if most is None else most
     if size is not None and offset + size > end:
         raise UPLOAD_TOO_LARGE(detail=f"the upload ends at byte {end}")
 
@@ -132,10 +139,25 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     length = _number(request, "Upload-Length")
     checksum = _checksum(request)
-    _check_body_fits(request, length if length is not None else upload.length, offset)
+    most = upload.limit(request.app[SETTINGS].max_file_size)
+    _check_body_fits(request, length if length is not None else upload.length, offset, most)
     return await request.app[STORAGE].resumable.append(
-        upload, offset, read_body(request), now=time.time(), length=length, checksum=checksum
+        upload,
+        offset,
+        read_body(request, most),
+        now=time.time(),
+        length=length,
+        checksum=checksum,
+        finish=_pre_finish(request, upload),
     )
+
+
+def _pre_finish(request: web.Request, upload: Upload) -> Finish | None:
+    try:
+        metadata = _metadata(upload.metadata)
+    except ApiError:
+        metadata = {}
+    return hooked.pre_finish(request, upload.name, "tus", metadata)
 
 
 def _upload_headers(upload: Upload) -> dict[str, str]:
@@ -171,17 +193,26 @@ async def create(request: web.Request) -> web.Response:
     if not name:
         raise InvalidName("Upload-Metadata has no filename")
     file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
+    verdict = await hooked.pre_create(request, name, length, "tus", metadata)
+    most = hooked.limit(request, verdict)
+    if length is not None and length > most:
+        raise UPLOAD_TOO_LARGE(detail=f"the limit is {format_size(most)}")
     with_upload = request.body_exists and request.content_type == OFFSET_OCTET_STREAM
     if with_upload:  # creation-with-upload: a body that cannot fit creates nothing
-        _check_body_fits(request, length, 0)
+        _check_body_fits(request, length, 0, most)
         checksum = _checksum(request)
     resumable = request.app[STORAGE].resumable
-    upload = await resumable.create(request[USER_ID], name, length, raw_metadata, time.time())
+    finish = hooked.pre_finish(request, name, "tus", metadata)
+    upload = await resumable.create(
+        request[USER_ID], name, length, raw_metadata, time.time(), max_size=verdict.max_size, finish=finish
+    )
     # Absolute, on the public origin: the client sends its token there next.
     headers: dict[str, str] = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}")}
     if with_upload:
         try:
-            upload = await resumable.append(upload, 0, read_body(request), now=time.time(), checksum=checksum)
+            upload = await resumable.append(
+                upload, 0, read_body(request, most), now=time.time(), checksum=checksum, finish=finish
+            )
         except (TooLarge, ChecksumMismatch, QuotaExceeded):
             # The client is told the upload failed and gets no Location: leave no upload behind.
             await resumable.terminate(upload)
@@ -235,11 +266,16 @@ async def _check_body(request: web.Request) -> None:
     _check_version(request)
     storage = request.app[STORAGE]
     key = length = None
-    if request.method == hdrs.METH_POST and (length := _number(request, "Upload-Length")) is not None:
-        name = _metadata(request.headers.get("Upload-Metadata", "")).get("filename")
-        if name:  # (without one, the creation is refused anyway)
+    name = None
+    if request.method == hdrs.METH_POST:
+        metadata = _metadata(request.headers.get("Upload-Metadata", ""))
+        name = metadata.get("filename")
+        length = _number(request, "Upload-Length")
+        if name and length is not None:  # (without a name, the creation is refused anyway)
             key = file_key(request[USER_ID], name)
     await storage.admit(request[USER_ID], key, length)
+    if name:
+        await hooked.pre_create(request, name, length, "tus", metadata)
 
 
 expect_patch = expect_body(_check_body, _TUS_HEADERS)

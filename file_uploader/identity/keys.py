@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -86,6 +87,38 @@ def _fits(jwk: dict[str, Any], alg: str) -> bool:
     return not (alg in _EC_CURVES and jwk.get("crv") != _EC_CURVES[alg])
 
 
+class _Kept:
+    """A document fetched over HTTP and kept. A failed fetch keeps the old one (and says so in
+    the log); with nothing kept, requests fail at once for FAILED_FETCH_RETRY_SECONDS."""
+
+    def __init__(self, what: str, label: str, unavailable: str) -> None:
+        self.what = what  # "signing keys", "discovery document"
+        self.label = label  # whose: the issuer, or "AUTH_JWKS_URL"
+        self.unavailable = unavailable  # what a request is told while nothing is kept
+        self.document: dict[str, Any] | None = None
+        self.fetched_at = 0.0
+        self._failed_until = 0.0
+
+    async def fetch(self, get: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+        """Fetch the document again with `get`; whether a new one was kept."""
+        now = time.monotonic()
+        if self.document is None and now < self._failed_until:
+            raise AuthUnavailable(self.unavailable)
+        try:
+            document = await get()
+        except AuthUnavailable as exc:
+            self._failed_until = now + FAILED_FETCH_RETRY_SECONDS
+            if self.document is None:
+                log.warning("could not fetch the %s of %s: %s", self.what, self.label, exc)
+                raise AuthUnavailable(self.unavailable) from exc
+            log.warning("could not refresh the %s of %s (keeping the old): %s", self.what, self.label, exc)
+            self.fetched_at = now  # tried: keep the old one for another period
+            return False
+        self.document = document
+        self.fetched_at = now
+        return True
+
+
 class KeySet:
     """One JWKS URL's signing keys, fetched on first use."""
 
@@ -95,16 +128,17 @@ class KeySet:
         self.label = label  # what log lines call it (the issuer, or "AUTH_JWKS_URL")
         self._keys: list[dict[str, Any]] | None = None
         self._built: dict[tuple[str | None, str], jwt.PyJWK] = {}
-        self._fetched_at = 0.0
+        self._kept = _Kept(
+            "signing keys", label, "the identity provider's keys could not be fetched; try again shortly"
+        )
         self._unknown_kid_refresh_at = float("-inf")
-        self._failed_until = 0.0
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many times the key set was fetched (for /metrics and tests)
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The key that verifies a token with header `kid` and `alg`, or InvalidToken."""
         now = time.monotonic()
-        if self._keys is None or now - self._fetched_at >= KEYS_MAX_AGE_SECONDS:
+        if self._keys is None or now - self._kept.fetched_at >= KEYS_MAX_AGE_SECONDS:
             await self._refresh(now)
         key = self._find(kid, alg)
         if key is None and self._lock.locked():
@@ -138,32 +172,21 @@ class KeySet:
 
     async def _refresh(self, started: float) -> None:
         async with self._lock:
-            if self._fetched_at > started:
+            if self._kept.fetched_at > started:
                 return  # another request fetched since this one looked
-            if time.monotonic() < self._failed_until and self._keys is None:
-                raise AuthUnavailable("the identity provider's keys could not be fetched; try again shortly")
-            try:
-                document = await fetch_json(self._session, self.url, "key set")
-                keys = document.get("keys")
-                if not isinstance(keys, list):
-                    raise AuthUnavailable("the key set has no list of keys")
-            except AuthUnavailable as exc:
-                self._failed_until = time.monotonic() + FAILED_FETCH_RETRY_SECONDS
-                if self._keys is None:
-                    log.warning("could not fetch the signing keys of %s: %s", self.label, exc)
-                    raise AuthUnavailable(
-                        "the identity provider's keys could not be fetched; try again shortly"
-                    ) from exc
-                log.warning(
-                    "could not refresh the signing keys of %s (keeping the old ones): %s", self.label, exc
-                )
-                self._fetched_at = time.monotonic()  # tried: keep the old set for another period
+            if not await self._kept.fetch(self._fetch):
                 return
             self.fetches += 1
-            self._keys = [key for key in keys if isinstance(key, dict)]
+            assert self._kept.document is not None
+            self._keys = [key for key in self._kept.document["keys"] if isinstance(key, dict)]
             self._built.clear()
-            self._fetched_at = time.monotonic()
             log.info("fetched %d signing keys of %s", len(self._keys), self.label)
+
+    async def _fetch(self) -> dict[str, Any]:
+        document = await fetch_json(self._session, self.url, "key set")
+        if not isinstance(document.get("keys"), list):
+            raise AuthUnavailable("the key set has no list of keys")
+        return document
 
 
 class Discovery:
@@ -173,45 +196,35 @@ class Discovery:
     def __init__(self, session: aiohttp.ClientSession, issuer: str) -> None:
         self._session = session
         self.issuer = issuer
-        self.document: dict[str, Any] | None = None
-        self._fetched_at = 0.0
-        self._failed_until = 0.0
+        self._kept = _Kept(
+            "discovery document", issuer, "the identity provider could not be reached; try again shortly"
+        )
         self._keys: KeySet | None = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> dict[str, Any]:
         """The discovery document (fetched now if it is not kept), or AuthUnavailable."""
         async with self._lock:
-            now = time.monotonic()
-            if self.document is not None and now - self._fetched_at < KEYS_MAX_AGE_SECONDS:
-                return self.document
-            if now < self._failed_until and self.document is None:
-                raise AuthUnavailable("the identity provider could not be reached; try again shortly")
-            try:
-                document = await fetch_json(
-                    self._session, self.issuer.rstrip("/") + DISCOVERY_PATH, "discovery document"
-                )
-                if document.get("issuer") != self.issuer:
-                    raise AuthUnavailable("the discovery document names another issuer")
-                if not isinstance(document.get("jwks_uri"), str):
-                    raise AuthUnavailable("the discovery document has no jwks_uri")
-            except AuthUnavailable as exc:
-                self._failed_until = now + FAILED_FETCH_RETRY_SECONDS
-                if self.document is None:
-                    log.warning("could not discover the OpenID Connect issuer %s: %s", self.issuer, exc)
-                    raise AuthUnavailable(
-                        "the identity provider could not be reached; try again shortly"
-                    ) from exc
-                log.warning(
-                    "could not refresh the discovery document of %s (keeping it): %s", self.issuer, exc
-                )
-                self._fetched_at = now
-                return self.document
-            self.document = document
-            self._fetched_at = now
+            if (
+                self._kept.document is None
+                or time.monotonic() - self._kept.fetched_at >= KEYS_MAX_AGE_SECONDS
+            ):
+                await self._kept.fetch(self._fetch)
+            document = self._kept.document
+            assert document is not None
             if self._keys is None or self._keys.url != document["jwks_uri"]:
                 self._keys = KeySet(self._session, document["jwks_uri"], self.issuer)
             return document
+
+    async def _fetch(self) -> dict[str, Any]:
+        document = await fetch_json(
+            self._session, self.issuer.rstrip("/") + DISCOVERY_PATH, "discovery document"
+        )
+        if document.get("issuer") != self.issuer:
+            raise AuthUnavailable("the discovery document names another issuer")
+        if not isinstance(document.get("jwks_uri"), str):
+            raise AuthUnavailable("the discovery document has no jwks_uri")
+        return document
 
     async def keys(self) -> KeySet:
         await self.load()

@@ -5,13 +5,15 @@
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
+    readiness.py  the bucket there and the probe run, before the first request that needs S3
     budget.py     MEMORY_BUDGET and SPOOL_BUDGET, served per user in turn; MAX_UPLOADS_PER_USER
-    parts.py      the one part pipeline, for PUT and tus alike: memory by bytes read, disk when short
+    holding.py    where parts wait for S3: memory by bytes read, per user in turn, disk when short
+    parts.py      the one part pipeline, for PUT, forms and tus alike: parts sent to S3, in flight
     files.py      put, get, list (flat or by folder), delete, public or not
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     tus/          tus uploads: their state in S3, locks, commits, completion, expiry
-    quotas.py     USER_QUOTA: a ledger per user in S3, reservations before the body, leases
+    quotas/       USER_QUOTA: a ledger per user in S3 (ledger.py, pure), its writer, reservations
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
@@ -26,13 +28,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from ..ops import metrics
 from ..settings import Settings
 from ..sizes import (
     LEASE_SECONDS,
@@ -42,10 +40,9 @@ from ..sizes import (
     THUMBNAIL_MAX_PIXELS,
     THUMBNAIL_WORKERS,
 )
-from .checksums import CHECKSUMS, configured
+from .checksums import configured
 from .client import S3, Lanes, open_client
 from .encryption import Encryption
-from .errors import StorageError, StorageFailure, StorageUnavailable
 from .events import Events
 from .expiry import Expiry
 from .files import Files
@@ -54,12 +51,11 @@ from .library import Library
 from .links import Links
 from .parts import PartPipeline
 from .passwords import Passwords
-from .probe import UNPROBED, Capabilities, Decision, choose, probe
+from .probe import Capabilities
 from .quotas import Quotas
+from .readiness import Readiness
 from .thumbnails import Thumbnails
 from .tus import Resumable
-
-log = logging.getLogger(__name__)
 
 
 class Storage:
@@ -118,101 +114,11 @@ class Storage:
         )
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
-        self._settings = settings
-        self._known = known
-        # What the write probe found S3 to enforce: every finding False until
-        # it succeeded. The tus store reads `if_none_match` and `if_match`.
-        self.capabilities: Capabilities = UNPROBED
-        self._bucket_ready = False
-        self._ready_lock = asyncio.Lock()
+        self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
         """Refuse an upload before its body (an expect handler's one call): landing.Landing.admit."""
         await self.landing.admit(uid, key, length)
-
-    @property
-    def ready(self) -> bool:
-        return self._bucket_ready and self.capabilities.probed
-
-    async def ensure_bucket(self) -> None:
-        """Return once the bucket exists (creating it if allowed); raise a StorageFailure otherwise."""
-        if self._bucket_ready:
-            return
-        if not await self.s3.bucket_exists():
-            if not self._settings.s3_create_bucket:
-                raise StorageError("the bucket does not exist")
-            await self.s3.create_bucket()
-            log.info("created the bucket")
-        self._bucket_ready = True
-
-    async def ensure_ready(self) -> None:
-        """Return once the bucket exists and the write probe has run; raise a StorageFailure otherwise.
-
-        Checked at startup and, until that succeeds, again before each request
-        that needs S3: the gateway starts even when S3 is unreachable or
-        refuses writes, and the first request after S3 answers creates a
-        missing bucket and probes it.
-        """
-        if self.ready:
-            return
-        async with self._ready_lock:  # one check at a time, not one per waiting request
-            if self.ready:
-                return
-            await self.ensure_bucket()
-            await self.probe()
-
-    async def probe(self, *, every_checksum: bool = False) -> Decision:
-        """Run the write probe, and apply the integrity it leads to (docs/s3-engines.md).
-
-        At startup only S3_CHECKSUM and its fallback, Content-MD5, are tried;
-        `every_checksum` tries every algorithm (`python -m file_uploader probe`).
-        """
-        names = list(CHECKSUMS) if every_checksum else [self._settings.s3_checksum, "md5"]
-        try:
-            if self._known is not None and not every_checksum:
-                found = self._known
-            else:
-                found = await probe(self.s3, names)
-        except StorageUnavailable as exc:
-            raise StorageUnavailable(f"the write probe failed: {exc}") from exc
-        except StorageFailure as exc:
-            raise StorageError(f"the write probe failed: {exc}", exc.s3_code) from exc
-        decision = choose(self._settings.s3_checksum, self._settings.s3_checksum_fallback, found)
-        self.pipeline.integrity = decision.integrity
-        self.capabilities = found
-        self.s3.found_conditions(if_none_match=found.if_none_match, if_match=found.if_match)
-        metrics.report_s3(decision.integrity.describe(), found.flags())
-        integrity = decision.integrity
-        log.info(
-            "S3 write probe: checksums %s, ETags %s MD5s, If-None-Match %s, If-Match %s; "
-            "integrity: %s, verified by %s",
-            ", ".join(f"{name} {verdict}" for name, verdict in found.checksums.items()),
-            "are" if found.etag_is_md5 else "are not",
-            "honoured" if found.if_none_match else "ignored",
-            "honoured" if found.if_match else "ignored",
-            integrity.name,
-            integrity.verified_by,
-        )
-        if decision.note:
-            log.log(logging.WARNING if decision.loud else logging.INFO, "%s", decision.note)
-        return decision
-
-    async def check(self) -> dict[str, Any]:
-        """What S3 is found to do, or a StorageFailure saying why the gateway is not ready.
-
-        For readiness probes: the bucket answers a HeadBucket, and the write
-        probe has succeeded (it is retried here until it does).
-        """
-        if not await self.s3.bucket_exists():
-            raise StorageError("the bucket does not exist")
-        await self.ensure_ready()
-        return self.report()
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "integrity": self.pipeline.integrity.describe(),
-            "capabilities": self.capabilities.describe(),
-        }
 
 
 @contextlib.asynccontextmanager
@@ -220,7 +126,7 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
     """A Storage with its own S3 client, open for the block; one per process or admin command.
 
     `known`: what an earlier write probe found this same S3 endpoint to enforce,
-    for S3_CHECKSUM and md5 (`Storage.capabilities`). The startup probe is then
+    for S3_CHECKSUM and md5 (`Readiness.capabilities`). The startup probe is then
     skipped and these findings applied as its own would be. Only for a caller
     that opens many storages on one S3 and has probed it itself (the test
     suite builds hundreds of apps on one moto server).

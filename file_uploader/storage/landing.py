@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from .budget import UploadSlots
 from .cas import VersionedJson
@@ -43,6 +43,11 @@ from .keys import REMOVED_ROOT, split_file_key
 from .library import Library
 from .quotas import Quotas, key_tag, size_before
 from .thumbnails import Thumbnails
+
+# A last word before a file lands, for every kind of upload: awaited with the file's final size
+# just before it is stored (before PutObject or CompleteMultipartUpload), it may refuse it by
+# raising, and nothing is then stored (the HTTP layer's pre-finish hook: hooks/blocking.py).
+Finish = Callable[[int], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ RACERS = 20
 @pytest.fixture(params=[True, False], ids=["conditional", "read-back"])
 async def storage(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Storage]:
     async with open_storage(dataclasses.replace(settings, s3_conditional_writes=request.param)) as storage:
-        await storage.ensure_ready()
+        await storage.readiness.ensure_ready()
         assert storage.s3.conditional_writes is request.param
         yield storage
 

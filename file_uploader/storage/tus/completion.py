@@ -28,7 +28,7 @@ from ...ops import metrics
 from ...sizes import MAX_PART_SIZE, MIN_PART_SIZE
 from ..client import S3
 from ..errors import FileNotFound, PartsChanged, StorageError, StorageFailure, UploadConflict
-from ..landing import Landing
+from ..landing import Finish, Landing
 from ..parts import Part, PartPipeline
 from ..quotas import Quotas
 from .info import COMPLETING, DONE, OPEN, Records, Upload, recorded
@@ -64,9 +64,19 @@ class Completion:
         expires = time.time() + seconds if seconds is not None else None
         await self.landing.stored(upload.key, size, etag, counted, expires=expires)
 
-    async def complete(self, upload: Upload, tail: Part | None, old_tail: str | None) -> None:
-        """Complete a whole upload: its tail becomes the last part, then the record says
-        "completing", then `finish`."""
+    async def complete(
+        self, upload: Upload, tail: Part | None, old_tail: str | None, vet: Finish | None = None
+    ) -> None:
+        """Complete a whole upload: `vet` (the pre-finish hook) may refuse it first; then its
+        tail becomes the last part, then the record says "completing", then `finish`."""
+        if vet is not None:
+            try:
+                await vet(upload.offset)
+            except Exception:
+                # Refused (or its hook failed): nothing is stored, the old file stays, and the
+                # upload is forgotten with its multipart upload, tails and room in the quota.
+                await asyncio.shield(self._refused(upload))
+                raise
         if tail is not None and tail.size:
             part = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts + 1, tail)
             upload.add_parts([part])
@@ -74,6 +84,14 @@ class Completion:
         upload.state = COMPLETING
         await self.records.write(upload)  # the intent: a crash from here on is finished by the next reader
         await self.finish(upload, tail, resumed=False)
+
+    async def _refused(self, upload: Upload) -> None:
+        """Forget a whole upload whose file may not be stored (the caller holds its lock)."""
+        try:
+            await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
+            await self.records.delete_all(upload)  # its info, tails and lock
+        finally:
+            await self.quotas.upload_ended(upload.user, upload.id)
 
     async def finish(self, upload: Upload, tail: Part | None = None, *, resumed: bool = True) -> None:
         """Complete the multipart upload of a "completing" upload, and mark it done.
@@ -160,7 +178,7 @@ class Completion:
         if listed[last]["Size"] < MIN_PART_SIZE:
             if tail is None or tail.size != listed[last]["Size"]:
                 raise StorageError("the upload's last part is not at hand to complete it past stray parts")
-            padded = Part(self.pipeline, upload.user, spool=False)
+            padded = self.pipeline.new_part(upload.user)
             try:
                 body = tail.body()
                 await padded.add(body if isinstance(body, bytes) else body.read())
