@@ -115,10 +115,16 @@ async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhook_url or not settings.webhook_secret:
         yield
         return
-    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode())
+    journal = app[STORAGE].journal
+    hooks = webhooks.Webhooks(
+        settings.webhook_url,
+        settings.webhook_secret.encode(),
+        journal=journal,
+        retry_seconds=settings.webhook_retry_seconds,
+    )
     await hooks.start()
     app[WEBHOOKS] = hooks
-    app[STORAGE].events.connect(hooks.listen)
+    app[STORAGE].events.connect(hooks.listen, journal)
     try:
         yield
     finally:

@@ -601,6 +601,21 @@ class Settings:
         secret=True,
         example="",
     )
+    webhook_retry_seconds: float = setting(
+        FEATURES,
+        "How long an event the receiver does not take is retried (with backoff, from the bucket's "
+        "journal, by any gateway process) before it is given up (docs/identity-and-hooks.md).",
+        _seconds(1),
+        default=86_400.0,
+        shown="86400 (a day)",
+    )
+    webhook_backlog: int = setting(
+        FEATURES,
+        "Most events kept in the bucket's journal waiting for the receiver; past it, new events are "
+        "kept in the process's memory only (logged). Bounds what a receiver gone for good costs.",
+        _whole(1),
+        default=100_000,
+    )
 
     # --- Identity and hooks (docs/identity-and-hooks.md) ---
     auth_uuid_tokens: bool = setting(

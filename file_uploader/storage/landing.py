@@ -110,7 +110,7 @@ class Landing:
         `library_id`: the replaced file's library id if the caller asked it already (None: it was
         not public), else ASK. `expires`: when the file is gone (None: it keeps)."""
         uid, name = split_file_key(key)
-        self.events.emit(STORED, uid, name, size, etag)
+        await self.events.emit(STORED, uid, name, size, etag)
         await asyncio.shield(counted)
         await self.expiry.set(uid, name, expires, etag)
         if library_id is ASK:
@@ -130,7 +130,7 @@ class Landing:
             claims = await asyncio.gather(*(self._first(uid, file) for file in files))
             won = [file for file, first in zip(files, claims, strict=True) if first]
         for file in won:
-            self.events.emit(DELETED, uid, split_file_key(file.key)[1], file.size, file.etag)
+            await self.events.emit(DELETED, uid, split_file_key(file.key)[1], file.size, file.etag)
         await self.quotas.removed(uid, [(file.key, file.size) for file in won])
         if not folder:
             for file in won:
