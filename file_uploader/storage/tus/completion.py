@@ -101,7 +101,7 @@ class Completion:
         completing (its process died), so the file may be there already and
         the size it replaced is not known for sure.
         """
-        replaced, exact = await self.size_before(upload)
+        replaced, exact = (None, True) if upload.partial else await self.size_before(upload)
         exact = exact and not resumed
         etag: str | None = None
         if upload.parts:
@@ -135,9 +135,14 @@ class Completion:
             return
         if tail_key:
             await self.records.delete_quietly(tail_key)
+        if upload.partial:  # its bytes wait, under its lease, for a final upload (concat.py)
+            log.info("tus partial upload %s completed", upload.id)
+            return
         if etag is None:  # completed by a process that died, or trimmed past stray parts
             etag = await self._etag(upload.key)
-        await self.stored(upload, etag, replaced, exact)
+        # A final upload has no lease of its own: its partial uploads' leases hold its bytes until
+        # they are removed just after this (concat.py).
+        await self.stored(upload, etag, replaced, exact, lease=not upload.partials)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 
