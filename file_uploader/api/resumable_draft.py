@@ -2,8 +2,10 @@
 
 Apple's URLSession (iOS 17+, macOS 14+) speaks it. A request is the draft's
 when it carries `Upload-Draft-Interop-Version` with a version this module
-knows (INTEROP_VERSIONS: 6, 7 and 8, what drafts -05 to -08 and the clients
-built on them send); anything else on the same routes is tus (tus.py). Both
+knows (INTEROP_VERSIONS: 6 for draft -05, 7 for -06 to -08, 8 from -09 to the
+current one; what the clients built on them send); anything else on the same
+routes is tus (tus.py). The draft allows a 104 only for a version the server
+implements: another version gets tus's answers and no 104. Both
 share the store (storage/tus/): one upload, one record in S3, so an upload
 created by either may be resumed by either.
 
