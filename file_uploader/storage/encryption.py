@@ -84,10 +84,5 @@ class Encryption:
     def from_settings(cls, settings: Settings) -> Encryption:
         return cls(settings.s3_sse, settings.s3_sse_kms_key_id, settings.s3_sse_c_key)
 
-    def describe(self) -> str:
-        if self.mode == SSE_KMS:
-            return f"{SSE_KMS} ({'key ' + self.kms_key_id if self.kms_key_id else 'the AWS-managed key'})"
-        return self.mode
-
 
 NO_ENCRYPTION = Encryption()
