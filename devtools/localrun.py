@@ -63,7 +63,8 @@ def _banner(s3_url: str, port: str) -> str:
  No S3 is configured (no S3_ENDPOINT_URL and no AWS credentials in the
  environment or .env), so a local in-memory S3 server is running at
  {s3_url} for this session only.
- Files live in MEMORY and are GONE when `make run` stops.
+ Files live in MEMORY and are GONE when `make run` stops. It joins a large
+ file's parts in memory too: a 1 GiB upload takes it about 4 GiB for a moment.
  For storage that lasts, copy .env.example to .env and point it at S3 or MinIO.
 
  Try it (any UUID is a user):

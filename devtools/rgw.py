@@ -78,6 +78,9 @@ class RgwEngine:
     access_key: str
     secret_key: str
     version: str  # Ceph's, e.g. "16.2.15"
+    # With several radosgw daemons (running_rgw_cluster): each one's own http endpoint, the
+    # first one's being `http_url`.
+    rgw_http_urls: tuple[str, ...] = ()
 
 
 class RgwStartError(RuntimeError):
@@ -119,6 +122,22 @@ def running_rgw(
         yield cluster.start()
 
 
+@contextlib.contextmanager
+def running_rgw_cluster(
+    workdir: Path, *, osds: int = 3, rgws: int = 2, timeout: float = START_TIMEOUT
+) -> Iterator[_Cluster]:
+    """A cluster of `osds` OSDs (pools of `osds` replicas, serving with one OSD down) and `rgws`
+    radosgw daemons (their endpoints `engine.rgw_http_urls`), to break while it serves:
+    `cluster.kill("osd.1")`, `cluster.kill("client.rgw.2")`. The daemons' names are in
+    `cluster.daemons`."""
+    reason = unavailable_reason()
+    if reason:
+        raise RgwStartError(reason)
+    with _Cluster(Path(workdir).resolve(), {}, timeout, osds=osds, rgws=rgws) as cluster:
+        cluster.engine = cluster.start()
+        yield cluster
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports nobody listens on now: the kernel's picks, held until all are made."""
     with contextlib.ExitStack() as stack:
@@ -131,7 +150,13 @@ def free_ports(count: int) -> list[int]:
 class _Cluster:
     """Builds the cluster step by step under a deadline; as a context manager, always stops it."""
 
-    def __init__(self, workdir: Path, config: Mapping[str, str], timeout: float) -> None:
+    engine: RgwEngine
+
+    def __init__(
+        self, workdir: Path, config: Mapping[str, str], timeout: float, *, osds: int = 1, rgws: int = 1
+    ) -> None:
+        self.osds = osds
+        self.rgws = rgws
         self.dir = workdir
         self.conf = workdir / "ceph.conf"
         self.logs = workdir / "log"
@@ -151,7 +176,7 @@ class _Cluster:
             raise RgwStartError(f"{self.dir} is not empty: a cluster needs a workdir of its own")
         for name in ("log", "run", "crash", "tls"):
             (self.dir / name).mkdir()
-        mon_port, http_port, https_port = free_ports(3)
+        mon_port, http_port, https_port, *more_rgw_ports = free_ports(2 + self.rgws)
         ca_file, cert_file, key_file = _make_tls_files(self.dir / "tls")
         fsid = str(uuid.uuid4())
         self._write_conf(fsid, mon_port, http_port, https_port, cert_file, key_file)
@@ -163,20 +188,31 @@ class _Cluster:
         self._tool(["ceph-mon", *self._c(), "--mkfs", "-i", "a", "--monmap", str(monmap)], "ceph-mon --mkfs")
         self._daemon("mon.a", ["ceph-mon", "-f", *self._c(), "-i", "a"])
 
-        # The OSD: registered with the monitor (which answers once it is up), its store made, started.
-        osd_uuid = str(uuid.uuid4())
-        osd_id = self._tool(["ceph", *self._c(), "osd", "new", osd_uuid], "ceph osd new").strip()
-        (self.dir / f"osd.{osd_id}").mkdir()
-        mkfs = ["ceph-osd", *self._c(), "--no-mon-config", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid]
-        self._tool(mkfs, "ceph-osd --mkfs")
-        self._daemon(f"osd.{osd_id}", ["ceph-osd", "-f", *self._c(), "-i", osd_id])
+        # The OSDs: each registered with the monitor (which answers once it is up), its store made, started.
+        for _ in range(self.osds):
+            osd_uuid = str(uuid.uuid4())
+            osd_id = self._tool(["ceph", *self._c(), "osd", "new", osd_uuid], "ceph osd new").strip()
+            (self.dir / f"osd.{osd_id}").mkdir()
+            mkfs = ["ceph-osd", *self._c(), "--no-mon-config", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid]
+            self._tool(mkfs, "ceph-osd --mkfs")
+            self._daemon(f"osd.{osd_id}", ["ceph-osd", "-f", *self._c(), "-i", osd_id])
 
-        # radosgw creates its pools itself and answers S3 once they are usable.
+        # radosgw creates its pools itself and answers S3 once they are usable. More daemons
+        # share its pools, each on an http port of its own.
         self._daemon("client.rgw", ["radosgw", "-f", *self._c(), "-n", "client.rgw"])
         http_url = f"http://127.0.0.1:{http_port}"
         https_url = f"https://127.0.0.1:{https_port}"
         self._wait_for_s3(http_url, None)
         self._wait_for_s3(https_url, ssl.create_default_context(cafile=str(ca_file)))
+        rgw_http_urls = [http_url]
+        for number, port in enumerate(more_rgw_ports, start=2):
+            name = f"client.rgw.{number}"
+            (self.dir / name).mkdir()
+            frontend = ["--rgw_frontends", f"beast endpoint=127.0.0.1:{port}"]
+            self._daemon(name, ["radosgw", "-f", *self._c(), "-n", name, *frontend])
+            rgw_http_urls.append(f"http://127.0.0.1:{port}")
+        for url in rgw_http_urls[1:]:
+            self._wait_for_s3(url, None)
 
         access_key = "rgw" + secrets.token_hex(8)
         secret_key = secrets.token_urlsafe(30)
@@ -192,6 +228,7 @@ class _Cluster:
             access_key=access_key,
             secret_key=secret_key,
             version=self._version(),
+            rgw_http_urls=tuple(rgw_http_urls),
         )
 
     def _c(self) -> list[str]:
@@ -225,11 +262,12 @@ class _Cluster:
             "mon_data": str(d / "$name"),
             "osd_data": str(d / "$name"),
             "rgw_data": str(d / "$name"),
-            # One OSD, data in RAM, pools of one replica placed on it.
+            # One OSD (or more: running_rgw_cluster), data in RAM, pools of one replica per OSD,
+            # all on this one host; with several, they keep serving with one OSD down.
             "osd_objectstore": "memstore",
             "memstore_device_bytes": str(2 << 30),  # a ceiling, not an allocation
-            "osd_pool_default_size": "1",
-            "osd_pool_default_min_size": "1",
+            "osd_pool_default_size": str(self.osds),
+            "osd_pool_default_min_size": str(max(1, self.osds - 1)),
             "mon_allow_pool_size_one": "true",
             "mon_warn_on_pool_no_redundancy": "false",
             "osd_crush_chooseleaf_type": "0",
@@ -325,6 +363,12 @@ class _Cluster:
         out = subprocess.run(["radosgw", "--version"], capture_output=True, text=True, check=False).stdout
         match = re.search(r"ceph version (\S+)", out)
         return match.group(1) if match else out.strip()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one daemon (`osd.1`, `client.rgw.2`): a node lost while it serves."""
+        process = self.daemons[name]
+        process.kill()
+        process.wait()
 
     def rss_bytes(self) -> int:
         """The daemons' resident memory now, summed (Linux)."""

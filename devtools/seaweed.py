@@ -55,9 +55,10 @@ VOLUME_SERVERS = 3
 # Replication 001: one more copy on another server of the same rack (SeaweedFS's "xyz":
 # x other data centers, y other racks, z other servers).
 REPLICATION = "001"
-# Small volumes: the master grows new ones as they fill, so the disk taken stays near the data.
+# Small volumes, and many of them: the master grows new ones as they fill (several at a time),
+# so the disk taken stays near the data; 100 a server lets a run hold gigabytes.
 VOLUME_SIZE_MB = 64
-VOLUMES_PER_SERVER = 16
+VOLUMES_PER_SERVER = 100
 
 
 class SeaweedStartError(RuntimeError):

@@ -19,8 +19,9 @@ from .api.errors import error_middleware
 from .api.headers import security_headers
 from .api.openapi import OPENAPI_PATH
 from .api.openapi import serve as openapi
-from .appkeys import IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
+from .appkeys import BLOCKING_HOOKS, IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, SHARE_KEY, STORAGE, WEBHOOKS
 from .hooks import webhooks
+from .hooks.blocking import BlockingHooks
 from .identity import Identities
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
@@ -114,10 +115,16 @@ async def webhooks_context(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhook_url or not settings.webhook_secret:
         yield
         return
-    hooks = webhooks.Webhooks(settings.webhook_url, settings.webhook_secret.encode())
+    journal = app[STORAGE].journal
+    hooks = webhooks.Webhooks(
+        settings.webhook_url,
+        settings.webhook_secret.encode(),
+        journal=journal,
+        retry_seconds=settings.webhook_retry_seconds,
+    )
     await hooks.start()
     app[WEBHOOKS] = hooks
-    app[STORAGE].events.connect(hooks.listen)
+    app[STORAGE].events.connect(hooks.listen, journal)
     try:
         yield
     finally:
@@ -133,6 +140,24 @@ async def identities_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await identities.close()
+
+
+async def blocking_hooks_context(app: web.Application) -> AsyncIterator[None]:
+    """With HOOK_URL: this process's sender of the pre-create and pre-finish hooks."""
+    settings = app[SETTINGS]
+    if not settings.hook_url or not settings.hook_secret:
+        yield
+        return
+    app[BLOCKING_HOOKS] = hooks = BlockingHooks(
+        settings.hook_url,
+        settings.hook_secret.encode(),
+        seconds=settings.hook_timeout,
+        fail_open=settings.hook_fail_open,
+    )
+    try:
+        yield
+    finally:
+        await hooks.close()
 
 
 async def create_app(
@@ -152,6 +177,7 @@ async def create_app(
     app[SHARE_KEY] = share.share_key(settings)
     app[IN_FLIGHT] = RequestsInFlight()
     app.cleanup_ctx.append(identities_context)
+    app.cleanup_ctx.append(blocking_hooks_context)
     app.cleanup_ctx.append(storage_context)
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from .hooks.blocking import BlockingHooks, Verdict
 from .hooks.webhooks import Webhooks
 from .identity import Identities, Identity
 from .ops.inflight import RequestsInFlight
@@ -19,6 +20,9 @@ IN_FLIGHT = web.AppKey("requests_in_flight", RequestsInFlight)
 # The webhook sender, when WEBHOOK_URL is set.
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
+# The blocking hooks (pre-create, pre-finish), when HOOK_URL is set.
+BLOCKING_HOOKS = web.AppKey("blocking_hooks", BlockingHooks)
+
 # Whose a bearer token is (identity/): JWTs, the auth callback.
 IDENTITIES = web.AppKey("identities", Identities)
 
@@ -26,6 +30,8 @@ IDENTITIES = web.AppKey("identities", Identities)
 USER_ID = web.RequestKey("user_id", str)
 # The request's user, with their own quota when their credential carries one.
 IDENTITY = web.RequestKey("identity", Identity)
+# What the pre-create hook answered for this request's upload (asked once per PUT or tus creation).
+HOOK_VERDICT = web.RequestKey("hook_verdict", Verdict)
 # The request's id: the client's X-Request-ID if sane, else a new one.
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set when a response was cut short by its client: "disconnected" or "send_timeout".

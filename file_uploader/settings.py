@@ -601,6 +601,21 @@ class Settings:
         secret=True,
         example="",
     )
+    webhook_retry_seconds: float = setting(
+        FEATURES,
+        "How long an event the receiver does not take is retried (with backoff, from the bucket's "
+        "journal, by any gateway process) before it is given up (docs/identity-and-hooks.md).",
+        _seconds(1),
+        default=86_400.0,
+        shown="86400 (a day)",
+    )
+    webhook_backlog: int = setting(
+        FEATURES,
+        "Most events kept in the bucket's journal waiting for the receiver; past it, new events are "
+        "kept in the process's memory only (logged). Bounds what a receiver gone for good costs.",
+        _whole(1),
+        default=100_000,
+    )
 
     # --- Identity and hooks (docs/identity-and-hooks.md) ---
     auth_uuid_tokens: bool = setting(
@@ -661,10 +676,33 @@ class Settings:
         secret=True,
         example="https://app.example.com/internal/file-uploader/auth",
     )
+    hook_url: str | None = setting(
+        AUTH,
+        "The blocking hooks: a signed POST before an upload's body is read (pre-create: may refuse it, "
+        "or lower its size limit) and before the file is stored (pre-finish: may refuse it), for PUT, "
+        "forms and tus (docs/identity-and-hooks.md).",
+        _http_url,
+        default=None,
+        secret=True,
+        example="https://app.example.com/internal/file-uploader/hooks",
+    )
+    hook_timeout: float = setting(
+        AUTH,
+        "Seconds HOOK_URL gets to answer, connecting included; no answer in time is HOOK_FAIL_OPEN's case.",
+        _seconds(0.1),
+        default=10.0,
+    )
+    hook_fail_open: bool = setting(
+        AUTH,
+        "What an upload gets when HOOK_URL does not answer in time, cannot be reached or answers neither "
+        "2xx nor 4xx: 0 refuses it (503 hook_unavailable), 1 lets it through as if allowed (logged).",
+        _bool,
+        default=False,
+    )
     hook_secret: str | None = setting(
         AUTH,
         "Key of the X-Hook-Signature header (sha256=<hex HMAC-SHA256 of the body>) of what the gateway "
-        "POSTs to AUTH_HOOK_URL; required with it.",
+        "POSTs to AUTH_HOOK_URL and HOOK_URL; required with either.",
         default=None,
         secret=True,
         example="",
@@ -715,6 +753,8 @@ class Settings:
     def _check_identity(self) -> None:
         if self.auth_hook_url and not self.hook_secret:
             raise SettingsError("AUTH_HOOK_URL needs HOOK_SECRET: every question to it is signed with it")
+        if self.hook_url and not self.hook_secret:
+            raise SettingsError("HOOK_URL needs HOOK_SECRET: every hook it gets is signed with it")
         if (self.auth_jwks_url or self.auth_issuer) and not self.auth_audience:
             raise SettingsError(
                 "AUTH_JWKS_URL and AUTH_ISSUER need AUTH_AUDIENCE: without it, any token the provider "

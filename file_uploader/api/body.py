@@ -57,11 +57,11 @@ def _incomplete() -> ApiError:
     return INCOMPLETE_BODY()
 
 
-async def read_body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives, held to MAX_FILE_SIZE and CLIENT_TIMEOUT."""
+async def read_body(request: web.Request, limit: int | None = None) -> AsyncIterator[bytes]:
+    """The request body as it arrives, held to MAX_FILE_SIZE (or a lower `limit`) and CLIENT_TIMEOUT."""
     settings = request.app[SETTINGS]
     content = request.content
-    limit = settings.max_file_size
+    limit = settings.max_file_size if limit is None else limit
     total = 0
     while True:
         try:
@@ -94,12 +94,12 @@ PART_READ_SIZE = 256 * 1024
 
 
 async def read_part(
-    request: web.Request, part: BodyPartReader, *, limited: bool = True
+    request: web.Request, part: BodyPartReader, *, limited: bool = True, most: int | None = None
 ) -> AsyncIterator[bytes]:
     """One file of a multipart/form-data body as it arrives, held to CLIENT_TIMEOUT and
-    (if `limited`) MAX_FILE_SIZE, like a whole body."""
+    (if `limited`) MAX_FILE_SIZE or a lower `most`, like a whole body."""
     settings = request.app[SETTINGS]
-    limit = settings.max_file_size if limited else None
+    limit = (settings.max_file_size if most is None else most) if limited else None
     total = 0
     while True:
         try:

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CUT_SHORT
+from ..hooks.blocking import HookRefused, HookUnavailable
 from ..storage import errors as storage
 from .access import route_of
 
@@ -110,6 +111,8 @@ INVALID_METADATA = Error(400, "invalid_metadata", "Upload-Metadata {key!r} is no
 UNSUPPORTED_CHECKSUM = Error(400, "unsupported_checksum", "Upload-Checksum algorithms: {algorithms}")
 INVALID_CHECKSUM = Error(400, "invalid_checksum", "Upload-Checksum is not base64")
 LENGTH_CONFLICT = Error(400, "length_conflict", "{detail}")
+INVALID_CONCAT = Error(400, "invalid_concat", "{detail}")
+UPLOAD_NOT_FINISHED = Error(400, "upload_not_finished", "{detail}")
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 MISSING_TOKEN = Error(401, "missing_token", "send your token in the {where}", _CHALLENGE)
 # `credential`: X-Auth-Token, or the bearer token (identity/), whose refusals carry RFC 6750's
@@ -125,6 +128,7 @@ PASSWORD_REQUIRED = Error(
 )
 ORIGIN_NOT_ALLOWED = Error(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
 INVALID_LINK = Error(403, "invalid_link", "this share link is not valid")
+MODIFY_FINAL = Error(403, "modify_final", "{detail}")
 NOT_FOUND = Error(404, "not_found", "{detail}")
 METHOD_NOT_ALLOWED = Error(405, "method_not_allowed", "{detail}")
 BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} seconds")
@@ -153,6 +157,10 @@ STORAGE_ERROR = Error(502, "storage_error", "{detail}")
 BUSY = Error(503, "busy", "{detail}", _RETRY)
 STORAGE_UNAVAILABLE = Error(503, "storage_unavailable", "{detail}", _RETRY)
 NOT_READY = Error(503, "not_ready", "{detail}")
+# HOOK_URL refused the upload: the status is the hook's own 4xx (403 here is only the default).
+HOOK_REFUSED = Error(403, "hook_refused", "{detail}")
+# HOOK_URL did not answer usably in time, and HOOK_FAIL_OPEN is off.
+HOOK_UNAVAILABLE = Error(503, "hook_unavailable", "{detail}", _RETRY)
 # The provider's keys or the auth callback could not be had: refused, never let through.
 AUTH_UNAVAILABLE = Error(503, "auth_unavailable", "{detail}", _RETRY)
 
@@ -172,6 +180,9 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.OffsetMismatch: OFFSET_MISMATCH,
     storage.LengthConflict: LENGTH_CONFLICT,
     storage.ChecksumMismatch: CHECKSUM_MISMATCH_ERROR,
+    storage.ConcatInvalid: INVALID_CONCAT,
+    storage.ConcatUnfinished: UPLOAD_NOT_FINISHED,
+    storage.FinalUpload: MODIFY_FINAL,
     storage.NotAnImage: NOT_AN_IMAGE,
     storage.ImageTooLarge: IMAGE_TOO_LARGE,
     storage.FileChanged: FILE_CHANGED,
@@ -202,6 +213,10 @@ def as_api_error(exc: Exception) -> ApiError:
     """The ApiError for `exc`; anything unforeseen becomes a bare 500."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, HookRefused):
+        return ApiError(exc.status, HOOK_REFUSED.code, exc.message)
+    if isinstance(exc, HookUnavailable):
+        return HOOK_UNAVAILABLE(detail=exc)
     for kind, entry in STORAGE_ERRORS.items():
         if isinstance(exc, kind):
             error = entry(detail=exc)

@@ -27,8 +27,9 @@ from ..storage.errors import InvalidName
 from ..storage.files import Download, FolderPage, ObjectInfo
 from ..storage.keys import MAX_NAME_BYTES, file_key, user_prefix, validate_folder
 from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
+from . import hooked
 from .auth import authenticate
-from .body import declared_length, expect_body, read_body
+from .body import declared_length, expect_body, file_too_large, read_body
 from .digests import expected_digests, verified
 from .errors import (
     FILE_CHANGED,
@@ -231,6 +232,12 @@ async def _check_upload(request: web.Request) -> None:
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
     storage = request.app[STORAGE]
     await storage.admit(request[USER_ID], key, size)
+    _within(size, hooked.limit(request, await hooked.pre_create(request, decode_name(request), size, "put")))
+
+
+def _within(size: int | None, most: int) -> None:
+    if size is not None and size > most:
+        raise file_too_large(most)
 
 
 async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[dict]]:
@@ -336,9 +343,17 @@ async def put_file(request: web.Request) -> web.Response:
     name = decode_name(request)
     size = declared_length(request, request.app[SETTINGS])
     public = public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
-    body = verified(read_body(request), expected_digests(request.headers))
+    most = hooked.limit(request, await hooked.pre_create(request, name, size, "put"))
+    _within(size, most)
+    body = verified(read_body(request, most), expected_digests(request.headers))
     await request.app[STORAGE].files.put(
-        request[USER_ID], _key(request), body, size=size, content_type=content_type(name), public=public
+        request[USER_ID],
+        _key(request),
+        body,
+        size=size,
+        content_type=content_type(name),
+        public=public,
+        finish=hooked.pre_finish(request, name, "put"),
     )
     return web.Response(status=204)
 

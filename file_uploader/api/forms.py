@@ -35,9 +35,11 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..hooks.blocking import HookError
 from ..sizes import format_size
 from ..storage.errors import StorageFailure
 from ..storage.keys import file_key
+from . import hooked
 from .auth import FORM_TYPE, TOKEN_HEADER, authenticate, authenticate_with
 from .body import expect_body, read_part
 from .digests import expected_digests, verified
@@ -123,20 +125,31 @@ async def _store(
     """Store one file field; its entry in the answer."""
     field = part.name
     received = 0
+    most: int | None = None
 
     async def counted() -> Any:
         nonlocal received
-        async for chunk in read_part(request, part):
+        async for chunk in read_part(request, part, most=most):
             received += len(chunk)
             yield chunk
 
     try:
         key = file_key(user_id, name)
+        # The form's body names its files: each is put to the pre-create hook when its part's
+        # headers arrive, before a byte of it is read.
+        most = hooked.limit(request, await hooked.pre_create(request, name, None, "form", once=False))
         chunks = verified(counted(), expected_digests(part.headers))
         await request.app[STORAGE].files.put(
-            user_id, key, chunks, size=None, content_type=content_type(name), public=public, kind="form"
+            user_id,
+            key,
+            chunks,
+            size=None,
+            content_type=content_type(name),
+            public=public,
+            kind="form",
+            finish=hooked.pre_finish(request, name, "form"),
         )
-    except (ApiError, StorageFailure) as exc:
+    except (ApiError, StorageFailure, HookError) as exc:
         error = as_api_error(exc)
         if error.code in _BROKEN_BODY:
             raise

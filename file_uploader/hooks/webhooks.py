@@ -28,14 +28,25 @@ than once (a lost answer) and can tell by its id. Any other 4xx is the
 receiver's permanent refusal of that event: it is given up at once (counted
 as ``reason="refused"``, logged), so that refused events never hold the
 senders other events need. Only the first ANSWER_BYTES of an answer are read:
-a receiver cannot fill the gateway's memory. Events are in memory only:
-those still queued when the process dies are lost, and on a graceful stop the
-queue gets STOP_SECONDS to drain (none when the receiver is failing) before
-what is left is dropped (counted as ``reason="stopped"``, and logged).
-Keeping them in S3 instead would cost a write and a delete per event, more
-than the upload of a small file itself, for what a receiver that must not
-miss anything needs anyway: a periodic reconciliation with the listing (GET
-/api/files).
+a receiver cannot fill the gateway's memory.
+
+**Surviving a crash: the journal.** Each event is first written to the bucket
+(storage/events.py's journal, ``events/q/``) before the response that caused
+it, and removed once the receiver acknowledged it (a 2xx, or a refusal given
+up). The queue above is the fast path: it tries an event for HANDOFF_SECONDS,
+then leaves it to the journal. Every process runs a recovery loop
+(`_recover`): every RECOVER_SECONDS it counts the journal (the backlog gauge),
+and the one process holding the journal's lease (cas.LeaseLock) delivers the
+events older than ORPHAN_SECONDS, whoever wrote them (a process killed with
+events queued, one that stopped, one whose queue was full, one whose receiver
+was down), in the order they happened per file, backing off up to
+MAX_RETRY_SECONDS while the receiver fails, for WEBHOOK_RETRY_SECONDS after
+which an event is given up (``reason="expired"``). So delivery is at least
+once across crashes and restarts: a receiver sees an event twice when an
+acknowledgement is lost, and drops the second by its id. The journal holds
+at most WEBHOOK_BACKLOG events; past that, events are kept in memory only
+(logged). The cost: a PutObject before the response and a DeleteObject after
+delivery per event, and a listing per process every RECOVER_SECONDS.
 """
 
 from __future__ import annotations
@@ -58,7 +69,9 @@ from aiohttp.typedefs import Handler
 
 from .. import __version__
 from ..ops import metrics
-from ..storage.events import FileEvent
+from ..storage.cas import HeldLock
+from ..storage.errors import StorageFailure
+from ..storage.events import FileEvent, Journal
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +91,14 @@ FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
 STOP_SECONDS = 5.0  # on a graceful stop, what the queue gets to drain
 DROPS_LOGGED_EVERY = 60.0  # seconds between two log lines about dropped events
+# With the journal: how long the in-memory queue tries an event before leaving it to the journal,
+# and how old a journaled event must be before the recovery loop takes it as left behind (its
+# queue's last attempt, ATTEMPT_SECONDS long, is over by then, so both rarely send it at once).
+HANDOFF_SECONDS = 10.0
+ORPHAN_SECONDS = HANDOFF_SECONDS + ATTEMPT_SECONDS + 5.0
+RECOVER_SECONDS = 5.0  # between two looks at the journal, while the receiver answers
+RECOVER_BATCH = 1000  # journaled events read per round (one listing page)
+DEFAULT_RETRY_SECONDS = 86_400.0  # WEBHOOK_RETRY_SECONDS' default: a day
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -188,6 +209,9 @@ class Webhooks:
         first_retry: float = FIRST_RETRY_SECONDS,
         max_retry: float = MAX_RETRY_SECONDS,
         senders: int = SENDERS,
+        journal: Journal | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        orphan_seconds: float = ORPHAN_SECONDS,
     ) -> None:
         self.url = url  # never logged: it may carry credentials
         self._secret = secret
@@ -203,6 +227,11 @@ class Webhooks:
         self._refused_unlogged = 0
         self._refused_status = 0
         self._drops_logged_at = 0.0
+        self.journal = journal
+        self.retry_seconds = retry_seconds
+        self.orphan_seconds = orphan_seconds
+        self._recovery: asyncio.Task[None] | None = None
+        self._claim: HeldLock | None = None
 
     def listen(self, event: FileEvent) -> None:
         """The storage layer's listener: hold the event for the request's response, or queue it."""
@@ -225,6 +254,8 @@ class Webhooks:
             headers={"User-Agent": f"file_uploader/{__version__}"},
         )
         self._senders = [asyncio.create_task(self._send()) for _ in range(self._senders_count)]
+        if self.journal is not None:
+            self._recovery = asyncio.create_task(self._recover())
 
     async def stop(self) -> None:
         """Let the queue drain for up to STOP_SECONDS (unless the receiver is failing: it would
@@ -234,11 +265,16 @@ class Webhooks:
                 async with asyncio.timeout(STOP_SECONDS):
                     await self._queue.join()
         lost = self._queue.qsize() + self._delivering
-        for task in self._senders:
+        tasks = [*self._senders, *([self._recovery] if self._recovery else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._claim is not None:
+            await self._claim.release()
         metrics.WEBHOOK_QUEUE.dec(self._queue.qsize())
-        if lost:
+        if lost and self.journal is not None:
+            log.info("%d webhook events left to the journal: another process delivers them", lost)
+        elif lost:
             self._drop("stopped", lost)
         if self._session is not None:
             await self._session.close()
@@ -256,6 +292,16 @@ class Webhooks:
                 self._queue.task_done()
 
     async def _deliver(self, event: FileEvent) -> None:
+        delay = self.first_retry
+        while not await self._attempt(event):
+            if event.journal and event.age(time.time()) > HANDOFF_SECONDS:
+                return  # the journal's recovery loop takes it from here
+            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+            delay = min(delay * 2, self.max_retry)
+
+    async def _attempt(self, event: FileEvent) -> bool:
+        """One delivery of `event`: True when it is done with (delivered, or refused for good, and
+        then out of the journal), False when it is to be tried again."""
         assert self._session is not None
         body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
         headers = {
@@ -263,34 +309,90 @@ class Webhooks:
             SIGNATURE_HEADER: signature(self._secret, body),
             ID_HEADER: event.id,
         }
-        delay = self.first_retry
+        try:
+            async with self._session.post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await _read_some(response)
+                status = response.status
+                failure = None if 200 <= status < 300 else str(status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            status, failure = 0, type(exc).__name__
+        if 400 <= status < 500 and status not in RETRIED_REFUSALS:
+            self._drop("refused", 1, status=status)
+            await self._acknowledge(event)
+            return True
+        if failure is None:
+            metrics.WEBHOOKS_SENT.inc()
+            if self._failing:
+                self._failing = False
+                log.info("webhook receiver answers again")
+            await self._acknowledge(event)
+            return True
+        metrics.WEBHOOKS_RETRIED.labels(failure).inc()
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "webhook delivery failed (%s): retrying with backoff up to %g s", failure, self.max_retry
+            )
+        return False
+
+    async def _acknowledge(self, event: FileEvent) -> None:
+        if event.journal and self.journal is not None:
+            await asyncio.shield(self.journal.acknowledge(event.journal))
+
+    # The journal: events left behind, delivered by whichever process holds its lease.
+
+    async def _recover(self) -> None:
+        assert self.journal is not None
+        delay = RECOVER_SECONDS
         while True:
-            try:
-                async with self._session.post(
-                    self.url, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    await _read_some(response)
-                    status = response.status
-                    failure = None if 200 <= status < 300 else str(status)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                status, failure = 0, type(exc).__name__
-            if 400 <= status < 500 and status not in RETRIED_REFUSALS:
-                self._drop("refused", 1, status=status)
-                return
-            if failure is None:
-                metrics.WEBHOOKS_SENT.inc()
-                if self._failing:
-                    self._failing = False
-                    log.info("webhook receiver answers again")
-                return
-            metrics.WEBHOOKS_RETRIED.labels(failure).inc()
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "webhook delivery failed (%s): retrying with backoff up to %g s", failure, self.max_retry
-                )
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 2, self.max_retry)
+            try:
+                delivered = await self._recover_once()
+            except StorageFailure as exc:
+                log.warning("could not read the event journal: %s", exc)
+                delivered = False
+            delay = RECOVER_SECONDS if delivered else min(max(delay, self.first_retry) * 2, self.max_retry)
+
+    async def _recover_once(self) -> bool:
+        """One round: count the journal; holding its lease, deliver what was left behind. False
+        when a delivery failed (the next round waits longer)."""
+        assert self.journal is not None
+        self._claim = await self.journal.claim(self._claim)
+        if self._claim is None:
+            await self.journal.pending(0)  # only the count, for the backlog gauge
+            metrics.WEBHOOK_BACKLOG.set(self.journal.backlog)
+            return True
+        events = await self.journal.pending(RECOVER_BATCH)
+        metrics.WEBHOOK_BACKLOG.set(self.journal.backlog)
+        now = time.time()
+        lines: dict[tuple[str, str], list[FileEvent]] = {}
+        for event in events:
+            if event.age(now) > self.retry_seconds:
+                self._drop("expired", 1)
+                await self.journal.acknowledge(event.journal)
+            elif event.age(now) > self.orphan_seconds:
+                lines.setdefault((event.user, event.name), []).append(event)
+        if not lines:
+            return True
+        keeper = asyncio.create_task(self._claim.keep())
+        gate = asyncio.Semaphore(self._senders_count)
+
+        async def line(events: list[FileEvent]) -> bool:
+            async with gate:
+                for event in events:  # one file's events in the order they happened
+                    if not await self._attempt(event):
+                        return False
+                return True
+
+        try:
+            done = await asyncio.gather(*(line(events) for events in lines.values()))
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        metrics.WEBHOOK_BACKLOG.set(self.journal.backlog)
+        return all(done)
 
     def _drop(self, reason: str, count: int, *, status: int = 0) -> None:
         metrics.WEBHOOKS_DROPPED.labels(reason).inc(count)

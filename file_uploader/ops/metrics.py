@@ -79,14 +79,20 @@ WEBHOOKS_RETRIED = Counter(
 WEBHOOKS_DROPPED = Counter(
     "file_uploader_webhooks_dropped",
     "Events never delivered: reason queue_full (the queue was full: the longest user's newest "
-    "dropped), refused (the receiver answered a 4xx other than 408, 425, 429: not retried) or "
-    "stopped (still queued when the process stopped)",
+    "dropped), refused (the receiver answered a 4xx other than 408, 425, 429: not retried), "
+    "stopped (still queued when the process stopped) or expired (retried for WEBHOOK_RETRY_SECONDS); "
+    "with the journal, queue_full and stopped events are still delivered from the bucket",
     ["reason"],
 )
 WEBHOOK_QUEUE = Gauge(
     "file_uploader_webhook_queue",
     "Events waiting to be delivered (or being delivered)",
     multiprocess_mode="livesum",
+)
+WEBHOOK_BACKLOG = Gauge(
+    "file_uploader_webhook_backlog",
+    "Events in the bucket's journal not delivered yet (counted every few seconds, up to WEBHOOK_BACKLOG)",
+    multiprocess_mode="livemax",
 )
 
 

@@ -41,7 +41,7 @@ from ..sizes import (
 from .checksums import configured
 from .client import S3, Lanes, open_client
 from .encryption import Encryption
-from .events import Events
+from .events import Events, Journal
 from .files import Files
 from .landing import Landing
 from .library import Library
@@ -93,8 +93,10 @@ class Storage:
             limit=settings.user_quota,
             lease_seconds=lease_seconds,
         )
-        # What happens to files, for a listener the app connects (the webhook sender).
+        # What happens to files, for a listener the app connects (the webhook sender), and with
+        # WEBHOOK_URL the bucket's journal of the events not delivered yet.
         self.events = Events()
+        self.journal = Journal(s3, bound=settings.webhook_backlog) if settings.webhook_url else None
         self.landing = Landing(
             s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
         )

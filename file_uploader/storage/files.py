@@ -27,7 +27,7 @@ from ..ops import metrics
 from .client import S3, OpenObject
 from .errors import RangeNotSatisfiable, StorageFailure
 from .keys import split_file_key, start_after, user_prefix
-from .landing import ASK, Landing, Removed
+from .landing import ASK, Finish, Landing, Removed
 from .library import Library
 from .parts import PartPipeline
 from .quotas import Quotas
@@ -185,9 +185,11 @@ class Files:
         content_type: str = "application/octet-stream",
         public: bool = False,
         kind: str = "put",
+        finish: Finish | None = None,
     ) -> None:
         """Store the bytes of `chunks` under `key`; `size` is their length if known; `public`
-        puts the file in the public library. `kind` labels the upload's metrics."""
+        puts the file in the public library. `kind` labels the upload's metrics. `finish`, if
+        given, is awaited with the size just before the file is stored, and may refuse it."""
         uid, name = split_file_key(key)
         # With a quota: the size of the file this one replaces (it counts only what it adds to
         # it), then room reserved for it before a byte of the body is read.
@@ -206,6 +208,7 @@ class Files:
                 content_type=content_type,
                 kind=kind,
                 ready=reservation.ensure_held,
+                finish=finish,
             )
         except BaseException:
             replaced.cancel()
@@ -229,6 +232,7 @@ class Files:
         content_type: str,
         kind: str,
         ready: Callable[[], None],
+        finish: Finish | None = None,
     ) -> tuple[int, str]:
         """Stream `chunks` into the object `key`; its size and ETag. `ready` is called just before
         the object is made (PutObject, CompleteMultipartUpload), and may refuse it by raising."""
@@ -244,6 +248,8 @@ class Files:
             if first.size < part_size:
                 try:
                     await reader.read_to_end()
+                    if finish is not None:
+                        await finish(first.size)
                     ready()
                     etag = await pipeline.put_object(key, first, ContentType=content_type)
                 finally:
@@ -267,6 +273,8 @@ class Files:
                     keep_tail=False,
                     first=first,
                 )
+                if finish is not None:
+                    await finish(reader.received)
                 ready()
                 completed = await self.s3.complete_multipart_upload(key, upload_id, parts)
             except BaseException:

@@ -11,6 +11,8 @@ the token's canonical lower-case form:
     thumbs/<user id>//<SHA-256 of name>/<size>.<format>   those of names too long for the above
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
     links/<link id>                    a share link's record (links.py)
+    events/q/<time>-<event id>         an event not delivered yet, with WEBHOOK_URL (events.py)
+    events/lock                        who delivers the events other processes left (events.py)
     linked/<user id>/<link id>         the user's links, to list them (links.py)
 
 The hash is one-way, so no token can be
@@ -37,6 +39,7 @@ QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
 LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
 LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
+EVENTS_ROOT = "events/"  # events not delivered yet (WEBHOOK_URL), and who delivers them: see events.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
 USER_ROOTS = (
@@ -49,7 +52,7 @@ USER_ROOTS = (
     LINK_INDEX_ROOT,
 )
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
-ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, PROBE_ROOT)
+ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, EVENTS_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,
 # so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
 THUMBNAIL_SEPARATOR = "//"

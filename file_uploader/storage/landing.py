@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from .budget import UploadSlots
 from .cas import VersionedJson
@@ -40,6 +40,11 @@ from .keys import REMOVED_ROOT, split_file_key
 from .library import Library
 from .quotas import Quotas, key_tag, size_before
 from .thumbnails import Thumbnails
+
+# A last word before a file lands, for every kind of upload: awaited with the file's final size
+# just before it is stored (before PutObject or CompleteMultipartUpload), it may refuse it by
+# raising, and nothing is then stored (the HTTP layer's pre-finish hook: hooks/blocking.py).
+Finish = Callable[[int], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +104,7 @@ class Landing:
         `library_id`: the replaced file's library id if the caller asked it already (None: it was
         not public), else ASK."""
         uid, name = split_file_key(key)
-        self.events.emit(STORED, uid, name, size, etag)
+        await self.events.emit(STORED, uid, name, size, etag)
         await asyncio.shield(counted)
         if library_id is ASK:
             library_id = await self.library.library_id(uid, name)
@@ -118,7 +123,7 @@ class Landing:
             claims = await asyncio.gather(*(self._first(uid, file) for file in files))
             won = [file for file, first in zip(files, claims, strict=True) if first]
         for file in won:
-            self.events.emit(DELETED, uid, split_file_key(file.key)[1], file.size, file.etag)
+            await self.events.emit(DELETED, uid, split_file_key(file.key)[1], file.size, file.etag)
         await self.quotas.removed(uid, [(file.key, file.size) for file in won])
         if not folder:
             for file in won:

@@ -42,20 +42,23 @@ class PausedBody:
             yield self.data[start : start + self.piece]
 
 
-async def parts_while_open(s3, bucket: str, count: int) -> list[int]:
+async def parts_while_open(s3, bucket: str, count: int, timeout: float = 60.0) -> list[int]:
     """The sizes of the parts of the one open multipart upload, once it has `count` of them."""
-    for _ in range(200):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # generous: on a busy machine the parts take their time
+    seen: list[int] = []
+    while loop.time() < deadline:
         uploads = await asyncio.to_thread(open_uploads, s3, bucket)
         if uploads:
             (upload,) = uploads
             listed = await asyncio.to_thread(
                 s3.list_parts, Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
             )
-            sizes = [part["Size"] for part in listed.get("Parts", [])]
-            if len(sizes) >= count:
-                return sizes
+            seen = [part["Size"] for part in listed.get("Parts", [])]
+            if len(seen) >= count:
+                return seen
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no open multipart upload with {count} parts")
+    raise AssertionError(f"no open multipart upload with {count} parts (last seen: {seen})")
 
 
 def digest(data: bytes) -> bytes:

@@ -10,6 +10,7 @@ they fail instead.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime
 import hashlib
@@ -28,7 +29,11 @@ from file_uploader.sizes import MIN_PART_SIZE
 from file_uploader.storage import open_storage
 from file_uploader.storage.sweep import collect_garbage
 
+from ..helpers import path_of
+
 PART = MIN_PART_SIZE
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
 
 
 @pytest.fixture
@@ -148,3 +153,41 @@ def report(title: str, done: list[Attempt], seconds: float) -> str:
     )
     print(line)
     return line
+
+
+async def start_tus(gateway, auth, data: bytes, name: str) -> str:
+    encoded = base64.b64encode(name.encode()).decode()
+    created = await gateway.post(
+        "/api/uploads/",
+        headers={**auth, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": f"filename {encoded}"},
+    )
+    assert created.status == 201, await created.text()
+    url = path_of(created.headers["Location"])
+    first = await gateway.patch(
+        url, data=data[: PART + 3], headers={**auth, **TUS, **OCTETS, "Upload-Offset": "0"}
+    )
+    assert first.status == 204, await first.text()
+    return url
+
+
+async def finish_tus(gateway, auth, url: str, data: bytes, name: str) -> int:
+    """Resume from HEAD's offset until the upload is whole (a PATCH cut by the fault is retried);
+    how many PATCHes it took."""
+    patches = 0
+    for _ in range(20):
+        head = await gateway.head(url, headers={**auth, **TUS})
+        if head.status != 200:
+            await asyncio.sleep(1)
+            continue
+        offset = int(head.headers["Upload-Offset"])
+        if offset == len(data):
+            break
+        patches += 1
+        response = await gateway.patch(
+            url, data=data[offset:], headers={**auth, **TUS, **OCTETS, "Upload-Offset": str(offset)}
+        )
+        if response.status != 204:
+            await asyncio.sleep(1)  # 423 while a lost PATCH's lock runs out, 5xx while the engine heals
+    got = await (await gateway.get(f"/api/files/{name}", headers=auth)).read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    return patches

@@ -10,69 +10,30 @@ prints (pytest -s) is what docs/scale-out.md quotes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import time
 
 import pytest
 
-from ..helpers import path_of
 from .conftest import (
+    OCTETS,
     PART,
+    TUS,
     attempts,
     check_acknowledged,
+    finish_tus,
     no_open_uploads_after_gc,
     report,
+    start_tus,
     upload,
 )
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTETS = {"Content-Type": "application/offset+octet-stream"}
 # The engine is paused longer than every wait of the gateway: CLIENT_TIMEOUT (5 s here), a free
 # S3 connection (S3_POOL_WAIT_SECONDS, 10 s), a tus upload's lease (LEASE_SECONDS, 30 s) and
 # botocore's read timeout (60 s), after which calls in flight are retried.
 PAUSE_SECONDS = 65.0
-
-
-async def start_tus(gateway, auth, data: bytes, name: str) -> str:
-    encoded = base64.b64encode(name.encode()).decode()
-    created = await gateway.post(
-        "/api/uploads/",
-        headers={**auth, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": f"filename {encoded}"},
-    )
-    assert created.status == 201, await created.text()
-    url = path_of(created.headers["Location"])
-    first = await gateway.patch(
-        url, data=data[: PART + 3], headers={**auth, **TUS, **OCTETS, "Upload-Offset": "0"}
-    )
-    assert first.status == 204, await first.text()
-    return url
-
-
-async def finish_tus(gateway, auth, url: str, data: bytes, name: str) -> int:
-    """Resume from HEAD's offset until the upload is whole (a PATCH cut by the fault is retried);
-    how many PATCHes it took."""
-    patches = 0
-    for _ in range(20):
-        head = await gateway.head(url, headers={**auth, **TUS})
-        if head.status != 200:
-            await asyncio.sleep(1)
-            continue
-        offset = int(head.headers["Upload-Offset"])
-        if offset == len(data):
-            break
-        patches += 1
-        response = await gateway.patch(
-            url, data=data[offset:], headers={**auth, **TUS, **OCTETS, "Upload-Offset": str(offset)}
-        )
-        if response.status != 204:
-            await asyncio.sleep(1)  # 423 while a lost PATCH's lock runs out, 5xx while the engine heals
-    got = await (await gateway.get(f"/api/files/{name}", headers=auth)).read()
-    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
-    return patches
 
 
 async def test_a_volume_server_killed_mid_upload_loses_no_acknowledged_upload(

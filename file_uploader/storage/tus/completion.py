@@ -26,7 +26,7 @@ from ...ops import metrics
 from ...sizes import MAX_PART_SIZE, MIN_PART_SIZE
 from ..client import S3
 from ..errors import FileNotFound, PartsChanged, StorageError, StorageFailure, UploadConflict
-from ..landing import Landing
+from ..landing import Finish, Landing
 from ..parts import Part, PartPipeline
 from ..quotas import Quotas
 from .info import COMPLETING, DONE, OPEN, Records, Upload, recorded
@@ -60,9 +60,19 @@ class Completion:
         )
         await self.landing.stored(upload.key, size, etag, counted)
 
-    async def complete(self, upload: Upload, tail: Part | None, old_tail: str | None) -> None:
-        """Complete a whole upload: its tail becomes the last part, then the record says
-        "completing", then `finish`."""
+    async def complete(
+        self, upload: Upload, tail: Part | None, old_tail: str | None, vet: Finish | None = None
+    ) -> None:
+        """Complete a whole upload: `vet` (the pre-finish hook) may refuse it first; then its
+        tail becomes the last part, then the record says "completing", then `finish`."""
+        if vet is not None:
+            try:
+                await vet(upload.offset)
+            except Exception:
+                # Refused (or its hook failed): nothing is stored, the old file stays, and the
+                # upload is forgotten with its multipart upload, tails and room in the quota.
+                await asyncio.shield(self._refused(upload))
+                raise
         if tail is not None and tail.size:
             part = await self.pipeline.upload_part(upload.key, upload.s3_upload_id, upload.parts + 1, tail)
             upload.add_parts([part])
@@ -70,6 +80,14 @@ class Completion:
         upload.state = COMPLETING
         await self.records.write(upload)  # the intent: a crash from here on is finished by the next reader
         await self.finish(upload, tail, resumed=False)
+
+    async def _refused(self, upload: Upload) -> None:
+        """Forget a whole upload whose file may not be stored (the caller holds its lock)."""
+        try:
+            await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
+            await self.records.delete_all(upload)  # its info, tails and lock
+        finally:
+            await self.quotas.upload_ended(upload.user, upload.id)
 
     async def finish(self, upload: Upload, tail: Part | None = None, *, resumed: bool = True) -> None:
         """Complete the multipart upload of a "completing" upload, and mark it done.
@@ -79,7 +97,7 @@ class Completion:
         completing (its process died), so the file may be there already and
         the size it replaced is not known for sure.
         """
-        replaced, exact = await self.size_before(upload)
+        replaced, exact = (None, True) if upload.partial else await self.size_before(upload)
         exact = exact and not resumed
         etag: str | None = None
         if upload.parts:
@@ -113,9 +131,14 @@ class Completion:
             return
         if tail_key:
             await self.records.delete_quietly(tail_key)
+        if upload.partial:  # its bytes wait, under its lease, for a final upload (concat.py)
+            log.info("tus partial upload %s completed", upload.id)
+            return
         if etag is None:  # completed by a process that died, or trimmed past stray parts
             etag = await self._etag(upload.key)
-        await self.stored(upload, etag, replaced, exact)
+        # A final upload has no lease of its own: its partial uploads' leases hold its bytes until
+        # they are removed just after this (concat.py).
+        await self.stored(upload, etag, replaced, exact, lease=not upload.partials)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 

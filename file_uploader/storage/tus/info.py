@@ -58,12 +58,19 @@ class Upload:
     # With `grow`: how many parts keep one size before it doubles (sizes.parts_per_step of the
     # S3_MAX_PARTS at creation; uploads created before it was a setting have none: 900).
     step: int = PARTS_PER_SIZE_STEP
+    # The upload's own size limit, below MAX_FILE_SIZE, when a pre-create hook lowered it.
+    max_size: int | None = None
+    # Concatenation (concat.py): a partial upload's bytes become an object of its own, not a
+    # file; a final upload was assembled from the partial uploads `partials` names, in order.
+    partial: bool = False
+    partials: list[str] = dataclasses.field(default_factory=list)
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def key(self) -> str:
-        return file_key(self.user, self.name)
+        """Where its multipart upload lands: the file, or for a partial upload ``<id>.data``."""
+        return f"{self.prefix}data" if self.partial else file_key(self.user, self.name)
 
     @property
     def prefix(self) -> str:
@@ -76,6 +83,10 @@ class Upload:
     @property
     def lock_key(self) -> str:
         return f"{UPLOADS_ROOT}{self.user}/{self.id}{LOCK_SUFFIX}"
+
+    def limit(self, max_size: int) -> int:
+        """The most bytes this upload may hold: MAX_FILE_SIZE, or the lower limit it was given."""
+        return max_size if self.max_size is None else min(max_size, self.max_size)
 
     @property
     def done(self) -> bool:

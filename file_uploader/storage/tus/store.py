@@ -10,10 +10,11 @@ from ...sizes import LEASE_SECONDS, format_size
 from ..client import S3
 from ..errors import TooLarge, UploadExpired, UploadNotFound
 from ..keys import validate_name
-from ..landing import Landing
+from ..landing import Finish, Landing
 from ..parts import PartPipeline
 from ..quotas import Quotas
 from .completion import Completion
+from .concat import Admit, Concatenation
 from .housekeeping import Housekeeping
 from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id, new_upload_id
 from .lock import Locks
@@ -47,6 +48,9 @@ class Resumable:
         self.appender = Appender(
             s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
         )
+        self.concatenation = Concatenation(
+            s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
+        )
         self.housekeeping = Housekeeping(s3, self.records, self.locks, self.completion, quotas)
 
     @property
@@ -58,11 +62,29 @@ class Resumable:
     def lock_seconds(self, seconds: float) -> None:
         self.locks.seconds = seconds
 
-    async def create(self, user: str, name: str, length: int | None, metadata: str, now: float) -> Upload:
-        """Start an upload of `length` bytes (None: declared later) to be stored as `name`."""
-        validate_name(name)
-        if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {format_size(self.max_size)}")
+    async def create(
+        self,
+        user: str,
+        name: str,
+        length: int | None,
+        metadata: str,
+        now: float,
+        *,
+        max_size: int | None = None,
+        finish: Finish | None = None,
+        partial: bool = False,
+    ) -> Upload:
+        """Start an upload of `length` bytes (None: declared later) to be stored as `name`.
+        `max_size`: its own limit, below MAX_FILE_SIZE; `finish`: awaited with the file's size
+        just before it is stored (a length of 0 is stored at once), and may refuse it by raising.
+        `partial`: one whose bytes wait for a final upload to name it (concat.py; no name)."""
+        if partial:
+            name = ""
+        else:
+            validate_name(name)
+        limit = min(self.max_size, max_size) if max_size is not None else self.max_size
+        if length is not None and length > limit:
+            raise TooLarge(f"the limit is {format_size(limit)}")
         plan = self.pipeline.plan
         if length is not None and length > plan.capacity(length):
             raise self.pipeline.too_many_parts(length)
@@ -77,16 +99,21 @@ class Resumable:
             grow=length is None and plan.grows,
             expires=now + self.expiry,
             step=plan.step,
+            max_size=max_size,
+            partial=partial,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
             # upload without parts: the empty file is stored now, and the
             # upload is done from the start.
+            if finish is not None:
+                await finish(0)
             replaced, exact = await self.completion.size_before(upload)
             etag = (await self.s3.put_object(upload.key, b""))["ETag"]
             upload.state = DONE
             await self.records.write(upload, new=True)
-            await self.completion.stored(upload, etag, replaced, exact, lease=False)
+            if not partial:
+                await self.completion.stored(upload, etag, replaced, exact, lease=False)
             return upload
         if length is not None:
             # Before anything is created: an upload that does not fit is refused with nothing to undo.
@@ -127,9 +154,28 @@ class Resumable:
         now: float,
         length: int | None = None,
         checksum: tuple[str, bytes] | None = None,
+        finish: Finish | None = None,
     ) -> Upload:
         """upload.py's `Appender.append`."""
-        return await self.appender.append(upload, offset, chunks, now=now, length=length, checksum=checksum)
+        return await self.appender.append(
+            upload, offset, chunks, now=now, length=length, checksum=checksum, finish=finish
+        )
+
+    async def concatenate(
+        self,
+        user: str,
+        name: str,
+        metadata: str,
+        partial_ids: list[str],
+        now: float,
+        *,
+        admit: Admit | None = None,
+        finish: Finish | None = None,
+    ) -> Upload:
+        """concat.py's `Concatenation.concatenate`: the final upload, stored as `name`."""
+        return await self.concatenation.concatenate(
+            user, name, metadata, partial_ids, now, admit=admit, finish=finish
+        )
 
     async def terminate(self, upload: Upload) -> None:
         """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""

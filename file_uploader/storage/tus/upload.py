@@ -26,16 +26,19 @@ from typing import Any
 
 from ...sizes import format_size
 from ..cas import HeldLock
+from ..checksums import Crc32, Crc32c, Hasher
 from ..client import S3
 from ..errors import (
     ChecksumMismatch,
     FileNotFound,
+    FinalUpload,
     LengthConflict,
     OffsetMismatch,
     StorageFailure,
     TooLarge,
     UploadConflict,
 )
+from ..landing import Finish
 from ..parts import Part, PartPipeline
 from ..quotas import NO_RESERVATION, Quotas, Reservation
 from .completion import Completion
@@ -44,11 +47,16 @@ from .lock import Locks
 
 log = logging.getLogger(__name__)
 
-# tus checksum extension: the algorithms a client may name in Upload-Checksum.
-UPLOAD_CHECKSUMS: dict[str, Callable[[], Any]] = {
+# tus checksum extension: the algorithms a client may name in Upload-Checksum, each digest
+# base64-encoded there (a CRC as its 4 bytes, big-endian, as S3's x-amz-checksum-crc32 has it).
+# crc32, crc32c and sha512 are what tuspy adds; the CRCs are those of the part pipeline's checksums.
+UPLOAD_CHECKSUMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
     "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
     "md5": hashlib.md5,
+    "crc32": Crc32,
+    "crc32c": Crc32c,
 }
 
 
@@ -57,6 +65,11 @@ def lease_end(now: float, expiry: float) -> float:
     (now + UPLOAD_EXPIRY) by a quarter of it, so that a PATCH renews it at most once in that
     quarter, and an abandoned upload holds its room no longer than that after it expired."""
     return now + 1.25 * expiry
+
+
+FINAL_TAKES_NO_PATCH = (
+    "a final upload (Upload-Concat: final) takes no PATCH: its bytes are its partial uploads'"
+)
 
 
 class Body:
@@ -151,14 +164,20 @@ class Appender:
         now: float,
         length: int | None = None,
         checksum: tuple[str, bytes] | None = None,
+        finish: Finish | None = None,
     ) -> Upload:
         """Append `chunks` at `offset`; commit, or complete the upload if it is whole.
 
         `length` declares a deferred length; `checksum` is (algorithm, digest)
-        of the whole body, checked before anything is committed.
+        of the whole body, checked before anything is committed. `finish` is awaited with the
+        file's size before a whole upload is completed; should it raise, the upload is
+        forgotten (its multipart upload aborted, nothing stored) and the error raised.
         """
-        if length is not None and length > self.max_size:
-            raise TooLarge(f"the limit is {format_size(self.max_size)}")
+        if upload.partials:
+            raise FinalUpload(FINAL_TAKES_NO_PATCH)
+        limit = upload.limit(self.max_size)
+        if length is not None and length > limit:
+            raise TooLarge(f"the limit is {format_size(limit)}")
         check_offset(upload, offset, length)
         if length is not None and length > upload.capacity(self.pipeline.plan.max_parts):
             raise self.pipeline.too_many_parts(None)
@@ -181,7 +200,7 @@ class Appender:
                 try:
                     if upload.length is None:  # its lease grows with the bytes, as far as the quota goes
                         chunks = room.meter(chunks, start=upload.offset)
-                    return await self._append(upload, chunks, now, checksum, lock)
+                    return await self._append(upload, chunks, now, checksum, lock, finish)
                 finally:
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
@@ -210,8 +229,9 @@ class Appender:
         now: float,
         checksum: tuple[str, bytes] | None,
         lock: HeldLock,
+        finish: Finish | None = None,
     ) -> Upload:
-        end = self.max_size if upload.length is None else upload.length
+        end = upload.limit(self.max_size) if upload.length is None else upload.length
         capacity = upload.capacity(self.pipeline.plan.max_parts)
         past = "the bytes run past the upload's length"
         if capacity < end:  # its parts hold less than its length may reach (S3_MAX_PARTS)
@@ -233,7 +253,7 @@ class Appender:
             )
         except asyncio.CancelledError:
             if body.digest is None:  # a checksum covers the whole body: nothing to keep
-                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lock))
+                await asyncio.shield(self._commit_sent(upload, sent, old_tail, now, lock, finish))
             raise
         except FileNotFound:
             # NoSuchUpload, or the old tail gone: another writer completed or
@@ -249,7 +269,9 @@ class Appender:
                 raise ChecksumMismatch(f"the body's {checksum[0]} does not match Upload-Checksum")
             upload.add_parts(sent)
             upload.offset += body.received
-            await self._commit(upload, tail, old_tail, now, lock, changed=bool(sent or body.received))
+            await self._commit(
+                upload, tail, old_tail, now, lock, changed=bool(sent or body.received), finish=finish
+            )
         finally:
             tail.release()
         if body.cut is not None:
@@ -257,12 +279,20 @@ class Appender:
         return upload
 
     async def _commit(
-        self, upload: Upload, tail: Part, old_tail: str | None, now: float, lock: HeldLock, *, changed: bool
+        self,
+        upload: Upload,
+        tail: Part,
+        old_tail: str | None,
+        now: float,
+        lock: HeldLock,
+        *,
+        changed: bool,
+        finish: Finish | None = None,
     ) -> None:
         if lock.lost:
             raise UploadConflict("the upload's lock was lost while writing; ask HEAD for its offset")
         if upload.done:
-            await self.completion.complete(upload, tail, old_tail)
+            await self.completion.complete(upload, tail, old_tail, finish)
             return
         upload.expires = now + self.expiry
         if not tail.size:
@@ -275,7 +305,13 @@ class Appender:
             await self.records.delete_quietly(old_tail)
 
     async def _commit_sent(
-        self, upload: Upload, sent: list[dict[str, Any]], old_tail: str | None, now: float, lock: HeldLock
+        self,
+        upload: Upload,
+        sent: list[dict[str, Any]],
+        old_tail: str | None,
+        now: float,
+        lock: HeldLock,
+        finish: Finish | None = None,
     ) -> None:
         """A cancelled PATCH (a graceful stop): commit the parts S3 already has, in order from the
         first, and nothing past a gap (parts in flight complete in any order)."""
@@ -293,7 +329,7 @@ class Appender:
             upload.tail = None
             upload.expires = now + self.expiry
             if upload.done:
-                await self.completion.complete(upload, None, old_tail)
+                await self.completion.complete(upload, None, old_tail, finish)
                 return
             await self.records.write(upload)
             if old_tail:
