@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, links, page, public, share, sign_in, tus, usage
+from .api import cors, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
@@ -75,6 +75,12 @@ ROUTES = [
     web.get(links.LINKS, links.list_links, allow_head=False),
     web.delete(links.LINK, links.revoke_link),
     web.get(links.SHARED, links.serve_link, name=links.SHARED_NAME, allow_head=False),
+    # Upload requests: anyone with the link adds files to one folder of the owner.
+    web.post(requests.REQUESTS, requests.create_request),
+    web.get(requests.REQUESTS, requests.list_requests, allow_head=False),
+    web.delete(requests.REQUEST, requests.end_request),
+    web.get(requests.REQUEST_PAGE, requests.page, name=requests.REQUEST_PAGE_NAME, allow_head=False),
+    web.put(requests.REQUEST_FILE, requests.put_file, expect_handler=requests.expect_upload),
     # Resumable uploads (tus 1.0.0).
     *[
         route

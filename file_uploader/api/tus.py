@@ -5,6 +5,7 @@ expiration, checksum (sha1, sha256, sha512, md5, crc32, crc32c) and concatenatio
 partial`, then `final;<url> <url>...`: storage/tus/concat.py). The file name
 comes from the `filename` key of Upload-Metadata (a partial upload needs none:
 the final upload's names the file); a completed upload is an ordinary file.
+Its `expires_in` metadata key (seconds) makes the file expire that long after it is stored.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .errors import (
     ApiError,
     as_api_error,
 )
+from .files import EXPIRES_FIELD, file_expires_in
 from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
@@ -238,6 +240,7 @@ async def create(request: web.Request) -> web.Response:
     name = metadata.get("filename", "")
     if not name and not partial:
         raise InvalidName("Upload-Metadata has no filename")
+    file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
     # A partial upload is no file yet: the hooks are asked of its final upload.
     verdict = ALLOWED if partial else await hooked.pre_create(request, name, length, "tus", metadata)
     most = hooked.limit(request, verdict)

@@ -18,7 +18,10 @@
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
+    expiry.py     files that expire: gone from every read at their time, deleted by gc
+    grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
+    requests.py   upload requests: anyone with the link adds files to one folder, within limits
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
@@ -42,6 +45,7 @@ from .checksums import configured
 from .client import S3, Lanes, open_client
 from .encryption import Encryption
 from .events import Events, Journal
+from .expiry import Expiry
 from .files import Files
 from .landing import Landing
 from .library import Library
@@ -51,6 +55,7 @@ from .passwords import Passwords
 from .probe import Capabilities
 from .quotas import Quotas
 from .readiness import Readiness
+from .requests import UploadRequests
 from .thumbnails import Thumbnails
 from .tus import Resumable
 
@@ -97,10 +102,11 @@ class Storage:
         # WEBHOOK_URL the bucket's journal of the events not delivered yet.
         self.events = Events()
         self.journal = Journal(s3, bound=settings.webhook_backlog) if settings.webhook_url else None
+        self.expiry = Expiry(s3)
         self.landing = Landing(
-            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
+            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots, self.expiry
         )
-        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing)
+        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing, self.expiry)
         self.resumable = Resumable(
             s3,
             self.pipeline,
@@ -112,6 +118,7 @@ class Storage:
         )
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
+        self.requests = UploadRequests(s3, self.passwords, self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:

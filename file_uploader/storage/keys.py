@@ -10,7 +10,10 @@ the token's canonical lower-case form:
     thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
     thumbs/<user id>//<SHA-256 of name>/<size>.<format>   those of names too long for the above
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
+    ttl/<user id>/<name>               "this file expires at...": its time and version (expiry.py)
     links/<link id>                    a share link's record (links.py)
+    requests/<request id>              an upload request's record (requests.py)
+    requested/<user id>/<request id>   the user's upload requests, to list them (requests.py)
     events/q/<time>-<event id>         an event not delivered yet, with WEBHOOK_URL (events.py)
     events/lock                        who delivers the events other processes left (events.py)
     linked/<user id>/<link id>         the user's links, to list them (links.py)
@@ -37,8 +40,12 @@ LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see li
 THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
 QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
+# Shorter than files/ too: an expiry marker fits S3's key limit for every name a file may have.
+EXPIRY_ROOT = "ttl/"  # one marker per expiring file: see expiry.py
 LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
 LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
+REQUESTS_ROOT = "requests/"  # upload requests' records, by id (not per user): see requests.py
+REQUEST_INDEX_ROOT = "requested/"  # one empty entry per upload request of a user: see requests.py
 EVENTS_ROOT = "events/"  # events not delivered yet (WEBHOOK_URL), and who delivers them: see events.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
@@ -50,9 +57,11 @@ USER_ROOTS = (
     QUOTA_ROOT,
     REMOVED_ROOT,
     LINK_INDEX_ROOT,
+    EXPIRY_ROOT,
+    REQUEST_INDEX_ROOT,
 )
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
-ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, EVENTS_ROOT, PROBE_ROOT)
+ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, REQUESTS_ROOT, EVENTS_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,
 # so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
 THUMBNAIL_SEPARATOR = "//"
@@ -172,6 +181,11 @@ def start_after(key: str) -> str:
 def marker_key(uid: str, name: str) -> str:
     """The key that says the file `name` is public (library.py)."""
     return f"{PUBLIC_ROOT}{uid}/{name}"
+
+
+def expiry_key(uid: str, name: str) -> str:
+    """The key that says when the file `name` expires (expiry.py)."""
+    return f"{EXPIRY_ROOT}{uid}/{name}"
 
 
 def thumbnails_prefix(uid: str, name: str) -> str:

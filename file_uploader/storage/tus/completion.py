@@ -18,8 +18,10 @@ of the parts one commit recorded, exactly as their writer sent them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import time
 from typing import Any
 
 from ...ops import metrics
@@ -58,7 +60,9 @@ class Completion:
         counted = self.quotas.upload_stored(
             upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
         )
-        await self.landing.stored(upload.key, size, etag, counted)
+        seconds = expires_in(upload.metadata)
+        expires = time.time() + seconds if seconds is not None else None
+        await self.landing.stored(upload.key, size, etag, counted, expires=expires)
 
     async def complete(
         self, upload: Upload, tail: Part | None, old_tail: str | None, vet: Finish | None = None
@@ -233,3 +237,16 @@ class Completion:
             return str((await self.s3.head_object(key))["ETag"])
         except StorageFailure:
             return ""
+
+
+def expires_in(metadata: str) -> int | None:
+    """The `expires_in` of an upload's Upload-Metadata (checked when the upload was created):
+    seconds the file lives once stored; None without one."""
+    for item in metadata.split(","):
+        key, _, encoded = item.strip().partition(" ")
+        if key == "expires_in" and encoded.strip():
+            try:
+                return int(base64.b64decode(encoded.strip()).decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None
