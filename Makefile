@@ -55,7 +55,7 @@ system-deps: ## as root: Debian's chromium and Ceph RGW for the tests (else: say
 test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-distributed: $(INSTALLED) ## break SeaweedFS (3 volume servers) and Ceph (3 OSDs, 2 RGWs) while uploads run (minutes)
+test-distributed: $(INSTALLED) system-deps ## break SeaweedFS (3 volume servers) and Ceph (3 OSDs, 2 RGWs) while uploads run (minutes)
 	$(BIN)/python -m pytest -m distributed --timeout=400 tests/distributed $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones

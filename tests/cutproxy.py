@@ -4,8 +4,10 @@ It forwards bytes both ways, unchanged, and counts those going to the gateway.
 `cut_after(n)` drops every connection (a TCP reset on both sides) once `n`
 bytes have gone upstream in all, and refuses new connections until
 `restore()`: to the browser, the network went away mid-upload; to the
-gateway, the client did. It runs its own event loop in a thread, so that a
-synchronous Playwright test can drive it. Loopback only; one per test.
+gateway, the client did. Given several gateway ports, it hands each new
+connection to the next in turn: several gateway processes behind one
+address. It runs its own event loop in a thread, so that a synchronous
+Playwright test can drive it. Loopback only; one per test.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ _CHUNK = 64 * 1024
 
 
 class CutProxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *more_ports: int) -> None:
         self.target_port = target_port
+        self._ports = [target_port, *more_ports]
+        self.connections = 0  # accepted so far, each given to the next port in turn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstream_bytes = 0  # bytes sent towards the gateway, all connections together
@@ -79,8 +83,10 @@ class CutProxy:
         self.cut_done.set()
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        port = self._ports[self.connections % len(self._ports)]
+        self.connections += 1
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             client_writer.transport.abort()
             return

@@ -1,5 +1,6 @@
-"""`python -m file_uploader gc --older-than 24h`: abort unfinished multipart uploads and
-expire resumable uploads (the work is storage/sweep.py's; this parses and prints).
+"""`python -m file_uploader gc --older-than 24h`: abort unfinished multipart uploads,
+expire resumable uploads and delete files whose expiry has come (the work is
+storage/sweep.py's; this parses and prints).
 
 An S3 lifecycle rule (AbortIncompleteMultipartUpload, see docs/operations.md)
 does the first half of the same job on AWS.
@@ -49,6 +50,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             f"aborted {upload.key} (upload {upload.upload_id}, last written {age.total_seconds():.0f} s ago)"
         )
     print(f"gc: aborted {len(collected.aborted)} multipart upload(s) older than {args.older_than}")
+    print(f"gc: deleted {collected.expired_files} expired file(s)")
     return 0
 
 

@@ -77,6 +77,7 @@ EXPOSE_HEADERS = ", ".join(
         "Upload-Expires",
         "Upload-Metadata",
         "Upload-Defer-Length",
+        "Upload-Concat",
         "Tus-Resumable",
         "Tus-Version",
         "Tus-Extension",

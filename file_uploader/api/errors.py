@@ -111,6 +111,8 @@ INVALID_METADATA = Error(400, "invalid_metadata", "Upload-Metadata {key!r} is no
 UNSUPPORTED_CHECKSUM = Error(400, "unsupported_checksum", "Upload-Checksum algorithms: {algorithms}")
 INVALID_CHECKSUM = Error(400, "invalid_checksum", "Upload-Checksum is not base64")
 LENGTH_CONFLICT = Error(400, "length_conflict", "{detail}")
+INVALID_CONCAT = Error(400, "invalid_concat", "{detail}")
+UPLOAD_NOT_FINISHED = Error(400, "upload_not_finished", "{detail}")
 _CHALLENGE = {"WWW-Authenticate": 'Token realm="file_uploader", header="X-Auth-Token"'}
 MISSING_TOKEN = Error(401, "missing_token", "send your token in the {where}", _CHALLENGE)
 # `credential`: X-Auth-Token, or the bearer token (identity/), whose refusals carry RFC 6750's
@@ -126,12 +128,13 @@ PASSWORD_REQUIRED = Error(
 )
 ORIGIN_NOT_ALLOWED = Error(403, "origin_not_allowed", "this origin is not in the gateway's CORS_ORIGINS")
 INVALID_LINK = Error(403, "invalid_link", "this share link is not valid")
+MODIFY_FINAL = Error(403, "modify_final", "{detail}")
 NOT_FOUND = Error(404, "not_found", "{detail}")
 METHOD_NOT_ALLOWED = Error(405, "method_not_allowed", "{detail}")
 BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} seconds")
 OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
-LINK_EXPIRED = Error(410, "link_expired", "this share link has expired")
+LINK_EXPIRED = Error(410, "link_expired", "this link has expired")
 LINK_USED_UP = Error(410, "link_used_up", "{detail}")
 FILE_CHANGED = Error(410, "file_changed", "{detail}")
 UPLOAD_EXPIRED = Error(410, "upload_expired", "{detail}")
@@ -177,6 +180,9 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.OffsetMismatch: OFFSET_MISMATCH,
     storage.LengthConflict: LENGTH_CONFLICT,
     storage.ChecksumMismatch: CHECKSUM_MISMATCH_ERROR,
+    storage.ConcatInvalid: INVALID_CONCAT,
+    storage.ConcatUnfinished: UPLOAD_NOT_FINISHED,
+    storage.FinalUpload: MODIFY_FINAL,
     storage.NotAnImage: NOT_AN_IMAGE,
     storage.ImageTooLarge: IMAGE_TOO_LARGE,
     storage.FileChanged: FILE_CHANGED,

@@ -11,6 +11,7 @@ import asyncio
 import json
 import mimetypes
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
@@ -25,7 +26,7 @@ from ..sizes import LIST_PAGE_SIZE
 from ..storage import sweep
 from ..storage.errors import InvalidName
 from ..storage.files import Download, FolderPage, ObjectInfo
-from ..storage.keys import MAX_NAME_BYTES, file_key, user_prefix, validate_folder
+from ..storage.keys import MAX_NAME_BYTES, file_key, validate_folder
 from ..storage.thumbnails import THUMBNAIL_FORMATS, THUMBNAIL_SIZES
 from . import hooked
 from .auth import authenticate
@@ -36,6 +37,7 @@ from .errors import (
     FOLDER_NOT_RECURSIVE,
     INVALID_BODY,
     INVALID_DELIMITER,
+    INVALID_EXPIRY,
     INVALID_FLAG,
     INVALID_LIMIT,
     INVALID_PUBLIC,
@@ -48,6 +50,10 @@ from .proxies import absolute_url
 
 FILES = "/api/files"
 PUBLIC_HEADER = "X-Public"  # on PUT: true puts the file in the public library
+EXPIRES_HEADER = "X-Expires-In"  # on PUT: seconds the file lives once stored (a form field, tus metadata)
+EXPIRES_FIELD = "expires_in"  # the same, as a form field, tus metadata and PATCH's JSON
+# The longest a file may be given to live: ten years, past which "expires" means nothing.
+MAX_FILE_EXPIRES_IN = 10 * 365 * 24 * 3600
 PUBLIC_FILE = "/p/{id}"
 PUBLIC_FILE_NAME = "public_file"  # the route's name, to build public URLs with
 # [\s\S] rather than ".": a newline must reach the name check (and be refused there).
@@ -187,6 +193,7 @@ async def serve(
         await before_send()
     image_format = _thumbnail_format(request)
     thumb, etag = await request.app[STORAGE].thumbnails.get(key, size, image_format, version=if_match)
+    await request.app[STORAGE].files.check_live(key, etag)  # an expired file shows nothing
     base = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "thumbnail"
     return web.Response(
         body=thumb,
@@ -204,6 +211,24 @@ async def serve(
 
 def _changed() -> ApiError:
     return FILE_CHANGED(detail="the file was replaced after this link was made")
+
+
+def file_expires_in(value: object) -> int | None:
+    """A file's `expires_in` (header or form text, JSON or tus metadata): whole seconds from 1 to
+    MAX_FILE_EXPIRES_IN; absent, empty or null: the file keeps (None)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    seconds: int | None = None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        seconds = int(value.strip())
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = int(value) if value == int(value) else None
+        except (ValueError, OverflowError):
+            seconds = None
+    if seconds is None or not 1 <= seconds <= MAX_FILE_EXPIRES_IN:
+        raise INVALID_EXPIRY(maximum=MAX_FILE_EXPIRES_IN)
+    return seconds
 
 
 def public_flag(value: str | None, what: str) -> bool:
@@ -230,6 +255,7 @@ async def _check_upload(request: web.Request) -> None:
     size = declared_length(request, request.app[SETTINGS])
     expected_digests(request.headers)
     public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
+    file_expires_in(request.headers.get(EXPIRES_HEADER))
     storage = request.app[STORAGE]
     await storage.admit(request[USER_ID], key, size)
     _within(size, hooked.limit(request, await hooked.pre_create(request, decode_name(request), size, "put")))
@@ -245,6 +271,11 @@ async def _detailed(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> Async
         yield [
             {"name": name, "size": info.size, "modified": iso8601(info.last_modified)} for name, info in page
         ]
+
+
+async def _names(pages: AsyncIterator[list[tuple[str, ObjectInfo]]]) -> AsyncIterator[list[str]]:
+    async for page in pages:
+        yield [name for name, _ in page]
 
 
 async def send(request: web.Request, response: web.StreamResponse, data: bytes | None = None) -> None:
@@ -316,12 +347,11 @@ async def list_files(request: web.Request) -> web.StreamResponse:
         prefix, folders, after, limit = _page_query(request)
         page = await files.page(request[USER_ID], prefix, after=after, limit=limit, folders=folders)
         return web.json_response(_page_json(prefix, page))
-    prefix = user_prefix(request[USER_ID])
     pages: AsyncIterator[list[Any]]
     if flag(request.query.get("details"), "details"):
-        pages = _detailed(files.list_entries(prefix))
+        pages = _detailed(files.list_live(request[USER_ID]))
     else:
-        pages = files.list_names(prefix)
+        pages = _names(files.list_live(request[USER_ID]))
     # The first page is fetched before the status line goes out, so that an S3
     # failure at the start is still a proper JSON error.
     first = await pages.__anext__()
@@ -343,6 +373,7 @@ async def put_file(request: web.Request) -> web.Response:
     name = decode_name(request)
     size = declared_length(request, request.app[SETTINGS])
     public = public_flag(request.headers.get(PUBLIC_HEADER), PUBLIC_HEADER)
+    expires_in = file_expires_in(request.headers.get(EXPIRES_HEADER))
     most = hooked.limit(request, await hooked.pre_create(request, name, size, "put"))
     _within(size, most)
     body = verified(read_body(request, most), expected_digests(request.headers))
@@ -353,24 +384,42 @@ async def put_file(request: web.Request) -> web.Response:
         size=size,
         content_type=content_type(name),
         public=public,
+        expires_in=expires_in,
         finish=hooked.pre_finish(request, name, "put"),
     )
     return web.Response(status=204)
 
 
 async def patch_file(request: web.Request) -> web.Response:
-    """`{"public": true|false}`: put the file in the public library, or take it out."""
+    """`{"public": true|false}`: put the file in the public library, or take it out;
+    `{"expires_in": N}`: the file is gone N seconds from now (`null`: it keeps). Either or both."""
+    example = '{"public": true} or {"expires_in": 86400}'
     try:
         body = await request.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict) or not isinstance(body.get("public"), bool):
-        raise INVALID_BODY(example='{"public": true}')
+    if not isinstance(body, dict) or not ("public" in body or EXPIRES_FIELD in body):
+        raise INVALID_BODY(example=example)
+    if "public" in body and not isinstance(body["public"], bool):
+        raise INVALID_BODY(example=example)
+    expiry = EXPIRES_FIELD in body
+    expires_in = file_expires_in(body[EXPIRES_FIELD]) if expiry else None
+    if isinstance(body.get(EXPIRES_FIELD), str):  # JSON says 60, not "60"
+        raise INVALID_EXPIRY(maximum=MAX_FILE_EXPIRES_IN)
     name = decode_name(request)
-    library_id = await request.app[STORAGE].files.set_public(_key(request), body["public"])
+    files = request.app[STORAGE].files
+    key = _key(request)
+    if expiry:
+        await files.set_expiry(key, time.time() + expires_in if expires_in is not None else None)
+    if "public" in body:
+        library_id = await files.set_public(key, body["public"])
+    else:
+        library_id = await request.app[STORAGE].library.library_id(request[USER_ID], name)
     answer: dict[str, Any] = {"name": name, "public": library_id is not None}
     if library_id is not None:
         answer["url"] = public_url(request, library_id)
+    expires = await files.expires(key)
+    answer["expires_at"] = iso8601(expires) if expires is not None else None
     return web.json_response(answer)
 
 

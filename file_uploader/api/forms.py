@@ -11,6 +11,8 @@ know comes before it:
   cross-site form can only upload into an account whose token it already has.
 - `name`: the name to store the next file field under (else its filename).
 - `public`: true/false, for every file field after it (PUT's X-Public).
+- `expires_in`: seconds each file field after it lives once stored (PUT's X-Expires-In; empty: it
+  keeps).
 
 Each file gets the checks a PUT gets: its name, MAX_FILE_SIZE, the user's
 upload slots and quota (USER_QUOTA: a file of unknown length, it is cut off
@@ -55,7 +57,7 @@ from .errors import (
     ApiError,
     as_api_error,
 )
-from .files import content_type, public_flag
+from .files import EXPIRES_FIELD, content_type, file_expires_in, public_flag
 from .page import PAGE_HEADERS
 
 TOKEN_FIELD = "token"
@@ -120,7 +122,12 @@ async def _skip(request: web.Request, part: BodyPartReader) -> None:
 
 
 async def _store(
-    request: web.Request, user_id: str, part: BodyPartReader, name: str, public: bool
+    request: web.Request,
+    user_id: str,
+    part: BodyPartReader,
+    name: str,
+    public: bool,
+    expires_in: int | None = None,
 ) -> dict[str, Any]:
     """Store one file field; its entry in the answer."""
     field = part.name
@@ -147,6 +154,7 @@ async def _store(
             content_type=content_type(name),
             public=public,
             kind="form",
+            expires_in=expires_in,
             finish=hooked.pre_finish(request, name, "form"),
         )
     except (ApiError, StorageFailure, HookError) as exc:
@@ -172,6 +180,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
     user_id: str | None = request.get(USER_ID)
     name: str | None = None
     public = False
+    expires_in: int | None = None
     results: list[dict[str, Any]] = []
     while (part := await _next(request, reader)) is not None:
         if part.filename is None:  # a plain field
@@ -188,6 +197,8 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
                 name = value
             elif part.name == PUBLIC_FIELD:
                 public = public_flag(value, "the public field")
+            elif part.name == EXPIRES_FIELD:
+                expires_in = file_expires_in(value)
             continue
         if part.filename == "" and name is None:
             await _skip(request, part)  # a form's file input left empty
@@ -196,7 +207,9 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
             raise MISSING_TOKEN(
                 where=f"{TOKEN_HEADER} header, or in a {TOKEN_FIELD} field before the first file"
             )
-        results.append(await _store(request, user_id, part, name or _filename(part.filename), public))
+        results.append(
+            await _store(request, user_id, part, name or _filename(part.filename), public, expires_in)
+        )
         name = None
     if user_id is None:
         await authenticate(request)  # the same 401 as any other route

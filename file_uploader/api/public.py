@@ -8,6 +8,8 @@ listing shows a file's last name segment, not the folders its owner keeps it in.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from ..appkeys import STORAGE
@@ -45,7 +47,10 @@ async def list_public(request: web.Request) -> web.Response:
     if after is not None and not is_library_id(after):
         raise INVALID_CURSOR()
     entries, next_id = await request.app[STORAGE].library.page(after=after, limit=_limit(request))
-    return web.json_response({"files": [_item(request, entry) for entry in entries], "next": next_id})
+    # A page read is kept for a moment (library.py): an entry that expired meanwhile is left out here.
+    now = time.time()
+    live = [entry for entry in entries if entry.expires is None or now < entry.expires]
+    return web.json_response({"files": [_item(request, entry) for entry in live], "next": next_id})
 
 
 async def serve_public(request: web.Request) -> web.StreamResponse:

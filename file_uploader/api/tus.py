@@ -1,8 +1,11 @@
 """tus 1.0.0 resumable uploads under /api/uploads/: thin handlers over `storage.tus`.
 
 Extensions: creation, creation-with-upload, creation-defer-length, termination,
-expiration and checksum (sha1, sha256, md5). The file name comes from the
-`filename` key of Upload-Metadata; a completed upload is an ordinary file.
+expiration, checksum (sha1, sha256, sha512, md5, crc32, crc32c) and concatenation (`Upload-Concat:
+partial`, then `final;<url> <url>...`: storage/tus/concat.py). The file name
+comes from the `filename` key of Upload-Metadata (a partial upload needs none:
+the final upload's names the file); a completed upload is an ordinary file.
+Its `expires_in` metadata key (seconds) makes the file expire that long after it is stored.
 """
 
 from __future__ import annotations
@@ -10,23 +13,27 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..hooks.blocking import ALLOWED
 from ..sizes import format_size
-from ..storage.errors import ChecksumMismatch, InvalidName, QuotaExceeded, TooLarge
+from ..storage.errors import ChecksumMismatch, FinalUpload, InvalidName, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.landing import Finish
-from ..storage.tus import UPLOAD_CHECKSUMS, Upload
+from ..storage.tus import FINAL_TAKES_NO_PATCH, UPLOAD_CHECKSUMS, Upload
 from . import hooked
 from .auth import authenticate
 from .body import expect_body, read_body
 from .errors import (
     INVALID_CHECKSUM,
+    INVALID_CONCAT,
     INVALID_HEADER,
     INVALID_LENGTH,
     INVALID_METADATA,
@@ -38,10 +45,13 @@ from .errors import (
     ApiError,
     as_api_error,
 )
+from .files import EXPIRES_FIELD, file_expires_in
 from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"
-EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
+EXTENSIONS = (
+    "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation"
+)
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 UPLOADS = "/api/uploads"
 UPLOAD = "/api/uploads/{upload_id}"
@@ -117,6 +127,40 @@ def _checksum(request: web.Request) -> tuple[str, bytes] | None:
         raise INVALID_CHECKSUM() from None
 
 
+# A partial upload named in `Upload-Concat: final;...`: its URL as Location gave it (absolute, or
+# a path), whatever prefix a proxy puts before /api/uploads/.
+_PARTIAL_URL = re.compile(r"(?:.*/)?api/uploads/([^/]+)/?")
+
+
+def _concat(request: web.Request) -> list[str] | None:
+    """Upload-Concat: None (absent), [] for `partial`, or a final upload's partial upload ids."""
+    value = request.headers.get("Upload-Concat")
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "partial":
+        return []
+    kind, _, urls = value.partition(";")
+    ids = []
+    for url in urls.split():
+        match = _PARTIAL_URL.fullmatch(urlsplit(url).path)
+        if match is None:
+            raise INVALID_CONCAT(detail=f"Upload-Concat names {url!r}, which is not an upload of this server")
+        ids.append(match.group(1))
+    if kind.strip() != "final" or not ids:
+        raise INVALID_CONCAT(detail="send Upload-Concat: partial, or final;<upload URL> <upload URL>...")
+    return ids
+
+
+def _concat_header(request: web.Request, upload: Upload) -> dict[str, str]:
+    if upload.partial:
+        return {"Upload-Concat": "partial"}
+    if upload.partials:
+        urls = " ".join(absolute_url(request, f"{UPLOADS}/{upload_id}") for upload_id in upload.partials)
+        return {"Upload-Concat": f"final;{urls}"}
+    return {}
+
+
 def _expires(upload: Upload) -> str:
     return formatdate(upload.expires, usegmt=True)
 
@@ -135,6 +179,8 @@ def _check_body_fits(request: web.Request, length: int | None, offset: int, most
 async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     if request.content_type != OFFSET_OCTET_STREAM:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
+    if upload.partials:  # before the body's size is judged: 403 whatever it is (tus concatenation)
+        raise FinalUpload(FINAL_TAKES_NO_PATCH)
     length = _number(request, "Upload-Length")
     checksum = _checksum(request)
     most = upload.limit(request.app[SETTINGS].max_file_size)
@@ -181,16 +227,22 @@ async def options(request: web.Request) -> web.Response:
 
 @tus_route
 async def create(request: web.Request) -> web.Response:
+    concat = _concat(request)
+    if concat:
+        return await _create_final(request, concat)
     length = _number(request, "Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
     if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
         raise INVALID_LENGTH()
     raw_metadata = request.headers.get("Upload-Metadata", "")
+    partial = concat is not None
     metadata = _metadata(raw_metadata)
-    name = metadata.get("filename")
-    if not name:
+    name = metadata.get("filename", "")
+    if not name and not partial:
         raise InvalidName("Upload-Metadata has no filename")
-    verdict = await hooked.pre_create(request, name, length, "tus", metadata)
+    file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
+    # A partial upload is no file yet: the hooks are asked of its final upload.
+    verdict = ALLOWED if partial else await hooked.pre_create(request, name, length, "tus", metadata)
     most = hooked.limit(request, verdict)
     if length is not None and length > most:
         raise UPLOAD_TOO_LARGE(detail=f"the limit is {format_size(most)}")
@@ -199,9 +251,16 @@ async def create(request: web.Request) -> web.Response:
         _check_body_fits(request, length, 0, most)
         checksum = _checksum(request)
     resumable = request.app[STORAGE].resumable
-    finish = hooked.pre_finish(request, name, "tus", metadata)
+    finish = None if partial else hooked.pre_finish(request, name, "tus", metadata)
     upload = await resumable.create(
-        request[USER_ID], name, length, raw_metadata, time.time(), max_size=verdict.max_size, finish=finish
+        request[USER_ID],
+        name,
+        length,
+        raw_metadata,
+        time.time(),
+        max_size=verdict.max_size,
+        finish=finish,
+        partial=partial,
     )
     # Absolute, on the public origin: the client sends its token there next.
     headers: dict[str, str] = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}")}
@@ -215,6 +274,35 @@ async def create(request: web.Request) -> web.Response:
             await resumable.terminate(upload)
             raise
     headers.update(_upload_headers(upload))
+    return web.Response(status=201, headers=headers)
+
+
+async def _create_final(request: web.Request, partial_ids: list[str]) -> web.Response:
+    """concatenation: the final upload, assembled from its partial uploads before the answer."""
+    if "Upload-Length" in request.headers or "Upload-Defer-Length" in request.headers:
+        raise INVALID_CONCAT(detail="a final upload's length is its partial uploads': send no Upload-Length")
+    if request.content_length:
+        raise INVALID_CONCAT(detail="a final upload takes no body: its bytes are its partial uploads'")
+    raw_metadata = request.headers.get("Upload-Metadata", "")
+    metadata = _metadata(raw_metadata)
+    name = metadata.get("filename")
+    if not name:
+        raise InvalidName("Upload-Metadata has no filename")
+
+    async def admit(size: int) -> int:
+        """The pre-create hook, once the size is known: the most bytes the file may have."""
+        return hooked.limit(request, await hooked.pre_create(request, name, size, "tus", metadata))
+
+    upload = await request.app[STORAGE].resumable.concatenate(
+        request[USER_ID],
+        name,
+        raw_metadata,
+        partial_ids,
+        time.time(),
+        admit=admit,
+        finish=hooked.pre_finish(request, name, "tus", metadata),
+    )
+    headers = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}"), **_upload_headers(upload)}
     return web.Response(status=201, headers=headers)
 
 
@@ -235,6 +323,7 @@ async def head(request: web.Request) -> web.Response:
         headers["Upload-Length"] = str(upload.length)
     if upload.metadata:
         headers["Upload-Metadata"] = upload.metadata
+    headers.update(_concat_header(request, upload))
     return web.Response(status=200, headers=headers)
 
 
@@ -266,7 +355,9 @@ async def _check_body(request: web.Request) -> None:
     name = None
     if request.method == hdrs.METH_POST:
         metadata = _metadata(request.headers.get("Upload-Metadata", ""))
-        name = metadata.get("filename")
+        # A partial upload is no file: no key, and the hooks are asked of its final upload.
+        partial = request.headers.get("Upload-Concat", "").strip() == "partial"
+        name = None if partial else metadata.get("filename")
         length = _number(request, "Upload-Length")
         if name and length is not None:  # (without a name, the creation is refused anyway)
             key = file_key(request[USER_ID], name)

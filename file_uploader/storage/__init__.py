@@ -18,6 +18,8 @@
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
     landing.py    what follows a stored or deleted file, for every route; admitting an upload
     sweep.py      gc, purge (one user or all), deleting a folder
+    expiry.py     files that expire: gone from every read at their time, deleted by gc
+    grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
@@ -42,6 +44,7 @@ from .checksums import configured
 from .client import S3, Lanes, open_client
 from .encryption import Encryption
 from .events import Events, Journal
+from .expiry import Expiry
 from .files import Files
 from .landing import Landing
 from .library import Library
@@ -97,10 +100,11 @@ class Storage:
         # WEBHOOK_URL the bucket's journal of the events not delivered yet.
         self.events = Events()
         self.journal = Journal(s3, bound=settings.webhook_backlog) if settings.webhook_url else None
+        self.expiry = Expiry(s3)
         self.landing = Landing(
-            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots
+            s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots, self.expiry
         )
-        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing)
+        self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing, self.expiry)
         self.resumable = Resumable(
             s3,
             self.pipeline,

@@ -36,7 +36,7 @@ class Hasher(Protocol):
     def digest(self) -> bytes: ...
 
 
-class _Crc32:
+class Crc32:
     """zlib's CRC32, with hashlib's update/digest shape."""
 
     def __init__(self) -> None:
@@ -49,7 +49,7 @@ class _Crc32:
         return self._value.to_bytes(4, "big")
 
 
-class _Crc32c:
+class Crc32c:
     """CRC32C (Castagnoli) from google-crc32c's C library, with hashlib's update/digest shape."""
 
     def __init__(self) -> None:
@@ -91,8 +91,8 @@ class Checksum:
 
 
 CHECKSUMS: dict[str, Checksum | None] = {
-    "crc32": Checksum("crc32", "ChecksumCRC32", "CRC32", _Crc32),
-    "crc32c": Checksum("crc32c", "ChecksumCRC32C", "CRC32C", _Crc32c),
+    "crc32": Checksum("crc32", "ChecksumCRC32", "CRC32", Crc32),
+    "crc32c": Checksum("crc32c", "ChecksumCRC32C", "CRC32C", Crc32c),
     "sha256": Checksum("sha256", "ChecksumSHA256", "SHA256", hashlib.sha256),
     "md5": Checksum("md5", "ContentMD5", None, _md5),
     "off": None,

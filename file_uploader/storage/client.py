@@ -371,11 +371,15 @@ class S3:
             raise
         return OpenObject(response, self.lanes)
 
-    async def stream_object(self, key: str) -> AsyncGenerator[bytes]:
-        """An object's bytes as they arrive from S3, never all in memory (a tus tail, read back)."""
+    async def stream_object(self, key: str, byte_range: str | None = None) -> AsyncGenerator[bytes]:
+        """An object's bytes (or `byte_range`'s, "bytes=first-last") as they arrive from S3, never
+        all in memory (a tus tail read back, a partial upload's piece joined to the next)."""
+        request = {"Bucket": self.bucket, "Key": key}
+        if byte_range:
+            request["Range"] = byte_range
         async with self.lanes.hold(Lane.UPLOAD):
             with translated("GetObject"):
-                body = (await self._client.get_object(Bucket=self.bucket, Key=key, **self._use))["Body"]
+                body = (await self._client.get_object(**request, **self._use))["Body"]
             try:
                 with translated("GetObject"):
                     async for chunk, _ in body.raw_stream.content.iter_chunks():
@@ -534,11 +538,7 @@ class S3:
                     **self._use,
                     **params,
                 )
-        part = {"PartNumber": number, "ETag": response["ETag"]}
-        for name in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"):
-            if name in response:
-                part[name] = response[name]
-        return part
+        return {"PartNumber": number, "ETag": response["ETag"], **_part_checksums(response)}
 
     async def upload_part_copy(
         self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int
@@ -557,7 +557,9 @@ class S3:
                     **self._use,
                     **self.encryption.copy_source(),
                 )
-        return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+        result = response["CopyPartResult"]
+        # With its checksum, which S3 computes when the multipart upload names an algorithm.
+        return {"PartNumber": number, "ETag": result["ETag"], **_part_checksums(result)}
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], **params: str
@@ -633,3 +635,11 @@ _CONTINUATION = {
     "ListParts": {"PartNumberMarker": "NextPartNumberMarker"},
     "ListMultipartUploads": {"KeyMarker": "NextKeyMarker", "UploadIdMarker": "NextUploadIdMarker"},
 }
+
+
+_PART_CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256")
+
+
+def _part_checksums(response: dict[str, Any]) -> dict[str, str]:
+    """A part's checksum as S3 answered it, which CompleteMultipartUpload wants back."""
+    return {name: response[name] for name in _PART_CHECKSUMS if name in response}

@@ -96,6 +96,18 @@ class ChecksumMismatch(StorageFailure):
     """The bytes do not match the checksum the client sent with them."""
 
 
+class ConcatInvalid(StorageFailure):
+    """A concatenation names no partial upload, one twice, or an upload that is not partial."""
+
+
+class ConcatUnfinished(StorageFailure):
+    """A concatenation names a partial upload that does not have all its bytes yet."""
+
+
+class FinalUpload(StorageFailure):
+    """A final upload (a concatenation) takes no bytes of its own."""
+
+
 # Thumbnails.
 
 
@@ -139,7 +151,7 @@ class ReservationLost(StorageUnavailable):
     given to another upload, so this one is not stored."""
 
 
-# Share links (links.py).
+# Share links (grants.py, links.py).
 
 
 class LinkNotFound(StorageFailure):

@@ -13,6 +13,9 @@ public library, thumbnails) is landing.py's, for every route. With USER_QUOTA,
 `put()` first reserves room for the body (quotas.py: before a byte of it is
 read); the reservation becomes the stored size once the file is there, or is
 given back.
+
+A file may expire (expiry.py): from its time on, every read here (stat, open,
+the listings) finds it gone, until gc deletes its bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
 from .client import S3, OpenObject
-from .errors import RangeNotSatisfiable, StorageFailure
+from .errors import FileNotFound, RangeNotSatisfiable, StorageFailure
+from .expiry import Expiring, Expiry
 from .keys import split_file_key, start_after, user_prefix
 from .landing import ASK, Finish, Landing, Removed
 from .library import Library
@@ -88,8 +93,10 @@ class Files:
         library: Library,
         quotas: Quotas,
         landing: Landing,
+        expiry: Expiry,
     ) -> None:
         self.s3 = s3
+        self.expiry = expiry
         self.pipeline = pipeline
         self.library = library
         self.quotas = quotas
@@ -104,6 +111,30 @@ class Files:
     async def list_names(self, prefix: str) -> AsyncIterator[list[str]]:
         async for page in self.list_entries(prefix):
             yield [name for name, _ in page]
+
+    async def list_live(self, uid: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
+        """The user's files as `list_entries` gives them, less those that have expired."""
+        after: str | None = None
+        async for page in self.list_entries(user_prefix(uid)):
+            if not page:
+                yield page
+                continue
+            expiring = await self.expiry.in_range(
+                uid, "", after_name=after, until=page[-1][0], delimiter=None
+            )
+            after = page[-1][0]
+            yield self._live(page, expiring)
+
+    @staticmethod
+    def _live(
+        entries: list[tuple[str, ObjectInfo]], expiring: dict[str, Expiring]
+    ) -> list[tuple[str, ObjectInfo]]:
+        now = time.time()
+        return [
+            (name, info)
+            for name, info in entries
+            if name not in expiring or not expiring[name].gone(info.etag, now)
+        ]
 
     async def page(
         self, uid: str, prefix: str, *, after: str | None, limit: int, folders: bool
@@ -122,30 +153,77 @@ class Files:
         subfolders = [folder[len(root) :] for folder in listed.prefixes]
         public: set[str] = set()
         if entries:
-            public = await self.library.public_names(
-                uid, prefix, after_name=after, until=entries[-1][0], delimiter=delimiter
+            public, expiring = await asyncio.gather(
+                self.library.public_names(
+                    uid, prefix, after_name=after, until=entries[-1][0], delimiter=delimiter
+                ),
+                self.expiry.in_range(
+                    uid, prefix, after_name=after, until=entries[-1][0], delimiter=delimiter
+                ),
             )
+            live = self._live(entries, expiring)
         names = [name for name, _ in entries] + subfolders
         last = max(names, key=str.encode) if names else None
         return FolderPage(
-            files=[(name, info, name in public) for name, info in entries],
+            files=[(name, info, name in public) for name, info in (live if entries else [])],
             folders=subfolders,
             next=last if listed.truncated else None,
         )
 
     async def stat(self, key: str) -> ObjectInfo:
-        response = await self.s3.head_object(key)
-        return _info(response, response["ContentLength"])
+        """The file's size, ETag and date; FileNotFound if it is not there, or has expired."""
+        uid, name = split_file_key(key)
+        response, expiring = await asyncio.gather(self.s3.head_object(key), self.expiry.of(uid, name))
+        info = _info(response, response["ContentLength"])
+        self._check_live(info.etag, expiring)
+        return info
+
+    @staticmethod
+    def _check_live(etag: str, expiring: Expiring | None) -> None:
+        if expiring is not None and expiring.gone(etag, time.time()):
+            raise FileNotFound("no such file (it has expired)")
+
+    async def check_live(self, key: str, etag: str) -> None:
+        """FileNotFound if the version `etag` of the file at `key` has expired."""
+        uid, name = split_file_key(key)
+        self._check_live(etag, await self.expiry.of(uid, name))
+
+    async def expires(self, key: str) -> float | None:
+        """When the file expires (None: it keeps); FileNotFound if it is not there."""
+        uid, name = split_file_key(key)
+        info = await self.stat(key)
+        expiring = await self.expiry.of(uid, name)
+        return expiring.at if expiring is not None and expiring.etag == info.etag else None
+
+    async def set_expiry(self, key: str, at: float | None) -> None:
+        """Make the file expire at `at` (None: keep it); FileNotFound if it is not there."""
+        uid, name = split_file_key(key)
+        head = await self.s3.head_object(key)
+        self._check_live(head["ETag"], await self.expiry.of(uid, name))
+        await self.expiry.set(uid, name, at, head["ETag"])
+        if await self.library.library_id(uid, name) is not None:  # its entry carries the time
+            await self.library.publish(uid, name, key, head, expires=at)
 
     async def open(self, key: str, byte_range: str | None = None) -> Download:
         """Start a GetObject; `byte_range` is an HTTP range such as ``bytes=0-99``."""
+        # Whether the file has expired is asked while S3 opens it: no time added to a download.
+        expiring_read = asyncio.ensure_future(self.expiry.of(*split_file_key(key)))
         try:
             opened = await self.s3.open_object(key, byte_range)
         except RangeNotSatisfiable as exc:
+            expiring_read.cancel()
             if exc.size:
                 raise
             raise RangeNotSatisfiable((await self.stat(key)).size) from None
+        except BaseException:
+            expiring_read.cancel()
+            raise
         response = opened.response
+        try:
+            self._check_live(response["ETag"], await expiring_read)
+        except BaseException:
+            opened.close()
+            raise
         content_range = response.get("ContentRange") if byte_range else None
         size = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
         return Download(
@@ -155,9 +233,15 @@ class Files:
             _object=opened,
         )
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, *, expired: bool = False) -> None:
+        """Delete the file; FileNotFound if it is not there (or has expired, unless `expired`: gc
+        deleting expired files)."""
         # S3's DeleteObject succeeds for a missing key; the API promises 404.
-        info = await self.stat(key)
+        if expired:
+            head = await self.s3.head_object(key)
+            info = _info(head, head["ContentLength"])
+        else:
+            info = await self.stat(key)
         await self.s3.delete_object(key)
         removed = Removed(key, info.size, info.etag, info.last_modified)
         await self.landing.removed(split_file_key(key)[0], [removed])
@@ -173,7 +257,10 @@ class Files:
         if not public:
             await self.library.unpublish(uid, name)
             return None
-        return await self.library.publish(uid, name, key, await self.s3.head_object(key))
+        head, expiring = await asyncio.gather(self.s3.head_object(key), self.expiry.of(uid, name))
+        self._check_live(head["ETag"], expiring)
+        expires = expiring.at if expiring is not None and expiring.etag == head["ETag"] else None
+        return await self.library.publish(uid, name, key, head, expires=expires)
 
     async def put(
         self,
@@ -185,11 +272,13 @@ class Files:
         content_type: str = "application/octet-stream",
         public: bool = False,
         kind: str = "put",
+        expires_in: int | None = None,
         finish: Finish | None = None,
     ) -> None:
         """Store the bytes of `chunks` under `key`; `size` is their length if known; `public`
-        puts the file in the public library. `kind` labels the upload's metrics. `finish`, if
-        given, is awaited with the size just before the file is stored, and may refuse it."""
+        puts the file in the public library; `expires_in`: seconds the file lives once stored
+        (None: it keeps). `kind` labels the upload's metrics. `finish`, if given, is awaited
+        with the size just before the file is stored, and may refuse it."""
         uid, name = split_file_key(key)
         # With a quota: the size of the file this one replaces (it counts only what it adds to
         # it), then room reserved for it before a byte of the body is read.
@@ -220,7 +309,10 @@ class Files:
         except StorageFailure:
             library_id = ASK
         counted = reservation.stored(stored_size, replaces, exact=exact)
-        await self.landing.stored(key, stored_size, etag, counted, public=public, library_id=library_id)
+        expires = time.time() + expires_in if expires_in is not None else None
+        await self.landing.stored(
+            key, stored_size, etag, counted, public=public, library_id=library_id, expires=expires
+        )
 
     async def _store(
         self,

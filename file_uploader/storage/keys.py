@@ -10,6 +10,7 @@ the token's canonical lower-case form:
     thumbs/<user id>/<name>//<size>.<format>   cached thumbnails (thumbnails.py)
     thumbs/<user id>//<SHA-256 of name>/<size>.<format>   those of names too long for the above
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
+    ttl/<user id>/<name>               "this file expires at...": its time and version (expiry.py)
     links/<link id>                    a share link's record (links.py)
     events/q/<time>-<event id>         an event not delivered yet, with WEBHOOK_URL (events.py)
     events/lock                        who delivers the events other processes left (events.py)
@@ -37,6 +38,8 @@ LIBRARY_ROOT = "library/"  # the public library's entries (not per user): see li
 THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
 QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
+# Shorter than files/ too: an expiry marker fits S3's key limit for every name a file may have.
+EXPIRY_ROOT = "ttl/"  # one marker per expiring file: see expiry.py
 LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
 LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
 EVENTS_ROOT = "events/"  # events not delivered yet (WEBHOOK_URL), and who delivers them: see events.py
@@ -50,6 +53,7 @@ USER_ROOTS = (
     QUOTA_ROOT,
     REMOVED_ROOT,
     LINK_INDEX_ROOT,
+    EXPIRY_ROOT,
 )
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
 ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, EVENTS_ROOT, PROBE_ROOT)
@@ -172,6 +176,11 @@ def start_after(key: str) -> str:
 def marker_key(uid: str, name: str) -> str:
     """The key that says the file `name` is public (library.py)."""
     return f"{PUBLIC_ROOT}{uid}/{name}"
+
+
+def expiry_key(uid: str, name: str) -> str:
+    """The key that says when the file `name` expires (expiry.py)."""
+    return f"{EXPIRY_ROOT}{uid}/{name}"
 
 
 def thumbnails_prefix(uid: str, name: str) -> str:

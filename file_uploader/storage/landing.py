@@ -4,8 +4,10 @@ A stored file (`Landing.stored`): its ``file.stored`` event; its bytes in the
 quota (the reservation the upload held becomes the stored size, less the
 size of the file it replaced: `replaced_size`, asked once, before the store);
 the public library, which follows the new version (public only if the upload
-said so). Cached thumbnails need nothing: each is checked against the file's
-ETag when served.
+said so); its expiry (expiry.py: the upload's, or none, for every stored
+version, so a replacement never inherits the time of the file it replaced).
+Cached thumbnails need nothing: each is checked against the file's ETag when
+served.
 
 A deleted file (`Landing.removed`): S3's deletes are idempotent, so racing
 DELETEs of one file each succeed, and each would otherwise say ``file.deleted``
@@ -36,6 +38,7 @@ from .cas import VersionedJson
 from .client import S3
 from .errors import PreconditionFailed
 from .events import DELETED, STORED, Events
+from .expiry import Expiry
 from .keys import REMOVED_ROOT, split_file_key
 from .library import Library
 from .quotas import Quotas, key_tag, size_before
@@ -70,6 +73,7 @@ class Landing:
         quotas: Quotas,
         events: Events,
         slots: UploadSlots,
+        expiry: Expiry,
     ) -> None:
         self.s3 = s3
         self.library = library
@@ -77,6 +81,7 @@ class Landing:
         self.quotas = quotas
         self.events = events
         self.slots = slots
+        self.expiry = expiry
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
         """Refuse an upload before its body: TooManyUploads when the user has no upload slot
@@ -99,17 +104,19 @@ class Landing:
         *,
         public: bool = False,
         library_id: object = ASK,
+        expires: float | None = None,
     ) -> None:
         """The file at `key` is there: its event, `counted` (its bytes in the quota), the library.
         `library_id`: the replaced file's library id if the caller asked it already (None: it was
-        not public), else ASK."""
+        not public), else ASK. `expires`: when the file is gone (None: it keeps)."""
         uid, name = split_file_key(key)
         await self.events.emit(STORED, uid, name, size, etag)
         await asyncio.shield(counted)
+        await self.expiry.set(uid, name, expires, etag)
         if library_id is ASK:
             library_id = await self.library.library_id(uid, name)
         if public:
-            await self.library.publish(uid, name, key, await self.s3.head_object(key))
+            await self.library.publish(uid, name, key, await self.s3.head_object(key), expires=expires)
         elif isinstance(library_id, str):
             await self.library.remove(uid, name, library_id)
 
@@ -128,7 +135,11 @@ class Landing:
         if not folder:
             for file in won:
                 name = split_file_key(file.key)[1]
-                await asyncio.gather(self.library.unpublish(uid, name), self.thumbnails.forget(uid, name))
+                await asyncio.gather(
+                    self.library.unpublish(uid, name),
+                    self.thumbnails.forget(uid, name),
+                    self.expiry.forget(uid, name),
+                )
 
     async def _first(self, uid: str, file: Removed) -> bool:
         version = f"{key_tag(file.key)}.{file.etag.strip(chr(34))}.{int(file.modified.timestamp())}"

@@ -95,6 +95,7 @@ class Entry:
     etag: str
     modified: str  # ISO 8601, UTC
     published: str  # ISO 8601, UTC
+    expires: float | None = None  # when the file is gone (expiry.py): out of every page at once
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -115,10 +116,13 @@ class Library:
             return None
         return str(marker["id"])
 
-    async def publish(self, uid: str, name: str, key: str, head: dict[str, Any]) -> str:
+    async def publish(
+        self, uid: str, name: str, key: str, head: dict[str, Any], *, expires: float | None = None
+    ) -> str:
         """Make the file public (or refresh its entry after a replacement); its library id.
 
-        `head` is the file's HeadObject, of the version to publish.
+        `head` is the file's HeadObject, of the version to publish; `expires` its expiry, kept in
+        the entry so that a page read kept for a moment still leaves the file out at its time.
         """
         library_id = await self.library_id(uid, name)
         now = time.time()
@@ -141,6 +145,7 @@ class Library:
             etag=head["ETag"],
             modified=iso8601(head["LastModified"]),
             published=published,
+            expires=expires,
         )
         await self.s3.put_object(LIBRARY_ROOT + library_id, entry.to_json(), ContentType="application/json")
         self._pages.clear()

@@ -101,6 +101,7 @@ async def abort_stale_uploads(
 class Collected:
     expired_tus_uploads: int
     aborted: list[StaleUpload]
+    expired_files: int = 0
 
 
 async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> Collected:
@@ -114,7 +115,30 @@ async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> C
     live = await storage.resumable.live_multipart_ids(now)
     aborted = await abort_stale_uploads(storage, older_than, keep=live)
     await _forget_old_removals(storage, now)
-    return Collected(expired, aborted)
+    expired_files = await delete_expired_files(storage, now)
+    return Collected(expired, aborted, expired_files)
+
+
+async def delete_expired_files(storage: Storage, now: float) -> int:
+    """Delete the files whose expiry has come (expiry.py), as a DELETE would (their event, their
+    bytes off the quota, the library); the markers of files since replaced or deleted go too."""
+    deleted = 0
+    for key, expiring in await storage.expiry.due(now):
+        uid, name = split_file_key(key)
+        try:
+            info = await storage.s3.head_object(key)
+        except FileNotFound:
+            info = None
+        if info is not None and info["ETag"] == expiring.etag:
+            try:
+                await storage.files.delete(key, expired=True)  # the marker goes with the file (landing.py)
+                deleted += 1
+            except FileNotFound:
+                pass
+            continue
+        if await storage.expiry.of(uid, name) == expiring:  # not written anew meanwhile
+            await storage.expiry.forget(uid, name)
+    return deleted
 
 
 # Removal claims (landing.py) are kept this long: any DELETE racing the one that made a claim

@@ -12,6 +12,7 @@ from schemathesis import checks
 
 from file_uploader import __version__
 from file_uploader.api.errors import CATALOGUE
+from file_uploader.api.files import MAX_FILE_EXPIRES_IN
 from file_uploader.api.openapi import DOCUMENT, OPENAPI_PATH
 from file_uploader.api.public import MAX_PAGE
 from file_uploader.api.tus import TUS_VERSION
@@ -169,3 +170,7 @@ def test_the_running_gateway_conforms_to_its_openapi_description(gateway_process
     assert 204 in statuses["PUT /api/files/{name}"]
     assert 400 in statuses["PUT /api/files/{name}"]
     assert all(statuses.values())
+
+
+def test_the_longest_file_expiry_is_the_one_the_code_takes():
+    assert parameter("/api/files/{name}", "put", "X-Expires-In")["schema"]["maximum"] == MAX_FILE_EXPIRES_IN

@@ -76,7 +76,7 @@ async def test_patch_publishes_and_unpublishes_and_the_listing_says_so(client, a
     assert len((await library(client))["files"]) == 1
 
     response = await client.patch("/api/files/dir/photo.jpg", json={"public": False}, headers=auth)
-    assert (await response.json()) == {"name": "dir/photo.jpg", "public": False}
+    assert (await response.json()) == {"name": "dir/photo.jpg", "public": False, "expires_at": None}
     assert (await library(client))["files"] == []
     path = "/" + answer["url"].split("://", 1)[1].split("/", 1)[1]
     assert (await client.get(path)).status == 404

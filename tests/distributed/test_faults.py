@@ -94,3 +94,27 @@ async def test_the_engine_paused_past_the_gateways_timeouts_loses_no_acknowledge
     after = await asyncio.gather(*(upload(gateway, auth, a, chunked=False) for a in attempts(4, "after")))
     assert [attempt.status for attempt in after] == [204] * 4, (line, after)
     await no_open_uploads_after_gc(weed_settings, weed_s3)
+
+
+async def test_two_volume_servers_lost_fail_uploads_clearly_and_leave_nothing_open(
+    gateway, auth, seaweed, weed_s3, weed_settings
+):
+    """Past what replication 001 tolerates: writes cannot be placed, so uploads in flight fail.
+    Each failure must be a JSON error (never a 204); once the servers are back, every upload
+    that was answered 204 reads back byte-exact, and `gc` leaves no multipart upload open."""
+    batch = attempts(12, "two lost")
+    began = time.monotonic()
+    running = [asyncio.create_task(upload(gateway, auth, attempt, chunked=True)) for attempt in batch]
+    await asyncio.sleep(1.0)
+    seaweed.kill_volume(2)
+    seaweed.kill_volume(3)
+    done = await asyncio.gather(*running)
+    line = report("two of three volume servers killed", done, time.monotonic() - began)
+    assert any(attempt.status != 204 for attempt in done), line  # the fault was felt
+    for attempt in done:
+        assert attempt.status is None or attempt.status >= 500 or attempt.status == 204, attempt
+    seaweed.restart_volume(2)
+    seaweed.restart_volume(3)
+    await asyncio.sleep(5)  # the master hears of them again
+    await check_acknowledged(gateway, auth, done)
+    await no_open_uploads_after_gc(weed_settings, weed_s3)

@@ -15,6 +15,14 @@ import pytest
 
 from devtools.rgw import RgwEngine, running_rgw, unavailable_reason
 
+# SSE-KMS on RGW needs a key manager; Ceph's "testing" backend holds the keys in its own
+# configuration, so the tests can ask for one by id (tests/engines/test_encryption.py).
+RGW_KMS_KEY_ID = "testkey-1"
+RGW_TEST_KMS = {
+    "rgw_crypt_s3_kms_backend": "testing",
+    "rgw_crypt_s3_kms_encryption_keys": f"{RGW_KMS_KEY_ID}=YmluCmJvb3N0CmJvb3N0LWJ1aWxkCmNlcGguY29uZgo=",
+}
+
 
 def require_ceph() -> None:
     """Skip, saying why, where Ceph is not installed; under CI fail instead."""
@@ -29,5 +37,5 @@ def require_ceph() -> None:
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RgwEngine]:
     """One throwaway Ceph cluster with RGW for the whole session (its files and logs under a temp dir)."""
     require_ceph()
-    with running_rgw(tmp_path_factory.mktemp("rgw")) as engine:
+    with running_rgw(tmp_path_factory.mktemp("rgw"), config=RGW_TEST_KMS) as engine:
         yield engine

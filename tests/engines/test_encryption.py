@@ -24,9 +24,12 @@ from PIL import Image
 
 from file_uploader.settings import Settings
 from file_uploader.sizes import MIN_PART_SIZE
+from file_uploader.storage import open_storage
+from file_uploader.storage.errors import StorageError
 from file_uploader.storage.keys import file_key, user_id
 
 from ..helpers import chunked, path_of
+from .conftest import RGW_KMS_KEY_ID
 
 PART = MIN_PART_SIZE
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -166,3 +169,47 @@ async def test_sse_c_round_trips_on_rgw_and_the_engine_refuses_a_read_without_th
     got = client.get_object(Bucket=bucket, Key=stored, SSECustomerAlgorithm="AES256", SSECustomerKey=key)
     assert got["Body"].read() == data
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_the_write_probe_sends_the_customer_key_so_rgw_over_http_refuses_it(rgw, rgw_bucket):
+    """RGW refuses SSE-C over plain http (the key would travel in clear): that the probe is
+    refused there shows it sends the key, and the gateway is not ready, saying why."""
+    _, bucket = rgw_bucket
+    settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=rgw.http_url,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        s3_sse="sse-c",
+        s3_sse_c_key=secrets.token_bytes(32),
+    )
+    async with open_storage(settings) as storage:
+        with pytest.raises(
+            StorageError, match=r"the write probe failed: S3 refused PutObject \(InvalidRequest\)"
+        ):
+            await storage.readiness.ensure_ready()
+
+
+async def test_sse_kms_with_a_key_id_round_trips_on_rgw_and_each_object_names_the_key(
+    aiohttp_client, app_for, rgw, rgw_bucket, token, auth
+):
+    client, bucket = rgw_bucket
+    settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=rgw.https_url,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        part_size=PART,
+        client_timeout=5,
+        s3_sse="sse-kms",
+        s3_sse_kms_key_id=RGW_KMS_KEY_ID,
+    )
+    gw = await aiohttp_client(await app_for(settings))
+    data = os.urandom(2 * PART + 5)
+    for name in await upload_every_way(gw, auth, data):
+        expected = data[:1000] if name == "small.bin" else data
+        assert await (await gw.get(f"/api/files/{name}", headers=auth)).read() == expected, name
+        head = client.head_object(Bucket=bucket, Key=file_key(user_id(token), name))
+        assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", RGW_KMS_KEY_ID), (
+            name
+        )

@@ -251,6 +251,47 @@ async def test_an_allowed_upload_is_asked_once_before_and_once_after(gw, receive
     assert all(receiver.signed)
 
 
+async def test_a_final_upload_is_asked_with_its_size_and_its_partial_uploads_are_not(
+    gw, receiver, auth, s3, bucket
+):
+    """tus concatenation: the hooks judge the file (the final upload), not its pieces."""
+    partial = {**auth, **TUS, "Upload-Concat": "partial", "Content-Type": "application/offset+octet-stream"}
+    urls = []
+    for piece in (b"a" * 700, b"b" * 600):
+        created = await gw.post(
+            "/api/uploads/", data=piece, headers={**partial, "Upload-Length": str(len(piece))}
+        )
+        assert created.status == 201
+        urls.append(created.headers["Location"])
+    assert receiver.hooks == []
+    final = {
+        **auth,
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": tus_metadata("j.bin"),
+    }
+    receiver.answers["pre-create"] = (200, {"max_size": 1000})
+    too_large = await gw.post("/api/uploads/", headers=final)
+    assert too_large.status == 413
+    receiver.answers["pre-create"] = (200, {})
+    receiver.answers["pre-finish"] = (403, {"message": "rejected by the scanner"})
+    refused = await gw.post("/api/uploads/", headers=final)
+    assert refused.status == 403
+    assert open_uploads(s3, bucket) == []
+    assert [key for key in all_keys(s3, bucket) if key.startswith("files/")] == []
+    del receiver.answers["pre-finish"]
+    stored = await gw.post("/api/uploads/", headers=final)  # the partial uploads were kept
+    assert stored.status == 201
+    assert await (await gw.get("/api/files/j.bin", headers=auth)).read() == b"a" * 700 + b"b" * 600
+    assert [(hook["type"], hook["size"]) for hook in receiver.hooks] == [
+        ("pre-create", 1300),
+        ("pre-create", 1300),
+        ("pre-finish", 1300),
+        ("pre-create", 1300),
+        ("pre-finish", 1300),
+    ]
+
+
 # A hook that does not answer -----------------------------------------------------------------------
 
 

@@ -161,6 +161,35 @@ async def test_a_form_upload_and_a_finished_tus_upload_are_posted_as_stored(gw, 
     ]
 
 
+async def test_a_final_upload_is_posted_as_stored_once_and_its_partial_uploads_never(gw, receiver, auth):
+    await receiver.start()
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    urls = []
+    for piece in (b"first ", b"second"):
+        created = await gw.post(
+            "/api/uploads/",
+            data=piece,
+            headers={**auth, **tus, "Upload-Concat": "partial", "Upload-Length": str(len(piece))},
+        )
+        assert created.status == 201
+        urls.append(created.headers["Location"])
+    metadata = "filename " + base64.b64encode(b"joined.txt").decode()
+    final = await gw.post(
+        "/api/uploads/",
+        headers={
+            **auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": metadata,
+        },
+    )
+    assert final.status == 201
+    [stored] = distinct(await receiver.wait_for(1))
+    assert (stored["type"], stored["name"], stored["size"]) == ("file.stored", "joined.txt", 12)
+    await asyncio.sleep(0.3)
+    assert len(distinct(receiver.events)) == 1
+
+
 @pytest.mark.slow
 async def test_events_reach_a_receiver_that_starts_late_and_one_that_was_down(gw, receiver, auth):
     # Nobody listens yet: the first events are retried until the receiver comes up.

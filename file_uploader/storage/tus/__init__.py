@@ -17,6 +17,7 @@ The rooms:
     lock.py          the writer's lock (cas.LeaseLock)
     upload.py        PATCH: append through the part pipeline, commit; Upload-Checksum
     completion.py    CompleteMultipartUpload, recovery of a cut-off completion, the Ceph workaround
+    concat.py        concatenation: partial uploads joined into one file inside S3 (UploadPartCopy)
     housekeeping.py  terminate, a folder's uploads, expiry (gc)
     store.py         `Resumable`, the face the rest of the gateway uses
 
@@ -48,6 +49,6 @@ may lose their work (409, then resume from HEAD's offset), never mix it.
 
 from .info import Upload
 from .store import Resumable
-from .upload import UPLOAD_CHECKSUMS
+from .upload import FINAL_TAKES_NO_PATCH, UPLOAD_CHECKSUMS
 
-__all__ = ["UPLOAD_CHECKSUMS", "Resumable", "Upload"]
+__all__ = ["FINAL_TAKES_NO_PATCH", "UPLOAD_CHECKSUMS", "Resumable", "Upload"]

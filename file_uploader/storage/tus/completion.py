@@ -18,8 +18,10 @@ of the parts one commit recorded, exactly as their writer sent them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import time
 from typing import Any
 
 from ...ops import metrics
@@ -58,7 +60,9 @@ class Completion:
         counted = self.quotas.upload_stored(
             upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
         )
-        await self.landing.stored(upload.key, size, etag, counted)
+        seconds = expires_in(upload.metadata)
+        expires = time.time() + seconds if seconds is not None else None
+        await self.landing.stored(upload.key, size, etag, counted, expires=expires)
 
     async def complete(
         self, upload: Upload, tail: Part | None, old_tail: str | None, vet: Finish | None = None
@@ -97,7 +101,7 @@ class Completion:
         completing (its process died), so the file may be there already and
         the size it replaced is not known for sure.
         """
-        replaced, exact = await self.size_before(upload)
+        replaced, exact = (None, True) if upload.partial else await self.size_before(upload)
         exact = exact and not resumed
         etag: str | None = None
         if upload.parts:
@@ -131,9 +135,14 @@ class Completion:
             return
         if tail_key:
             await self.records.delete_quietly(tail_key)
+        if upload.partial:  # its bytes wait, under its lease, for a final upload (concat.py)
+            log.info("tus partial upload %s completed", upload.id)
+            return
         if etag is None:  # completed by a process that died, or trimmed past stray parts
             etag = await self._etag(upload.key)
-        await self.stored(upload, etag, replaced, exact)
+        # A final upload has no lease of its own: its partial uploads' leases hold its bytes until
+        # they are removed just after this (concat.py).
+        await self.stored(upload, etag, replaced, exact, lease=not upload.partials)
         metrics.UPLOADS_COMPLETED.labels("tus").inc()
         log.info("tus upload %s completed", upload.id)
 
@@ -228,3 +237,16 @@ class Completion:
             return str((await self.s3.head_object(key))["ETag"])
         except StorageFailure:
             return ""
+
+
+def expires_in(metadata: str) -> int | None:
+    """The `expires_in` of an upload's Upload-Metadata (checked when the upload was created):
+    seconds the file lives once stored; None without one."""
+    for item in metadata.split(","):
+        key, _, encoded = item.strip().partition(" ")
+        if key == "expires_in" and encoded.strip():
+            try:
+                return int(base64.b64decode(encoded.strip()).decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None

@@ -34,7 +34,8 @@ class Housekeeping:
         self.quotas = quotas
 
     async def terminate(self, upload: Upload) -> None:
-        """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""
+        """Forget the upload; an unfinished one is aborted (a finished one's file stays; a finished
+        partial upload's bytes go with it)."""
         lock = await self.locks.take(upload)
         try:
             if upload.state != DONE:
@@ -43,7 +44,7 @@ class Housekeeping:
         except BaseException:
             await asyncio.shield(lock.release())
             raise
-        if upload.state != DONE:
+        if upload.state != DONE or upload.partial:  # a partial upload's lease holds its bytes until now
             await self.quotas.upload_ended(upload.user, upload.id)
 
     async def terminate_folder(self, user: str, folder: str) -> int:

@@ -60,12 +60,17 @@ class Upload:
     step: int = PARTS_PER_SIZE_STEP
     # The upload's own size limit, below MAX_FILE_SIZE, when a pre-create hook lowered it.
     max_size: int | None = None
+    # Concatenation (concat.py): a partial upload's bytes become an object of its own, not a
+    # file; a final upload was assembled from the partial uploads `partials` names, in order.
+    partial: bool = False
+    partials: list[str] = dataclasses.field(default_factory=list)
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def key(self) -> str:
-        return file_key(self.user, self.name)
+        """Where its multipart upload lands: the file, or for a partial upload ``<id>.data``."""
+        return f"{self.prefix}data" if self.partial else file_key(self.user, self.name)
 
     @property
     def prefix(self) -> str:

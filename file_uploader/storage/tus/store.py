@@ -14,6 +14,7 @@ from ..landing import Finish, Landing
 from ..parts import PartPipeline
 from ..quotas import Quotas
 from .completion import Completion
+from .concat import Admit, Concatenation
 from .housekeeping import Housekeeping
 from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id, new_upload_id
 from .lock import Locks
@@ -47,6 +48,9 @@ class Resumable:
         self.appender = Appender(
             s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
         )
+        self.concatenation = Concatenation(
+            s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
+        )
         self.housekeeping = Housekeeping(s3, self.records, self.locks, self.completion, quotas)
 
     @property
@@ -68,11 +72,16 @@ class Resumable:
         *,
         max_size: int | None = None,
         finish: Finish | None = None,
+        partial: bool = False,
     ) -> Upload:
         """Start an upload of `length` bytes (None: declared later) to be stored as `name`.
         `max_size`: its own limit, below MAX_FILE_SIZE; `finish`: awaited with the file's size
-        just before it is stored (a length of 0 is stored at once), and may refuse it by raising."""
-        validate_name(name)
+        just before it is stored (a length of 0 is stored at once), and may refuse it by raising.
+        `partial`: one whose bytes wait for a final upload to name it (concat.py; no name)."""
+        if partial:
+            name = ""
+        else:
+            validate_name(name)
         limit = min(self.max_size, max_size) if max_size is not None else self.max_size
         if length is not None and length > limit:
             raise TooLarge(f"the limit is {format_size(limit)}")
@@ -91,6 +100,7 @@ class Resumable:
             expires=now + self.expiry,
             step=plan.step,
             max_size=max_size,
+            partial=partial,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
@@ -102,7 +112,8 @@ class Resumable:
             etag = (await self.s3.put_object(upload.key, b""))["ETag"]
             upload.state = DONE
             await self.records.write(upload, new=True)
-            await self.completion.stored(upload, etag, replaced, exact, lease=False)
+            if not partial:
+                await self.completion.stored(upload, etag, replaced, exact, lease=False)
             return upload
         if length is not None:
             # Before anything is created: an upload that does not fit is refused with nothing to undo.
@@ -148,6 +159,22 @@ class Resumable:
         """upload.py's `Appender.append`."""
         return await self.appender.append(
             upload, offset, chunks, now=now, length=length, checksum=checksum, finish=finish
+        )
+
+    async def concatenate(
+        self,
+        user: str,
+        name: str,
+        metadata: str,
+        partial_ids: list[str],
+        now: float,
+        *,
+        admit: Admit | None = None,
+        finish: Finish | None = None,
+    ) -> Upload:
+        """concat.py's `Concatenation.concatenate`: the final upload, stored as `name`."""
+        return await self.concatenation.concatenate(
+            user, name, metadata, partial_ids, now, admit=admit, finish=finish
         )
 
     async def terminate(self, upload: Upload) -> None:

@@ -26,10 +26,12 @@ from typing import Any
 
 from ...sizes import format_size
 from ..cas import HeldLock
+from ..checksums import Crc32, Crc32c, Hasher
 from ..client import S3
 from ..errors import (
     ChecksumMismatch,
     FileNotFound,
+    FinalUpload,
     LengthConflict,
     OffsetMismatch,
     StorageFailure,
@@ -45,11 +47,16 @@ from .lock import Locks
 
 log = logging.getLogger(__name__)
 
-# tus checksum extension: the algorithms a client may name in Upload-Checksum.
-UPLOAD_CHECKSUMS: dict[str, Callable[[], Any]] = {
+# tus checksum extension: the algorithms a client may name in Upload-Checksum, each digest
+# base64-encoded there (a CRC as its 4 bytes, big-endian, as S3's x-amz-checksum-crc32 has it).
+# crc32, crc32c and sha512 are what tuspy adds; the CRCs are those of the part pipeline's checksums.
+UPLOAD_CHECKSUMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
     "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
     "md5": hashlib.md5,
+    "crc32": Crc32,
+    "crc32c": Crc32c,
 }
 
 
@@ -58,6 +65,11 @@ def lease_end(now: float, expiry: float) -> float:
     (now + UPLOAD_EXPIRY) by a quarter of it, so that a PATCH renews it at most once in that
     quarter, and an abandoned upload holds its room no longer than that after it expired."""
     return now + 1.25 * expiry
+
+
+FINAL_TAKES_NO_PATCH = (
+    "a final upload (Upload-Concat: final) takes no PATCH: its bytes are its partial uploads'"
+)
 
 
 class Body:
@@ -161,6 +173,8 @@ class Appender:
         file's size before a whole upload is completed; should it raise, the upload is
         forgotten (its multipart upload aborted, nothing stored) and the error raised.
         """
+        if upload.partials:
+            raise FinalUpload(FINAL_TAKES_NO_PATCH)
         limit = upload.limit(self.max_size)
         if length is not None and length > limit:
             raise TooLarge(f"the limit is {format_size(limit)}")
