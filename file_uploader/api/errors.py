@@ -103,6 +103,13 @@ INVALID_EXPIRY = Error(
 INVALID_MAX_DOWNLOADS = Error(
     400, "invalid_max_downloads", "max_downloads must be a whole number from 1 to {maximum}, or null"
 )
+INVALID_FOLDER = Error(400, "invalid_folder", "folder must be the name of a folder, such as inbox/")
+INVALID_MAX_FILES = Error(
+    400, "invalid_max_files", "max_files must be a whole number from 1 to {maximum}, or null"
+)
+INVALID_MAX_BYTES = Error(
+    400, "invalid_max_bytes", "max_bytes must be a whole number from 1 to {maximum}, or null"
+)
 INVALID_PASSWORD = Error(400, "invalid_password", "password must be text of 1 to {maximum} bytes, or null")
 INVALID_HEADER = Error(400, "invalid_header", "{header} must be a non-negative integer of at most 19 digits")
 INVALID_LENGTH = Error(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
@@ -133,6 +140,8 @@ NOT_FOUND = Error(404, "not_found", "{detail}")
 METHOD_NOT_ALLOWED = Error(405, "method_not_allowed", "{detail}")
 BODY_TIMEOUT = Error(408, "body_timeout", "no data arrived for {seconds:g} seconds")
 OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
+REQUEST_FULL = Error(409, "request_full", "{detail}")
+FILE_EXISTS = Error(409, "file_exists", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
 LINK_EXPIRED = Error(410, "link_expired", "this link has expired")
 LINK_USED_UP = Error(410, "link_used_up", "{detail}")
@@ -191,6 +200,8 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.LinkUsedUp: LINK_USED_UP,
     storage.PasswordRequired: PASSWORD_REQUIRED,
     storage.LinkBlocked: LINK_BLOCKED,
+    storage.RequestFull: REQUEST_FULL,
+    storage.FileExists: FILE_EXISTS,
     storage.UploadLocked: UPLOAD_LOCKED,
     storage.UploadConflict: UPLOAD_CONFLICT,
     storage.PreconditionFailed: UPLOAD_CONFLICT,

@@ -21,6 +21,7 @@
     expiry.py     files that expire: gone from every read at their time, deleted by gc
     grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
+    requests.py   upload requests: anyone with the link adds files to one folder, within limits
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
@@ -54,6 +55,7 @@ from .passwords import Passwords
 from .probe import Capabilities
 from .quotas import Quotas
 from .readiness import Readiness
+from .requests import UploadRequests
 from .thumbnails import Thumbnails
 from .tus import Resumable
 
@@ -116,6 +118,7 @@ class Storage:
         )
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
+        self.requests = UploadRequests(s3, self.passwords, self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:

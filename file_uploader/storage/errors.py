@@ -151,7 +151,7 @@ class ReservationLost(StorageUnavailable):
     given to another upload, so this one is not stored."""
 
 
-# Share links (grants.py, links.py).
+# Share links and upload requests (grants.py, links.py, requests.py).
 
 
 class LinkNotFound(StorageFailure):
@@ -176,3 +176,11 @@ class LinkBlocked(StorageFailure):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"too many wrong passwords for this link: try again in {max(1, round(seconds))} s")
         self.seconds = seconds
+
+
+class RequestFull(StorageFailure):
+    """The upload request has taken all the files it was given."""
+
+
+class FileExists(StorageFailure):
+    """A file of that name is there already, and the caller may only add files."""

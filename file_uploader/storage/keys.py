@@ -12,6 +12,8 @@ the token's canonical lower-case form:
     quota/<user id>/ledger             what the user stores and holds, with USER_QUOTA (quotas.py)
     ttl/<user id>/<name>               "this file expires at...": its time and version (expiry.py)
     links/<link id>                    a share link's record (links.py)
+    requests/<request id>              an upload request's record (requests.py)
+    requested/<user id>/<request id>   the user's upload requests, to list them (requests.py)
     events/q/<time>-<event id>         an event not delivered yet, with WEBHOOK_URL (events.py)
     events/lock                        who delivers the events other processes left (events.py)
     linked/<user id>/<link id>         the user's links, to list them (links.py)
@@ -42,6 +44,8 @@ REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
 EXPIRY_ROOT = "ttl/"  # one marker per expiring file: see expiry.py
 LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
 LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
+REQUESTS_ROOT = "requests/"  # upload requests' records, by id (not per user): see requests.py
+REQUEST_INDEX_ROOT = "requested/"  # one empty entry per upload request of a user: see requests.py
 EVENTS_ROOT = "events/"  # events not delivered yet (WEBHOOK_URL), and who delivers them: see events.py
 PROBE_ROOT = "probe/"  # the startup write probe's objects, deleted as soon as written: see probe.py
 # The per-user roots: every one of them holds `<root><user id>/...`.
@@ -54,9 +58,10 @@ USER_ROOTS = (
     REMOVED_ROOT,
     LINK_INDEX_ROOT,
     EXPIRY_ROOT,
+    REQUEST_INDEX_ROOT,
 )
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
-ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, EVENTS_ROOT, PROBE_ROOT)
+ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, REQUESTS_ROOT, EVENTS_ROOT, PROBE_ROOT)
 # Between a name and its thumbnails' file names: an empty path segment, which no name has,
 # so the thumbnails of `a` (thumbs/<uid>/a//...) never mix with those of `a/b`.
 THUMBNAIL_SEPARATOR = "//"

@@ -34,6 +34,8 @@ from .keys import (
     LINKS_ROOT,
     PUBLIC_ROOT,
     REMOVED_ROOT,
+    REQUEST_INDEX_ROOT,
+    REQUESTS_ROOT,
     ROOTS,
     split_file_key,
     user_prefix,
@@ -184,6 +186,7 @@ async def purge_user(storage: Storage, uid: str, *, really: bool) -> Purged:
     # share links' records under links/, named by the user's link index.
     keys += await _library_entries(storage, [key for key in keys if key.startswith(PUBLIC_ROOT)])
     keys += [LINKS_ROOT + key.rsplit("/", 1)[1] for key in keys if key.startswith(LINK_INDEX_ROOT)]
+    keys += [REQUESTS_ROOT + key.rsplit("/", 1)[1] for key in keys if key.startswith(REQUEST_INDEX_ROOT)]
     files = sum(key.startswith(FILES_ROOT) for key in keys)
     uploads = [
         upload

@@ -1,0 +1,137 @@
+"""Upload requests: `POST /api/requests` makes one, `GET /api/requests` lists them,
+`DELETE /api/requests/{id}` ends one; `PUT /r/{id}/{file name}` adds a file, `GET /r/{id}` is its
+page.
+
+Anyone holding the URL may add files to the owner's folder, within the
+request's limits (storage/requests.py), and do nothing else: there is no
+route under /r/ that lists, reads, replaces or deletes. A password travels as
+share links' does: the password of HTTP Basic authentication.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..formats import iso8601
+from ..storage.errors import InvalidName
+from ..storage.requests import UploadRequest
+from .body import declared_length, expect_body, read_body
+from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES
+from .files import MAX_FILE_EXPIRES_IN, content_type, raw_path
+from .links import basic_password, expires_in, json_body, password, whole_number
+from .page import PAGE_HEADERS, STATIC
+from .proxies import absolute_url
+
+REQUESTS = "/api/requests"
+REQUEST = "/api/requests/{id}"
+REQUEST_PAGE = "/r/{id}"
+REQUEST_PAGE_NAME = "upload_request"  # the route's name, to build URLs with
+REQUEST_FILE = r"/r/{id}/{name:[\s\S]+}"
+# The most files one request may be given: any more is no limit worth counting.
+MAX_FILES = 100_000
+# The most bytes one request may be given: a pebibyte, past which a limit means nothing.
+MAX_REQUEST_BYTES = 2**50
+_EXAMPLE = '{"folder": "inbox/", "max_files": 10, "max_bytes": 104857600, "expires_in": 604800}'
+
+
+def describe(request: web.Request, upload_request: UploadRequest) -> dict[str, Any]:
+    url = absolute_url(request, str(request.app.router[REQUEST_PAGE_NAME].url_for(id=upload_request.id)))
+    return {
+        "id": upload_request.id,
+        "url": url,
+        "folder": upload_request.folder,
+        "files": upload_request.files,
+        "bytes": upload_request.bytes,
+        "max_files": upload_request.max_files,
+        "max_bytes": upload_request.max_bytes,
+        "expires_at": iso8601(upload_request.expires) if upload_request.expires is not None else None,
+        "created_at": iso8601(upload_request.created),
+        "password": upload_request.password is not None,
+        "expired": upload_request.expired(time.time()),
+    }
+
+
+def _limit(value: object, maximum: int, error: Any) -> int | None:
+    if value is None:
+        return None
+    number = whole_number(value)
+    if number is None or not 1 <= number <= maximum:
+        raise error(maximum=maximum)
+    return number
+
+
+async def create_request(request: web.Request) -> web.Response:
+    body = await json_body(request, _EXAMPLE)
+    folder = body.get("folder")
+    if not isinstance(folder, str) or not folder.strip("/"):
+        raise INVALID_FOLDER()
+    folder = folder.strip("/") + "/"
+    max_files = _limit(body.get("max_files"), MAX_FILES, INVALID_MAX_FILES)
+    max_bytes = _limit(body.get("max_bytes"), MAX_REQUEST_BYTES, INVALID_MAX_BYTES)
+    seconds = expires_in(body.get("expires_in"), MAX_FILE_EXPIRES_IN, None)
+    secret = password(body.get("password"))
+    made = await request.app[STORAGE].requests.create(
+        request[USER_ID],
+        folder,
+        expires=time.time() + seconds if seconds is not None else None,
+        max_files=max_files,
+        max_bytes=max_bytes,
+        password=secret,
+    )
+    return web.json_response(describe(request, made), status=201)
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    found = await request.app[STORAGE].requests.of_user(request[USER_ID])
+    return web.json_response([describe(request, item) for item in found])
+
+
+async def end_request(request: web.Request) -> web.Response:
+    await request.app[STORAGE].requests.end(request[USER_ID], request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    """The page that sends files to the request (it says nothing of the owner's files)."""
+    await request.app[STORAGE].requests.grants.get(request.match_info["id"])  # 404 once ended
+    return web.FileResponse(STATIC / "request.html", headers=PAGE_HEADERS)
+
+
+def _name(request: web.Request) -> str:
+    """The file name after /r/<id>/, percent-decoded strictly (as files.decode_name)."""
+    raw = raw_path(request).split("/", 3)[3]
+    try:
+        return urllib.parse.unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidName("the file name is not valid UTF-8") from None
+
+
+async def _check_upload(request: web.Request) -> None:
+    """What PUT /r/... refuses before its body: the request (gone, expired, password), its room,
+    the name (one segment, not taken), the length (MAX_FILE_SIZE)."""
+    size = declared_length(request, request.app[SETTINGS])
+    await request.app[STORAGE].requests.admit(
+        request.match_info["id"], basic_password(request), _name(request), size
+    )
+
+
+async def put_file(request: web.Request) -> web.Response:
+    name = _name(request)
+    size = declared_length(request, request.app[SETTINGS])
+    await request.app[STORAGE].requests.receive(
+        request.match_info["id"],
+        basic_password(request),
+        name,
+        read_body(request),
+        size=size,
+        content_type=content_type(name),
+    )
+    return web.Response(status=204)
+
+
+expect_upload = expect_body(_check_upload)
