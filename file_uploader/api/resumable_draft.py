@@ -33,10 +33,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from ..appkeys import SETTINGS, STORAGE, USER_ID
+from ..appkeys import INFORMATIONAL_BYTES, SETTINGS, STORAGE, USER_ID
+from ..sizes import format_size
 from ..storage.errors import InvalidName, OffsetMismatch, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.tus import Upload
+from . import hooked
 from .auth import authenticate
 from .body import ExpectHandler, expect_body, read_body
 from .errors import (
@@ -143,9 +145,17 @@ def _state(request: web.Request, upload: Upload) -> dict[str, str]:
     return headers
 
 
+def _hook_fields(name: str) -> tuple[str, dict[str, str]]:
+    """What the blocking hooks are told of an upload of the draft: a tus upload of the same store
+    (HOOK_URL's "upload": "tus"), whose metadata is its file name."""
+    return "tus", {"filename": name}
+
+
 async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     """The request's body appended at `offset`; with Upload-Complete: ?1, the file ends with it."""
     resumable = request.app[STORAGE].resumable
+    finish = hooked.pre_finish(request, upload.name, *_hook_fields(upload.name))
+    most = upload.limit(request.app[SETTINGS].max_file_size)
     length = _declared_length(request, offset)
     if length is not None and upload.length is not None and length == upload.length:
         length = None  # already known: nothing to declare
@@ -153,11 +163,13 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     end = length if length is not None else upload.length
     if size is not None and end is not None and offset + size > end:
         raise TooLarge(f"the upload ends at byte {end}")
-    upload = await resumable.append(upload, offset, read_body(request), now=time.time(), length=length)
+    upload = await resumable.append(
+        upload, offset, read_body(request, most), now=time.time(), length=length, finish=finish
+    )
     if _complete(request) and not upload.done:
         # The body had no Content-Length: the file ends where it did.
         end = upload.offset
-        upload = await resumable.append(upload, end, _empty(), now=time.time(), length=end)
+        upload = await resumable.append(upload, end, _empty(), now=time.time(), length=end, finish=finish)
     return upload
 
 
@@ -178,15 +190,28 @@ async def _send_104(request: web.Request, location: str) -> None:
         f"Location: {location}\r\n"
         f"Upload-Limit: max-size={request.app[SETTINGS].max_file_size}\r\n\r\n"
     )
-    await request.writer.write(head.encode("latin-1"))
+    sent = head.encode("latin-1")
+    await request.writer.write(sent)
+    request[INFORMATIONAL_BYTES] = request.get(INFORMATIONAL_BYTES, 0) + len(sent)
 
 
 @draft_route
 async def create(request: web.Request) -> web.Response:
     name = _file_name(request)
     length = _declared_length(request, 0)
+    verdict = await hooked.pre_create(request, name, length, *_hook_fields(name))
+    if length is not None and length > hooked.limit(request, verdict):
+        raise TooLarge(f"the limit is {format_size(hooked.limit(request, verdict))}")
     resumable = request.app[STORAGE].resumable
-    upload = await resumable.create(request[USER_ID], name, length, "", time.time())
+    upload = await resumable.create(
+        request[USER_ID],
+        name,
+        length,
+        "",
+        time.time(),
+        max_size=verdict.max_size,
+        finish=hooked.pre_finish(request, name, *_hook_fields(name)),
+    )
     location = absolute_url(request, f"{UPLOADS}/{upload.id}")
     await _send_104(request, location)
     if request.body_exists or _complete(request):
@@ -232,15 +257,18 @@ async def check_body(request: web.Request) -> None:
     """What a request of the draft with a body refuses before reading it: token, upload slots,
     and for a creation of known length, a file that cannot fit in the user's quota."""
     await authenticate(request)
-    key = length = None
+    key = length = name = None
     if request.method == hdrs.METH_POST:
         length = _declared_length(request, 0)
-        if length is not None:
-            try:
-                key = file_key(request[USER_ID], _file_name(request))
-            except InvalidName:
-                pass  # the creation is refused anyway
+        try:
+            name = _file_name(request)
+        except InvalidName:
+            pass  # the creation is refused anyway
+        if name and length is not None:
+            key = file_key(request[USER_ID], name)
     await request.app[STORAGE].admit(request[USER_ID], key, length)
+    if name:
+        await hooked.pre_create(request, name, length, *_hook_fields(name))
 
 
 def options(tus_options: Handler) -> Handler:

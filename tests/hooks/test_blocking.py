@@ -22,6 +22,7 @@ from file_uploader.app import create_app
 from file_uploader.sizes import MiB
 from file_uploader.storage.keys import user_id
 
+from ..api.test_resumable_draft import request as draft_request
 from ..helpers import all_keys, chunked, open_uploads, path_of
 
 SECRET = "the secret the gateway signs its hooks with"
@@ -289,6 +290,36 @@ async def test_a_final_upload_is_asked_with_its_size_and_its_partial_uploads_are
         ("pre-finish", 1300),
         ("pre-create", 1300),
         ("pre-finish", 1300),
+    ]
+
+
+async def test_the_ietf_drafts_uploads_ask_the_same_hooks(gw, receiver, auth):
+    """An upload of the IETF draft (api/resumable_draft.py) is a tus upload of the same store."""
+    draft = {
+        **auth,
+        "Upload-Draft-Interop-Version": "8",
+        "Upload-Complete": "?1",
+        "Content-Disposition": 'attachment; filename="d.bin"',
+    }
+    receiver.answers["pre-create"] = (403, {"message": "not today"})
+    refused = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
+    assert refused.status == 403
+    assert refused.informational == []  # refused before the upload was created: no 104
+    del receiver.answers["pre-create"]
+    receiver.answers["pre-finish"] = (422, {"message": "infected"})
+    scanned = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
+    assert scanned.status == 422
+    assert (await gw.get("/api/files/d.bin", headers=auth)).status == 404
+    del receiver.answers["pre-finish"]
+    stored = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
+    assert stored.status == 201
+    assert await (await gw.get("/api/files/d.bin", headers=auth)).read() == b"draft bytes"
+    assert [(hook["type"], hook["upload"], hook["size"]) for hook in receiver.hooks] == [
+        ("pre-create", "tus", 11),
+        ("pre-create", "tus", 11),
+        ("pre-finish", "tus", 11),
+        ("pre-create", "tus", 11),
+        ("pre-finish", "tus", 11),
     ]
 
 
