@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import hdrs, web
 
 from .api import cors, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
+from .api import resumable_draft as draft
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
@@ -81,19 +82,28 @@ ROUTES = [
     web.delete(requests.REQUEST, requests.end_request),
     web.get(requests.REQUEST_PAGE, requests.page, name=requests.REQUEST_PAGE_NAME, allow_head=False),
     web.put(requests.REQUEST_FILE, requests.put_file, expect_handler=requests.expect_upload),
-    # Resumable uploads (tus 1.0.0).
+    # Resumable uploads: tus 1.0.0, and the IETF draft on the same routes (a request with
+    # Upload-Draft-Interop-Version is the draft's: api/resumable_draft.py).
     *[
         route
         for path in (tus.UPLOADS, tus.UPLOADS + "/")
         for route in (
-            web.route(hdrs.METH_OPTIONS, path, tus.options),
-            web.post(path, tus.create, expect_handler=tus.expect_patch),
+            web.route(hdrs.METH_OPTIONS, path, draft.options(tus.options)),
+            web.post(
+                path,
+                draft.either(tus.create, draft.create),
+                expect_handler=draft.expect_either(tus.expect_patch),
+            ),
         )
     ],
-    web.route(hdrs.METH_OPTIONS, tus.UPLOAD, tus.options),
-    web.head(tus.UPLOAD, tus.head),
-    web.patch(tus.UPLOAD, tus.patch, expect_handler=tus.expect_patch),
-    web.delete(tus.UPLOAD, tus.terminate),
+    web.route(hdrs.METH_OPTIONS, tus.UPLOAD, draft.options(tus.options)),
+    web.head(tus.UPLOAD, draft.either(tus.head, draft.head)),
+    web.patch(
+        tus.UPLOAD,
+        draft.either(tus.patch, draft.patch),
+        expect_handler=draft.expect_either(tus.expect_patch),
+    ),
+    web.delete(tus.UPLOAD, draft.either(tus.terminate, draft.cancel)),
 ]
 
 

@@ -58,6 +58,9 @@ ALLOW_HEADERS = ", ".join(
         "Upload-Defer-Length",
         "Upload-Checksum",
         "Upload-Concat",
+        "Upload-Complete",  # the IETF draft (resumable_draft.py)
+        "Upload-Draft-Interop-Version",
+        "Content-Disposition",
     ]
 )
 # What a script may read beyond the always-readable Cache-Control, Content-Language,
@@ -78,6 +81,9 @@ EXPOSE_HEADERS = ", ".join(
         "Upload-Metadata",
         "Upload-Defer-Length",
         "Upload-Concat",
+        "Upload-Complete",
+        "Upload-Limit",
+        "Upload-Draft-Interop-Version",
         "Tus-Resumable",
         "Tus-Version",
         "Tus-Extension",

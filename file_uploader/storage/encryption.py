@@ -26,7 +26,9 @@ not compare ETags there.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 from typing import Any
 
 from ..settings import Settings
@@ -46,8 +48,17 @@ class Encryption:
     def _customer(self, prefix: str = "") -> dict[str, Any]:
         if self.mode != SSE_C:
             return {}
-        # botocore base64-encodes the key and adds its MD5 header itself.
-        return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": self.customer_key}
+        assert self.customer_key is not None, "S3_SSE=sse-c comes with S3_SSE_C_KEY (settings.py)"
+        # The key in base64 and its MD5, as the headers carry them. botocore would make both from
+        # the raw key, but only for some calls (not ListParts, which then refuses raw bytes); it
+        # leaves them alone when the MD5 is given.
+        return {
+            f"{prefix}SSECustomerAlgorithm": "AES256",
+            f"{prefix}SSECustomerKey": base64.b64encode(self.customer_key).decode(),
+            f"{prefix}SSECustomerKeyMD5": base64.b64encode(
+                hashlib.md5(self.customer_key, usedforsecurity=False).digest()
+            ).decode(),
+        }
 
     def create(self) -> dict[str, Any]:
         """For a call that makes an object: PutObject, CreateMultipartUpload."""
@@ -72,11 +83,6 @@ class Encryption:
     @classmethod
     def from_settings(cls, settings: Settings) -> Encryption:
         return cls(settings.s3_sse, settings.s3_sse_kms_key_id, settings.s3_sse_c_key)
-
-    def describe(self) -> str:
-        if self.mode == SSE_KMS:
-            return f"{SSE_KMS} ({'key ' + self.kms_key_id if self.kms_key_id else 'the AWS-managed key'})"
-        return self.mode
 
 
 NO_ENCRYPTION = Encryption()

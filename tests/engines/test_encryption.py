@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import io
 import os
 import secrets
@@ -213,3 +214,43 @@ async def test_sse_kms_with_a_key_id_round_trips_on_rgw_and_each_object_names_th
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", RGW_KMS_KEY_ID), (
             name
         )
+
+
+async def test_sse_c_reaches_the_server_side_copies_of_a_tus_upload_completed_past_stray_parts(
+    aiohttp_client, app_for, rgw, rgw_bucket, token, auth
+):
+    """The one place the gateway copies inside S3 (UploadPartCopy, trimming a tus upload that RGW
+    would only complete with a failed PATCH's stray parts): source and new part both need the key."""
+    client, bucket = rgw_bucket
+    key = secrets.token_bytes(32)
+    settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=rgw.https_url,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        part_size=PART,
+        client_timeout=5,
+        s3_sse="sse-c",
+        s3_sse_c_key=key,
+    )
+    gw = await aiohttp_client(await app_for(settings))
+    created = await gw.post(
+        "/api/uploads/",
+        headers={**auth, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": "filename Zg=="},
+    )
+    url = path_of(created.headers["Location"])
+    headers = {**auth, **TUS, **OCTETS, "Upload-Offset": "0"}
+    wrong = "sha1 " + base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    refused = await gw.patch(
+        url, data=os.urandom(3 * PART + 1), headers={**headers, "Upload-Checksum": wrong}
+    )
+    assert refused.status == 460  # its three parts stay in the multipart upload
+    data = os.urandom(PART + 1024 * 1024)
+    response = await gw.patch(url, data=data, headers={**headers, "Upload-Length": str(len(data))})
+    assert response.status == 204, await response.text()
+    assert await (await gw.get("/api/files/f", headers=auth)).read() == data
+    stored = client.get_object(
+        Bucket=bucket, Key=file_key(user_id(token), "f"), SSECustomerAlgorithm="AES256", SSECustomerKey=key
+    )
+    assert stored["Body"].read() == data
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
