@@ -28,6 +28,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import logging
 import stat
 import threading
 from collections.abc import AsyncGenerator, Generator, Iterator
@@ -48,6 +49,7 @@ ZIP_CHUNK_BYTES = 64 * 1024
 DEFLATE_LEVEL = 1
 _FILE_MODE = stat.S_IFREG | 0o644
 _DONE = object()
+log = logging.getLogger(__name__)
 
 
 class _Stopped(Exception):
@@ -87,9 +89,12 @@ class Zips:
             root = folder.rstrip("/").rsplit("/", 1)[-1] + "/"
             key_prefix = user_prefix(uid)
 
+            pulled: list[Generator[bytes]] = []
+
             def member_files() -> Iterator[tuple[str, datetime.datetime, int, Any, Iterator[bytes]]]:
                 for name, info in members:
                     chunks = self._pulled(loop, stop, key_prefix + name)
+                    pulled.append(chunks)
                     member = root + name[len(folder) :]
                     yield (
                         member,
@@ -100,26 +105,27 @@ class Zips:
                     )
 
             archive: Generator[bytes] = stream_zip(member_files(), chunk_size=ZIP_CHUNK_BYTES)  # type: ignore[assignment]
-            pending: asyncio.Future[Any] | None = None
+            pending: concurrent.futures.Future[Any] | None = None
             try:
                 while True:
-                    pending = loop.run_in_executor(self._pool, next, archive, _DONE)
-                    chunk = await pending
+                    pending = self._pool.submit(next, archive, _DONE)
+                    chunk = await asyncio.wrap_future(pending)
                     if chunk is _DONE:
                         return
                     yield chunk
             finally:
-                # Cut short (the client went away, S3 failed): the thread stops at its next pull,
-                # then the zip is closed there, which gives back the S3 connection it held.
+                # Cut short (the client went away, S3 failed): the thread stops at its next pull;
+                # once it has (a cancelled await does not stop a thread), the zip and its readers
+                # are closed there, which gives back the S3 connection they held.
                 stop.set()
                 if pending is not None and not pending.done():
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(pending)
-                await loop.run_in_executor(self._pool, archive.close)
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wrap_future(pending)
+                await loop.run_in_executor(self._pool, _close, archive, pulled)
         finally:
             self._slots.release()
 
-    def _pulled(self, loop: asyncio.AbstractEventLoop, stop: threading.Event, key: str) -> Iterator[bytes]:
+    def _pulled(self, loop: asyncio.AbstractEventLoop, stop: threading.Event, key: str) -> Generator[bytes]:
         """The file's bytes, read on the event loop, handed to the zip's thread a chunk at a time."""
         chunks = self.files.read(key)
         try:
@@ -137,3 +143,17 @@ class Zips:
 
 async def _next(chunks: AsyncGenerator[bytes]) -> bytes:
     return await anext(chunks)
+
+
+def _close(archive: Generator[bytes], pulled: list[Generator[bytes]]) -> None:
+    """Close the zip and every file reader it opened, in the zip's thread: closing a generator
+    does not close the iterator it was looping over, and a reader left to the garbage collector
+    would give its S3 connection back from whatever thread collects it (or never)."""
+    try:
+        archive.close()
+    finally:
+        for chunks in pulled:
+            try:
+                chunks.close()
+            except Exception:
+                log.debug("a zip member's reader failed as it closed", exc_info=True)
