@@ -36,6 +36,3 @@ HOOK_VERDICT = web.RequestKey("hook_verdict", Verdict)
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set when a response was cut short by its client: "disconnected" or "send_timeout".
 CUT_SHORT = web.RequestKey("cut_short", str)
-# Bytes of informational (1xx) responses a handler wrote before its final one (the IETF draft's
-# 104): an error after them can still be answered, since no final status line is out.
-INFORMATIONAL_BYTES = web.RequestKey("informational_bytes", int)

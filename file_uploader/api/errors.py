@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..appkeys import CUT_SHORT, INFORMATIONAL_BYTES
+from ..appkeys import CUT_SHORT
 from ..hooks.blocking import HookRefused, HookUnavailable
 from ..storage import errors as storage
 from .access import route_of
@@ -269,7 +269,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         error = as_api_error(exc)
     except Exception as exc:
-        if request.writer.output_size > request.get(INFORMATIONAL_BYTES, 0):
+        if request.writer.output_size:
             # The status line is out: the only honest signal left is to cut
             # the connection, which aiohttp does with an exception.
             raise

@@ -33,8 +33,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from ..appkeys import INFORMATIONAL_BYTES, SETTINGS, STORAGE, USER_ID
-from ..sizes import format_size
+from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..storage.errors import InvalidName, OffsetMismatch, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.tus import Upload
@@ -55,6 +54,8 @@ PARTIAL_UPLOAD = "application/partial-upload"
 # tus's media type is taken too on PATCH: a client between the two should not fail on it.
 _APPEND_TYPES = (PARTIAL_UPLOAD, "application/offset+octet-stream")
 UPLOADS = "/api/uploads"
+# What the blocking hooks (HOOK_URL) are told an upload of the draft is: its `upload` field.
+DRAFT = "draft"
 _MAX_DIGITS = 19
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -145,17 +146,9 @@ def _state(request: web.Request, upload: Upload) -> dict[str, str]:
     return headers
 
 
-def _hook_fields(name: str) -> tuple[str, dict[str, str]]:
-    """What the blocking hooks are told of an upload of the draft: a tus upload of the same store
-    (HOOK_URL's "upload": "tus"), whose metadata is its file name."""
-    return "tus", {"filename": name}
-
-
 async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     """The request's body appended at `offset`; with Upload-Complete: ?1, the file ends with it."""
     resumable = request.app[STORAGE].resumable
-    finish = hooked.pre_finish(request, upload.name, *_hook_fields(upload.name))
-    most = upload.limit(request.app[SETTINGS].max_file_size)
     length = _declared_length(request, offset)
     if length is not None and upload.length is not None and length == upload.length:
         length = None  # already known: nothing to declare
@@ -163,6 +156,8 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     end = length if length is not None else upload.length
     if size is not None and end is not None and offset + size > end:
         raise TooLarge(f"the upload ends at byte {end}")
+    most = upload.limit(request.app[SETTINGS].max_file_size)
+    finish = hooked.pre_finish(request, upload.name, DRAFT)
     upload = await resumable.append(
         upload, offset, read_body(request, most), now=time.time(), length=length, finish=finish
     )
@@ -190,18 +185,17 @@ async def _send_104(request: web.Request, location: str) -> None:
         f"Location: {location}\r\n"
         f"Upload-Limit: max-size={request.app[SETTINGS].max_file_size}\r\n\r\n"
     )
-    sent = head.encode("latin-1")
-    await request.writer.write(sent)
-    request[INFORMATIONAL_BYTES] = request.get(INFORMATIONAL_BYTES, 0) + len(sent)
+    await request.writer.write(head.encode("latin-1"))
+    # As after a 100 Continue (body.py): the response proper has not started, so an error found
+    # while reading or storing the body is still answered with its JSON, not a cut connection.
+    request.writer.output_size = 0
 
 
 @draft_route
 async def create(request: web.Request) -> web.Response:
     name = _file_name(request)
     length = _declared_length(request, 0)
-    verdict = await hooked.pre_create(request, name, length, *_hook_fields(name))
-    if length is not None and length > hooked.limit(request, verdict):
-        raise TooLarge(f"the limit is {format_size(hooked.limit(request, verdict))}")
+    verdict = await hooked.pre_create(request, name, length, DRAFT)
     resumable = request.app[STORAGE].resumable
     upload = await resumable.create(
         request[USER_ID],
@@ -210,7 +204,7 @@ async def create(request: web.Request) -> web.Response:
         "",
         time.time(),
         max_size=verdict.max_size,
-        finish=hooked.pre_finish(request, name, *_hook_fields(name)),
+        finish=hooked.pre_finish(request, name, DRAFT),
     )
     location = absolute_url(request, f"{UPLOADS}/{upload.id}")
     await _send_104(request, location)
@@ -264,11 +258,11 @@ async def check_body(request: web.Request) -> None:
             name = _file_name(request)
         except InvalidName:
             pass  # the creation is refused anyway
-        if name and length is not None:
+        if length is not None and name is not None:
             key = file_key(request[USER_ID], name)
     await request.app[STORAGE].admit(request[USER_ID], key, length)
-    if name:
-        await hooked.pre_create(request, name, length, *_hook_fields(name))
+    if name is not None:
+        await hooked.pre_create(request, name, length, DRAFT)
 
 
 def options(tus_options: Handler) -> Handler:

@@ -22,7 +22,6 @@ from file_uploader.app import create_app
 from file_uploader.sizes import MiB
 from file_uploader.storage.keys import user_id
 
-from ..api.test_resumable_draft import request as draft_request
 from ..helpers import all_keys, chunked, open_uploads, path_of
 
 SECRET = "the secret the gateway signs its hooks with"
@@ -293,36 +292,6 @@ async def test_a_final_upload_is_asked_with_its_size_and_its_partial_uploads_are
     ]
 
 
-async def test_the_ietf_drafts_uploads_ask_the_same_hooks(gw, receiver, auth):
-    """An upload of the IETF draft (api/resumable_draft.py) is a tus upload of the same store."""
-    draft = {
-        **auth,
-        "Upload-Draft-Interop-Version": "8",
-        "Upload-Complete": "?1",
-        "Content-Disposition": 'attachment; filename="d.bin"',
-    }
-    receiver.answers["pre-create"] = (403, {"message": "not today"})
-    refused = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
-    assert refused.status == 403
-    assert refused.informational == []  # refused before the upload was created: no 104
-    del receiver.answers["pre-create"]
-    receiver.answers["pre-finish"] = (422, {"message": "infected"})
-    scanned = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
-    assert scanned.status == 422
-    assert (await gw.get("/api/files/d.bin", headers=auth)).status == 404
-    del receiver.answers["pre-finish"]
-    stored = await draft_request(gw, "POST", "/api/uploads/", draft, b"draft bytes")
-    assert stored.status == 201
-    assert await (await gw.get("/api/files/d.bin", headers=auth)).read() == b"draft bytes"
-    assert [(hook["type"], hook["upload"], hook["size"]) for hook in receiver.hooks] == [
-        ("pre-create", "tus", 11),
-        ("pre-create", "tus", 11),
-        ("pre-finish", "tus", 11),
-        ("pre-create", "tus", 11),
-        ("pre-finish", "tus", 11),
-    ]
-
-
 # A hook that does not answer -----------------------------------------------------------------------
 
 
@@ -364,3 +333,49 @@ def test_hook_secret_is_required_with_hook_url(settings):
 
     with pytest.raises(SettingsError, match="HOOK_SECRET"):
         dataclasses.replace(settings, hook_url="http://127.0.0.1:9/hooks")
+
+
+# The IETF draft's resumable uploads and upload requests ---------------------------------------------
+
+
+async def test_the_hooks_judge_an_ietf_draft_upload_before_its_body_and_before_its_file(
+    gw, receiver, auth, s3, bucket
+):
+    from ..api.test_resumable_draft import DRAFT, request
+
+    headers = {
+        **auth,
+        **DRAFT,
+        "Upload-Complete": "?1",
+        "Content-Disposition": 'attachment; filename="d.bin"',
+    }
+    receiver.answers["pre-create"] = (403, {"message": "not now"})
+    refused = await request(gw, "POST", "/api/uploads/", headers, b"d" * 1000)
+    assert refused.status == 403 and refused.informational == []  # refused before the 104
+    receiver.answers = {"pre-finish": (422, {"message": "infected"})}
+    refused = await request(gw, "POST", "/api/uploads/", headers, b"d" * 1000)
+    assert refused.status == 422
+    assert all_keys(s3, bucket) == [] and open_uploads(s3, bucket) == []
+    assert [(hook["type"], hook["upload"]) for hook in receiver.hooks] == [
+        ("pre-create", "draft"),
+        ("pre-create", "draft"),
+        ("pre-finish", "draft"),
+    ]
+
+
+async def test_the_hooks_judge_a_file_sent_to_an_upload_request_in_its_owners_space(
+    gw, receiver, auth, token, s3, bucket
+):
+    made = await (await gw.post("/api/requests", json={"folder": "inbox"}, headers=auth)).json()
+    path = made["url"].split("://", 1)[1].split("/", 1)[1]
+    receiver.answers["pre-create"] = (403, {"message": "the inbox is closed"})
+    refused = await gw.put(f"/{path}/a.txt", data=b"a")
+    assert refused.status == 403
+    assert (await refused.json())["error"]["message"] == "the inbox is closed"
+    receiver.answers = {"pre-finish": (403, {"message": "scanned: no"})}
+    assert (await gw.put(f"/{path}/a.txt", data=b"a")).status == 403
+    receiver.answers = {"pre-create": (200, {"max_size": 10})}
+    assert (await gw.put(f"/{path}/b.txt", data=b"b" * 11)).status == 413
+    assert [key for key in all_keys(s3, bucket) if key.startswith("files/")] == []
+    hook = receiver.hooks[0]
+    assert (hook["user"], hook["name"], hook["upload"]) == (user_id(token), "inbox/a.txt", "request")
