@@ -103,6 +103,7 @@ INVALID_EXPIRY = Error(
 INVALID_MAX_DOWNLOADS = Error(
     400, "invalid_max_downloads", "max_downloads must be a whole number from 1 to {maximum}, or null"
 )
+INVALID_FORMAT = Error(400, "invalid_format", "a folder is downloaded with ?format=zip")
 INVALID_FOLDER = Error(400, "invalid_folder", "folder must be the name of a folder, such as inbox/")
 INVALID_MAX_FILES = Error(
     400, "invalid_max_files", "max_files must be a whole number from 1 to {maximum}, or null"

@@ -23,6 +23,7 @@
     grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
     requests.py   upload requests: anyone with the link adds files to one folder, within limits
+    zips.py       a folder as one zip, streamed (stream-zip, in threads of its own)
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
@@ -60,6 +61,7 @@ from .readiness import Readiness
 from .requests import UploadRequests
 from .thumbnails import Thumbnails
 from .tus import Resumable
+from .zips import Zips
 
 
 class Storage:
@@ -124,6 +126,7 @@ class Storage:
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
         self.requests = UploadRequests(s3, self.passwords, self.files)
+        self.zips = Zips(self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
@@ -157,3 +160,4 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
             yield storage
         finally:
             storage.thumbnails.close()
+            storage.zips.close()

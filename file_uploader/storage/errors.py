@@ -145,6 +145,8 @@ class UploadConflict(StorageFailure):
 class QuotaExceeded(StorageFailure):
     """The upload does not fit in what is left of the user's quota (uploads in progress count)."""
 
+    may_wait = False  # a growing lease older than every other: room may come free (quotas/ledger.py)
+
 
 class ReservationLost(StorageUnavailable):
     """The upload's room in the quota could not be renewed in time (S3 failing): it may have been

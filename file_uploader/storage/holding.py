@@ -188,9 +188,14 @@ class Part:
             # A plain write: the kernel's page cache takes it at memory speed,
             # and a thread per chunk would cost more than it saves.
             self._file.write(piece)
+            # On disk, bytes are hashed as they are written, in order; in
+            # memory, all at once in a worker thread (`prepare`).
+            self._hash(piece)
+        self.size += size
+
+    def _hash(self, piece: bytes | memoryview) -> None:
         if self._hasher is not None:
             self._hasher.update(piece)
-        self.size += size
 
     def slow_client(self, now: float) -> bool:
         """Is this part waiting for its client, which has kept it waiting longer than SPILL_SECONDS?"""
@@ -212,6 +217,7 @@ class Part:
         self._file = tempfile.TemporaryFile()
         for piece in self._pieces:
             self._file.write(piece)
+            self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
         self._pieces = []
         self._holding.filling.discard(self)
         self._holding.memory.release(self.owner, self.memory)
@@ -219,29 +225,49 @@ class Part:
         metrics.PARTS_SPILLED.inc()
 
     def finish(self) -> None:
-        """Every byte is in: join the pieces (the one copy of each byte in memory)."""
+        """Every byte is in: the part can no longer move to disk."""
         self._holding.filling.discard(self)
-        if self._file is None:
-            self._data = b"".join(self._pieces)
-            self._pieces = []
+
+    async def prepare(self) -> None:
+        """Make the part ready to send: in memory, join its pieces into one buffer (the one
+        copy of each byte in memory) and hash it, in a worker thread.
+
+        Both release the GIL on large buffers (bytes.join above 1 MiB,
+        hashlib above 2 KiB, zlib's CRC32 and google-crc32c always), so
+        on two cores they run beside the event loop's socket work instead of
+        on it, and once per part rather than once per chunk. A part on disk
+        was hashed as it was written.
+        """
+        if self._file is None and self._data is None:
+            pieces, self._pieces = self._pieces, []
+            self._data = await asyncio.to_thread(self._join_and_hash, pieces)
+
+    def _join_and_hash(self, pieces: list[bytes | memoryview]) -> bytes:
+        data = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+        self._hash(data)
+        return data
 
     def body(self) -> Body:
         """What botocore sends: the bytes, or the spool file from its start (again on a retry)."""
         if self._file is not None:
             self._file.seek(0)
             return self._file
-        assert self._data is not None, "finish() the part before sending it"
+        if self._data is None:  # not prepared: a tus tail read back, say (small, or rare)
+            self._data = self._join_and_hash(self._pieces)
+            self._pieces = []
         return self._data
 
     def digest(self) -> bytes:
         """The checksum's digest of the part's bytes (an MD5 when ETags are compared)."""
         assert self._hasher is not None, "a part without a checksum has no digest"
+        self.body()  # hashed once its bytes are all in hand
         return self._hasher.digest()
 
     def checksum(self, checksum: Checksum | None) -> dict[str, str]:
         """The botocore parameter carrying this part's checksum, if any."""
         if checksum is None or self._hasher is None:
             return {}
+        self.body()  # hashed once its bytes are all in hand
         params = {checksum.param: checksum.encode(self._hasher)}
         if checksum.algorithm:
             # x-amz-sdk-checksum-algorithm: says which header holds the checksum

@@ -1,11 +1,12 @@
 """The part pipeline: how the bytes of every upload, PUT or resumable, become S3 parts.
 
 A body arrives as an async iterator of chunks of any size. `PartReader` cuts it
-into parts of exact sizes, hashing each byte once as it passes
-(checksums.py), and `PartPipeline.send` keeps up to PARTS_IN_FLIGHT UploadPart
-calls running while the next part is read. One pipeline serves the whole
-process, so one memory budget, one checksum rule, one slot count per user and
-one set of upload metrics cover both kinds of upload.
+into parts of exact sizes; each part is joined and hashed once (checksums.py),
+in a worker thread, by the task that sends it (`Part.prepare`), while
+`PartPipeline.send` keeps up to PARTS_IN_FLIGHT UploadPart calls running and
+reads the next part. One pipeline serves the whole process, so one memory
+budget, one checksum rule, one slot count per user and one set of upload
+metrics cover both kinds of upload.
 
 How long a part's bytes may wait and where (memory by bytes read, disk when
 short) is holding.py's; this module sends them.
@@ -105,6 +106,7 @@ class PartPipeline:
         bytes: they are deleted at once (and with them any older object under
         the key, which S3 replaced already) rather than served.
         """
+        await part.prepare()
         response = await self.s3.put_object(
             key, part.body(), lane=Lane.UPLOAD, **params, **self.part_params(part)
         )
@@ -121,6 +123,7 @@ class PartPipeline:
         A part whose ETag shows other bytes is refused here; the multipart
         upload it belongs to is aborted by the caller, so it never shows.
         """
+        await part.prepare()  # in this part's own task: beside the reading of the next
         sent = await self.s3.upload_part(key, upload_id, number, part.body(), **self.part_params(part))
         self._check_etag("UploadPart", part, sent["ETag"])
         return sent

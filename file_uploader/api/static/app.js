@@ -141,6 +141,11 @@ $("#token-new").addEventListener("click", () => {
 // storage) and is offered again, to resume once the same file is chosen.
 const TUS_ENDPOINT = new URL("/api/uploads/", location.href).href;
 const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000]; // ms; then the upload waits for the user
+// A file this large goes over PARALLEL connections at once (tus concatenation: one partial upload
+// each, joined by the gateway inside S3): one connection rarely fills a long, fast link. Smaller
+// files go in one, since each partial upload costs requests of its own.
+const PARALLEL_FROM = 64 * 1024 * 1024;
+const PARALLEL = 4;
 const SPEED_WINDOW = 5000; // ms of progress the speed is measured over
 
 // tus-js-client finds an upload again by its fingerprint. Ours names the user (a
@@ -202,6 +207,7 @@ function upload(file, name = folder + file.name, previous = null) {
   const measure = speedometer();
   const started = performance.now();
   let resumedAt = 0;
+  const offsets = new Map(); // each (partial) upload's offset as HEAD said it, when resuming
   let finished = false;
   const finish = (state, text) => {
     finished = true;
@@ -217,11 +223,13 @@ function upload(file, name = folder + file.name, previous = null) {
     headers: credentials(),
     metadata: { filename: name, filetype: file.type || "application/octet-stream" },
     fingerprint: () => Promise.resolve(fingerprint(file, name)),
+    parallelUploads: file.size >= PARALLEL_FROM ? PARALLEL : 1,
     retryDelays: RETRY_DELAYS,
     removeFingerprintOnSuccess: true,
     onAfterResponse: (request, response) => {
       if (request.getMethod() === "HEAD" && response.getStatus() === 200) {
-        resumedAt = Number(response.getHeader("Upload-Offset")) || 0;
+        offsets.set(request.getURL(), Number(response.getHeader("Upload-Offset")) || 0);
+        resumedAt = [...offsets.values()].reduce((sum, offset) => sum + offset, 0);
       }
     },
     onShouldRetry: (error, attempt, options) => {
@@ -304,14 +312,17 @@ function unfinishedRow(entry) {
   const detail = li.querySelector(".detail");
   detail.textContent = `${formatSize(entry.size)}, started ${formatDate(entry.creationTime)}`;
   // How far the server got (and whether it still has it: expired or finished, it is forgotten).
-  fetch(entry.uploadUrl, { method: "HEAD", headers: { ...credentials(), "Tus-Resumable": "1.0.0" } })
-    .then((response) => {
-      if (response.status === 404 || response.status === 410) {
+  // A large file went as parallel partial uploads: their offsets add up.
+  const urls = entry.uploadUrl ? [entry.uploadUrl] : entry.parallelUploadUrls || [];
+  const head = (url) => fetch(url, { method: "HEAD", headers: { ...credentials(), "Tus-Resumable": "1.0.0" } });
+  Promise.all(urls.map(head))
+    .then((responses) => {
+      if (responses.some((response) => response.status === 404 || response.status === 410)) {
         tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished);
         return;
       }
-      const offset = Number(response.headers.get("Upload-Offset"));
-      if (!response.ok || Number.isNaN(offset)) return;
+      const offset = responses.reduce((sum, response) => sum + Number(response.headers.get("Upload-Offset")), 0);
+      if (!responses.every((response) => response.ok) || Number.isNaN(offset)) return;
       li.querySelector("progress").value = entry.size ? offset / entry.size : 0;
       detail.textContent = `${formatSize(offset)} of ${formatSize(entry.size)} stored, started ${formatDate(entry.creationTime)}`;
     })
@@ -329,7 +340,7 @@ function unfinishedRow(entry) {
     upload(file, name, entry);
   });
   li.querySelector(".discard").addEventListener("click", () => {
-    tus.Upload.terminate(entry.uploadUrl, { headers: credentials() })
+    Promise.all(urls.map((url) => tus.Upload.terminate(url, { headers: credentials() })))
       .catch(() => { /* already gone, or offline: it expires on the server by itself */ })
       .finally(() => tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished));
   });
