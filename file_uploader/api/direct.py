@@ -1,6 +1,6 @@
 """Direct-to-S3 uploads (DIRECT_UPLOADS), one route per call of @uppy/aws-s3's multipart mode:
 
-    POST   /api/direct                    createMultipartUpload: {"name", "size", "partSize"?} -> {"uploadId", ...}
+    POST   /api/direct                    createMultipartUpload: {"name", "size", "partSize"?} -> {"uploadId"}
     POST   /api/direct/{id}/parts/{n}     signPart: {"checksum": base64 SHA-256} -> {"url", "headers"}
     GET    /api/direct/{id}/parts         listParts: [{"PartNumber", "Size", "ETag"}]
     POST   /api/direct/{id}/complete      completeMultipartUpload -> {"name", "size", "etag"}
