@@ -443,7 +443,16 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if name.endswith("/"):
         zip_format(request)
         return await send_zip(request, request[USER_ID], validate_folder(name))
-    return await serve(request, _key(request), name)
+    key = _key(request)
+    if request.app[SETTINGS].direct_downloads and "thumbnail" not in request.query:
+        # DIRECT_DOWNLOADS: S3 sends the bytes, with the headers the gateway would have sent.
+        await request.app[STORAGE].files.stat(key)  # there, and not expired
+        inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
+        url = await request.app[STORAGE].direct.download_url(
+            key, content_disposition(name, inline=inline), content_type(name)
+        )
+        raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})
+    return await serve(request, key, name)
 
 
 ZIP_TYPE = "application/zip"

@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
 from ..formats import iso8601
-from ..storage.keys import file_key, validate_folder
+from ..storage.keys import file_key, user_prefix, validate_folder
 from ..storage.links import Link
 from ..storage.passwords import MAX_PASSWORD_BYTES
 from . import share
@@ -160,7 +160,8 @@ async def create_link(request: web.Request) -> web.Response:
 async def create_download_link(request: web.Request) -> web.Response:
     """A short-lived URL that downloads the file without a token, for a browser (whose link
     cannot carry the token header): a stateless signature (share.py), so it is never stored,
-    listed or counted, and it stops working when the file is replaced."""
+    listed or counted, and it stops working when the file is replaced. For a folder (a name
+    ending in /): its zip, as it is when the link is followed."""
     settings = request.app[SETTINGS]
     body = await json_body(request, '{"expires_in": 60}')
     maximum = settings.share_max_seconds
@@ -170,10 +171,16 @@ async def create_download_link(request: web.Request) -> web.Response:
         min(DEFAULT_DOWNLOAD_LINK_SECONDS, maximum),
     )
     assert seconds is not None
-    key = file_key(request[USER_ID], decode_name(request, _DOWNLOAD_LINK_SUFFIX))
-    info = await request.app[STORAGE].files.stat(key)
+    uid, name = request[USER_ID], decode_name(request, _DOWNLOAD_LINK_SUFFIX)
+    storage = request.app[STORAGE]
+    if name.endswith("/"):
+        await storage.zips.members(uid, validate_folder(name))  # 404 for a folder with nothing in it
+        key, etag = user_prefix(uid) + name, share.FOLDER_VERSION
+    else:
+        key = file_key(uid, name)
+        etag = (await storage.files.stat(key)).etag
     expires = int(time.time()) + seconds
-    signed = share.sign(request.app[SHARE_KEY], key, info.etag, expires)
+    signed = share.sign(request.app[SHARE_KEY], key, etag, expires)
     return web.json_response(
         {"url": link_url(request, signed), "expires_at": iso8601(expires), "expires_in": seconds}
     )

@@ -173,6 +173,7 @@ class S3:
         self.lanes = lanes
         self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
         self._conditions_honoured = True  # until the probe finds otherwise
+        self.presigner: Any = None  # open_presigner's client, when direct URLs are on
         send_bodies_as_is(client)
 
     @property
@@ -462,6 +463,17 @@ class S3:
             log.warning("could not abort a multipart upload: %s", exc)
             return False
         return True
+
+    async def presign(self, operation: str, key: str, seconds: int, **params: Any) -> str:
+        """A URL that lets its holder make one `operation` (botocore's name: upload_part,
+        get_object) on `key` for `seconds`, signed for the public endpoint (open_presigner)."""
+        if self.presigner is None:
+            raise StorageError("direct URLs are not configured", "NotConfigured")
+        return str(
+            await self.presigner.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, "Key": key, **params}, ExpiresIn=seconds
+            )
+        )
 
     async def list_parts(self, key: str, upload_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, **self._use}

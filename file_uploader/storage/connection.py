@@ -87,6 +87,24 @@ def open_client(settings: Settings) -> Any:
     )
 
 
+def open_presigner(settings: Settings) -> Any:
+    """A client that only signs URLs (direct.py): SigV4 in the query string, for the endpoint
+    the clients see (S3_PUBLIC_ENDPOINT_URL, else S3_ENDPOINT_URL). Signing makes no request, so
+    this client opens no connection; it is separate because a URL is signed for its host."""
+    endpoint = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+    s3: dict[str, object] = {"addressing_style": "path"} if endpoint else {}
+    return get_session().create_client(
+        "s3",
+        region_name=settings.aws_region,
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        # botocore would sign an S3 URL with SigV2 in us-east-1; SigV4 signs the headers a
+        # part's PUT must carry (its length and checksum), which S3 then holds the PUT to.
+        config=AioConfig(signature_version="s3v4", s3=s3),
+    )
+
+
 def send_bodies_as_is(client: Any) -> None:
     """Let PutObject and UploadPart send a `bytes` body without botocore's copies.
 
