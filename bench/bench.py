@@ -17,9 +17,10 @@ bench/results/. Settings (environment):
     BENCH_CPU_SIZE=1GiB                  upload size for the CPU-per-GiB lines...
     BENCH_CHECKSUMS=crc32,crc32c,md5,sha256,off  ...one line per S3_CHECKSUM
     BENCH_FORM_SIZE=1GiB                 file size of the form upload lines
+    BENCH_ZIP_SIZES=256MiB,2GiB          folder sizes for the zip download's peak memory growth
     BENCH_PEER_SIZE=512MiB               file size of the tus-node-server peer lines...
     BENCH_PEER_TARGETS=fast,moto,rgw     ...on these S3 servers (npm installs the peer in a scratch dir)
-    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,peer
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
@@ -840,6 +841,58 @@ async def bench_peer(report: Report, work: Path, runs: int) -> None:
         )
 
 
+async def bench_zip(report: Report, runs: int) -> None:
+    """Peak RSS growth while a folder downloads as one zip (storage/zips.py), for folders of
+    BENCH_ZIP_SIZES in four files each: it must not grow with the folder's size."""
+    sizes = env_sizes("BENCH_ZIP_SIZES", "256MiB,2GiB")
+    token = str(uuid.uuid4())
+    growth: dict[int, float] = {}
+    rate: dict[int, float] = {}
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+            for size in sizes:
+                for index in range(4):
+                    key = user_prefix(user_id(token)) + f"zip{size}/part{index}.bin"
+                    await direct_upload_sized(client, key, size // 4, settings)
+        with gateway(s3_url, "bench") as (url, pid):
+            async with aiohttp.ClientSession() as session:
+
+                async def download(size: int) -> int:
+                    got = 0
+                    address = f"{url}/api/files/zip{size}/?format=zip"
+                    async with session.get(address, headers={"X-Auth-Token": token}) as response:
+                        if response.status != 200:
+                            raise RuntimeError(f"zip download answered {response.status}")
+                        async for chunk in response.content.iter_chunked(256 * 1024):
+                            got += len(chunk)
+                    return got
+
+                await download(min(sizes))  # warm up: the zip threads and every pool
+                for size in sizes:
+                    samples, speeds = [], []
+                    for _ in range(runs):
+                        started = time.monotonic()
+                        grew, _ = await peak_growth(pid, download(size))
+                        speeds.append(size / MiB / (time.monotonic() - started))
+                        samples.append(grew / MiB)
+                    growth[size], rate[size] = median(samples), median(speeds)
+    smallest = min(sizes)
+    for size in sizes:
+        met = None if size == smallest else growth[size] - growth[smallest] <= 16
+        target = "" if size == smallest else f"<= {growth[smallest]:.1f} + 16"
+        report.add(
+            f"peak RSS growth, zip of a {human(size)} folder",
+            growth[size],
+            growth[smallest],
+            "MiB",
+            target=target,
+            met=met,
+        )
+        report.add(f"zip of a {human(size)} folder", rate[size], None, "MiB/s")
+
+
 SECTIONS = {
     "cpu": bench_cpu,
     "upload": bench_uploads,
@@ -848,6 +901,7 @@ SECTIONS = {
     "download": bench_download,
     "list": bench_list,
     "form": bench_form,
+    "zip": bench_zip,
     "peer": bench_peer,
 }
 

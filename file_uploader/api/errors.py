@@ -103,6 +103,7 @@ INVALID_EXPIRY = Error(
 INVALID_MAX_DOWNLOADS = Error(
     400, "invalid_max_downloads", "max_downloads must be a whole number from 1 to {maximum}, or null"
 )
+INVALID_FORMAT = Error(400, "invalid_format", "a folder is downloaded with ?format=zip")
 INVALID_FOLDER = Error(400, "invalid_folder", "folder must be the name of a folder, such as inbox/")
 INVALID_MAX_FILES = Error(
     400, "invalid_max_files", "max_files must be a whole number from 1 to {maximum}, or null"
@@ -143,6 +144,7 @@ OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
 REQUEST_FULL = Error(409, "request_full", "{detail}")
 FILE_EXISTS = Error(409, "file_exists", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
+PARTS_REFUSED = Error(409, "parts_refused", "{detail}")
 LINK_EXPIRED = Error(410, "link_expired", "this link has expired")
 LINK_USED_UP = Error(410, "link_used_up", "{detail}")
 FILE_CHANGED = Error(410, "file_changed", "{detail}")
@@ -204,6 +206,7 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.FileExists: FILE_EXISTS,
     storage.UploadLocked: UPLOAD_LOCKED,
     storage.UploadConflict: UPLOAD_CONFLICT,
+    storage.DirectPartsRefused: PARTS_REFUSED,
     storage.PreconditionFailed: UPLOAD_CONFLICT,
     storage.PartsChanged: UPLOAD_CONFLICT,
     storage.StorageBusy: BUSY,

@@ -8,6 +8,7 @@ public links alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import mimetypes
 import re
@@ -39,6 +40,7 @@ from .errors import (
     INVALID_DELIMITER,
     INVALID_EXPIRY,
     INVALID_FLAG,
+    INVALID_FORMAT,
     INVALID_LIMIT,
     INVALID_PUBLIC,
     INVALID_THUMBNAIL,
@@ -436,7 +438,67 @@ async def head_file(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
-    return await serve(request, _key(request), decode_name(request))
+    """A file; or, for a folder (a name ending in /) with `?format=zip`, everything in it as a zip."""
+    name = decode_name(request)
+    if name.endswith("/"):
+        zip_format(request)
+        return await send_zip(request, request[USER_ID], validate_folder(name))
+    key = _key(request)
+    if request.app[SETTINGS].direct_downloads and "thumbnail" not in request.query:
+        # DIRECT_DOWNLOADS: S3 sends the bytes, with the headers the gateway would have sent.
+        await request.app[STORAGE].files.stat(key)  # there, and not expired
+        inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
+        url = await request.app[STORAGE].direct.download_url(
+            key, content_disposition(name, inline=inline), content_type(name)
+        )
+        raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})
+    return await serve(request, key, name)
+
+
+ZIP_TYPE = "application/zip"
+
+
+def zip_format(request: web.Request) -> None:
+    """A folder is downloaded as a zip: `?format=zip`, said so that a later format can be added."""
+    if request.query.get("format") != "zip":
+        raise INVALID_FORMAT()
+
+
+async def send_zip(
+    request: web.Request,
+    uid: str,
+    folder: str,
+    *,
+    before_send: BeforeSend | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream the zip of the user's `folder` (storage/zips.py) as the response: 404 for a folder
+    with nothing in it; `before_send` as for `serve`. Its length is not known in advance, so it
+    goes out chunked; a failure midway cuts the connection (the zip is then visibly broken)."""
+    zips = request.app[STORAGE].zips
+    members = await zips.members(uid, folder)
+    if before_send is not None:
+        await before_send()
+    base = folder.rstrip("/").rsplit("/", 1)[-1] + ".zip"
+    response = web.StreamResponse(
+        headers={
+            hdrs.CONTENT_TYPE: ZIP_TYPE,
+            hdrs.CONTENT_DISPOSITION: content_disposition(base),
+            "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
+        }
+    )
+    await response.prepare(request)
+    sent = 0
+    try:
+        async with contextlib.aclosing(zips.folder(uid, folder, members)) as chunks:
+            async for chunk in chunks:
+                await send(request, response, chunk)
+                sent += len(chunk)
+    finally:
+        metrics.DOWNLOADED_BYTES.inc(sent)
+    await send(request, response)
+    return response
 
 
 async def send_file(

@@ -27,21 +27,27 @@ async def pre_create(
     metadata: Mapping[str, str] | None = None,
     *,
     once: bool = True,
+    user: str | None = None,
 ) -> Verdict:
     """The pre-create hook's verdict on an upload of `name` (`size` bytes, None: not known yet);
     HookRefused / HookUnavailable when it says no. `once`: the request's one upload (a PUT, a tus
-    creation), asked once whichever of the expect handler and the handler comes first."""
+    creation), asked once whichever of the expect handler and the handler comes first. `user`: whose
+    space the file goes to, when it is not the request's own (an upload request's owner)."""
     hooks = request.app.get(BLOCKING_HOOKS)
     if hooks is None:
         return ALLOWED
     if once and HOOK_VERDICT in request:
         return request[HOOK_VERDICT]
     verdict = await hooks.pre_create(
-        user=request[USER_ID], name=name, size=size, upload=upload, metadata=metadata
+        user=user or request[USER_ID], name=name, size=size, upload=upload, metadata=metadata
     )
     if once:
         request[HOOK_VERDICT] = verdict
     return verdict
+
+
+def enabled(request: web.Request) -> bool:
+    return BLOCKING_HOOKS in request.app
 
 
 def limit(request: web.Request, verdict: Verdict) -> int:
@@ -51,13 +57,18 @@ def limit(request: web.Request, verdict: Verdict) -> int:
 
 
 def pre_finish(
-    request: web.Request, name: str, upload: str, metadata: Mapping[str, str] | None = None
+    request: web.Request,
+    name: str,
+    upload: str,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    user: str | None = None,
 ) -> Finish | None:
     """What the storage layer awaits with the file's size before storing it: the pre-finish hook."""
     hooks = request.app.get(BLOCKING_HOOKS)
     if hooks is None:
         return None
-    user = request[USER_ID]
+    user = user or request[USER_ID]
 
     async def finish(size: int) -> None:
         await hooks.pre_finish(user=user, name=name, size=size, upload=upload, metadata=metadata)

@@ -25,12 +25,12 @@ from aiohttp import hdrs, web
 
 from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
 from ..formats import iso8601
-from ..storage.keys import file_key
+from ..storage.keys import file_key, user_prefix, validate_folder
 from ..storage.links import Link
 from ..storage.passwords import MAX_PASSWORD_BYTES
 from . import share
 from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_MAX_DOWNLOADS, INVALID_PASSWORD
-from .files import FILE, decode_name, serve
+from .files import FILE, decode_name, send_zip, serve
 from .proxies import absolute_url
 
 SHARE = FILE + "/share"
@@ -146,7 +146,10 @@ async def create_link(request: web.Request) -> web.Response:
     uid = request[USER_ID]
     name = decode_name(request, _SHARE_SUFFIX)
     storage = request.app[STORAGE]
-    await storage.files.stat(file_key(uid, name))  # 404 for a file that is not there
+    if name.endswith("/"):  # a folder: its link serves it as a zip
+        await storage.zips.members(uid, validate_folder(name))  # 404 for a folder with nothing in it
+    else:
+        await storage.files.stat(file_key(uid, name))  # 404 for a file that is not there
     expires = time.time() + seconds if seconds is not None else None
     link = await storage.links.create(uid, name, expires=expires, max_downloads=limit, password=secret)
     answer = describe(request, link)
@@ -157,7 +160,8 @@ async def create_link(request: web.Request) -> web.Response:
 async def create_download_link(request: web.Request) -> web.Response:
     """A short-lived URL that downloads the file without a token, for a browser (whose link
     cannot carry the token header): a stateless signature (share.py), so it is never stored,
-    listed or counted, and it stops working when the file is replaced."""
+    listed or counted, and it stops working when the file is replaced. For a folder (a name
+    ending in /): its zip, as it is when the link is followed."""
     settings = request.app[SETTINGS]
     body = await json_body(request, '{"expires_in": 60}')
     maximum = settings.share_max_seconds
@@ -167,10 +171,16 @@ async def create_download_link(request: web.Request) -> web.Response:
         min(DEFAULT_DOWNLOAD_LINK_SECONDS, maximum),
     )
     assert seconds is not None
-    key = file_key(request[USER_ID], decode_name(request, _DOWNLOAD_LINK_SUFFIX))
-    info = await request.app[STORAGE].files.stat(key)
+    uid, name = request[USER_ID], decode_name(request, _DOWNLOAD_LINK_SUFFIX)
+    storage = request.app[STORAGE]
+    if name.endswith("/"):
+        await storage.zips.members(uid, validate_folder(name))  # 404 for a folder with nothing in it
+        key, etag = user_prefix(uid) + name, share.FOLDER_VERSION
+    else:
+        key = file_key(uid, name)
+        etag = (await storage.files.stat(key)).etag
     expires = int(time.time()) + seconds
-    signed = share.sign(request.app[SHARE_KEY], key, info.etag, expires)
+    signed = share.sign(request.app[SHARE_KEY], key, etag, expires)
     return web.json_response(
         {"url": link_url(request, signed), "expires_at": iso8601(expires), "expires_in": seconds}
     )
@@ -199,6 +209,10 @@ async def serve_link(request: web.Request) -> web.StreamResponse:
         await links.use(link_id)
 
     # no-store: a cache in between must not serve a limited or revocable link's bytes again.
+    if link.name.endswith("/"):  # a folder: as a zip (?format=zip or not: it has no other form)
+        return await send_zip(
+            request, link.uid, link.name, before_send=take_use, headers={hdrs.CACHE_CONTROL: "no-store"}
+        )
     return await serve(
         request,
         file_key(link.uid, link.name),

@@ -19,8 +19,11 @@ from aiohttp import web
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..formats import iso8601
 from ..storage.errors import InvalidName
+from ..storage.keys import split_file_key
+from ..storage.landing import Finish
 from ..storage.requests import UploadRequest
-from .body import declared_length, expect_body, read_body
+from . import hooked
+from .body import declared_length, expect_body, file_too_large, read_body
 from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES
 from .files import MAX_FILE_EXPIRES_IN, content_type, raw_path
 from .links import basic_password, expires_in, json_body, password, whole_number
@@ -28,6 +31,8 @@ from .page import PAGE_HEADERS, STATIC
 from .proxies import absolute_url
 
 REQUESTS = "/api/requests"
+# What the blocking hooks (HOOK_URL) are told a file sent to an upload request is: its `upload` field.
+UPLOAD_REQUEST = "request"
 REQUEST = "/api/requests/{id}"
 REQUEST_PAGE = "/r/{id}"
 REQUEST_PAGE_NAME = "upload_request"  # the route's name, to build URLs with
@@ -111,27 +116,42 @@ def _name(request: web.Request) -> str:
         raise InvalidName("the file name is not valid UTF-8") from None
 
 
-async def _check_upload(request: web.Request) -> None:
+async def _check_upload(request: web.Request) -> tuple[int, Finish | None]:
     """What PUT /r/... refuses before its body: the request (gone, expired, password), its room,
-    the name (one segment, not taken), the length (MAX_FILE_SIZE)."""
+    the name (one segment, not taken), the length (MAX_FILE_SIZE), and the blocking hook
+    (HOOK_URL, told the owner's id and the file's name in their space). The most bytes the file
+    may have, and its pre-finish hook."""
     size = declared_length(request, request.app[SETTINGS])
-    await request.app[STORAGE].requests.admit(
+    found, key = await request.app[STORAGE].requests.admit(
         request.match_info["id"], basic_password(request), _name(request), size
     )
+    if not hooked.enabled(request) or key is None:
+        return request.app[SETTINGS].max_file_size, None
+    name = split_file_key(key)[1]
+    verdict = await hooked.pre_create(request, name, size, UPLOAD_REQUEST, user=found.uid)
+    if size is not None and size > hooked.limit(request, verdict):
+        raise file_too_large(hooked.limit(request, verdict))
+    return hooked.limit(request, verdict), hooked.pre_finish(request, name, UPLOAD_REQUEST, user=found.uid)
 
 
 async def put_file(request: web.Request) -> web.Response:
     name = _name(request)
     size = declared_length(request, request.app[SETTINGS])
+    most, finish = await _check_upload(request) if hooked.enabled(request) else (None, None)
     await request.app[STORAGE].requests.receive(
         request.match_info["id"],
         basic_password(request),
         name,
-        read_body(request),
+        read_body(request, most),
         size=size,
         content_type=content_type(name),
+        finish=finish,
     )
     return web.Response(status=204)
 
 
-expect_upload = expect_body(_check_upload)
+async def _admit(request: web.Request) -> None:
+    await _check_upload(request)
+
+
+expect_upload = expect_body(_admit)

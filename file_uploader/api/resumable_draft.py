@@ -37,6 +37,7 @@ from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..storage.errors import InvalidName, OffsetMismatch, QuotaExceeded, TooLarge
 from ..storage.keys import file_key
 from ..storage.tus import Upload
+from . import hooked
 from .auth import authenticate
 from .body import ExpectHandler, expect_body, read_body
 from .errors import (
@@ -53,6 +54,8 @@ PARTIAL_UPLOAD = "application/partial-upload"
 # tus's media type is taken too on PATCH: a client between the two should not fail on it.
 _APPEND_TYPES = (PARTIAL_UPLOAD, "application/offset+octet-stream")
 UPLOADS = "/api/uploads"
+# What the blocking hooks (HOOK_URL) are told an upload of the draft is: its `upload` field.
+DRAFT = "draft"
 _MAX_DIGITS = 19
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -153,11 +156,15 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     end = length if length is not None else upload.length
     if size is not None and end is not None and offset + size > end:
         raise TooLarge(f"the upload ends at byte {end}")
-    upload = await resumable.append(upload, offset, read_body(request), now=time.time(), length=length)
+    most = upload.limit(request.app[SETTINGS].max_file_size)
+    finish = hooked.pre_finish(request, upload.name, DRAFT)
+    upload = await resumable.append(
+        upload, offset, read_body(request, most), now=time.time(), length=length, finish=finish
+    )
     if _complete(request) and not upload.done:
         # The body had no Content-Length: the file ends where it did.
         end = upload.offset
-        upload = await resumable.append(upload, end, _empty(), now=time.time(), length=end)
+        upload = await resumable.append(upload, end, _empty(), now=time.time(), length=end, finish=finish)
     return upload
 
 
@@ -179,14 +186,26 @@ async def _send_104(request: web.Request, location: str) -> None:
         f"Upload-Limit: max-size={request.app[SETTINGS].max_file_size}\r\n\r\n"
     )
     await request.writer.write(head.encode("latin-1"))
+    # As after a 100 Continue (body.py): the response proper has not started, so an error found
+    # while reading or storing the body is still answered with its JSON, not a cut connection.
+    request.writer.output_size = 0
 
 
 @draft_route
 async def create(request: web.Request) -> web.Response:
     name = _file_name(request)
     length = _declared_length(request, 0)
+    verdict = await hooked.pre_create(request, name, length, DRAFT)
     resumable = request.app[STORAGE].resumable
-    upload = await resumable.create(request[USER_ID], name, length, "", time.time())
+    upload = await resumable.create(
+        request[USER_ID],
+        name,
+        length,
+        "",
+        time.time(),
+        max_size=verdict.max_size,
+        finish=hooked.pre_finish(request, name, DRAFT),
+    )
     location = absolute_url(request, f"{UPLOADS}/{upload.id}")
     await _send_104(request, location)
     if request.body_exists or _complete(request):
@@ -232,15 +251,18 @@ async def check_body(request: web.Request) -> None:
     """What a request of the draft with a body refuses before reading it: token, upload slots,
     and for a creation of known length, a file that cannot fit in the user's quota."""
     await authenticate(request)
-    key = length = None
+    key = length = name = None
     if request.method == hdrs.METH_POST:
         length = _declared_length(request, 0)
-        if length is not None:
-            try:
-                key = file_key(request[USER_ID], _file_name(request))
-            except InvalidName:
-                pass  # the creation is refused anyway
+        try:
+            name = _file_name(request)
+        except InvalidName:
+            pass  # the creation is refused anyway
+        if length is not None and name is not None:
+            key = file_key(request[USER_ID], name)
     await request.app[STORAGE].admit(request[USER_ID], key, length)
+    if name is not None:
+        await hooked.pre_create(request, name, length, DRAFT)
 
 
 def options(tus_options: Handler) -> Handler:

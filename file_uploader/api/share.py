@@ -30,12 +30,14 @@ from ..appkeys import SHARE_KEY
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT
 from .errors import INVALID_LINK, LINK_EXPIRED
-from .files import serve
+from .files import send_zip, serve
 
 log = logging.getLogger(__name__)
 
 SHARED = "/s/{link}"
 SHARED_NAME = "shared"  # the route's name, to build links with
+# What a folder's download link signs in place of an ETag: a folder has no version.
+FOLDER_VERSION = "folder"
 
 
 def _b64(data: bytes) -> str:
@@ -83,6 +85,8 @@ async def serve_link(request: web.Request) -> web.StreamResponse:
     if time.time() >= expires:
         raise LINK_EXPIRED()
     name = key.split("/", 2)[2] if key.startswith(FILES_ROOT) else key
+    if name.endswith("/") and etag == FOLDER_VERSION:  # a folder's download link: its zip
+        return await send_zip(request, key.split("/", 2)[1], name)
     return await serve(request, key, name, if_match=etag)
 
 

@@ -39,6 +39,8 @@ from rich.table import Table
 from rich.text import Text
 from yarl import URL
 
+from ..sizes import parse_size
+
 DEFAULT_URL = "http://localhost:8080"
 CHUNK = 256 * 1024
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw]?)")
@@ -157,9 +159,10 @@ async def put(client: Client, args: argparse.Namespace) -> int:
             size = path.stat().st_size
             task = progress.add_task(escape(name), total=size)
             body = _read_file(path, functools.partial(progress.advance, task))
-            response = await client.request(
-                "PUT", client.file_url(name), data=body, headers={"Content-Length": str(size)}
-            )
+            headers = {"Content-Length": str(size)}
+            if args.expires:
+                headers["X-Expires-In"] = str(args.expires)
+            response = await client.request("PUT", client.file_url(name), data=body, headers=headers)
             response.release()
             progress.stop_task(task)  # stored: the speed now counts the whole time
     return 0
@@ -210,7 +213,11 @@ def _target(name: str, output: str | None) -> Path:
 
 
 async def get(client: Client, args: argparse.Namespace) -> int:
-    response = await client.request("GET", client.file_url(args.name))
+    url = client.file_url(args.name)
+    if args.name.endswith("/"):  # a folder: as one zip, FOLDER.zip
+        url = url.with_query(format="zip")
+        args.name = args.name.rstrip("/") + ".zip"
+    response = await client.request("GET", url)
     if args.output == "-":
         async for chunk in response.content.iter_chunked(CHUNK):
             sys.stdout.buffer.write(chunk)
@@ -276,6 +283,51 @@ async def share(client: Client, args: argparse.Namespace) -> int:
     if link.get("password"):
         limits.append("password protected")
     err.print(f"link {link.get('id', '')}: {', '.join(limits) or 'no limits'}", markup=False, highlight=False)
+    return 0
+
+
+async def expire(client: Client, args: argparse.Namespace) -> int:
+    """Make a file expire after TIME, or keep it (`never`)."""
+    try:
+        seconds = None if args.time == "never" else parse_duration(args.time)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(str(exc)) from None
+    response = await client.request("PATCH", client.file_url(args.name), json={"expires_in": seconds})
+    answer = await response.json()
+    err.print(f"{args.name}: expires {answer['expires_at'] or 'never'}", markup=False, highlight=False)
+    return 0
+
+
+async def request(client: Client, args: argparse.Namespace) -> int:
+    """Print an upload request's URL: anyone with it adds files to FOLDER."""
+    body: dict[str, object] = {"folder": args.folder}
+    for field in ("max_files", "max_bytes", "expires", "password"):
+        value = getattr(args, field)
+        if value:
+            body["expires_in" if field == "expires" else field] = value
+    response = await client.request("POST", URL(f"{client.base}/api/requests"), json=body)
+    made = await response.json()
+    print(made["url"])
+    err.print(f"request {made['id']} into {made['folder']}", markup=False, highlight=False)
+    return 0
+
+
+async def requests(client: Client, args: argparse.Namespace) -> int:
+    response = await client.request("GET", URL(f"{client.base}/api/requests"))
+    found = await response.json()
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    for item in found:
+        files = f"{item['files']}/{item['max_files'] or '-'}"
+        print("\t".join([item["id"], files, item["expires_at"] or "never", item["folder"], item["url"]]))
+    return 0
+
+
+async def end_request(client: Client, args: argparse.Namespace) -> int:
+    for request_id in args.ids:
+        (await client.request("DELETE", URL(f"{client.base}/api/requests/{request_id}"))).release()
+        err.print(f"ended {request_id}", markup=False, highlight=False)
     return 0
 
 
@@ -345,13 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("put", help="upload files")
     command.add_argument("files", nargs="+", metavar="FILE")
     command.add_argument("--as", dest="as_name", metavar="NAME", help="store the one FILE under NAME")
+    command.add_argument(
+        "--expires", type=parse_duration, metavar="TIME", help="the files are gone after TIME"
+    )
     command.set_defaults(run=put)
     command = commands.add_parser("ls", help="list your files (all of them, or one folder's)")
     command.add_argument(
         "folder", nargs="?", metavar="FOLDER", help="list only this folder: its files and sub-folders"
     )
     command.set_defaults(run=ls)
-    command = commands.add_parser("get", help="download a file")
+    command = commands.add_parser("get", help="download a file (a FOLDER/ as FOLDER.zip)")
     command.add_argument("name", metavar="NAME")
     command.add_argument("-o", "--output", metavar="PATH", help="where to write it (- for stdout)")
     command.set_defaults(run=get)
@@ -373,6 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("revoke", help="revoke share links (by id, from `links`)")
     command.add_argument("ids", nargs="+", metavar="ID")
     command.set_defaults(run=revoke)
+    command = commands.add_parser("expire", help="make a file expire after TIME (never: keep it)")
+    command.add_argument("name", metavar="NAME")
+    command.add_argument("time", metavar="TIME", help="90s, 10m, 1h, 7d, or never")
+    command.set_defaults(run=expire)
+    command = commands.add_parser("request", help="print an upload request: a link to send you files")
+    command.add_argument("folder", metavar="FOLDER", help="where what is sent lands")
+    command.add_argument("--max-files", type=int, metavar="N")
+    command.add_argument(
+        "--max-bytes", type=parse_size, metavar="SIZE", help="all files together: 100MiB, 2GiB"
+    )
+    command.add_argument("--expires", type=parse_duration, metavar="TIME")
+    command.add_argument("--password", help="the password the link asks for")
+    command.set_defaults(run=request)
+    command = commands.add_parser("requests", help="list your upload requests")
+    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
+    command.set_defaults(run=requests)
+    command = commands.add_parser("end-request", help="end upload requests (by id, from `requests`)")
+    command.add_argument("ids", nargs="+", metavar="ID")
+    command.set_defaults(run=end_request)
     command = commands.add_parser("usage", help="what you store, against your quota")
     command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
     command.set_defaults(run=usage)

@@ -6,7 +6,8 @@ Two questions, each a POST of JSON signed with HOOK_SECRET (signed.py):
 - ``pre-create``, before a byte of the upload's body is read (a PUT, a tus
   creation; for a form, each file when its part's headers arrive, since the
   form's body carries the names): ``{"type": "pre-create", "id", "user",
-  "name", "size" (null: not known yet), "upload": "put" | "form" | "tus",
+  "name", "size" (null: not known yet), "upload": "put" | "form" | "tus" | "draft"
+  | "request",
   "metadata" (tus: the decoded Upload-Metadata)}``. It may refuse the upload,
   or allow it with a lower size limit: ``{"max_size": <bytes>}`` in a 2xx
   answer holds this upload to that many bytes (never more than MAX_FILE_SIZE);

@@ -13,6 +13,7 @@
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     tus/          tus uploads: their state in S3, locks, commits, completion, expiry
+    direct.py     DIRECT_UPLOADS: presigned part URLs straight to S3, checked before completion
     quotas/       USER_QUOTA: a ledger per user in S3 (ledger.py, pure), its writer, reservations
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
@@ -22,6 +23,7 @@
     grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
     requests.py   upload requests: anyone with the link adds files to one folder, within limits
+    zips.py       a folder as one zip, streamed (stream-zip, in threads of its own)
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
 `Storage` ties them together, once per process (or per admin command).
@@ -42,7 +44,8 @@ from ..sizes import (
     THUMBNAIL_WORKERS,
 )
 from .checksums import configured
-from .client import S3, Lanes, open_client
+from .client import S3, Lanes, open_client, open_presigner
+from .direct import DirectUploads
 from .encryption import Encryption
 from .events import Events, Journal
 from .expiry import Expiry
@@ -58,6 +61,7 @@ from .readiness import Readiness
 from .requests import UploadRequests
 from .thumbnails import Thumbnails
 from .tus import Resumable
+from .zips import Zips
 
 
 class Storage:
@@ -116,9 +120,13 @@ class Storage:
             quotas=self.quotas,
             landing=self.landing,
         )
+        self.direct = DirectUploads(
+            s3, self.quotas, self.landing, part_size=settings.part_size, expiry=settings.upload_expiry
+        )
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
         self.requests = UploadRequests(s3, self.passwords, self.files)
+        self.zips = Zips(self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
@@ -136,7 +144,8 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
     that opens many storages on one S3 and has probed it itself (the test
     suite builds hundreds of apps on one moto server).
     """
-    async with open_client(settings) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(open_client(settings))
         s3 = S3(
             client,
             settings.s3_bucket,
@@ -144,8 +153,11 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
             conditional_writes=settings.s3_conditional_writes,
             encryption=Encryption.from_settings(settings),
         )
+        if settings.direct_uploads or settings.direct_downloads:
+            s3.presigner = await stack.enter_async_context(open_presigner(settings))
         storage = Storage(s3, settings, known=known)
         try:
             yield storage
         finally:
             storage.thumbnails.close()
+            storage.zips.close()

@@ -148,6 +148,24 @@ def open_client(settings: Settings) -> Any:
     )
 
 
+def open_presigner(settings: Settings) -> Any:
+    """A client that only signs URLs (direct.py): SigV4 in the query string, for the endpoint
+    the clients see (S3_PUBLIC_ENDPOINT_URL, else S3_ENDPOINT_URL). Signing makes no request, so
+    this client opens no connection; it is separate because a URL is signed for its host."""
+    endpoint = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+    s3: dict[str, object] = {"addressing_style": "path"} if endpoint else {}
+    return get_session().create_client(
+        "s3",
+        region_name=settings.aws_region,
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        # botocore would sign an S3 URL with SigV2 in us-east-1; SigV4 signs the headers a
+        # part's PUT must carry (its length and checksum), which S3 then holds the PUT to.
+        config=AioConfig(signature_version="s3v4", s3=s3),
+    )
+
+
 def send_bodies_as_is(client: Any) -> None:
     """Let PutObject and UploadPart send a `bytes` body without botocore's copies.
 
@@ -303,6 +321,7 @@ class S3:
         self.lanes = lanes
         self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
         self._conditions_honoured = True  # until the probe finds otherwise
+        self.presigner: Any = None  # open_presigner's client, when direct URLs are on
         send_bodies_as_is(client)
 
     @property
@@ -592,6 +611,17 @@ class S3:
             log.warning("could not abort a multipart upload: %s", exc)
             return False
         return True
+
+    async def presign(self, operation: str, key: str, seconds: int, **params: Any) -> str:
+        """A URL that lets its holder make one `operation` (botocore's name: upload_part,
+        get_object) on `key` for `seconds`, signed for the public endpoint (open_presigner)."""
+        if self.presigner is None:
+            raise StorageError("direct URLs are not configured", "NotConfigured")
+        return str(
+            await self.presigner.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, "Key": key, **params}, ExpiresIn=seconds
+            )
+        )
 
     async def list_parts(self, key: str, upload_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, **self._use}

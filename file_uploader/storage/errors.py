@@ -145,6 +145,8 @@ class UploadConflict(StorageFailure):
 class QuotaExceeded(StorageFailure):
     """The upload does not fit in what is left of the user's quota (uploads in progress count)."""
 
+    may_wait = False  # a growing lease older than every other: room may come free (quotas/ledger.py)
+
 
 class ReservationLost(StorageUnavailable):
     """The upload's room in the quota could not be renewed in time (S3 failing): it may have been
@@ -184,3 +186,7 @@ class RequestFull(StorageFailure):
 
 class FileExists(StorageFailure):
     """A file of that name is there already, and the caller may only add files."""
+
+
+class DirectPartsRefused(StorageFailure):
+    """A direct upload's parts in S3 are not the parts the gateway signed (storage/direct.py)."""

@@ -19,6 +19,7 @@ gone for good cannot fill the bucket.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_PREFIX = f"{EVENTS_ROOT}q/"
 CLAIM_KEY = f"{EVENTS_ROOT}lock"
+READS_AT_ONCE = 16  # journaled events read at once (GetObject), a few of the short lane's connections
 
 STORED = "file.stored"
 DELETED = "file.deleted"
@@ -120,24 +122,28 @@ class Journal:
     async def pending(self, limit: int) -> list[FileEvent]:
         """Up to `limit` journaled events, oldest first; counts the backlog on the way (up to the
         bound)."""
-        found: list[FileEvent] = []
         keys: list[str] = []
         async for page in self.s3.list_objects(JOURNAL_PREFIX):
             keys += [item["Key"] for item in page]
             if len(keys) > self.bound:
                 break
         self.backlog = len(keys)
-        for key in keys[:limit]:
-            try:
-                fields = json.loads(await self.s3.read_object(key))
-            except FileNotFound:
-                continue  # delivered meanwhile
-            except ValueError:
-                log.warning("dropped an unreadable journaled event %s", key)
-                await self.acknowledge(key)
-                continue
-            found.append(FileEvent.from_dict(fields, key))
-        return found
+        gate = asyncio.Semaphore(READS_AT_ONCE)
+
+        async def read(key: str) -> FileEvent | None:
+            async with gate:
+                try:
+                    fields = json.loads(await self.s3.read_object(key))
+                except FileNotFound:
+                    return None  # delivered meanwhile
+                except ValueError:
+                    log.warning("dropped an unreadable journaled event %s", key)
+                    await self.acknowledge(key)
+                    return None
+            return FileEvent.from_dict(fields, key)
+
+        found = await asyncio.gather(*(read(key) for key in keys[:limit]))
+        return [event for event in found if event is not None]
 
     async def acknowledge(self, key: str) -> None:
         """The event at `key` was delivered (or given up): it leaves the journal."""

@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import datetime
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ..ops import metrics
@@ -112,18 +112,27 @@ class Files:
         async for page in self.list_entries(prefix):
             yield [name for name, _ in page]
 
-    async def list_live(self, uid: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
-        """The user's files as `list_entries` gives them, less those that have expired."""
+    async def list_live(self, uid: str, prefix: str = "") -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
+        """The user's files (under `prefix`) as `list_entries` gives them, with their whole names,
+        less those that have expired."""
         after: str | None = None
-        async for page in self.list_entries(user_prefix(uid)):
+        async for listed in self.list_entries(user_prefix(uid) + prefix):
+            page = [(prefix + name, info) for name, info in listed]
             if not page:
                 yield page
                 continue
             expiring = await self.expiry.in_range(
-                uid, "", after_name=after, until=page[-1][0], delimiter=None
+                uid, prefix, after_name=after, until=page[-1][0], delimiter=None
             )
             after = page[-1][0]
             yield self._live(page, expiring)
+
+    async def read(self, key: str) -> AsyncGenerator[bytes]:
+        """The file's bytes as S3 sends them (its download connection held until the end, or
+        until the iterator is closed)."""
+        async with await self.open(key) as download:
+            async for chunk in download.chunks():
+                yield chunk
 
     @staticmethod
     def _live(

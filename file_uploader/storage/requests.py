@@ -31,6 +31,7 @@ from .errors import FileExists, FileNotFound, InvalidName, LinkExpired, RequestF
 from .files import Files
 from .grants import Grants
 from .keys import REQUEST_INDEX_ROOT, REQUESTS_ROOT, file_key, validate_folder, validate_name
+from .landing import Finish
 from .passwords import Passwords
 
 
@@ -149,8 +150,10 @@ class UploadRequests:
         *,
         size: int | None,
         content_type: str,
+        finish: Finish | None = None,
     ) -> int:
-        """Store the file `name` into the request's folder, within its limits; its size."""
+        """Store the file `name` into the request's folder, within its limits; its size. `finish`:
+        awaited with the size just before the file is stored, and may refuse it (files.put)."""
         request, key = await self.admit(request_id, password, name, size)
         assert key is not None
         now = time.time()
@@ -178,7 +181,9 @@ class UploadRequests:
                 yield chunk
 
         try:
-            await self.files.put(request.uid, key, metered(), size=size, content_type=content_type)
+            await self.files.put(
+                request.uid, key, metered(), size=size, content_type=content_type, finish=finish
+            )
         except BaseException:
             await self._give_back(request_id, files=1, size=taken)
             raise

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -280,3 +282,70 @@ def test_the_plain_form_uploads_without_javascript(gateway_process, tmp_path):
     assert sorted(listed_names(gateway_process, token)) == ["first.txt", "second.bin"]
     with urllib.request.urlopen(f"{gateway_process}/api/public", timeout=10) as response:
         assert sorted(item["name"] for item in json.load(response)["files"]) == ["first.txt", "second.bin"]
+
+
+def test_the_page_shares_with_limits_lists_and_revokes_links_zips_a_folder_and_makes_requests(
+    gateway_process, browser_page, tmp_path
+):
+    page = browser_page
+    token = new_token()
+    page.goto(gateway_process + "/")
+    page.fill("#token", token)
+    page.click("#token-use")
+    page.select_option("#upload-expires", "86400")
+    page.set_input_files(
+        "#picker",
+        [
+            {"name": "a.txt", "mimeType": "text/plain", "buffer": b"alpha"},
+            {"name": "b.txt", "mimeType": "text/plain", "buffer": b"bravo"},
+        ],
+    )
+    page.locator('#files tr[data-name="a.txt"]').wait_for()
+    page.locator('#files tr[data-name="b.txt"]').wait_for()
+    # The expiry chosen at upload went with the file (tus metadata).
+    patch = urllib.request.Request(
+        f"{gateway_process}/api/files/a.txt",
+        data=json.dumps({"public": False}).encode(),
+        headers={"X-Auth-Token": token, "Content-Type": "application/json"},
+        method="PATCH",
+    )
+    with urllib.request.urlopen(patch, timeout=10) as response:
+        assert json.load(response)["expires_at"]
+    # A link with a password and one download: listed with its count, then revoked.
+    page.click("#share-options summary")
+    page.fill("#share-password", "s3cret")
+    page.fill("#share-max", "1")
+    page.click('#files tr[data-name="a.txt"] button.share')
+    page.wait_for_selector("#share-box:not([hidden])")
+    url = page.input_value("#share-url")
+    item = page.locator("#links li").first
+    item.wait_for()
+    assert "0 of 1 downloads" in item.inner_text() and "password" in item.inner_text()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    item.locator("button.revoke").click()
+    page.locator("#links-empty:not([hidden])").wait_for()
+    # A folder downloads as one zip.
+    move = urllib.request.Request(
+        f"{gateway_process}/api/files/docs/c.txt",
+        data=b"charlie",
+        headers={"X-Auth-Token": token},
+        method="PUT",
+    )
+    urllib.request.urlopen(move, timeout=10).close()
+    page.click("#refresh")
+    with page.expect_download() as download:
+        page.click('#files tr[data-folder="docs/"] button.zip')
+    saved = tmp_path / "docs.zip"
+    download.value.save_as(saved)
+    assert zipfile.ZipFile(saved).read("docs/c.txt") == b"charlie"
+    # An upload request for the open folder: its URL takes a file.
+    page.click('#files tr[data-folder="docs/"] button.open')
+    page.click("#request-new")
+    page.wait_for_selector("#request-box:not([hidden])")
+    request_url = page.input_value("#request-url")
+    sent = urllib.request.Request(f"{request_url}/d.txt", data=b"delta", method="PUT")
+    with urllib.request.urlopen(sent, timeout=10) as response:
+        assert response.status == 204
+    assert "docs/d.txt" in listed_names(gateway_process, token)

@@ -10,6 +10,7 @@ gateway the client did. The gateway commits what arrived before the cut
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import urllib.request
@@ -40,7 +41,7 @@ def big_file(tmp_path: Path) -> Path:
 
 def stored(base_url: str, token: str, name: str) -> bytes:
     request = urllib.request.Request(f"{base_url}/api/files/{name}", headers={"X-Auth-Token": token})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return response.read()
 
 
@@ -198,3 +199,36 @@ def test_the_usage_bar_without_a_quota_says_what_is_stored(gateway_process, brow
     put(gateway_process, token, "one.bin", b"1" * 1500)
     assert usage_bar(page, gateway_process, token) == "1.5 kB in 1 file"
     assert page.locator("#usage-meter").is_hidden()
+
+
+@pytest.mark.slow  # 200 MiB through Chromium, two gateway processes and a cut
+def test_a_large_file_goes_in_parallel_uploads_through_two_processes_and_resumes_after_a_cut(
+    s3_url, bucket, s3, tmp_path, browser_page
+):
+    """The page sends a file of PARALLEL_FROM or more as four partial uploads (tus
+    concatenation), whichever gateway process each connection reaches, then joins them."""
+    path = tmp_path / "large.bin"
+    path.write_bytes(os.urandom(200 * 1024 * 1024))
+    page = browser_page
+    with (
+        run_gateway(s3_url, bucket, tmp_path / "one") as one,
+        run_gateway(s3_url, bucket, tmp_path / "two") as two,
+        CutProxy(int(one.rsplit(":", 1)[1]), int(two.rsplit(":", 1)[1])) as proxy,
+    ):
+        token = start(page, proxy)
+        proxy.cut_after(80 * 1024 * 1024)
+        page.set_input_files("#picker", str(path))
+        assert proxy.cut_done.wait(120), "the upload never reached the cut"
+        time.sleep(1)
+        proxy.restore()
+        page.locator('#uploads li.done[data-name="large.bin"]').wait_for(timeout=300_000)
+        assert "resumed at" in page.locator('#uploads li[data-name="large.bin"] .detail').inner_text()
+        assert (
+            hashlib.sha256(stored(one, token, "large.bin")).digest()
+            == hashlib.sha256(path.read_bytes()).digest()
+        )
+        for workdir in (tmp_path / "one", tmp_path / "two"):  # each process took bytes of it
+            log = (workdir / "gateway.log").read_text()
+            assert " method=PATCH " in log, workdir
+        assert stored_uploads(page) == []
+    assert open_uploads(s3, bucket) == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
+from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 from file_uploader.storage.keys import user_id
@@ -215,3 +217,17 @@ async def test_tus_js_client_parallel_uploads_are_byte_exact_with_1_kib_partials
         head = await gw.head(path_of(result["url"]), headers={**auth, **TUS})
         assert head.headers["Upload-Concat"].startswith("final;")
         assert len(head.headers["Upload-Concat"].split()) == parallel  # "final;<url>" and the others
+
+
+async def test_an_expired_partial_upload_gives_back_its_room_and_its_bytes(
+    aiohttp_client, app_for, settings, auth, s3, bucket
+):
+    gw = await aiohttp_client(
+        await app_for(dataclasses.replace(settings, part_size=PART, user_quota=100 * KiB, upload_expiry=60))
+    )
+    await partial(gw, auth, payload(60 * KiB))  # finished, never joined
+    resumable = gw.app[STORAGE].resumable
+    assert await resumable.expire(time.time() + 120) == 1
+    usage = await (await gw.get("/api/usage", headers=auth)).json()
+    assert (usage["used"], usage["reserved"]) == (0, 0)
+    assert state_keys(s3, bucket) == []

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,30 @@ def test_links_are_made_with_limits_listed_and_revoked(gateway_process, tmp_path
     assert used == "1/2" and link.endswith(link_id)
     assert cli("revoke", link_id, url=gateway_process, token=token).returncode == 0
     assert cli("links", url=gateway_process, token=token).stdout == ""
+
+
+def test_expiry_upload_requests_and_folder_zips_from_the_command_line(gateway_process, tmp_path):
+    token = new_token()
+    source = tmp_path / "note.txt"
+    source.write_bytes(b"note")
+    assert cli("put", str(source), "--as", "docs/note.txt", url=gateway_process, token=token).returncode == 0
+    expired = cli("expire", "docs/note.txt", "1h", url=gateway_process, token=token)
+    assert expired.returncode == 0 and "expires 20" in expired.stderr, expired.stderr
+    kept = cli("expire", "docs/note.txt", "never", url=gateway_process, token=token)
+    assert kept.returncode == 0 and "expires never" in kept.stderr
+    zipped = cli("get", "docs/", url=gateway_process, token=token, cwd=tmp_path)
+    assert zipped.returncode == 0, zipped.stderr
+    assert zipfile.ZipFile(tmp_path / "docs.zip").read("docs/note.txt") == b"note"
+    made = cli("request", "inbox", "--max-files", "1", url=gateway_process, token=token)
+    assert made.returncode == 0, made.stderr
+    upload = urllib.request.Request(made.stdout.strip() + "/sent.txt", data=b"sent", method="PUT")
+    with urllib.request.urlopen(upload, timeout=10) as response:
+        assert response.status == 204
+    listed = cli("requests", url=gateway_process, token=token)
+    request_id, files, *_ = listed.stdout.split("\t")
+    assert files == "1/1"
+    assert cli("end-request", request_id, url=gateway_process, token=token).returncode == 0
+    assert cli("requests", url=gateway_process, token=token).stdout == ""
 
 
 def test_errors_are_one_line_and_a_failing_status(gateway_process, tmp_path):

@@ -254,3 +254,50 @@ async def test_sse_c_reaches_the_server_side_copies_of_a_tus_upload_completed_pa
     )
     assert stored["Body"].read() == data
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+async def test_sse_c_reaches_a_tus_concatenation_copies_and_reads_of_its_partial_uploads(
+    aiohttp_client, app_for, rgw, rgw_bucket, token, auth
+):
+    """A final upload copies its partial uploads' objects inside S3 (UploadPartCopy) and reads
+    short ones back (a ranged GetObject): each needs the customer key (storage/tus/concat.py)."""
+    client, bucket = rgw_bucket
+    key = secrets.token_bytes(32)
+    settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=rgw.https_url,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        part_size=PART,
+        client_timeout=5,
+        s3_sse="sse-c",
+        s3_sse_c_key=key,
+    )
+    gw = await aiohttp_client(await app_for(settings))
+    pieces = [os.urandom(1024), os.urandom(2 * PART + 7), os.urandom(3)]  # joined, copied, copied
+    urls = []
+    for piece in pieces:
+        created = await gw.post(
+            "/api/uploads/",
+            data=piece,
+            headers={**auth, **TUS, **OCTETS, "Upload-Concat": "partial", "Upload-Length": str(len(piece))},
+        )
+        assert created.status == 201, await created.text()
+        urls.append(created.headers["Location"])
+    final = await gw.post(
+        "/api/uploads/",
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": "filename Zg==",
+        },
+    )
+    assert final.status == 201, await final.text()
+    data = b"".join(pieces)
+    assert await (await gw.get("/api/files/f", headers=auth)).read() == data
+    stored = client.get_object(
+        Bucket=bucket, Key=file_key(user_id(token), "f"), SSECustomerAlgorithm="AES256", SSECustomerKey=key
+    )
+    assert stored["Body"].read() == data
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

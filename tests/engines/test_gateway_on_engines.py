@@ -437,3 +437,35 @@ async def test_a_small_file_corrupted_on_the_way_is_never_served(aiohttp_client,
     expected = (200, old) if target.kind == RGW else (404, b"")
     status, body = await content(gateway, auth, "f")
     assert (status, body if status == 200 else b"") == expected
+
+
+# tus concatenation ------------------------------------------------------------------------------
+
+
+async def test_partial_uploads_are_joined_inside_the_engine_byte_exact(gateway, target):
+    """UploadPartCopy of the partial uploads' objects, and short ones joined through the gateway,
+    into parts every engine accepts (storage/tus/concat.py)."""
+    auth = {"X-Auth-Token": str(uuid.uuid4())}
+    pieces = [os.urandom(size) for size in (1024, 6 * MiB, 3 * MiB, 7 * MiB + 5, 1)]
+    urls = []
+    for piece in pieces:
+        created = await gateway.post(
+            "/api/uploads/",
+            data=piece,
+            headers={**auth, **TUS, **OCTETS, "Upload-Concat": "partial", "Upload-Length": str(len(piece))},
+        )
+        assert created.status == 201, await created.text()
+        urls.append(created.headers["Location"])
+    name = base64.b64encode(b"joined.bin").decode()
+    final = await gateway.post(
+        "/api/uploads/",
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": f"filename {name}",
+        },
+    )
+    assert final.status == 201, await final.text()
+    assert await content(gateway, auth, "joined.bin") == (200, b"".join(pieces))
+    assert open_uploads(target) == []

@@ -333,3 +333,49 @@ def test_hook_secret_is_required_with_hook_url(settings):
 
     with pytest.raises(SettingsError, match="HOOK_SECRET"):
         dataclasses.replace(settings, hook_url="http://127.0.0.1:9/hooks")
+
+
+# The IETF draft's resumable uploads and upload requests ---------------------------------------------
+
+
+async def test_the_hooks_judge_an_ietf_draft_upload_before_its_body_and_before_its_file(
+    gw, receiver, auth, s3, bucket
+):
+    from ..api.test_resumable_draft import DRAFT, request
+
+    headers = {
+        **auth,
+        **DRAFT,
+        "Upload-Complete": "?1",
+        "Content-Disposition": 'attachment; filename="d.bin"',
+    }
+    receiver.answers["pre-create"] = (403, {"message": "not now"})
+    refused = await request(gw, "POST", "/api/uploads/", headers, b"d" * 1000)
+    assert refused.status == 403 and refused.informational == []  # refused before the 104
+    receiver.answers = {"pre-finish": (422, {"message": "infected"})}
+    refused = await request(gw, "POST", "/api/uploads/", headers, b"d" * 1000)
+    assert refused.status == 422
+    assert all_keys(s3, bucket) == [] and open_uploads(s3, bucket) == []
+    assert [(hook["type"], hook["upload"]) for hook in receiver.hooks] == [
+        ("pre-create", "draft"),
+        ("pre-create", "draft"),
+        ("pre-finish", "draft"),
+    ]
+
+
+async def test_the_hooks_judge_a_file_sent_to_an_upload_request_in_its_owners_space(
+    gw, receiver, auth, token, s3, bucket
+):
+    made = await (await gw.post("/api/requests", json={"folder": "inbox"}, headers=auth)).json()
+    path = made["url"].split("://", 1)[1].split("/", 1)[1]
+    receiver.answers["pre-create"] = (403, {"message": "the inbox is closed"})
+    refused = await gw.put(f"/{path}/a.txt", data=b"a")
+    assert refused.status == 403
+    assert (await refused.json())["error"]["message"] == "the inbox is closed"
+    receiver.answers = {"pre-finish": (403, {"message": "scanned: no"})}
+    assert (await gw.put(f"/{path}/a.txt", data=b"a")).status == 403
+    receiver.answers = {"pre-create": (200, {"max_size": 10})}
+    assert (await gw.put(f"/{path}/b.txt", data=b"b" * 11)).status == 413
+    assert [key for key in all_keys(s3, bucket) if key.startswith("files/")] == []
+    hook = receiver.hooks[0]
+    assert (hook["user"], hook["name"], hook["upload"]) == (user_id(token), "inbox/a.txt", "request")

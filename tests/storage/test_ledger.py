@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from file_uploader.storage.errors import QuotaExceeded
-from file_uploader.storage.quotas.ledger import FilesRemoved, Hold, Ledger, Renew, Stored
+from file_uploader.storage.quotas.ledger import FilesRemoved, Hold, Ledger, Release, Renew, Stored
 
 NOW = 1_000_000.0
 QUOTA = 1000
@@ -71,3 +71,20 @@ def test_a_ledger_survives_its_json_form():
     ledger = Ledger(used=5, files=1, checked=NOW)
     Hold("a", 10, 10, NOW + 30, "k", credit=3).apply(ledger, QUOTA, NOW)
     assert Ledger.from_fields(ledger.copy().fields()) == ledger
+
+
+def test_of_bodies_of_unknown_length_that_all_need_more_only_the_oldest_may_wait_for_room():
+    """24 chunked uploads at once each took a first grant and filled the quota; refused together,
+    none was stored (seen under load). The oldest may wait while the others give theirs back."""
+    ledger = Ledger(used=0)
+    for number in range(4):
+        Hold(f"u{number}", 1, 250, NOW + 30, f"k{number}").apply(ledger, QUOTA, NOW + number)
+    refusals = []
+    for number in range(4):
+        with pytest.raises(QuotaExceeded) as refused:
+            Hold(f"u{number}", 300, 500, NOW + 30, f"k{number}").apply(ledger, QUOTA, NOW + 5)
+        refusals.append(refused.value.may_wait)
+    assert refusals == [True, False, False, False]
+    for number in (1, 2, 3):  # refused: their uploads end and give their room back
+        Release(f"u{number}").apply(ledger, QUOTA, NOW + 6)
+    assert Hold("u0", 300, 500, NOW + 30, "k0").apply(ledger, QUOTA, NOW + 6).bytes == 500

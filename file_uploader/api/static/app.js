@@ -88,6 +88,7 @@ function showFiles() {
   thumbnails.clear();
   refresh();
   showUnfinished();
+  loadLinks().catch(report);
 }
 
 // Signed in: the token form gives way to who is signed in. `token` is then only the tag that
@@ -141,6 +142,11 @@ $("#token-new").addEventListener("click", () => {
 // storage) and is offered again, to resume once the same file is chosen.
 const TUS_ENDPOINT = new URL("/api/uploads/", location.href).href;
 const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000]; // ms; then the upload waits for the user
+// A file this large goes over PARALLEL connections at once (tus concatenation: one partial upload
+// each, joined by the gateway inside S3): one connection rarely fills a long, fast link. Smaller
+// files go in one, since each partial upload costs requests of its own.
+const PARALLEL_FROM = 64 * 1024 * 1024;
+const PARALLEL = 4;
 const SPEED_WINDOW = 5000; // ms of progress the speed is measured over
 
 // tus-js-client finds an upload again by its fingerprint. Ours names the user (a
@@ -193,6 +199,13 @@ function uploadRow(name) {
   return row;
 }
 
+// The upload's tus metadata: its name and type, and its expiry when one is chosen.
+function uploadMetadata(name, file) {
+  const metadata = { filename: name, filetype: file.type || "application/octet-stream" };
+  if ($("#upload-expires").value) metadata.expires_in = $("#upload-expires").value;
+  return metadata;
+}
+
 // Upload `file` as `name`; `previous`: the stored upload to resume (else any one found by fingerprint).
 function upload(file, name = folder + file.name, previous = null) {
   const row = uploadRow(name);
@@ -202,6 +215,7 @@ function upload(file, name = folder + file.name, previous = null) {
   const measure = speedometer();
   const started = performance.now();
   let resumedAt = 0;
+  const offsets = new Map(); // each (partial) upload's offset as HEAD said it, when resuming
   let finished = false;
   const finish = (state, text) => {
     finished = true;
@@ -215,13 +229,15 @@ function upload(file, name = folder + file.name, previous = null) {
   const transfer = new tus.Upload(file, {
     endpoint: TUS_ENDPOINT,
     headers: credentials(),
-    metadata: { filename: name, filetype: file.type || "application/octet-stream" },
+    metadata: uploadMetadata(name, file),
     fingerprint: () => Promise.resolve(fingerprint(file, name)),
+    parallelUploads: file.size >= PARALLEL_FROM ? PARALLEL : 1,
     retryDelays: RETRY_DELAYS,
     removeFingerprintOnSuccess: true,
     onAfterResponse: (request, response) => {
       if (request.getMethod() === "HEAD" && response.getStatus() === 200) {
-        resumedAt = Number(response.getHeader("Upload-Offset")) || 0;
+        offsets.set(request.getURL(), Number(response.getHeader("Upload-Offset")) || 0);
+        resumedAt = [...offsets.values()].reduce((sum, offset) => sum + offset, 0);
       }
     },
     onShouldRetry: (error, attempt, options) => {
@@ -304,14 +320,17 @@ function unfinishedRow(entry) {
   const detail = li.querySelector(".detail");
   detail.textContent = `${formatSize(entry.size)}, started ${formatDate(entry.creationTime)}`;
   // How far the server got (and whether it still has it: expired or finished, it is forgotten).
-  fetch(entry.uploadUrl, { method: "HEAD", headers: { ...credentials(), "Tus-Resumable": "1.0.0" } })
-    .then((response) => {
-      if (response.status === 404 || response.status === 410) {
+  // A large file went as parallel partial uploads: their offsets add up.
+  const urls = entry.uploadUrl ? [entry.uploadUrl] : entry.parallelUploadUrls || [];
+  const head = (url) => fetch(url, { method: "HEAD", headers: { ...credentials(), "Tus-Resumable": "1.0.0" } });
+  Promise.all(urls.map(head))
+    .then((responses) => {
+      if (responses.some((response) => response.status === 404 || response.status === 410)) {
         tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished);
         return;
       }
-      const offset = Number(response.headers.get("Upload-Offset"));
-      if (!response.ok || Number.isNaN(offset)) return;
+      const offset = responses.reduce((sum, response) => sum + Number(response.headers.get("Upload-Offset")), 0);
+      if (!responses.every((response) => response.ok) || Number.isNaN(offset)) return;
       li.querySelector("progress").value = entry.size ? offset / entry.size : 0;
       detail.textContent = `${formatSize(offset)} of ${formatSize(entry.size)} stored, started ${formatDate(entry.creationTime)}`;
     })
@@ -329,7 +348,7 @@ function unfinishedRow(entry) {
     upload(file, name, entry);
   });
   li.querySelector(".discard").addEventListener("click", () => {
-    tus.Upload.terminate(entry.uploadUrl, { headers: credentials() })
+    Promise.all(urls.map((url) => tus.Upload.terminate(url, { headers: credentials() })))
       .catch(() => { /* already gone, or offline: it expires on the server by itself */ })
       .finally(() => tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).then(showUnfinished));
   });
@@ -468,9 +487,11 @@ function folderRow(name) {
   tr.dataset.folder = name;
   tr.innerHTML = '<td class="thumb"></td><td class="name"><button type="button" class="link open"></button></td>' +
     '<td class="num size"></td><td class="modified"></td><td class="public"></td><td class="actions">' +
+    '<button type="button" class="secondary zip">Download zip</button>' +
     '<button type="button" class="danger delete-folder">Delete folder</button></td>';
   tr.querySelector(".open").textContent = baseName(name) + "/";
   tr.querySelector(".open").addEventListener("click", () => openFolder(name));
+  tr.querySelector(".zip").addEventListener("click", () => download(name).catch(report));
   tr.querySelector(".delete-folder").addEventListener("click", () => removeFolder(name).catch(report));
   return tr;
 }
@@ -573,6 +594,7 @@ async function shareLink(name, options) {
 // short-lived download link (stateless: never listed among the user's links):
 // the browser streams it to disk, whatever its size.
 async function download(name) {
+  // A folder (its name ends in /) downloads as one zip, through the same kind of link.
   const response = await api("POST", fileUrl(name, "/download-link"), {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ expires_in: DOWNLOAD_LINK_SECONDS }),
@@ -580,19 +602,74 @@ async function download(name) {
   const link = await response.json();
   const a = document.createElement("a");
   a.href = link.url;
-  a.download = name.split("/").pop();
+  a.download = name.endsWith("/") ? `${baseName(name.slice(0, -1))}.zip` : name.split("/").pop();
   document.body.append(a);
   a.click();
   a.remove();
 }
 
 async function share(name) {
-  const link = await shareLink(name);
+  const options = { expires_in: Number($("#share-expires").value) };
+  if ($("#share-password").value) options.password = $("#share-password").value;
+  if ($("#share-max").value) options.max_downloads = Number($("#share-max").value);
+  const link = await shareLink(name, options);
   $("#share-url").value = link.url;
   $("#share-expiry").textContent = formatDate(link.expires_at);
   $("#share-box").hidden = false;
+  loadLinks().catch(report);
   await copy(link.url);
 }
+
+// ---- share links: listed with their use counts, revoked one by one ----------------
+
+async function loadLinks() {
+  const links = await (await api("GET", "/api/links")).json();
+  const list = $("#links");
+  list.replaceChildren(...links.map(linkItem));
+  $("#links-empty").hidden = links.length > 0;
+  $("#links-section").hidden = false;
+}
+
+function linkItem(link) {
+  const li = document.createElement("li");
+  li.dataset.id = link.id;
+  const used = link.max_downloads ? `${link.downloads} of ${link.max_downloads}` : `${link.downloads}`;
+  const state = link.expired ? "expired" : link.used_up ? "used up" : `until ${formatDate(link.expires_at)}`;
+  const text = document.createElement("span");
+  text.className = "link-text";
+  text.textContent = `${link.name}: ${used} downloads, ${state}${link.password ? ", password" : ""} `;
+  const url = document.createElement("input");
+  url.readOnly = true;
+  url.value = link.url;
+  const revoke = document.createElement("button");
+  revoke.type = "button";
+  revoke.className = "danger revoke";
+  revoke.textContent = "Revoke";
+  revoke.addEventListener("click", async () => {
+    await api("DELETE", `/api/links/${encodeURIComponent(link.id)}`).catch(report);
+    loadLinks().catch(report);
+  });
+  li.append(text, url, revoke);
+  return li;
+}
+
+$("#links-refresh").addEventListener("click", () => loadLinks().catch(report));
+
+// ---- upload requests: a link that lets others send files into the open folder ------
+
+$("#request-new").addEventListener("click", async () => {
+  try {
+    const response = await api("POST", "/api/requests", {
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ folder: folder || "inbox/" }),
+    });
+    const made = await response.json();
+    $("#request-url").value = made.url;
+    $("#request-box").hidden = false;
+  } catch (error) {
+    report(error);
+  }
+});
 
 async function copy(text) {
   try {

@@ -91,7 +91,7 @@ from typing import Any
 
 from ...sizes import KiB
 from ..client import S3
-from ..errors import FileNotFound, ReservationLost, StorageFailure
+from ..errors import FileNotFound, QuotaExceeded, ReservationLost, StorageFailure
 from ..keys import user_prefix
 from .ledger import FilesRemoved, Fits, Hold, Lease, Ledger, Look, Release, Stored, key_tag
 from .writer import UserLedger, ledger_key
@@ -104,6 +104,10 @@ log = logging.getLogger(__name__)
 # it needs more: a small body takes little more than it needs when the room left is short, and a
 # large one costs one ledger write per doubling (8 to reach 8 MiB, 15 for 1 GiB).
 FIRST_GRANT = 64 * KiB
+# How long the oldest of a user's uploads of unknown length waits for room to grow into (the
+# younger ones it waits for are refused at once and give theirs back within a ledger write or two).
+GROW_WAIT_SECONDS = 2.0
+GROW_RETRY_SECONDS = 0.1
 # Users whose ledger (and its ETag) a process keeps after their last upload, the least
 # recently used dropped first.
 CACHED_USERS = 4096
@@ -166,10 +170,20 @@ class Reservation:
 
     async def _grow(self, need: int) -> None:
         assert self._ledger is not None
-        now = time.time()
-        granted = await self._ledger.change(
-            Hold(self.lease, need, max(need, 2 * self.bytes), self._extend(now), self.key)
-        )
+        waited = 0.0
+        while True:
+            now = time.time()
+            try:
+                granted = await self._ledger.change(
+                    Hold(self.lease, need, max(need, 2 * self.bytes), self._extend(now), self.key)
+                )
+                break
+            except QuotaExceeded as exc:
+                # The oldest upload waits a little for the room of younger ones refused meanwhile.
+                if not exc.may_wait or waited >= GROW_WAIT_SECONDS:
+                    raise
+            await asyncio.sleep(GROW_RETRY_SECONDS)
+            waited += GROW_RETRY_SECONDS
         self.bytes = granted.bytes
         self.until = max(self.until, granted.until)
 

@@ -124,7 +124,14 @@ class Hold:
         )
         credit = held.credit if held else (0 if credited else self.credit)
         if room < self.need - credit:
-            raise exceeded(quota, room, self.need - credit)
+            refusal = exceeded(quota, room, self.need - credit)
+            # Bodies of unknown length all started at once each hold a first grant and all need
+            # more: refused together, none would ever be stored. The oldest of the user's leases
+            # may wait for room instead (the others, refused, give theirs back); see `_grow`.
+            refusal.may_wait = held is not None and all(
+                held.since <= lease.since for lease in ledger.leases.values() if lease.until >= now
+            )
+            raise refusal
         if held is None and len(ledger.leases) >= MAX_LEASES:
             raise TooManyUploads(f"at most {MAX_LEASES} uploads in progress at once; finish some first")
         lease = Lease(
