@@ -61,7 +61,7 @@ from devtools.rgw import running_rgw, unavailable_reason  # noqa: E402
 from file_uploader.ops.loop import new_event_loop  # noqa: E402
 from file_uploader.settings import Settings  # noqa: E402
 from file_uploader.sizes import PARTS_IN_FLIGHT, GiB, MiB, parse_size  # noqa: E402
-from file_uploader.storage.client import open_client, send_bodies_as_is  # noqa: E402
+from file_uploader.storage.connection import open_client, send_bodies_as_is  # noqa: E402
 from file_uploader.storage.keys import user_id, user_prefix  # noqa: E402
 
 GATEWAY_DIR = Path(os.environ.get("BENCH_GATEWAY_DIR", ROOT)).resolve()

@@ -1,6 +1,6 @@
 """Direct-to-S3 uploads (DIRECT_UPLOADS), one route per call of @uppy/aws-s3's multipart mode:
 
-    POST   /api/direct                    createMultipartUpload: {"name", "size"} -> {"uploadId", "key", ...}
+    POST   /api/direct                    createMultipartUpload: {"name", "size", "partSize"?} -> {"uploadId"}
     POST   /api/direct/{id}/parts/{n}     signPart: {"checksum": base64 SHA-256} -> {"url", "headers"}
     GET    /api/direct/{id}/parts         listParts: [{"PartNumber", "Size", "ETag"}]
     POST   /api/direct/{id}/complete      completeMultipartUpload -> {"name", "size", "etag"}
@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
-from ..storage.direct import DirectUpload, sha256_checksum
+from ..storage.direct import DirectUpload, sha256_checksum, usable_part_size
 from . import hooked
 from .errors import INVALID_FIELD, NOT_FOUND
 from .links import json_body
@@ -46,9 +46,12 @@ async def create(request: web.Request) -> web.Response:
         raise INVALID_FIELD(field="name", problem="must be the file's name")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise INVALID_FIELD(field="size", problem="must be the file's size in bytes, at least 1")
+    part_size = body.get("partSize")
+    if part_size is not None and not usable_part_size(size, part_size):
+        raise INVALID_FIELD(field="partSize", problem="must be 5 MiB to 5 GiB, and make at most 10,000 parts")
     verdict = await hooked.pre_create(request, name, size, HOOK_UPLOAD)
     upload = await request.app[STORAGE].direct.create(
-        request[USER_ID], name, size, max_size=hooked.limit(request, verdict)
+        request[USER_ID], name, size, max_size=hooked.limit(request, verdict), part_size=part_size
     )
     return web.json_response(
         {"uploadId": upload.id, "key": upload.name, "partSize": upload.part_size, "parts": upload.parts},

@@ -1,7 +1,8 @@
 """The storage layer: every S3 call of the gateway, and nothing of HTTP.
 
-    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging),
-                  and the lanes that split its connection pool (downloads, uploads, short calls)
+    connection.py the aiobotocore client's config and factory, and the lanes that split its
+                  connection pool (downloads, uploads, short calls)
+    client.py     `S3`: every call, named, timed, its errors translated, paging
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
@@ -44,7 +45,8 @@ from ..sizes import (
     THUMBNAIL_WORKERS,
 )
 from .checksums import configured
-from .client import S3, Lanes, open_client, open_presigner
+from .client import S3
+from .connection import Lanes, open_client, open_presigner
 from .direct import DirectUploads
 from .encryption import Encryption
 from .events import Events, Journal

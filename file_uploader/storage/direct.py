@@ -88,6 +88,17 @@ def plan_part_size(length: int, base: int) -> int:
     return min(size, MAX_PART_SIZE)
 
 
+def usable_part_size(length: int, part_size: object) -> bool:
+    """Whether a client's part size fits S3's rules for `length` bytes: 5 MiB to 5 GiB, at most
+    10,000 parts."""
+    return (
+        isinstance(part_size, int)
+        and not isinstance(part_size, bool)
+        and MIN_PART_SIZE <= part_size <= MAX_PART_SIZE
+        and math.ceil(length / part_size) <= MAX_PARTS
+    )
+
+
 def sha256_checksum(text: object) -> str | None:
     """`text` if it is the base64 of a SHA-256 digest, else None."""
     if not isinstance(text, str):
@@ -107,12 +118,16 @@ class DirectUploads:
         self.part_size = part_size
         self.expiry = expiry  # UPLOAD_EXPIRY: how long an idle upload is kept
 
-    async def create(self, uid: str, name: str, length: int, *, max_size: int) -> DirectUpload:
+    async def create(
+        self, uid: str, name: str, length: int, *, max_size: int, part_size: int | None = None
+    ) -> DirectUpload:
         """Reserve the quota for `length` bytes, then start the multipart upload on the user's key.
-        QuotaExceeded (nothing created) when it cannot fit, TooLarge past `max_size`."""
+        QuotaExceeded (nothing created) when it cannot fit, TooLarge past `max_size`. `part_size`:
+        the client's own (Uppy's getChunkSize), checked by `usable_part_size`; None: the gateway's."""
         name = validate_name(name)
         if length > max_size:
             raise TooLarge(f"{length} bytes is more than the limit of {max_size}")
+        plan = plan_part_size(length, self.part_size) if part_size is None else part_size
         key = file_key(uid, name)
         upload_id = secrets.token_urlsafe(18)
         now = time.time()
@@ -123,9 +138,7 @@ class DirectUploads:
         )
         try:
             s3_upload_id = await self.s3.create_multipart_upload(key, ChecksumAlgorithm="SHA256")
-            upload = DirectUpload(
-                upload_id, uid, name, length, plan_part_size(length, self.part_size), s3_upload_id, now
-            )
+            upload = DirectUpload(upload_id, uid, name, length, plan, s3_upload_id, now)
             await self.s3.put_object(
                 record_key(uid, upload_id),
                 json.dumps(dataclasses.asdict(upload)).encode(),

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import hashlib
+import json
+import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
+from file_uploader.storage import open_storage
 from file_uploader.storage.direct import part_checksum
 from file_uploader.storage.keys import file_key, user_id
+from file_uploader.storage.sweep import collect_garbage
 
 
 @pytest.fixture
@@ -146,3 +153,64 @@ async def test_a_download_redirect_is_followed_by_curl(direct, auth, token):
     head = out.stdout[: -len(data)].decode().lower()
     assert "302" in head
     assert "content-disposition: attachment" in head and "hello%20world.txt" in head
+
+
+UPPY_DIR = Path(__file__).parent.parent / "node_uppy"
+
+
+def uppy_client() -> Path:
+    """tests/node_uppy/ with Uppy installed (`npm ci`, once); skips where Node is missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for Uppy")
+    if not (UPPY_DIR / "node_modules" / "@uppy" / "aws-s3").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=UPPY_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return UPPY_DIR / "uppy_upload.mjs"
+
+
+@pytest.mark.slow
+async def test_uppy_aws_s3_uploads_100_mib_through_presigned_parts(direct, auth, token, s3, bucket, tmp_path):
+    script = uppy_client()
+    data = os.urandom(100 * MiB)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    gateway = f"http://{direct.server.host}:{direct.server.port}"
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        gateway,
+        token,
+        str(path),
+        "uppy/big.bin",
+        str(8 * MiB),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, (out.decode(), err.decode())
+    answer = json.loads(out.decode().strip().splitlines()[-1])
+    assert answer["parts"] == 13 and answer["body"]["size"] == len(data)
+    stored = s3.get_object(Bucket=bucket, Key=file_key(user_id(token), "uppy/big.bin"))["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+async def test_an_abandoned_direct_upload_is_aborted_by_gc_and_forgotten(
+    direct, direct_settings, auth, s3, bucket
+):
+    plan = await (
+        await direct.post("/api/direct", json={"name": "left.bin", "size": 10}, headers=auth)
+    ).json()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    async with open_storage(direct_settings) as storage:
+        collected = await collect_garbage(storage, datetime.timedelta(0))
+    assert [upload.key.rsplit("/", 1)[-1] for upload in collected.aborted] == ["left.bin"]
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="direct/")
+    gone = await direct.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)
+    assert gone.status == 404
