@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
+from .api import cors, direct, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
 from .api import resumable_draft as draft
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
@@ -67,6 +67,12 @@ ROUTES = [
     web.patch(files.FILE, files.patch_file),  # {"public": true|false}
     web.post(files.FILES, forms.upload_form, expect_handler=forms.expect_form),  # multipart/form-data
     web.get(usage.USAGE, usage.usage, allow_head=False),  # bytes stored against USER_QUOTA
+    # Straight to S3 (DIRECT_UPLOADS): presigned parts, checked before completion (@uppy/aws-s3).
+    web.post(direct.DIRECT, direct.create),
+    web.post(direct.DIRECT_PART, direct.sign_part),
+    web.get(direct.DIRECT_PARTS, direct.list_parts, allow_head=False),
+    web.post(direct.DIRECT_COMPLETE, direct.complete),
+    web.delete(direct.DIRECT_UPLOAD, direct.abort),
     # The public library: no token.
     web.get(public.PUBLIC, public.list_public, allow_head=False),
     web.get(files.PUBLIC_FILE, public.serve_public, name=files.PUBLIC_FILE_NAME, allow_head=False),

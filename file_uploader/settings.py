@@ -340,6 +340,14 @@ class Settings:
         default=None,
         example="http://127.0.0.1:9000",
     )
+    s3_public_endpoint_url: str | None = setting(
+        S3,
+        "The S3 endpoint as clients reach it, for the URLs DIRECT_UPLOADS and DIRECT_DOWNLOADS hand "
+        "out (a public name in front of a private S3_ENDPOINT_URL). Unset: S3_ENDPOINT_URL (or AWS).",
+        _http_url,
+        default=None,
+        example="https://s3.example.com",
+    )
     s3_create_bucket: bool = setting(
         S3, "Create the bucket at startup when it does not exist (1/0).", _bool, default=True
     )
@@ -572,6 +580,21 @@ class Settings:
     )
 
     # --- Features ---
+    direct_uploads: bool = setting(
+        FEATURES,
+        "Let signed-in users upload straight to S3 through presigned part URLs (/api/direct, "
+        "@uppy/aws-s3's multipart mode): the quota is reserved for the declared size first, and each "
+        "part's size and SHA-256 are checked before the file is stored (1/0; docs/api.md).",
+        _bool,
+        default=False,
+    )
+    direct_downloads: bool = setting(
+        FEATURES,
+        "Answer a user's GET of their own file with a 302 to a short-lived presigned S3 URL (with the "
+        "Content-Disposition the gateway would send) instead of streaming it (1/0).",
+        _bool,
+        default=False,
+    )
     share_secret: str | None = setting(
         FEATURES,
         'Key that signs share links (/s/...), any long random text (python -c "import secrets; '

@@ -171,3 +171,11 @@ def growing_capacity(base: int, step: int, max_parts: int) -> int:
         total += run * part_size_for(None, base, number, step=step)
         number += run
     return total
+
+
+# Direct-to-S3 (storage/direct.py). A part's presigned PUT must start within this: a client signs
+# each part just before sending it (as @uppy/aws-s3 does), and S3 checks the time only when a
+# request begins, so a slow part that started in time still finishes.
+DIRECT_PART_URL_SECONDS = 15 * 60
+# A download's redirect is followed at once; the transfer may run longer (S3 checks at the start).
+DIRECT_GET_URL_SECONDS = 60

@@ -88,8 +88,8 @@ def test_there_are_32_settings_in_the_four_groups_of_issue_19_and_those_of_ident
         field.metadata["group"] for field in FIELDS if field.name not in ENGINE_RULES
     )
     assert (
-        sum(counts[group] for group in GROUPS if group != AUTH) == 34
-    )  # and WEBHOOK_RETRY_SECONDS, WEBHOOK_BACKLOG
+        sum(counts[group] for group in GROUPS if group != AUTH) == 37
+    )  # and WEBHOOK_RETRY_SECONDS, WEBHOOK_BACKLOG; DIRECT_*, S3_PUBLIC_ENDPOINT_URL (issue 22)
     assert counts[AUTH] == 11  # issue 24's names, each a contract, and HOOK_TIMEOUT, HOOK_FAIL_OPEN
     assert set(counts) == set(GROUPS)
     assert all(field.metadata["doc"] for field in FIELDS)

@@ -144,6 +144,7 @@ OFFSET_MISMATCH = Error(409, "offset_mismatch", "{detail}")
 REQUEST_FULL = Error(409, "request_full", "{detail}")
 FILE_EXISTS = Error(409, "file_exists", "{detail}")
 UPLOAD_CONFLICT = Error(409, "upload_conflict", "{detail}")
+PARTS_REFUSED = Error(409, "parts_refused", "{detail}")
 LINK_EXPIRED = Error(410, "link_expired", "this link has expired")
 LINK_USED_UP = Error(410, "link_used_up", "{detail}")
 FILE_CHANGED = Error(410, "file_changed", "{detail}")
@@ -205,6 +206,7 @@ STORAGE_ERRORS: dict[type[Exception], Error] = {
     storage.FileExists: FILE_EXISTS,
     storage.UploadLocked: UPLOAD_LOCKED,
     storage.UploadConflict: UPLOAD_CONFLICT,
+    storage.DirectPartsRefused: PARTS_REFUSED,
     storage.PreconditionFailed: UPLOAD_CONFLICT,
     storage.PartsChanged: UPLOAD_CONFLICT,
     storage.StorageBusy: BUSY,

@@ -442,8 +442,18 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     name = decode_name(request)
     if name.endswith("/"):
         zip_format(request)
-        return await send_zip(request, request[USER_ID], validate_folder(name))
-    return await serve(request, _key(request), name)
+        selection = request.query.getall("name", None)
+        return await send_zip(request, request[USER_ID], validate_folder(name), selection=selection)
+    key = _key(request)
+    if request.app[SETTINGS].direct_downloads and "thumbnail" not in request.query:
+        # DIRECT_DOWNLOADS: S3 sends the bytes, with the headers the gateway would have sent.
+        await request.app[STORAGE].files.stat(key)  # there, and not expired
+        inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
+        url = await request.app[STORAGE].direct.download_url(
+            key, content_disposition(name, inline=inline), content_type(name)
+        )
+        raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})
+    return await serve(request, key, name)
 
 
 ZIP_TYPE = "application/zip"
@@ -462,12 +472,15 @@ async def send_zip(
     *,
     before_send: BeforeSend | None = None,
     headers: dict[str, str] | None = None,
+    selection: list[str] | None = None,
 ) -> web.StreamResponse:
     """Stream the zip of the user's `folder` (storage/zips.py) as the response: 404 for a folder
-    with nothing in it; `before_send` as for `serve`. Its length is not known in advance, so it
-    goes out chunked; a failure midway cuts the connection (the zip is then visibly broken)."""
+    with nothing in it; `selection`: only these names in it (`?name=` repeated, files or
+    sub-folders), 404 for one that is not there; `before_send` as for `serve`. Its length is
+    not known in advance, so it goes out chunked; a failure midway cuts the connection (the
+    zip is then visibly broken)."""
     zips = request.app[STORAGE].zips
-    members = await zips.members(uid, folder)
+    members = await zips.members(uid, folder, selection)
     if before_send is not None:
         await before_send()
     base = folder.rstrip("/").rsplit("/", 1)[-1] + ".zip"

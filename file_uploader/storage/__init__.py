@@ -1,7 +1,8 @@
 """The storage layer: every S3 call of the gateway, and nothing of HTTP.
 
-    client.py     the aiobotocore client, its config, `S3` (every call, errors, paging),
-                  and the lanes that split its connection pool (downloads, uploads, short calls)
+    connection.py the aiobotocore client's config and factory, and the lanes that split its
+                  connection pool (downloads, uploads, short calls)
+    client.py     `S3`: every call, named, timed, its errors translated, paging
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
@@ -13,6 +14,7 @@
     library.py    the public library: which files are public, newest first
     thumbnails.py image thumbnails (Pillow, in a thread pool), cached beside the file
     tus/          tus uploads: their state in S3, locks, commits, completion, expiry
+    direct.py     DIRECT_UPLOADS: presigned part URLs straight to S3, checked before completion
     quotas/       USER_QUOTA: a ledger per user in S3 (ledger.py, pure), its writer, reservations
     events.py     file.stored and file.deleted, for whoever listens (the webhook sender)
     cas.py        the one compare-and-swap and lease lock on small S3 objects (tus, quotas)
@@ -43,7 +45,9 @@ from ..sizes import (
     THUMBNAIL_WORKERS,
 )
 from .checksums import configured
-from .client import S3, Lanes, open_client
+from .client import S3
+from .connection import Lanes, open_client, open_presigner
+from .direct import DirectUploads
 from .encryption import Encryption
 from .events import Events, Journal
 from .expiry import Expiry
@@ -118,6 +122,9 @@ class Storage:
             quotas=self.quotas,
             landing=self.landing,
         )
+        self.direct = DirectUploads(
+            s3, self.quotas, self.landing, part_size=settings.part_size, expiry=settings.upload_expiry
+        )
         self.passwords = Passwords()
         self.links = Links(s3, self.passwords)
         self.requests = UploadRequests(s3, self.passwords, self.files)
@@ -139,7 +146,8 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
     that opens many storages on one S3 and has probed it itself (the test
     suite builds hundreds of apps on one moto server).
     """
-    async with open_client(settings) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(open_client(settings))
         s3 = S3(
             client,
             settings.s3_bucket,
@@ -147,6 +155,8 @@ async def open_storage(settings: Settings, *, known: Capabilities | None = None)
             conditional_writes=settings.s3_conditional_writes,
             encryption=Encryption.from_settings(settings),
         )
+        if settings.direct_uploads or settings.direct_downloads:
+            s3.presigner = await stack.enter_async_context(open_presigner(settings))
         storage = Storage(s3, settings, known=known)
         try:
             yield storage

@@ -1,42 +1,18 @@
-"""The S3 client: its configuration, its factory, and `S3`, the narrow set of calls the gateway makes.
+"""`S3`: the narrow set of S3 calls the gateway makes, each named, timed and translated.
 
 Every S3 call of the gateway goes through `S3`, as tusd's S3 store goes
 through its S3API interface: one place names each operation (for metrics and
 logs), translates botocore's and aiohttp's errors into the storage layer's own,
-paginates, batches deletes and aborts. Nothing outside this module imports
-aiobotocore or botocore.
-
-The connection pool, and why it is split in lanes. aiobotocore 3.10's
-AIOHTTPSession gives aiohttp a `TCPConnector(limit=max_pool_connections)` and
-a `ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)`; the
-timeout aiohttp has for waiting for a free pooled connection (`connect`, or
-`total`) is left unset, and AioConfig's `pool_timeout` connector argument is
-read only by its httpx session. So with the aiohttp session a call waits for a
-free connection for ever. And a streamed GetObject holds its connection until
-the client of the download has taken the last byte: 64 downloads whose clients
-never read held all 64 connections, and every other call of every user waited.
-So each call takes a `Lane` first, a semaphore with a bounded wait:
-
-- downloads (GetObject streamed to a client), 3/8 of S3_MAX_CONNECTIONS;
-- uploads (UploadPart, PutObject of a file's or a tail's bytes, reading a tus
-  tail back), 1/2 of it;
-- short calls (listings, HEAD, DELETE, multipart bookkeeping, tus state and
-  locks): whatever S3_MAX_CONNECTIONS leaves.
-
-The lanes add up to the pool's size, so aiohttp's own wait never happens; a
-call that finds its lane full for S3_POOL_WAIT_SECONDS raises StorageBusy (503 with
-Retry-After). Downloads cannot starve uploads or listings, nor the other way
-round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/files.py),
-which gives its connection back.
+paginates, batches deletes and aborts. Nothing outside this module and
+connection.py (the client's configuration, its factory and the lanes of its
+connection pool) imports aiobotocore or botocore.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import enum
 import logging
 import re
 import urllib.parse
@@ -45,21 +21,17 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, M
 from typing import IO, Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.handlers import convert_body_to_file_like_object
 
 from ..ops import metrics
-from ..settings import Settings
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_POOL_WAIT_SECONDS, format_size
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, format_size
+from .connection import Lane, Lanes, send_bodies_as_is
 from .encryption import NO_ENCRYPTION, Encryption
 from .errors import (
     FileNotFound,
     PartsChanged,
     PreconditionFailed,
     RangeNotSatisfiable,
-    StorageBusy,
     StorageError,
     StorageFailure,
     StorageUnavailable,
@@ -101,66 +73,6 @@ class ListPage:
     objects: list[dict[str, Any]]
     prefixes: list[str]
     truncated: bool
-
-
-def s3_config(settings: Settings) -> AioConfig:
-    s3: dict[str, object] = {
-        # The SHA-256 payload signature that botocore adds over plain http
-        # would hash every byte once more, at a third of CRC32's speed, for
-        # what the part's own checksum (checksums.py) already covers. The
-        # headers, that checksum among them, stay signed.
-        "payload_signing_enabled": False,
-    }
-    if settings.s3_endpoint_url:
-        # Path-style addressing: MinIO, Ceph and moto serve buckets under the
-        # endpoint's own host name, not as virtual-host subdomains.
-        s3["addressing_style"] = "path"
-    return AioConfig(
-        # Every part in flight holds a connection; concurrent uploads share the pool.
-        max_pool_connections=settings.s3_max_connections,
-        s3=s3,
-        # The gateway computes its checksums itself and sends them as headers
-        # (checksums.py); botocore adds one only where S3 requires it.
-        request_checksum_calculation="when_required",
-        # Downloads are streamed on as they arrive (files.Download); a
-        # whole-object check at the end would come after the bytes went out.
-        response_checksum_validation="when_required",
-        # Backoff on throttling and transient errors; the attempts per call are
-        # botocore's own AWS_MAX_ATTEMPTS (default 3, the first included).
-        retries={"mode": "standard"},
-    )
-
-
-def open_client(settings: Settings) -> Any:
-    """The aiobotocore S3 client for `settings`, as an async context manager.
-
-    Open it inside the loop that will use it: the server does so once per
-    process, admin commands once per run.
-    """
-    return get_session().create_client(
-        "s3",
-        region_name=settings.aws_region,
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        # A private CA's certificate: botocore's own AWS_CA_BUNDLE.
-        config=s3_config(settings),
-    )
-
-
-def send_bodies_as_is(client: Any) -> None:
-    """Let PutObject and UploadPart send a `bytes` body without botocore's copies.
-
-    By default botocore wraps such a body in a BytesIO, which aiohttp then
-    copies whole, and the request waits for `Expect: 100-continue`: a round
-    trip per part. Handed over as plain bytes, the body is written to the
-    socket as it is. The profile of an upload through the gateway put these
-    copies at about a third of its CPU time.
-    """
-    for operation in ("UploadPart", "PutObject"):
-        client.meta.events.unregister(
-            f"before-parameter-build.s3.{operation}", convert_body_to_file_like_object
-        )
 
 
 @contextlib.contextmanager
@@ -215,48 +127,6 @@ def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
     return failure
 
 
-class Lane(enum.Enum):
-    DOWNLOAD = "download"
-    UPLOAD = "upload"
-    SHORT = "short"
-
-
-class Lanes:
-    """The S3 connections each kind of call may hold, and how long a call waits for one."""
-
-    def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
-        self.timeout = timeout
-        self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
-        self.in_use = dict.fromkeys(sizes, 0)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Lanes:
-        downloads, uploads, short = settings.s3_lanes()
-        sizes = {Lane.DOWNLOAD: downloads, Lane.UPLOAD: uploads, Lane.SHORT: short}
-        return cls(sizes, S3_POOL_WAIT_SECONDS)
-
-    async def take(self, lane: Lane) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._free[lane].acquire()
-        except TimeoutError:
-            metrics.S3_POOL_TIMEOUTS.labels(lane.value).inc()
-            raise StorageBusy(f"no S3 connection came free for {self.timeout:g} s") from None
-        self.in_use[lane] += 1
-
-    def give(self, lane: Lane) -> None:
-        self.in_use[lane] -= 1
-        self._free[lane].release()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, lane: Lane) -> AsyncIterator[None]:
-        await self.take(lane)
-        try:
-            yield
-        finally:
-            self.give(lane)
-
-
 @dataclasses.dataclass
 class OpenObject:
     """A GetObject whose body is still to be read; it holds a download connection until closed."""
@@ -303,6 +173,7 @@ class S3:
         self.lanes = lanes
         self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
         self._conditions_honoured = True  # until the probe finds otherwise
+        self.presigner: Any = None  # open_presigner's client, when direct URLs are on
         send_bodies_as_is(client)
 
     @property
@@ -592,6 +463,17 @@ class S3:
             log.warning("could not abort a multipart upload: %s", exc)
             return False
         return True
+
+    async def presign(self, operation: str, key: str, seconds: int, **params: Any) -> str:
+        """A URL that lets its holder make one `operation` (botocore's name: upload_part,
+        get_object) on `key` for `seconds`, signed for the public endpoint (open_presigner)."""
+        if self.presigner is None:
+            raise StorageError("direct URLs are not configured", "NotConfigured")
+        return str(
+            await self.presigner.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, "Key": key, **params}, ExpiresIn=seconds
+            )
+        )
 
     async def list_parts(self, key: str, upload_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, **self._use}

@@ -186,3 +186,7 @@ class RequestFull(StorageFailure):
 
 class FileExists(StorageFailure):
     """A file of that name is there already, and the caller may only add files."""
+
+
+class DirectPartsRefused(StorageFailure):
+    """A direct upload's parts in S3 are not the parts the gateway signed (storage/direct.py)."""

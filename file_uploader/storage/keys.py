@@ -41,6 +41,7 @@ THUMBNAILS_ROOT = "thumbs/"  # cached thumbnails: see thumbnails.py
 QUOTA_ROOT = "quota/"  # one ledger per user, with USER_QUOTA: see quotas.py
 REMOVED_ROOT = "removed/"  # who removed a file's version first: see landing.py
 # Shorter than files/ too: an expiry marker fits S3's key limit for every name a file may have.
+DIRECT_ROOT = "direct/"  # direct-to-S3 uploads in progress, one record each: see direct.py
 EXPIRY_ROOT = "ttl/"  # one marker per expiring file: see expiry.py
 LINKS_ROOT = "links/"  # share links' records, by link id (not per user): see links.py
 LINK_INDEX_ROOT = "linked/"  # one empty entry per link of a user: see links.py
@@ -59,6 +60,7 @@ USER_ROOTS = (
     LINK_INDEX_ROOT,
     EXPIRY_ROOT,
     REQUEST_INDEX_ROOT,
+    DIRECT_ROOT,
 )
 # Every prefix the gateway writes under; anything else in the bucket is not ours.
 ROOTS = (*USER_ROOTS, LIBRARY_ROOT, LINKS_ROOT, REQUESTS_ROOT, EVENTS_ROOT, PROBE_ROOT)

@@ -24,7 +24,8 @@ from ..ops import metrics
 from ..sizes import PartPlan, format_size
 from .budget import UploadSlots
 from .checksums import Checksum, Integrity
-from .client import S3, Lane
+from .client import S3
+from .connection import Lane
 from .errors import TooLarge, TransferCorrupted
 from .holding import Holding, Part, PartReader
 

@@ -116,6 +116,8 @@ async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> C
     expired = await storage.resumable.expire(now)
     live = await storage.resumable.live_multipart_ids(now)
     aborted = await abort_stale_uploads(storage, older_than, keep=live)
+    # Direct-to-S3 uploads (direct.py): their multipart uploads were aborted above like any other.
+    await storage.direct.forget_abandoned(older_than)
     await _forget_old_removals(storage, now)
     expired_files = await delete_expired_files(storage, now)
     return Collected(expired, aborted, expired_files)

@@ -39,7 +39,7 @@ from stream_zip import ZIP_AUTO, stream_zip
 from ..sizes import S3_POOL_WAIT_SECONDS
 from .errors import FolderNotFound, StorageBusy
 from .files import Files, ObjectInfo
-from .keys import user_prefix
+from .keys import file_key, user_prefix
 
 # Zips written at once in a process, each in its own thread: each holds one S3 download
 # connection and a core while it deflates.
@@ -65,13 +65,28 @@ class Zips:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def members(self, uid: str, folder: str) -> list[tuple[str, ObjectInfo]]:
+    async def members(
+        self, uid: str, folder: str, selection: list[str] | None = None
+    ) -> list[tuple[str, ObjectInfo]]:
         """The files under `folder` (a name ending in /), expired ones left out; FolderNotFound
-        if there is none."""
+        if there is none. `selection`: only these names (in the folder, each a file or a
+        sub-folder ending in /), FileNotFound for one that is not there."""
+        if selection is not None:
+            return await self._selected(uid, folder, selection)
         found = [entry async for page in self.files.list_live(uid, folder) for entry in page]
         if not found:
             raise FolderNotFound("nothing is stored under this folder")
         return found
+
+    async def _selected(self, uid: str, folder: str, selection: list[str]) -> list[tuple[str, ObjectInfo]]:
+        found: dict[str, ObjectInfo] = {}
+        for name in dict.fromkeys(selection):  # once each, in the order given
+            if name.endswith("/"):
+                for entry in await self.members(uid, folder + name):
+                    found.setdefault(*entry)
+            else:
+                found[folder + name] = await self.files.stat(file_key(uid, folder + name))
+        return list(found.items())
 
     async def folder(
         self, uid: str, folder: str, members: list[tuple[str, ObjectInfo]]

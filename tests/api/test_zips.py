@@ -85,3 +85,19 @@ async def test_a_client_that_goes_away_midway_leaves_the_gateway_serving(client,
     response = await client.get("/api/files/cut/", params={"format": "zip"}, headers=auth)
     assert response.status == 200
     assert zipfile.ZipFile(io.BytesIO(await response.read())).namelist() == ["cut/big.bin"]
+
+
+async def test_a_selection_of_a_folder_zips_only_the_names_given(client, auth):
+    for name in ("sel/a.txt", "sel/b.txt", "sel/sub/c.txt", "sel/other.txt"):
+        await put(client, auth, name, name.encode())
+    query = [("format", "zip"), ("name", "a.txt"), ("name", "sub/"), ("name", "b.txt")]
+    response = await client.get("/api/files/sel/", params=query, headers=auth)
+    assert response.status == 200, await response.text()
+    archive = zipfile.ZipFile(io.BytesIO(await response.read()))
+    assert {name: archive.read(name) for name in archive.namelist()} == {
+        "sel/a.txt": b"sel/a.txt",
+        "sel/sub/c.txt": b"sel/sub/c.txt",
+        "sel/b.txt": b"sel/b.txt",
+    }
+    missing = await client.get("/api/files/sel/", params=[("format", "zip"), ("name", "nope")], headers=auth)
+    assert missing.status == 404

@@ -18,7 +18,7 @@ from yarl import URL
 from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
-from file_uploader.storage.client import Lane
+from file_uploader.storage.connection import Lane
 
 from ..faultproxy import Fault, FaultProxy
 from ..helpers import metric, metric_samples, new_token

@@ -1,0 +1,162 @@
+"""The S3 client's configuration and factory, and the lanes that split its connection pool.
+
+The connection pool, and why it is split in lanes. aiobotocore 3.10's
+AIOHTTPSession gives aiohttp a `TCPConnector(limit=max_pool_connections)` and
+a `ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)`; the
+timeout aiohttp has for waiting for a free pooled connection (`connect`, or
+`total`) is left unset, and AioConfig's `pool_timeout` connector argument is
+read only by its httpx session. So with the aiohttp session a call waits for a
+free connection for ever. And a streamed GetObject holds its connection until
+the client of the download has taken the last byte: 64 downloads whose clients
+never read held all 64 connections, and every other call of every user waited.
+So each call takes a `Lane` first, a semaphore with a bounded wait:
+
+- downloads (GetObject streamed to a client), 3/8 of S3_MAX_CONNECTIONS;
+- uploads (UploadPart, PutObject of a file's or a tail's bytes, reading a tus
+  tail back), 1/2 of it;
+- short calls (listings, HEAD, DELETE, multipart bookkeeping, tus state and
+  locks): whatever S3_MAX_CONNECTIONS leaves.
+
+The lanes add up to the pool's size, so aiohttp's own wait never happens; a
+call that finds its lane full for S3_POOL_WAIT_SECONDS raises StorageBusy (503 with
+Retry-After). Downloads cannot starve uploads or listings, nor the other way
+round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/files.py),
+which gives its connection back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.handlers import convert_body_to_file_like_object
+
+from ..ops import metrics
+from ..settings import Settings
+from ..sizes import S3_POOL_WAIT_SECONDS
+from .errors import StorageBusy
+
+
+def s3_config(settings: Settings) -> AioConfig:
+    s3: dict[str, object] = {
+        # The SHA-256 payload signature that botocore adds over plain http
+        # would hash every byte once more, at a third of CRC32's speed, for
+        # what the part's own checksum (checksums.py) already covers. The
+        # headers, that checksum among them, stay signed.
+        "payload_signing_enabled": False,
+    }
+    if settings.s3_endpoint_url:
+        # Path-style addressing: MinIO, Ceph and moto serve buckets under the
+        # endpoint's own host name, not as virtual-host subdomains.
+        s3["addressing_style"] = "path"
+    return AioConfig(
+        # Every part in flight holds a connection; concurrent uploads share the pool.
+        max_pool_connections=settings.s3_max_connections,
+        s3=s3,
+        # The gateway computes its checksums itself and sends them as headers
+        # (checksums.py); botocore adds one only where S3 requires it.
+        request_checksum_calculation="when_required",
+        # Downloads are streamed on as they arrive (files.Download); a
+        # whole-object check at the end would come after the bytes went out.
+        response_checksum_validation="when_required",
+        # Backoff on throttling and transient errors; the attempts per call are
+        # botocore's own AWS_MAX_ATTEMPTS (default 3, the first included).
+        retries={"mode": "standard"},
+    )
+
+
+def open_client(settings: Settings) -> Any:
+    """The aiobotocore S3 client for `settings`, as an async context manager.
+
+    Open it inside the loop that will use it: the server does so once per
+    process, admin commands once per run.
+    """
+    return get_session().create_client(
+        "s3",
+        region_name=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        # A private CA's certificate: botocore's own AWS_CA_BUNDLE.
+        config=s3_config(settings),
+    )
+
+
+def open_presigner(settings: Settings) -> Any:
+    """A client that only signs URLs (direct.py): SigV4 in the query string, for the endpoint
+    the clients see (S3_PUBLIC_ENDPOINT_URL, else S3_ENDPOINT_URL). Signing makes no request, so
+    this client opens no connection; it is separate because a URL is signed for its host."""
+    endpoint = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+    s3: dict[str, object] = {"addressing_style": "path"} if endpoint else {}
+    return get_session().create_client(
+        "s3",
+        region_name=settings.aws_region,
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        # botocore would sign an S3 URL with SigV2 in us-east-1; SigV4 signs the headers a
+        # part's PUT must carry (its length and checksum), which S3 then holds the PUT to.
+        config=AioConfig(signature_version="s3v4", s3=s3),
+    )
+
+
+def send_bodies_as_is(client: Any) -> None:
+    """Let PutObject and UploadPart send a `bytes` body without botocore's copies.
+
+    By default botocore wraps such a body in a BytesIO, which aiohttp then
+    copies whole, and the request waits for `Expect: 100-continue`: a round
+    trip per part. Handed over as plain bytes, the body is written to the
+    socket as it is. The profile of an upload through the gateway put these
+    copies at about a third of its CPU time.
+    """
+    for operation in ("UploadPart", "PutObject"):
+        client.meta.events.unregister(
+            f"before-parameter-build.s3.{operation}", convert_body_to_file_like_object
+        )
+
+
+class Lane(enum.Enum):
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    SHORT = "short"
+
+
+class Lanes:
+    """The S3 connections each kind of call may hold, and how long a call waits for one."""
+
+    def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
+        self.timeout = timeout
+        self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
+        self.in_use = dict.fromkeys(sizes, 0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lanes:
+        downloads, uploads, short = settings.s3_lanes()
+        sizes = {Lane.DOWNLOAD: downloads, Lane.UPLOAD: uploads, Lane.SHORT: short}
+        return cls(sizes, S3_POOL_WAIT_SECONDS)
+
+    async def take(self, lane: Lane) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._free[lane].acquire()
+        except TimeoutError:
+            metrics.S3_POOL_TIMEOUTS.labels(lane.value).inc()
+            raise StorageBusy(f"no S3 connection came free for {self.timeout:g} s") from None
+        self.in_use[lane] += 1
+
+    def give(self, lane: Lane) -> None:
+        self.in_use[lane] -= 1
+        self._free[lane].release()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, lane: Lane) -> AsyncIterator[None]:
+        await self.take(lane)
+        try:
+            yield
+        finally:
+            self.give(lane)
