@@ -177,7 +177,11 @@ class Part:
         """Keep `piece` (already read from the client), in memory if it can be had soon, else on disk."""
         size = len(piece)
         if self._file is None:
-            if await self._holding.take_memory(self.owner, size):
+            # Memory free now is taken without a wait (and without the coroutines and the
+            # closure of one), as `take_memory` would take it first: a chunk is read
+            # thousands of times a second.
+            memory = self._holding.memory
+            if memory.try_acquire(self.owner, size) or await self._holding.take_memory(self.owner, size):
                 self._pieces.append(piece)
                 self.memory += size
             else:
