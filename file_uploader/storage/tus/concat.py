@@ -23,7 +23,12 @@ which this module assembles at once into the file, as tusd's S3 store does:
 Then it completes as every tus upload does (completion.py: the record says
 "completing" first, so a process that dies there leaves it for the next
 reader to finish), lands as every stored file does (landing.py: event,
-library, thumbnails), and its partial uploads are removed. Quotas: each
+library, thumbnails), and its partial uploads are removed. A process that
+dies between the copies and that record leaves a multipart upload no record
+names (gc's stale-upload sweep aborts it) and the partial uploads whole: the
+client's retry of the final upload starts again. One that dies after the
+completion leaves the partial uploads to expire (UPLOAD_EXPIRY), their leases
+with them. Quotas: each
 partial upload holds its room (its lease) from its creation, as any upload;
 the final upload takes no more room, its file's bytes are counted once stored
 and the partial uploads' leases given back just after. While the final upload
