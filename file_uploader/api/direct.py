@@ -1,7 +1,7 @@
 """Direct-to-S3 uploads (DIRECT_UPLOADS), one route per call of @uppy/aws-s3's multipart mode:
 
     POST   /api/direct                    createMultipartUpload: {"name", "size", "partSize"?} -> {"uploadId"}
-    POST   /api/direct/{id}/parts/{n}     signPart: {"checksum": base64 SHA-256} -> {"url", "headers"}
+    POST   /api/direct/{id}/parts/{n}     signPart: {"checksum": SHA-256, "md5"?} -> {"url", "headers"}
     GET    /api/direct/{id}/parts         listParts: [{"PartNumber", "Size", "ETag"}]
     POST   /api/direct/{id}/complete      completeMultipartUpload -> {"name", "size", "etag"}
     DELETE /api/direct/{id}               abortMultipartUpload
@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
-from ..storage.direct import DirectUpload, sha256_checksum, usable_part_size
+from ..storage.direct import DirectUpload, md5_checksum, sha256_checksum, usable_part_size
 from . import hooked
 from .errors import INVALID_FIELD, NOT_FOUND
 from .links import json_body
@@ -65,8 +65,11 @@ async def sign_part(request: web.Request) -> web.Response:
     checksum = sha256_checksum(body.get("checksum"))
     if checksum is None:
         raise INVALID_FIELD(field="checksum", problem="must be the base64 of the part's SHA-256")
+    md5 = md5_checksum(body["md5"]) if body.get("md5") is not None else None
+    if body.get("md5") is not None and md5 is None:
+        raise INVALID_FIELD(field="md5", problem="must be the base64 of the part's MD5 (Content-MD5)")
     number = int(request.match_info["number"])
-    url, headers = await request.app[STORAGE].direct.sign_part(upload, number, checksum)
+    url, headers = await request.app[STORAGE].direct.sign_part(upload, number, checksum, md5)
     return web.json_response({"url": url, "headers": headers, "size": upload.part_length(number)})
 
 

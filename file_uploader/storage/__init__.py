@@ -130,6 +130,7 @@ class Storage:
         self.requests = UploadRequests(s3, self.passwords, self.files)
         self.zips = Zips(self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
+        self.direct.etags_are_md5 = lambda: self.readiness.capabilities.etag_is_md5
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
         """Refuse an upload before its body (an expect handler's one call): landing.Landing.admit."""

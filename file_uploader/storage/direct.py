@@ -37,6 +37,7 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..sizes import DIRECT_GET_URL_SECONDS, DIRECT_PART_URL_SECONDS, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
@@ -47,6 +48,7 @@ from .landing import Finish, Landing
 from .quotas import Quotas, size_before
 
 SHA256_BYTES = 32  # a SHA-256 digest, as x-amz-checksum-sha256 carries it (base64)
+MD5_BYTES = 16  # an MD5 digest, as Content-MD5 carries it (base64)
 # The quota lease lasts as long as a tus upload's would: idle uploads are gc's after UPLOAD_EXPIRY.
 LEASE_SPAN = 1.25
 
@@ -99,6 +101,21 @@ def usable_part_size(length: int, part_size: object) -> bool:
     )
 
 
+def signed_prefix(uid: str, upload_id: str) -> str:
+    return f"{record_key(uid, upload_id)}.signed/"
+
+
+def md5_checksum(text: object) -> str | None:
+    """`text` if it is the base64 of an MD5 digest (Content-MD5), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return text if len(raw) == MD5_BYTES else None
+
+
 def sha256_checksum(text: object) -> str | None:
     """`text` if it is the base64 of a SHA-256 digest, else None."""
     if not isinstance(text, str):
@@ -117,6 +134,9 @@ class DirectUploads:
         self.landing = landing
         self.part_size = part_size
         self.expiry = expiry  # UPLOAD_EXPIRY: how long an idle upload is kept
+        # Whether S3's part ETags are the MD5 of their bytes (the startup probe's finding, set by
+        # Storage): only then can a part's ETag be held to the MD5 signed for it.
+        self.etags_are_md5: Callable[[], bool] = lambda: False
 
     async def create(
         self, uid: str, name: str, length: int, *, max_size: int, part_size: int | None = None
@@ -159,11 +179,21 @@ class DirectUploads:
             raise UploadNotFound("no such direct upload") from None
         return DirectUpload(**record)
 
-    async def sign_part(self, upload: DirectUpload, number: int, checksum: str) -> tuple[str, dict[str, str]]:
-        """The presigned PUT of part `number` and the headers it must be sent with."""
+    async def sign_part(
+        self, upload: DirectUpload, number: int, checksum: str, md5: str | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """The presigned PUT of part `number` and the headers it must be sent with. `md5`: the
+        part's Content-MD5 (base64), signed too: the checksum S3 engines that ignore SHA-256 verify
+        (Ceph RGW 16), and, where S3's part ETag is the MD5 of its bytes (moto, RGW, AWS without
+        SSE-KMS or SSE-C), what the completion compares each part's ETag with.
+
+        What was signed is kept in the name of an empty object, ``direct/<user>/<id>.signed/
+        <n>.<sha256>.<md5>``, so that the completion finds all of it in one listing; a part signed
+        twice (a retry) has two, and its bytes must match one of them."""
         if not 1 <= number <= upload.parts:
             raise DirectPartsRefused(f"part numbers run from 1 to {upload.parts} for this upload")
         length = upload.part_length(number)
+        extra = {"ContentMD5": md5} if md5 else {}
         url = await self.s3.presign(
             "upload_part",
             upload.key,
@@ -172,8 +202,22 @@ class DirectUploads:
             PartNumber=number,
             ContentLength=length,
             ChecksumSHA256=checksum,
+            **extra,
         )
-        return url, {"x-amz-checksum-sha256": checksum}
+        md5_hex = base64.b64decode(md5).hex() if md5 else "-"
+        sha_hex = base64.b64decode(checksum).hex()
+        await self.s3.put_object(f"{signed_prefix(upload.uid, upload.id)}{number}.{sha_hex}.{md5_hex}", b"")
+        return url, {"x-amz-checksum-sha256": checksum} | ({"Content-MD5": md5} if md5 else {})
+
+    async def _signed(self, upload: DirectUpload) -> dict[int, set[tuple[str, str]]]:
+        """Per part number, the (SHA-256, MD5) pairs signed for it, in hex ("-": no MD5)."""
+        signed: dict[int, set[tuple[str, str]]] = {}
+        prefix = signed_prefix(upload.uid, upload.id)
+        async for page in self.s3.list_objects(prefix):
+            for item in page:
+                number, sha_hex, md5_hex = item["Key"][len(prefix) :].split(".")
+                signed.setdefault(int(number), set()).add((sha_hex, md5_hex))
+        return signed
 
     async def parts(self, upload: DirectUpload) -> list[dict[str, Any]]:
         """The parts S3 holds (PartNumber, Size, ETag), for a client that resumes."""
@@ -194,7 +238,7 @@ class DirectUploads:
             ]
         except FileNotFound:
             raise UploadNotFound("the upload was aborted") from None
-        problem = self._problem(upload, held)
+        problem = self._problem(upload, held, await self._signed(upload), self.etags_are_md5())
         if problem:
             await self.abort(upload)
             raise DirectPartsRefused(f"{problem}: the upload was aborted")
@@ -208,7 +252,7 @@ class DirectUploads:
         ]
         done = await self.s3.complete_multipart_upload(upload.key, upload.s3_upload_id, parts)
         etag = done["ETag"]
-        await self.s3.delete_object(record_key(upload.uid, upload.id))
+        await self._forget(upload)
         counted = self.quotas.upload_stored(
             upload.uid, upload.key, upload.id, upload.length, replaced, exact=known
         )
@@ -216,21 +260,43 @@ class DirectUploads:
         return upload.length, etag
 
     @staticmethod
-    def _problem(upload: DirectUpload, held: list[dict[str, Any]]) -> str | None:
-        """What is wrong with the parts S3 holds, against the plan the gateway signed (None: nothing)."""
+    def _problem(
+        upload: DirectUpload,
+        held: list[dict[str, Any]],
+        signed: dict[int, set[tuple[str, str]]],
+        etags_are_md5: bool,
+    ) -> str | None:
+        """What is wrong with the parts S3 holds, against what the gateway signed (None: nothing):
+        each part's size, its SHA-256 where S3 reports one, its ETag where that is the MD5 of its
+        bytes and an MD5 was signed."""
         numbers = [part["PartNumber"] for part in held]
         if numbers != list(range(1, upload.parts + 1)):
             return f"S3 holds parts {numbers[:5]}..., the upload needs parts 1 to {upload.parts}"
         for part in held:
-            want = upload.part_length(part["PartNumber"])
+            number = part["PartNumber"]
+            want = upload.part_length(number)
             if part["Size"] != want:
-                return f"part {part['PartNumber']} is {part['Size']} bytes, {want} were signed"
+                return f"part {number} is {part['Size']} bytes, {want} were signed"
+            pairs = signed.get(number, set())
+            if not pairs:
+                return f"part {number} was never signed"
+            if "ChecksumSHA256" in part:
+                sha_hex = base64.b64decode(part["ChecksumSHA256"]).hex()
+                if all(sha != sha_hex for sha, _ in pairs):
+                    return f"part {number} has another SHA-256 than signed"
+            md5s = {md5 for _, md5 in pairs}
+            if etags_are_md5 and "-" not in md5s and part["ETag"].strip('"').lower() not in md5s:
+                return f"part {number} has other bytes than signed (its ETag is not the MD5 signed)"
         return None
 
     async def abort(self, upload: DirectUpload) -> None:
         """Abort the multipart upload, give its quota back, forget it."""
         await self.s3.abort_multipart_upload(upload.key, upload.s3_upload_id)
         await self.quotas.upload_ended(upload.uid, upload.id)
+        await self._forget(upload)
+
+    async def _forget(self, upload: DirectUpload) -> None:
+        await self.s3.delete_prefix(signed_prefix(upload.uid, upload.id))
         await self.s3.delete_object(record_key(upload.uid, upload.id))
 
     async def download_url(self, key: str, disposition: str, content_type: str) -> str:
@@ -250,7 +316,7 @@ class DirectUploads:
         forgotten = 0
         async for page in self.s3.list_objects(DIRECT_ROOT):
             for item in page:
-                if item["LastModified"] > cutoff:
+                if item["LastModified"] > cutoff or ".signed/" in item["Key"]:
                     continue
                 try:
                     record = DirectUpload(**json.loads(await self.s3.read_object(item["Key"])))
@@ -259,6 +325,7 @@ class DirectUploads:
                     continue  # still there: not abandoned yet
                 except (FileNotFound, ValueError, TypeError):
                     pass
+                await self.s3.delete_prefix(item["Key"] + ".signed/")
                 await self.s3.delete_object(item["Key"])
                 forgotten += 1
         return forgotten

@@ -13,6 +13,7 @@ the plan it signed), and that is what these tests prove; AWS refuses the bytes a
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime
 import hashlib
@@ -214,3 +215,30 @@ async def test_an_abandoned_direct_upload_is_aborted_by_gc_and_forgotten(
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="direct/")
     gone = await direct.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)
     assert gone.status == 404
+
+
+async def test_a_part_whose_bytes_do_not_match_its_signed_md5_is_refused_at_completion(
+    direct, auth, s3, bucket
+):
+    # moto stores the part whatever its Content-MD5 says (AWS and Ceph RGW refuse it with 400
+    # BadDigest); its part ETag is the MD5 of the bytes it got, which the completion compares.
+    plan = await (
+        await direct.post("/api/direct", json={"name": "flip.bin", "size": 1000}, headers=auth)
+    ).json()
+    meant, sent = b"m" * 1000, b"m" * 999 + b"!"
+    md5 = base64.b64encode(hashlib.md5(meant).digest()).decode()
+    signed = await (
+        await direct.post(
+            f"/api/direct/{plan['uploadId']}/parts/1",
+            json={"checksum": part_checksum(meant), "md5": md5},
+            headers=auth,
+        )
+    ).json()
+    assert signed["headers"]["Content-MD5"] == md5
+    await _put_part(signed["url"], signed["headers"], sent)
+    done = await direct.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)
+    assert done.status == 409
+    assert "other bytes" in (await done.json())["error"]["message"]
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="direct/")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="files/")
