@@ -20,7 +20,8 @@ bench/results/. Settings (environment):
     BENCH_ZIP_SIZES=256MiB,2GiB          folder sizes for the zip download's peak memory growth
     BENCH_PEER_SIZE=512MiB               file size of the tus-node-server peer lines...
     BENCH_PEER_TARGETS=fast,moto,rgw     ...on these S3 servers (npm installs the peer in a scratch dir)
-    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer
+    BENCH_IDLE_CONNECTIONS=10000         idle keep-alive connections in the scale lines
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
@@ -39,6 +40,7 @@ import datetime
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -690,6 +692,73 @@ async def bench_form(report: Report, work: Path, runs: int) -> None:
     )
 
 
+async def idle_connection(host: str, port: int) -> asyncio.StreamWriter:
+    """A connection that has made one request (GET /healthz) and now sits idle, kept alive."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return writer
+
+
+async def bench_scale(report: Report, runs: int) -> None:
+    """RSS per idle keep-alive connection, BENCH_IDLE_CONNECTIONS of them on one process (its
+    MAX_CONNECTIONS and the open-file limit raised as a deployment would), and another
+    client's upload while they are open against the same upload without them."""
+    count = int(os.environ.get("BENCH_IDLE_CONNECTIONS", "10000"))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 1000:
+        print(f"# no scale lines: the open-file limit ({hard}) is below {count} connections", flush=True)
+        return
+    # The bench's own sockets, and the gateway's, which inherits the limit.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    size = 64 * MiB
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        with gateway(s3_url, "bench", {"MAX_CONNECTIONS": str(count + 500)}) as (url, pid):
+            host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+            token = str(uuid.uuid4())
+            async with aiohttp.ClientSession() as session:
+
+                async def speed() -> float:
+                    started = time.perf_counter()
+                    status = await upload_generated(session, f"{url}/api/files/other", token, size)
+                    if status != 204:
+                        raise RuntimeError(f"gateway upload answered {status}")
+                    return size / MiB / (time.perf_counter() - started)
+
+                await speed()  # warm up
+                alone = median([await speed() for _ in range(runs)])
+                before = memory(pid)["VmRSS"]
+                writers: list[asyncio.StreamWriter] = []
+                try:
+                    for start in range(0, count, 500):
+                        batch = range(start, min(start + 500, count))
+                        writers += await asyncio.gather(*(idle_connection(host, port) for _ in batch))
+                    await asyncio.sleep(1)
+                    grown = memory(pid)["VmRSS"] - before
+                    during = median([await speed() for _ in range(runs)])
+                finally:
+                    for writer in writers:
+                        writer.close()
+    report.add(f"RSS per idle keep-alive connection, {count} open", grown / count / 1024, None, "KiB")
+    report.add(
+        f"{human(size)} upload while {count} idle connections are open (vs none)",
+        during,
+        alone,
+        "MiB/s",
+        target=">= 0.9x",
+        met=during / alone >= 0.9,
+    )
+
+
 TUS_NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/s3-store@2.0.7")
 
 
@@ -903,6 +972,7 @@ SECTIONS = {
     "form": bench_form,
     "zip": bench_zip,
     "peer": bench_peer,
+    "scale": bench_scale,
 }
 
 

@@ -47,6 +47,7 @@ from .errors import (
     as_api_error,
 )
 from .proxies import absolute_url
+from .tus import upload_of
 
 INTEROP = "Upload-Draft-Interop-Version"
 INTEROP_VERSIONS = ("6", "7", "8")
@@ -218,15 +219,9 @@ async def create(request: web.Request) -> web.Response:
     return web.Response(status=201, headers={hdrs.LOCATION: location, **_state(request, upload)})
 
 
-async def _get(request: web.Request) -> Upload:
-    return await request.app[STORAGE].resumable.get(
-        request[USER_ID], request.match_info["upload_id"], time.time()
-    )
-
-
 @draft_route
 async def head(request: web.Request) -> web.Response:
-    upload = await _get(request)
+    upload = await upload_of(request)
     return web.Response(status=204, headers={**_state(request, upload), hdrs.CACHE_CONTROL: "no-store"})
 
 
@@ -237,13 +232,13 @@ async def patch(request: web.Request) -> web.Response:
     offset = _number(request, "Upload-Offset")
     if offset is None:
         raise MISSING_OFFSET()
-    upload = await _append(request, await _get(request), offset)
+    upload = await _append(request, await upload_of(request), offset)
     return web.Response(status=204, headers=_state(request, upload))
 
 
 @draft_route
 async def cancel(request: web.Request) -> web.Response:
-    await request.app[STORAGE].resumable.terminate(await _get(request))
+    await request.app[STORAGE].resumable.terminate(await upload_of(request))
     return web.Response(status=204)
 
 

@@ -306,7 +306,8 @@ async def _create_final(request: web.Request, partial_ids: list[str]) -> web.Res
     return web.Response(status=201, headers=headers)
 
 
-async def _get(request: web.Request) -> Upload:
+async def upload_of(request: web.Request) -> Upload:
+    """The upload the request's path names, of the request's user (tus and the IETF draft)."""
     return await request.app[STORAGE].resumable.get(
         request[USER_ID], request.match_info["upload_id"], time.time()
     )
@@ -314,7 +315,7 @@ async def _get(request: web.Request) -> Upload:
 
 @tus_route
 async def head(request: web.Request) -> web.Response:
-    upload = await _get(request)
+    upload = await upload_of(request)
     headers = _upload_headers(upload)
     headers[hdrs.CACHE_CONTROL] = "no-store"
     if upload.length is None:
@@ -334,13 +335,13 @@ async def patch(request: web.Request) -> web.Response:
         raise MISSING_OFFSET()
     if request.content_type != OFFSET_OCTET_STREAM:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
-    upload = await _append(request, await _get(request), offset)
+    upload = await _append(request, await upload_of(request), offset)
     return web.Response(status=204, headers=_upload_headers(upload))
 
 
 @tus_route
 async def terminate(request: web.Request) -> web.Response:
-    upload = await _get(request)
+    upload = await upload_of(request)
     await request.app[STORAGE].resumable.terminate(upload)
     return web.Response(status=204)
 
