@@ -590,8 +590,9 @@ class Settings:
     )
     direct_downloads: bool = setting(
         FEATURES,
-        "Answer a user's GET of their own file with a 302 to a short-lived presigned S3 URL (with the "
-        "Content-Disposition the gateway would send) instead of streaming it (1/0).",
+        "Answer a file's download (the user's own, a share link's, the public library's; thumbnails "
+        "and folder zips aside) with a 302 to a short-lived presigned S3 URL, with the "
+        "Content-Disposition the gateway would send, instead of streaming it (1/0).",
         _bool,
         default=False,
     )

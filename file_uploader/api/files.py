@@ -187,6 +187,8 @@ async def serve(
     size = _thumbnail_size(request)
     if size is None:
         inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
+        if request.app[SETTINGS].direct_downloads:
+            await _redirect(request, key, name, inline, if_match, before_send)
         disposition = {"Content-Disposition": content_disposition(name, inline=inline), **(headers or {})}
         return await send_file(
             request, key, name, if_match=if_match, headers=disposition, before_send=before_send
@@ -444,16 +446,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         zip_format(request)
         selection = request.query.getall("name", None)
         return await send_zip(request, request[USER_ID], validate_folder(name), selection=selection)
-    key = _key(request)
-    if request.app[SETTINGS].direct_downloads and "thumbnail" not in request.query:
-        # DIRECT_DOWNLOADS: S3 sends the bytes, with the headers the gateway would have sent.
-        await request.app[STORAGE].files.stat(key)  # there, and not expired
-        inline = flag(request.query.get("inline"), "inline") and may_be_inline(content_type(name))
-        url = await request.app[STORAGE].direct.download_url(
-            key, content_disposition(name, inline=inline), content_type(name)
-        )
-        raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})
-    return await serve(request, key, name)
+    return await serve(request, _key(request), name)
 
 
 ZIP_TYPE = "application/zip"
@@ -503,6 +496,30 @@ async def send_zip(
         metrics.DOWNLOADED_BYTES.inc(sent)
     await send(request, response)
     return response
+
+
+async def _redirect(
+    request: web.Request,
+    key: str,
+    name: str,
+    inline: bool,
+    if_match: str | None,
+    before_send: BeforeSend | None,
+) -> None:
+    """DIRECT_DOWNLOADS: a 302 to a short-lived presigned GET, which S3 answers with the headers
+    the gateway would have sent. The file is looked at first (there, not expired, and for a link
+    pinned to a version, that version); `before_send` runs as for a streamed download. A file
+    replaced in the seconds between this look and the client's GET is sent in its new version: a
+    presigned URL cannot carry If-Match for a browser to send."""
+    info = await request.app[STORAGE].files.stat(key)
+    if if_match is not None and info.etag != if_match:
+        raise _changed()
+    if before_send is not None:
+        await before_send()
+    url = await request.app[STORAGE].direct.download_url(
+        key, content_disposition(name, inline=inline), content_type(name)
+    )
+    raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
 async def send_file(

@@ -243,7 +243,13 @@ class DirectUploads:
             await self.abort(upload)
             raise DirectPartsRefused(f"{problem}: the upload was aborted")
         if finish is not None:
-            await finish(upload.length)
+            try:
+                await finish(upload.length)
+            except BaseException:
+                # The pre-finish hook refused the file (or could not be asked): as for a tus upload,
+                # nothing of it is kept, and its room in the quota comes back.
+                await self.abort(upload)
+                raise
         replaced, known = await self.landing.replaced_size(upload.uid, upload.key)
         parts = [
             {"PartNumber": part["PartNumber"], "ETag": part["ETag"]}

@@ -21,17 +21,24 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from file_uploader.app import create_app
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
 from file_uploader.storage import open_storage
 from file_uploader.storage.direct import part_checksum
 from file_uploader.storage.keys import file_key, user_id
 from file_uploader.storage.sweep import collect_garbage
+
+from ..helpers import new_token, run_gateway
+from ..hooks.test_blocking import SECRET as HOOK_SECRET
+from ..hooks.test_blocking import Receiver
 
 
 @pytest.fixture
@@ -242,3 +249,76 @@ async def test_a_part_whose_bytes_do_not_match_its_signed_md5_is_refused_at_comp
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="direct/")
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="files/")
+
+
+def test_the_page_follows_a_download_redirect(s3_url, bucket, tmp_path, browser_page):
+    token = new_token()
+    data = os.urandom(200_000)
+    with run_gateway(s3_url, bucket, tmp_path, DIRECT_DOWNLOADS="1") as gateway:
+        put = urllib.request.Request(
+            f"{gateway}/api/files/photo%20one.bin", data=data, method="PUT", headers={"X-Auth-Token": token}
+        )
+        urllib.request.urlopen(put, timeout=10).close()
+        page = browser_page
+        page.goto(gateway + "/")
+        page.fill("#token", token)
+        page.click("#token-use")
+        redirects = []
+        page.on(
+            "response", lambda response: redirects.append(response.status) if response.status == 302 else None
+        )
+        with page.expect_download() as download_info:
+            page.click('#files tr[data-name="photo one.bin"] button.download')
+        download = download_info.value
+        assert download.suggested_filename == "photo one.bin"
+        saved = tmp_path / "downloaded.bin"
+        download.save_as(saved)
+        assert saved.read_bytes() == data
+    # The page's download link answered with the redirect (a download's own responses are not
+    # the page's events): the access log says so.
+    assert "route=/s/{link} status=302" in (tmp_path / "gateway.log").read_text()
+
+
+@pytest.fixture
+async def hook_receiver():
+    """The operator's hook endpoint (tests/hooks/test_blocking.py's), on a socket of its own."""
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", found.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    found.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hooks"  # type: ignore[union-attr]
+    yield found
+    await runner.cleanup()
+
+
+async def test_the_blocking_hooks_judge_a_direct_upload_before_any_url_and_before_its_file(
+    aiohttp_client,
+    direct_settings,
+    hook_receiver,
+    auth,
+    s3,
+    bucket,
+):
+    settings = dataclasses.replace(direct_settings, hook_url=hook_receiver.url, hook_secret=HOOK_SECRET)
+    client = await aiohttp_client(await create_app(settings))
+    hook_receiver.answers["pre-create"] = (403, {"message": "no videos here"})
+    refused = await client.post("/api/direct", json={"name": "clip.mp4", "size": 10}, headers=auth)
+    assert refused.status == 403
+    assert (await refused.json())["error"]["message"] == "no videos here"
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    del hook_receiver.answers["pre-create"]
+    hook_receiver.answers["pre-finish"] = (422, {"message": "infected"})
+    result = await upload_like_uppy(client, auth, "scan.bin", b"s" * 1000)
+    assert result["status"] == 422
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="files/")
+    asked = [(hook["type"], hook.get("upload"), hook.get("size")) for hook in hook_receiver.hooks]
+    assert asked == [
+        ("pre-create", "direct", 10),
+        ("pre-create", "direct", 1000),
+        ("pre-finish", "direct", 1000),
+    ]
