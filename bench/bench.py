@@ -21,7 +21,9 @@ bench/results/. Settings (environment):
     BENCH_PEER_SIZE=512MiB               file size of the tus-node-server peer lines...
     BENCH_PEER_TARGETS=fast,moto,rgw     ...on these S3 servers (npm installs the peer in a scratch dir)
     BENCH_IDLE_CONNECTIONS=10000         idle keep-alive connections in the scale lines
-    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale
+    BENCH_WORKERS=1,2,4                  gunicorn worker counts for the worker lines...
+    BENCH_WORKER_UPLOADS=8               ...each under this many concurrent 64 MiB uploads
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale,workers
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
@@ -154,7 +156,9 @@ def gateway_settings(s3_url: str, bucket: str) -> Settings:
 
 
 @contextlib.contextmanager
-def gateway(s3_url: str, bucket: str, extra: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+def gateway(
+    s3_url: str, bucket: str, extra: dict[str, str] | None = None, command: list[str] | None = None
+) -> Iterator[tuple[str, int]]:
     """`python -m file_uploader` against `s3_url`; yields its URL and pid."""
     port = free_port()
     access_key, secret_key = keys(s3_url)
@@ -169,7 +173,7 @@ def gateway(s3_url: str, bucket: str, extra: dict[str, str] | None = None) -> It
         "LOG_LEVEL": "WARNING",
     }
     env.update(extra or {})
-    command = os.environ.get("BENCH_GATEWAY", "-m file_uploader").split()
+    command = command or os.environ.get("BENCH_GATEWAY", "-m file_uploader").split()
     with server([sys.executable, *command], port, env, cwd=GATEWAY_DIR) as process:
         yield f"http://127.0.0.1:{port}", process.pid
 
@@ -759,6 +763,45 @@ async def bench_scale(report: Report, runs: int) -> None:
     )
 
 
+async def bench_workers(report: Report, work: Path, runs: int) -> None:
+    """Aggregate upload throughput of gunicorn with 1, 2 and 4 workers (BENCH_WORKERS):
+    BENCH_WORKER_UPLOADS concurrent curl uploads of 64 MiB each, to the fast stand-in."""
+    path = make_file(work, 64 * MiB)
+    uploads = int(os.environ.get("BENCH_WORKER_UPLOADS", "8"))
+    counts = [int(item) for item in env_list("BENCH_WORKERS", "1,2,4")]
+    speeds: dict[int, float] = {}
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        gunicorn = ["-m", "gunicorn", "file_uploader.app:create_app", "-c", "gunicorn.conf.py"]
+        for count in counts:
+            with gateway(s3_url, "bench", {"WORKERS": str(count)}, gunicorn) as (url, _):
+                auth = f"X-Auth-Token: {uuid.uuid4()}"
+
+                async def burst(auth: str = auth, url: str = url) -> float:
+                    started = time.perf_counter()
+                    done = await asyncio.gather(
+                        *(
+                            curl("-H", auth, "--upload-file", str(path), f"{url}/api/files/w{i}")
+                            for i in range(uploads)
+                        )
+                    )
+                    if any(status != 204 for status, _ in done):
+                        raise RuntimeError(f"gateway uploads answered {[status for status, _ in done]}")
+                    return uploads * 64 / (time.perf_counter() - started)
+
+                await burst()  # warm up every worker
+                speeds[count] = median([await burst() for _ in range(runs)])
+    for count in counts:
+        report.add(
+            f"{uploads} x 64 MiB concurrent, gunicorn with {count} worker(s): aggregate upload",
+            speeds[count],
+            speeds[counts[0]],
+            "MiB/s",
+        )
+
+
 TUS_NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/s3-store@2.0.7")
 
 
@@ -973,6 +1016,7 @@ SECTIONS = {
     "zip": bench_zip,
     "peer": bench_peer,
     "scale": bench_scale,
+    "workers": bench_workers,
 }
 
 
@@ -984,7 +1028,7 @@ async def main() -> None:
     print(report.table(), flush=True)
     try:
         for name in env_list("BENCH_SECTIONS", ",".join(SECTIONS)):
-            if name in ("cpu", "upload", "form", "peer"):
+            if name in ("cpu", "upload", "form", "peer", "workers"):
                 await SECTIONS[name](report, work, runs)
             else:
                 await SECTIONS[name](report, runs)
