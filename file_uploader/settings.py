@@ -773,6 +773,9 @@ class Settings:
             raise SettingsError("S3_SSE=sse-c and S3_SSE_C_KEY go together: the one needs the other")
         if self.s3_sse_kms_key_id and self.s3_sse != "sse-kms":
             raise SettingsError("S3_SSE_KMS_KEY_ID is for S3_SSE=sse-kms only")
+        if self.s3_sse == "sse-c" and (self.direct_uploads or self.direct_downloads):
+            # Every request on an SSE-C object carries the key: a client given a URL would need it.
+            raise SettingsError("DIRECT_UPLOADS and DIRECT_DOWNLOADS cannot work with S3_SSE=sse-c")
 
     def _check_identity(self) -> None:
         if self.auth_hook_url and not self.hook_secret:

@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 
 from file_uploader.app import create_app
-from file_uploader.settings import Settings
+from file_uploader.settings import Settings, SettingsError
 from file_uploader.sizes import MiB
 from file_uploader.storage import open_storage
 from file_uploader.storage.direct import part_checksum
@@ -322,3 +322,10 @@ async def test_the_blocking_hooks_judge_a_direct_upload_before_any_url_and_befor
         ("pre-create", "direct", 1000),
         ("pre-finish", "direct", 1000),
     ]
+
+
+def test_direct_urls_are_refused_with_sse_c(settings):
+    key = base64.b64encode(b"k" * 32).decode()
+    env = {"S3_BUCKET": "b", "S3_SSE": "sse-c", "S3_SSE_C_KEY": key, "DIRECT_DOWNLOADS": "1"}
+    with pytest.raises(SettingsError, match="S3_SSE=sse-c"):
+        Settings.from_env(env)
