@@ -329,3 +329,46 @@ def test_direct_urls_are_refused_with_sse_c(settings):
     env = {"S3_BUCKET": "b", "S3_SSE": "sse-c", "S3_SSE_C_KEY": key, "DIRECT_DOWNLOADS": "1"}
     with pytest.raises(SettingsError, match="S3_SSE=sse-c"):
         Settings.from_env(env)
+
+
+async def test_a_direct_upload_holds_its_room_in_the_quota_until_it_lands_or_is_aborted(
+    aiohttp_client, app_for, direct_settings, auth
+):
+    client = await aiohttp_client(await app_for(dataclasses.replace(direct_settings, user_quota=20 * MiB)))
+    held = await (
+        await client.post("/api/direct", json={"name": "a.bin", "size": 15 * MiB}, headers=auth)
+    ).json()
+    usage = await (await client.get("/api/usage", headers=auth)).json()
+    assert usage["reserved"] == 15 * MiB
+    refused = await client.post("/api/direct", json={"name": "b.bin", "size": 10 * MiB}, headers=auth)
+    assert refused.status == 413
+    assert (await client.delete(f"/api/direct/{held['uploadId']}", headers=auth)).status == 204
+    assert (await (await client.get("/api/usage", headers=auth)).json())["used"] == 0
+    data = b"q" * (12 * MiB)
+    result = await upload_like_uppy(client, auth, "b.bin", data)
+    assert result["status"] == 200
+    usage = await (await client.get("/api/usage", headers=auth)).json()
+    assert (usage["used"], usage["reserved"], usage["files"]) == (12 * MiB, 0, 1)
+
+
+async def test_urls_name_the_public_endpoint_when_one_is_set(
+    aiohttp_client, app_for, direct_settings, s3_url, auth
+):
+    public = s3_url.replace("127.0.0.1", "localhost")
+    client = await aiohttp_client(
+        await app_for(dataclasses.replace(direct_settings, s3_public_endpoint_url=public))
+    )
+    data = b"p" * 5000
+    plan = await (
+        await client.post("/api/direct", json={"name": "pub.bin", "size": len(data)}, headers=auth)
+    ).json()
+    signed = await (
+        await client.post(
+            f"/api/direct/{plan['uploadId']}/parts/1", json={"checksum": part_checksum(data)}, headers=auth
+        )
+    ).json()
+    assert signed["url"].startswith(public + "/")
+    await _put_part(signed["url"], signed["headers"], data)
+    assert (await client.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)).status == 200
+    redirect = await client.get("/api/files/pub.bin", headers=auth, allow_redirects=False)
+    assert redirect.headers["Location"].startswith(public + "/")
