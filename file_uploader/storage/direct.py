@@ -41,8 +41,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..sizes import DIRECT_GET_URL_SECONDS, DIRECT_PART_URL_SECONDS, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
+from .cas import VersionedJson
 from .client import S3
-from .errors import DirectPartsRefused, FileNotFound, TooLarge, UploadNotFound
+from .errors import (
+    DirectPartsRefused,
+    FileNotFound,
+    PreconditionFailed,
+    TooLarge,
+    UploadConflict,
+    UploadNotFound,
+)
 from .keys import DIRECT_ROOT, file_key, validate_name
 from .landing import Finish, Landing
 from .quotas import Quotas, size_before
@@ -99,6 +107,10 @@ def usable_part_size(length: int, part_size: object) -> bool:
         and MIN_PART_SIZE <= part_size <= MAX_PART_SIZE
         and math.ceil(length / part_size) <= MAX_PARTS
     )
+
+
+def completing_key(uid: str, upload_id: str) -> str:
+    return f"{record_key(uid, upload_id)}.completing"
 
 
 def signed_prefix(uid: str, upload_id: str) -> str:
@@ -231,7 +243,25 @@ class DirectUploads:
             raise UploadNotFound("the upload was aborted") from None
 
     async def complete(self, upload: DirectUpload, finish: Finish | None) -> tuple[int, str]:
-        """Check every part S3 holds against the plan, then store the file; its size and ETag."""
+        """Check every part S3 holds against the plan, then store the file; its size and ETag.
+
+        One completion at a time: each first claims ``<record>.completing`` (a create-only
+        compare-and-swap, cas.py), since S3 may answer a second CompleteMultipartUpload of the
+        same upload with success, and the file would then land (event, quota) twice. A claim left
+        by a process killed mid-completion makes further completions 409 until gc aborts the
+        upload."""
+        claim = VersionedJson(self.s3, completing_key(upload.uid, upload.id))
+        try:
+            await claim.write({}, None)
+        except PreconditionFailed:
+            raise UploadConflict("another request is completing this upload") from None
+        try:
+            await self.get(upload.uid, upload.id)  # not completed (nor aborted) meanwhile
+            return await self._complete(upload, finish)
+        finally:
+            await self.s3.delete_object(claim.key)
+
+    async def _complete(self, upload: DirectUpload, finish: Finish | None) -> tuple[int, str]:
         try:
             held = [
                 part async for page in self.s3.list_parts(upload.key, upload.s3_upload_id) for part in page
@@ -303,6 +333,7 @@ class DirectUploads:
 
     async def _forget(self, upload: DirectUpload) -> None:
         await self.s3.delete_prefix(signed_prefix(upload.uid, upload.id))
+        await self.s3.delete_object(completing_key(upload.uid, upload.id))
         await self.s3.delete_object(record_key(upload.uid, upload.id))
 
     async def download_url(self, key: str, disposition: str, content_type: str) -> str:
@@ -322,7 +353,11 @@ class DirectUploads:
         forgotten = 0
         async for page in self.s3.list_objects(DIRECT_ROOT):
             for item in page:
-                if item["LastModified"] > cutoff or ".signed/" in item["Key"]:
+                if (
+                    item["LastModified"] > cutoff
+                    or ".signed/" in item["Key"]
+                    or item["Key"].endswith(".completing")
+                ):
                     continue
                 try:
                     record = DirectUpload(**json.loads(await self.s3.read_object(item["Key"])))
@@ -332,6 +367,7 @@ class DirectUploads:
                 except (FileNotFound, ValueError, TypeError):
                     pass
                 await self.s3.delete_prefix(item["Key"] + ".signed/")
+                await self.s3.delete_object(item["Key"] + ".completing")  # left by a process killed
                 await self.s3.delete_object(item["Key"])
                 forgotten += 1
         return forgotten

@@ -372,3 +372,35 @@ async def test_urls_name_the_public_endpoint_when_one_is_set(
     assert (await client.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)).status == 200
     redirect = await client.get("/api/files/pub.bin", headers=auth, allow_redirects=False)
     assert redirect.headers["Location"].startswith(public + "/")
+
+
+async def test_two_completions_at_once_store_the_file_once(
+    aiohttp_client, app_for, direct_settings, auth, s3, bucket
+):
+    client = await aiohttp_client(await app_for(dataclasses.replace(direct_settings, user_quota=100 * MiB)))
+    data = b"c" * (6 * MiB)
+    plan = await (
+        await client.post("/api/direct", json={"name": "twice.bin", "size": len(data)}, headers=auth)
+    ).json()
+    for number, start in enumerate(range(0, len(data), plan["partSize"]), start=1):
+        chunk = data[start : start + plan["partSize"]]
+        signed = await (
+            await client.post(
+                f"/api/direct/{plan['uploadId']}/parts/{number}",
+                json={"checksum": part_checksum(chunk)},
+                headers=auth,
+            )
+        ).json()
+        await _put_part(signed["url"], signed["headers"], chunk)
+    answers = await asyncio.gather(
+        *(client.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth) for _ in range(4))
+    )
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 404, 409}, statuses
+    usage = await (await client.get("/api/usage", headers=auth)).json()
+    assert (usage["used"], usage["files"]) == (len(data), 1)
+    assert not [
+        key
+        for key in (item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+        if key.startswith("direct/")
+    ]
