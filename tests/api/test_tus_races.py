@@ -40,7 +40,7 @@ async def gateways(aiohttp_client, app_for, settings: Settings, **changes):
 
 async def race(
     gws, auth, run: int, *, checksum: bool = False
-) -> tuple[list[int], bytes | None, bytes, bytes]:
+) -> tuple[list[int], bytes | None, bytes, bytes, str]:
     """Two clients PATCH different bodies at offset 0 of one upload at the same instant, each
     pausing for a few random milliseconds somewhere in its body, as real networks do."""
     url = await create(gws[0], auth, f"race-{run}.bin", length=LENGTH)
@@ -65,20 +65,25 @@ async def race(
 
     statuses = await asyncio.gather(send(gws[0], bodies[0]), send(gws[1], bodies[1]))
     stored = await gws[0].get(f"/api/files/race-{run}.bin", headers=auth)
-    return list(statuses), (await stored.read() if stored.status == 200 else None), *bodies
+    return list(statuses), (await stored.read() if stored.status == 200 else None), *bodies, url
 
 
 async def run_races(gws, auth, s3, bucket, runs: int, **kwargs) -> tuple[int, int, list[list[int]]]:
     mixed = open_left = 0
     outcomes = []
     for run in range(runs):
-        statuses, stored, a, b = await race(gws, auth, run, **kwargs)
+        statuses, stored, a, b, url = await race(gws, auth, run, **kwargs)
         outcomes.append(statuses)
         if stored is not None and stored not in (a, b):
             mixed += 1
         if stored is not None:
             # The one client told 204 is the one whose bytes were stored.
             assert stored == (a if statuses[0] == 204 else b), statuses
+        else:
+            # No client finished it (both told 409, which only happens without conditional
+            # writes, cas.py): it stays open for them to resume; they give up on it here.
+            terminated = await gws[0].delete(url, headers={**auth, **TUS})
+            assert terminated.status == 204
         open_left += len(open_uploads(s3, bucket))
     return mixed, open_left, outcomes
 
@@ -93,8 +98,9 @@ async def test_twenty_racing_patches_store_only_one_clients_exact_bytes(
     assert mixed == 0
     assert open_left == 0
     for statuses in outcomes:
-        # The lock serialises them: one stores, the other is told the upload is busy or moved on.
-        assert sorted(statuses)[0] == 204 and sorted(statuses)[1] in (409, 423), statuses
+        # The lock serialises them: one stores, the other is told the upload is busy or moved on
+        # (or, 502, that S3 failed it: moto's server answers an UploadPart 500 now and then under load).
+        assert sorted(statuses)[0] == 204 and sorted(statuses)[1] in (409, 423, 502), statuses
     assert leftovers(s3, bucket) == []
 
 
