@@ -52,15 +52,11 @@ from typing import Any
 
 from ...sizes import MAX_PART_SIZE, MIN_PART_SIZE, PARTS_IN_FLIGHT, format_size
 from ..cas import HeldLock
-from ..client import S3
 from ..errors import ConcatInvalid, ConcatUnfinished, TooLarge, UploadNotFound
 from ..keys import validate_name
 from ..landing import Finish
-from ..parts import PartPipeline
-from ..quotas import Quotas
-from .completion import Completion
-from .info import COMPLETING, DONE, Records, Upload, is_upload_id, new_upload_id
-from .lock import Locks
+from .info import COMPLETING, DONE, Upload, is_upload_id, new_upload_id
+from .upload import Writer
 
 log = logging.getLogger(__name__)
 
@@ -136,29 +132,8 @@ def _equal_layout(sizes: Sequence[int], equal: int) -> list[list[Piece]]:
     return parts
 
 
-class Concatenation:
+class Concatenation(Writer):
     """Final uploads: their partial uploads' objects become one file."""
-
-    def __init__(
-        self,
-        s3: S3,
-        pipeline: PartPipeline,
-        records: Records,
-        locks: Locks,
-        completion: Completion,
-        quotas: Quotas,
-        *,
-        expiry: float,
-        max_size: int,
-    ) -> None:
-        self.s3 = s3
-        self.pipeline = pipeline
-        self.records = records
-        self.locks = locks
-        self.completion = completion
-        self.quotas = quotas
-        self.expiry = expiry
-        self.max_size = max_size
 
     async def _partial(self, user: str, upload_id: str) -> Upload:
         if not is_upload_id(upload_id):

@@ -131,8 +131,10 @@ def check_offset(upload: Upload, offset: int, length: int | None) -> None:
             raise LengthConflict(f"the upload already has {upload.offset} bytes")
 
 
-class Appender:
-    """PATCH: the bytes appended and committed under the upload's lock."""
+class Writer:
+    """What writes an upload's bytes needs, the same for PATCH (Appender) and for joining
+    partial uploads (concat.Concatenation): S3, the part pipeline, the records, their locks,
+    completion, quotas, and the limits on an upload's life and size."""
 
     def __init__(
         self,
@@ -154,6 +156,10 @@ class Appender:
         self.quotas = quotas
         self.expiry = expiry
         self.max_size = max_size
+
+
+class Appender(Writer):
+    """PATCH: the bytes appended and committed under the upload's lock."""
 
     async def append(
         self,
