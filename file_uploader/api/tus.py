@@ -351,7 +351,7 @@ async def _create(request: web.Request, scope: Scope) -> web.Response:
                 read_body(request, most),
                 now=time.time(),
                 checksum=checksum,
-                finish=scope.finish(request, upload),
+                finish=None if partial else scope.finish(request, upload),
             )
         except (TooLarge, ChecksumMismatch, QuotaExceeded):
             # The client is told the upload failed and gets no Location: leave no upload behind.

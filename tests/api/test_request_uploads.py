@@ -8,6 +8,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import os
 import socket
 import time
 
@@ -20,6 +21,7 @@ from yarl import URL
 from file_uploader.appkeys import STORAGE
 from file_uploader.sizes import KiB, MiB
 
+from ..cutproxy import CutProxy
 from ..helpers import new_token, open_uploads, path_of
 from .test_requests import make_request, stored_files
 from .test_tus import OCTETS, PART, TUS, gateway, leftovers, metadata, payload, state_keys
@@ -290,3 +292,78 @@ async def test_an_ended_request_takes_no_more_bytes_of_its_uploads(client, auth,
     sent = await client.patch(url, data=b"x" * 10, headers={**TUS, **OCTETS, "Upload-Offset": "0"})
     assert sent.status == 404
     assert stored_files(s3, bucket) == []
+
+
+# The request's page in Chromium: tus-js-client, a cut, a reload, the resume -----------------
+
+PAGE_FILE_SIZE = 8_000_000  # about one S3 part: the resumed upload completes a multipart upload
+
+
+@pytest.mark.slow  # 8 MB through a proxy, a cut, a reload
+def test_the_request_page_resumes_an_upload_cut_short_after_a_reload(
+    gateway_process, browser_page, s3, bucket, tmp_path
+):
+    owner = {"X-Auth-Token": new_token()}
+    made = requests.post(
+        f"{gateway_process}/api/requests",
+        json={"folder": "from-page", "max_files": 1},
+        headers=owner,
+        timeout=10,
+    ).json()
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(PAGE_FILE_SIZE))
+    page = browser_page
+    with CutProxy(int(gateway_process.rsplit(":", 1)[1])) as proxy:
+        page_url = proxy.url + URL(made["url"]).path
+        page.goto(page_url)
+        proxy.cut_after(3_000_000)
+        page.set_input_files("#request-files", str(path))
+        page.click("#request-send")
+        assert proxy.cut_done.wait(15), "the upload never reached the cut"
+        page.locator('#request-results li.retrying[data-name="big.bin"]').wait_for()
+        [entry] = stored_uploads(page)
+        assert f"/r/{made['id']}/uploads/" in entry["uploadUrl"]
+        offset = committed_offset(entry["uploadUrl"].replace(proxy.url, gateway_process))
+        assert 0 < offset < PAGE_FILE_SIZE
+        # Reloaded once the network is back: the page lists what it did not finish.
+        proxy.restore()
+        page.reload()
+        offered = page.locator('#request-unfinished li[data-name="big.bin"]')
+        offered.wait_for()
+        page.wait_for_function(
+            "() => / of 8.0 MB sent/"
+            ".test(document.querySelector('#request-unfinished li .detail').textContent)"
+        )
+        # The same file, chosen again, goes on from the gateway's offset.
+        sent_before = proxy.upstream_bytes
+        page.set_input_files("#request-files", str(path))
+        page.click("#request-send")
+        row = page.locator('#request-results li.done[data-name="big.bin"]')
+        row.wait_for()
+        assert "resumed at" in row.locator(".detail").inner_text()
+        assert proxy.upstream_bytes - sent_before < PAGE_FILE_SIZE - offset + 20_000
+        assert page.locator("#request-unfinished-box").is_hidden()
+        assert stored_uploads(page) == []
+    got = requests.get(f"{gateway_process}/api/files/from-page/big.bin", headers=owner, timeout=30)
+    assert got.content == path.read_bytes()
+    [listed] = requests.get(f"{gateway_process}/api/requests", headers=owner, timeout=10).json()
+    assert (listed["files"], listed["bytes"]) == (1, PAGE_FILE_SIZE)  # one file's room, taken once
+    assert open_uploads(s3, bucket) == []
+
+
+def stored_uploads(page) -> list[dict]:
+    """What tus-js-client keeps in localStorage to find an upload again."""
+    return page.evaluate(
+        "() => Object.keys(localStorage).filter(k => k.startsWith('tus::'))"
+        ".map(k => JSON.parse(localStorage.getItem(k)))"
+    )
+
+
+def committed_offset(upload_url: str) -> int:
+    """Upload-Offset as the gateway says it, once the PATCH the cut broke has committed."""
+    deadline = time.monotonic() + 10
+    while True:
+        offset = int(requests.head(upload_url, headers=TUS, timeout=5).headers["Upload-Offset"])
+        if offset > 0 or time.monotonic() > deadline:
+            return offset
+        time.sleep(0.1)
