@@ -12,7 +12,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, direct, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
+from .api import (
+    cors,
+    direct,
+    files,
+    forms,
+    health,
+    links,
+    page,
+    public,
+    requests,
+    share,
+    sign_in,
+    tus,
+    uploads,
+    usage,
+)
 from .api import resumable_draft as draft
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
@@ -60,7 +75,7 @@ ROUTES = [
     web.get(sign_in.SIGN_IN, sign_in.sign_in, allow_head=False),  # where the page signs in (AUTH_ISSUER)
     # Files.
     web.get(files.FILES, files.list_files, allow_head=False),
-    web.put(files.FILE, files.put_file, expect_handler=files.expect_upload),
+    web.put(files.FILE, uploads.put_file, expect_handler=uploads.expect_upload),
     web.get(files.FILE, files.get_file, allow_head=False),
     web.head(files.FILE, files.head_file),
     web.delete(files.FILE, files.delete_file),  # a folder too: <folder>/?recursive=1

@@ -25,9 +25,10 @@ from ..storage.requests import UploadRequest
 from . import hooked
 from .body import declared_length, expect_body, file_too_large, read_body
 from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES
-from .files import MAX_FILE_EXPIRES_IN, content_type, raw_path
 from .links import basic_password, expires_in, json_body, password, whole_number
+from .names import content_type, raw_path
 from .page import PAGE_HEADERS, STATIC
+from .params import MAX_FILE_EXPIRES_IN
 from .proxies import absolute_url
 
 REQUESTS = "/api/requests"
@@ -108,7 +109,7 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 def _name(request: web.Request) -> str:
-    """The file name after /r/<id>/, percent-decoded strictly (as files.decode_name)."""
+    """The file name after /r/<id>/, percent-decoded strictly (as names.decode_name)."""
     raw = raw_path(request).split("/", 3)[3]
     try:
         return urllib.parse.unquote(raw, errors="strict")

@@ -45,7 +45,7 @@ from .errors import (
     ApiError,
     as_api_error,
 )
-from .files import EXPIRES_FIELD, file_expires_in
+from .params import EXPIRES_FIELD, file_expires_in
 from .proxies import absolute_url
 
 TUS_VERSION = "1.0.0"

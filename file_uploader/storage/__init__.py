@@ -2,7 +2,8 @@
 
     connection.py the aiobotocore client's config and factory, and the lanes that split its
                   connection pool (downloads, uploads, short calls)
-    client.py     `S3`: every call, named, timed, its errors translated, paging
+    client.py     `S3`: every call, named, timed, paging
+    s3_errors.py  S3's error codes and the network's failures as the storage layer's errors
     keys.py       how a token and a name become an S3 key
     checksums.py  the checksum sent with each part, and who checks it
     probe.py      what S3 really enforces, found at startup
