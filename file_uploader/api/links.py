@@ -33,6 +33,7 @@ from . import share
 from .downloads import send_zip, serve
 from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_MAX_DOWNLOADS, INVALID_PASSWORD
 from .files import FILE
+from .grants import owner_routes
 from .names import decode_name
 from .proxies import absolute_url
 
@@ -187,14 +188,8 @@ async def create_download_link(request: web.Request) -> web.Response:
     )
 
 
-async def list_links(request: web.Request) -> web.Response:
-    links = await request.app[STORAGE].links.of_user(request[USER_ID])
-    return web.json_response([describe(request, link) for link in links])
-
-
-async def revoke_link(request: web.Request) -> web.Response:
-    await request.app[STORAGE].links.revoke(request[USER_ID], request.match_info["id"])
-    return web.Response(status=204)
+# GET /api/links, DELETE /api/links/{id}.
+list_links, revoke_link = owner_routes(lambda storage: storage.links, describe)
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:
