@@ -111,7 +111,7 @@ async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> C
     """Expire tus uploads past their Upload-Expires, then abort other stale multipart uploads.
 
     A live tus upload's multipart upload may rightly sit idle for up to
-    UPLOAD_EXPIRY, whatever `older_than` says, so its id is kept.
+    UPLOAD_EXPIRY_SECONDS, whatever `older_than` says, so its id is kept.
     """
     now = time.time()
     expired = await storage.resumable.expire(now)
