@@ -21,9 +21,10 @@ bench/results/. Settings (environment):
     BENCH_PEER_SIZE=512MiB               file size of the tus-node-server peer lines...
     BENCH_PEER_TARGETS=fast,moto,rgw     ...on these S3 servers (npm installs the peer in a scratch dir)
     BENCH_IDLE_CONNECTIONS=10000         idle keep-alive connections in the scale lines
+    BENCH_WAITING_UPLOADS=1000           uploads waiting for memory in the waiting line
     BENCH_WORKERS=1,2,4                  gunicorn worker counts for the worker lines...
     BENCH_WORKER_UPLOADS=8               ...each under this many concurrent 64 MiB uploads
-    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale,workers
+    BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale,waiting,workers
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
 
@@ -763,6 +764,97 @@ async def bench_scale(report: Report, runs: int) -> None:
     )
 
 
+async def stalled_upload(host: str, port: int, token: str, sent: int) -> asyncio.StreamWriter:
+    """A PUT that declares 1 GiB, sends `sent` bytes of it and then nothing, its connection kept open."""
+    _, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"PUT /api/files/w HTTP/1.1\r\nHost: bench\r\nX-Auth-Token: {token}\r\nContent-Length: {GiB}\r\n\r\n"
+    )
+    writer.write(head.encode())
+    async for piece in generated(sent):
+        writer.write(piece)
+        await writer.drain()
+    return writer
+
+
+async def uploads_in_flight(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("file_uploader_uploads_in_flight{")
+    )
+
+
+async def bench_waiting(report: Report, runs: int) -> None:
+    """RSS per upload waiting for memory (BENCH_WAITING_UPLOADS of them, one user each), beside
+    the one 64 KiB read each holds while it waits.
+
+    The gateway gets MEMORY_BUDGET = 8 parts, no disk to spill to (SPOOL_BUDGET=0) and a long
+    CLIENT_TIMEOUT; eight uploads of their own users send one byte short of a part each and
+    stall, so the budget is full and stays full. Each waiting upload then sends 64 KiB of a
+    declared 1 GiB: the gateway reads it, asks for its memory and waits, holding the chunk."""
+    count = int(os.environ.get("BENCH_WAITING_UPLOADS", "1000"))
+    sent = 64 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with s3_server("fast") as s3_url:
+        settings = gateway_settings(s3_url, "bench")
+        async with s3_client(settings) as client:
+            await client.create_bucket(Bucket="bench")
+        part = settings.part_size
+        extra = {
+            "MEMORY_BUDGET": str(8 * part),
+            "SPOOL_BUDGET": "0",
+            "CLIENT_TIMEOUT": "600",
+            "MAX_CONNECTIONS": str(count + 500),
+        }
+        samples = []
+        for _ in range(runs):
+            with gateway(s3_url, "bench", extra) as (url, pid):
+                host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+                writers: list[asyncio.StreamWriter] = []
+                async with aiohttp.ClientSession() as session:
+                    try:
+                        # Warm up: every code path of an upload loaded and pools filled once.
+                        await upload_generated(session, f"{url}/api/files/warm", str(uuid.uuid4()), 4 * part)
+                        for _ in range(8):
+                            writers.append(await stalled_upload(host, port, str(uuid.uuid4()), part - 1))
+                        rss: list[int] = []
+                        in_flight: list[float] = []
+                        # Two halves, RSS read after each: the second half's growth is the figure,
+                        # once the first has used up the free memory the process kept from before.
+                        for half in range(2):
+                            for start in range(0, count // 2, 250):
+                                batch = range(start, min(start + 250, count // 2))
+                                writers += await asyncio.gather(
+                                    *(stalled_upload(host, port, str(uuid.uuid4()), sent) for _ in batch)
+                                )
+                            expected = 8 + (half + 1) * (count // 2)
+                            for _ in range(20):  # until every one has read its 64 KiB and waits
+                                await asyncio.sleep(0.5)
+                                if (waiting := await uploads_in_flight(session, url)) == expected:
+                                    break
+                            else:
+                                print(f"# {waiting:.0f} uploads in flight, not {expected}", flush=True)
+                            await asyncio.sleep(1)
+                            rss.append(memory(pid)["VmRSS"])
+                            in_flight.append(waiting)
+                    finally:
+                        for writer in writers:
+                            writer.close()
+                samples.append(((rss[1] - rss[0]) / (in_flight[1] - in_flight[0]) - sent) / 1024)
+    report.add(
+        f"RSS per upload waiting for memory, {count} waiting, beside its 64 KiB read",
+        median(samples),
+        None,
+        "KiB",
+        target="<= 64",
+        met=median(samples) <= 64,
+    )
+
+
 async def bench_workers(report: Report, work: Path, runs: int) -> None:
     """Aggregate upload throughput of gunicorn with 1, 2 and 4 workers (BENCH_WORKERS):
     BENCH_WORKER_UPLOADS concurrent curl uploads of 64 MiB each, to the fast stand-in."""
@@ -1016,6 +1108,7 @@ SECTIONS = {
     "zip": bench_zip,
     "peer": bench_peer,
     "scale": bench_scale,
+    "waiting": bench_waiting,
     "workers": bench_workers,
 }
 

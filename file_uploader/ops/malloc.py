@@ -66,7 +66,11 @@ def keep_part_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt answers 1 on success. Setting either turns off glibc's own sliding thresholds.
-    chosen = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, ARENA_MAX))
+    chosen = (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (M_ARENA_MAX, ARENA_MAX),
+    )
     if not all(mallopt(param, value) for param, value in chosen):
         log.info("the C library refused the allocator settings: part memory goes back after each part")
         return False
