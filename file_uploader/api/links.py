@@ -29,8 +29,10 @@ from ..storage.keys import file_key, user_prefix, validate_folder
 from ..storage.links import Link
 from ..storage.passwords import MAX_PASSWORD_BYTES
 from . import share
+from .downloads import send_zip, serve
 from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_MAX_DOWNLOADS, INVALID_PASSWORD
-from .files import FILE, decode_name, send_zip, serve
+from .files import FILE
+from .names import decode_name
 from .proxies import absolute_url
 
 SHARE = FILE + "/share"

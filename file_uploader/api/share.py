@@ -29,8 +29,8 @@ from aiohttp import web
 from ..appkeys import SHARE_KEY
 from ..settings import Settings
 from ..storage.keys import FILES_ROOT
+from .downloads import send_zip, serve
 from .errors import INVALID_LINK, LINK_EXPIRED
-from .files import send_zip, serve
 
 log = logging.getLogger(__name__)
 

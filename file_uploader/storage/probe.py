@@ -38,6 +38,7 @@ from .checksums import BY_GATEWAY, BY_NOBODY, BY_S3, CHECKSUMS, MD5, Checksum, I
 from .client import S3
 from .errors import PreconditionFailed, StorageError, StorageFailure, StorageUnavailable
 from .keys import PROBE_ROOT
+from .s3_errors import probing
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ async def probe(s3: S3, checksums: Iterable[str] = CHECKSUMS) -> Capabilities:
     conditional writes over the first object and the part; then the clean-up.
     """
     found = _Probe(s3, f"{PROBE_ROOT}{secrets.token_hex(8)}/")
-    with s3.probing():
+    with probing():
         try:
             return await found.run([CHECKSUMS[name] for name in dict.fromkeys(checksums)])
         finally:
