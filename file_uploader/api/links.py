@@ -23,8 +23,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
+from ..appkeys import SHARE_KEY, STORAGE, USER_ID
 from ..formats import iso8601
+from ..sizes import SHARE_MAX_SECONDS
 from ..storage.keys import file_key, user_prefix, validate_folder
 from ..storage.links import Link
 from ..storage.passwords import MAX_PASSWORD_BYTES
@@ -32,6 +33,7 @@ from . import share
 from .downloads import send_zip, serve
 from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_MAX_DOWNLOADS, INVALID_PASSWORD
 from .files import FILE
+from .grants import owner_routes
 from .names import decode_name
 from .proxies import absolute_url
 
@@ -135,11 +137,10 @@ def describe(request: web.Request, link: Link) -> dict[str, Any]:
 
 
 async def create_link(request: web.Request) -> web.Response:
-    """A link to the file: `expires_in` (JSON or query; an hour by default, SHARE_MAX_SECONDS at
-    most), optional `password` and `max_downloads`."""
-    settings = request.app[SETTINGS]
+    """A link to the file: `expires_in` (JSON or query; an hour by default, a week at
+    most: sizes.SHARE_MAX_SECONDS), optional `password` and `max_downloads`."""
     body = await json_body(request, _EXAMPLE)
-    maximum = settings.share_max_seconds
+    maximum = SHARE_MAX_SECONDS
     seconds = expires_in(
         body.get("expires_in", request.query.get("expires_in")), maximum, min(DEFAULT_SHARE_SECONDS, maximum)
     )
@@ -164,9 +165,8 @@ async def create_download_link(request: web.Request) -> web.Response:
     cannot carry the token header): a stateless signature (share.py), so it is never stored,
     listed or counted, and it stops working when the file is replaced. For a folder (a name
     ending in /): its zip, as it is when the link is followed."""
-    settings = request.app[SETTINGS]
     body = await json_body(request, '{"expires_in": 60}')
-    maximum = settings.share_max_seconds
+    maximum = SHARE_MAX_SECONDS
     seconds = expires_in(
         body.get("expires_in", request.query.get("expires_in")),
         maximum,
@@ -188,14 +188,8 @@ async def create_download_link(request: web.Request) -> web.Response:
     )
 
 
-async def list_links(request: web.Request) -> web.Response:
-    links = await request.app[STORAGE].links.of_user(request[USER_ID])
-    return web.json_response([describe(request, link) for link in links])
-
-
-async def revoke_link(request: web.Request) -> web.Response:
-    await request.app[STORAGE].links.revoke(request[USER_ID], request.match_info["id"])
-    return web.Response(status=204)
+# GET /api/links, DELETE /api/links/{id}.
+list_links, revoke_link = owner_routes(lambda storage: storage.links, describe)
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:
