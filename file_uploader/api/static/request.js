@@ -29,18 +29,6 @@ function credentials() {
   return { ...headers, Authorization: "Basic " + btoa(String.fromCharCode(...bytes)) };
 }
 
-function formatSize(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = -1;
-  do {
-    value /= 1000;
-    unit += 1;
-  } while (value >= 1000 && unit < units.length - 1);
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
-
 function explain(status, body) {
   const message = body && body.error ? body.error.message : "";
   if (status === 0) return "The connection was lost. Send the file again to go on where it stopped.";
@@ -50,23 +38,10 @@ function explain(status, body) {
   return message || `The server answered ${status}.`;
 }
 
-function tusError(error) {
-  const response = error.originalResponse;
-  if (!response) return [0, explain(0)];
-  let body = null;
-  try { body = JSON.parse(response.getBody()); } catch { /* not JSON */ }
-  return [response.getStatus(), explain(response.getStatus(), body)];
-}
-
 // A refusal that trying again cannot change: the request took its files, or the name is taken.
 function final(error) {
-  const response = error.originalResponse;
-  if (!response || response.getStatus() !== 409) return false;
-  try {
-    return ["request_full", "file_exists"].includes(JSON.parse(response.getBody()).error.code);
-  } catch {
-    return false;
-  }
+  const [status, body] = tusFailure(error);
+  return status === 409 && Boolean(body && body.error) && ["request_full", "file_exists"].includes(body.error.code);
 }
 
 function resultRow(name) {
@@ -127,8 +102,8 @@ function send(file, row) {
         finish("done", "sent", `sent${resumed}`);
       },
       onError: (error) => {
-        const [status, text] = tusError(error);
-        finish("failed", String(status), text);
+        const [status, body] = tusFailure(error);
+        finish("failed", String(status), explain(status, body));
       },
     });
     transfer.findPreviousUploads().then((found) => {
