@@ -12,7 +12,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from .api import cors, direct, files, forms, health, links, page, public, requests, share, sign_in, tus, usage
+from .api import (
+    cors,
+    direct,
+    files,
+    forms,
+    health,
+    links,
+    page,
+    public,
+    requests,
+    share,
+    sign_in,
+    tus,
+    uploads,
+    usage,
+)
 from .api import resumable_draft as draft
 from .api.access import access_middleware, add_request_id
 from .api.auth import auth_middleware
@@ -24,6 +39,7 @@ from .appkeys import BLOCKING_HOOKS, IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, 
 from .hooks import webhooks
 from .hooks.blocking import BlockingHooks
 from .identity import Identities
+from .ops import malloc
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
 from .storage import open_storage
@@ -60,7 +76,7 @@ ROUTES = [
     web.get(sign_in.SIGN_IN, sign_in.sign_in, allow_head=False),  # where the page signs in (AUTH_ISSUER)
     # Files.
     web.get(files.FILES, files.list_files, allow_head=False),
-    web.put(files.FILE, files.put_file, expect_handler=files.expect_upload),
+    web.put(files.FILE, uploads.put_file, expect_handler=uploads.expect_upload),
     web.get(files.FILE, files.get_file, allow_head=False),
     web.head(files.FILE, files.head_file),
     web.delete(files.FILE, files.delete_file),  # a folder too: <folder>/?recursive=1
@@ -88,6 +104,11 @@ ROUTES = [
     web.delete(requests.REQUEST, requests.end_request),
     web.get(requests.REQUEST_PAGE, requests.page, name=requests.REQUEST_PAGE_NAME, allow_head=False),
     web.put(requests.REQUEST_FILE, requests.put_file, expect_handler=requests.expect_upload),
+    # ... and resumably, with tus (the page's way): only uploads made under the request.
+    web.post(requests.REQUEST_UPLOADS, requests.TUS.create, expect_handler=requests.TUS.expect),
+    web.head(requests.REQUEST_UPLOAD, requests.TUS.head),
+    web.patch(requests.REQUEST_UPLOAD, requests.TUS.patch, expect_handler=requests.TUS.expect),
+    web.delete(requests.REQUEST_UPLOAD, requests.TUS.terminate),
     # Resumable uploads: tus 1.0.0, and the IETF draft on the same routes (a request with
     # Upload-Draft-Interop-Version is the draft's: api/resumable_draft.py).
     *[
@@ -192,6 +213,7 @@ async def create_app(
     `open_storage`). Gunicorn and `python -m file_uploader` never pass it.
     """
     settings = settings or load_settings()
+    malloc.keep_part_memory()  # each worker process, before its first part
     app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
     app[SETTINGS] = settings
     if known_s3 is not None:
@@ -204,6 +226,7 @@ async def create_app(
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(links.scripted_challenge)
     app.on_response_prepare.append(cors.cors_headers)
     app.router.add_routes(ROUTES)
     return app

@@ -57,8 +57,9 @@ from .errors import (
     ApiError,
     as_api_error,
 )
-from .files import EXPIRES_FIELD, content_type, file_expires_in, public_flag
+from .names import content_type
 from .page import PAGE_HEADERS
+from .params import EXPIRES_FIELD, file_expires_in, public_flag
 
 TOKEN_FIELD = "token"
 NAME_FIELD = "name"

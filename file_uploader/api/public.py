@@ -14,8 +14,10 @@ from aiohttp import web
 
 from ..appkeys import STORAGE
 from ..storage.library import Entry, is_library_id
+from .downloads import serve
 from .errors import INVALID_CURSOR, INVALID_LIMIT
-from .files import content_type, public_url, serve
+from .files import public_url
+from .names import content_type
 
 PUBLIC = "/api/public"
 DEFAULT_PAGE = 50

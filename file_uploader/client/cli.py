@@ -18,7 +18,7 @@ import re
 import sys
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,16 @@ out = Console()
 err = Console(stderr=True)
 
 
+Run = Callable[["Client", argparse.Namespace], Awaitable[int]]  # what a subcommand does
+
+
 class CliError(Exception):
     """A failure to report in one line."""
+
+
+def _say(text: str, style: str | None = None) -> None:
+    """A line on stderr, as written: a name such as "[bold]" is not read as rich markup."""
+    err.print(text, style=style, markup=False, highlight=False)
 
 
 def parse_duration(text: str) -> int:
@@ -112,6 +120,10 @@ class Client:
                 "or --bearer / FILE_UPLOADER_BEARER where the gateway takes bearer tokens"
             )
         return {"X-Auth-Token": self.token}
+
+    def api_url(self, path: str) -> URL:
+        """`path` (/api/...) on the gateway."""
+        return URL(f"{self.base}{path}")
 
     def file_url(self, name: str, suffix: str = "") -> URL:
         quoted = urllib.parse.quote(name, safe="/") + suffix
@@ -178,7 +190,7 @@ async def _folder(client: Client, folder: str) -> tuple[list[str], list[dict[str
     files: list[dict[str, Any]] = []
     query = {"prefix": folder, "delimiter": "/"}
     while True:
-        response = await client.request("GET", URL(f"{client.base}/api/files").with_query(query))
+        response = await client.request("GET", client.api_url("/api/files").with_query(query))
         page = await response.json()
         folders += page["folders"]
         files += page["files"]
@@ -191,7 +203,7 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
     table = Table("name", "size", "modified", box=None, header_style="bold")
     table.columns[1].justify = "right"
     if args.folder is None:
-        response = await client.request("GET", URL(f"{client.base}/api/files").with_query(details="1"))
+        response = await client.request("GET", client.api_url("/api/files").with_query(details="1"))
         items = await response.json()
     else:
         folder = args.folder.strip("/") + "/" if args.folder.strip("/") else ""
@@ -256,12 +268,12 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
     for name in args.names:
         try:
             if args.recursive:
-                err.print(await _remove_folder(client, name), markup=False, highlight=False)
+                _say(await _remove_folder(client, name))
                 continue
             (await client.request("DELETE", client.file_url(name))).release()
-            err.print(f"deleted {name}", markup=False, highlight=False)
+            _say(f"deleted {name}")
         except CliError as exc:
-            err.print(f"{name}: {exc}", style="red", markup=False, highlight=False)
+            _say(f"{name}: {exc}", style="red")
             failed += 1
     return 1 if failed else 0
 
@@ -282,7 +294,7 @@ async def share(client: Client, args: argparse.Namespace) -> int:
         limits.append(f"{link['max_downloads']} downloads")
     if link.get("password"):
         limits.append("password protected")
-    err.print(f"link {link.get('id', '')}: {', '.join(limits) or 'no limits'}", markup=False, highlight=False)
+    _say(f"link {link.get('id', '')}: {', '.join(limits) or 'no limits'}")
     return 0
 
 
@@ -294,7 +306,7 @@ async def expire(client: Client, args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     response = await client.request("PATCH", client.file_url(args.name), json={"expires_in": seconds})
     answer = await response.json()
-    err.print(f"{args.name}: expires {answer['expires_at'] or 'never'}", markup=False, highlight=False)
+    _say(f"{args.name}: expires {answer['expires_at'] or 'never'}")
     return 0
 
 
@@ -305,40 +317,46 @@ async def request(client: Client, args: argparse.Namespace) -> int:
         value = getattr(args, field)
         if value:
             body["expires_in" if field == "expires" else field] = value
-    response = await client.request("POST", URL(f"{client.base}/api/requests"), json=body)
+    response = await client.request("POST", client.api_url("/api/requests"), json=body)
     made = await response.json()
     print(made["url"])
-    err.print(f"request {made['id']} into {made['folder']}", markup=False, highlight=False)
+    _say(f"request {made['id']} into {made['folder']}")
+    return 0
+
+
+async def _listing(client: Client, path: str, args: argparse.Namespace) -> Any:
+    """GET `path`'s JSON; None once printed as it is, when --json asks for the gateway's answer."""
+    found = await (await client.request("GET", client.api_url(path))).json()
+    if args.json:
+        print(json.dumps(found))
+        return None
+    return found
+
+
+async def _delete_each(client: Client, path: str, ids: list[str], done: str) -> int:
+    """DELETE `path`/<id> for each id (links, upload requests), saying `done` <id> for each."""
+    for item_id in ids:
+        (await client.request("DELETE", client.api_url(f"{path}/{item_id}"))).release()
+        _say(f"{done} {item_id}")
     return 0
 
 
 async def requests(client: Client, args: argparse.Namespace) -> int:
-    response = await client.request("GET", URL(f"{client.base}/api/requests"))
-    found = await response.json()
-    if args.json:
-        print(json.dumps(found))
-        return 0
-    for item in found:
+    found = await _listing(client, "/api/requests", args)
+    for item in found or []:
         files = f"{item['files']}/{item['max_files'] or '-'}"
         print("\t".join([item["id"], files, item["expires_at"] or "never", item["folder"], item["url"]]))
     return 0
 
 
 async def end_request(client: Client, args: argparse.Namespace) -> int:
-    for request_id in args.ids:
-        (await client.request("DELETE", URL(f"{client.base}/api/requests/{request_id}"))).release()
-        err.print(f"ended {request_id}", markup=False, highlight=False)
-    return 0
+    return await _delete_each(client, "/api/requests", args.ids, "ended")
 
 
 async def links(client: Client, args: argparse.Namespace) -> int:
     """The user's share links: id, downloads (of the limit), expiry, name, URL."""
-    response = await client.request("GET", URL(f"{client.base}/api/links"))
-    found = await response.json()
-    if args.json:
-        print(json.dumps(found))
-        return 0
-    for link in found:
+    found = await _listing(client, "/api/links", args)
+    for link in found or []:
         used = f"{link['downloads']}/{link['max_downloads'] or '-'}"
         state = "expired" if link.get("expired") else ("used up" if link.get("used_up") else "")
         print(
@@ -348,10 +366,7 @@ async def links(client: Client, args: argparse.Namespace) -> int:
 
 
 async def revoke(client: Client, args: argparse.Namespace) -> int:
-    for link_id in args.ids:
-        (await client.request("DELETE", URL(f"{client.base}/api/links/{link_id}"))).release()
-        err.print(f"revoked {link_id}", markup=False, highlight=False)
-    return 0
+    return await _delete_each(client, "/api/links", args.ids, "revoked")
 
 
 _BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -366,10 +381,8 @@ def binary(size: int) -> str:
 
 
 async def usage(client: Client, args: argparse.Namespace) -> int:
-    response = await client.request("GET", URL(f"{client.base}/api/usage"))
-    found = await response.json()
-    if args.json:
-        print(json.dumps(found))
+    found = await _listing(client, "/api/usage", args)
+    if found is None:
         return 0
     used, quota = found["used"], found["quota"]
     line = f"{binary(used)} used"
@@ -393,63 +406,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bearer token instead (Authorization: Bearer): a JWT, or your application's session token",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("token", help="print a new random token (a new, empty space)")
-    command = commands.add_parser("put", help="upload files")
-    command.add_argument("files", nargs="+", metavar="FILE")
-    command.add_argument("--as", dest="as_name", metavar="NAME", help="store the one FILE under NAME")
-    command.add_argument(
-        "--expires", type=parse_duration, metavar="TIME", help="the files are gone after TIME"
-    )
-    command.set_defaults(run=put)
-    command = commands.add_parser("ls", help="list your files (all of them, or one folder's)")
-    command.add_argument(
+
+    def command(
+        name: str, run: Run | None, help: str, *, json_answer: bool = False
+    ) -> argparse.ArgumentParser:
+        """A subcommand that runs `run`; `json_answer`: it takes --json, to print the gateway's answer."""
+        sub = commands.add_parser(name, help=help)
+        if run is not None:
+            sub.set_defaults(run=run)
+        if json_answer:
+            sub.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
+        return sub
+
+    command("token", None, "print a new random token (a new, empty space)")
+    sub = command("put", put, "upload files")
+    sub.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_argument("--as", dest="as_name", metavar="NAME", help="store the one FILE under NAME")
+    sub.add_argument("--expires", type=parse_duration, metavar="TIME", help="the files are gone after TIME")
+    sub = command("ls", ls, "list your files (all of them, or one folder's)")
+    sub.add_argument(
         "folder", nargs="?", metavar="FOLDER", help="list only this folder: its files and sub-folders"
     )
-    command.set_defaults(run=ls)
-    command = commands.add_parser("get", help="download a file (a FOLDER/ as FOLDER.zip)")
-    command.add_argument("name", metavar="NAME")
-    command.add_argument("-o", "--output", metavar="PATH", help="where to write it (- for stdout)")
-    command.set_defaults(run=get)
-    command = commands.add_parser("rm", help="delete files (-r: folders and everything in them)")
-    command.add_argument("names", nargs="+", metavar="NAME")
-    command.add_argument("-r", "--recursive", action="store_true", help="delete folders and what is in them")
-    command.set_defaults(run=rm)
-    command = commands.add_parser("share", help="print a link that needs no token")
-    command.add_argument("name", metavar="NAME")
-    command.add_argument(
+    sub = command("get", get, "download a file (a FOLDER/ as FOLDER.zip)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("-o", "--output", metavar="PATH", help="where to write it (- for stdout)")
+    sub = command("rm", rm, "delete files (-r: folders and everything in them)")
+    sub.add_argument("names", nargs="+", metavar="NAME")
+    sub.add_argument("-r", "--recursive", action="store_true", help="delete folders and what is in them")
+    sub = command("share", share, "print a link that needs no token")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument(
         "--expires", type=parse_duration, metavar="TIME", help="lifetime: 90s, 10m, 1h (default), 7d"
     )
-    command.add_argument("--password", help="the password the link asks for (curl -u :PASSWORD)")
-    command.add_argument("--max-downloads", type=int, metavar="N", help="the link serves N downloads")
-    command.set_defaults(run=share)
-    command = commands.add_parser("links", help="list your share links and how often each was used")
-    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
-    command.set_defaults(run=links)
-    command = commands.add_parser("revoke", help="revoke share links (by id, from `links`)")
-    command.add_argument("ids", nargs="+", metavar="ID")
-    command.set_defaults(run=revoke)
-    command = commands.add_parser("expire", help="make a file expire after TIME (never: keep it)")
-    command.add_argument("name", metavar="NAME")
-    command.add_argument("time", metavar="TIME", help="90s, 10m, 1h, 7d, or never")
-    command.set_defaults(run=expire)
-    command = commands.add_parser("request", help="print an upload request: a link to send you files")
-    command.add_argument("folder", metavar="FOLDER", help="where what is sent lands")
-    command.add_argument("--max-files", type=int, metavar="N")
-    command.add_argument(
-        "--max-bytes", type=parse_size, metavar="SIZE", help="all files together: 100MiB, 2GiB"
-    )
-    command.add_argument("--expires", type=parse_duration, metavar="TIME")
-    command.add_argument("--password", help="the password the link asks for")
-    command.set_defaults(run=request)
-    command = commands.add_parser("requests", help="list your upload requests")
-    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
-    command.set_defaults(run=requests)
-    command = commands.add_parser("end-request", help="end upload requests (by id, from `requests`)")
-    command.add_argument("ids", nargs="+", metavar="ID")
-    command.set_defaults(run=end_request)
-    command = commands.add_parser("usage", help="what you store, against your quota")
-    command.add_argument("--json", action="store_true", help="print the gateway's JSON answer")
-    command.set_defaults(run=usage)
+    sub.add_argument("--password", help="the password the link asks for (curl -u :PASSWORD)")
+    sub.add_argument("--max-downloads", type=int, metavar="N", help="the link serves N downloads")
+    command("links", links, "list your share links and how often each was used", json_answer=True)
+    sub = command("revoke", revoke, "revoke share links (by id, from `links`)")
+    sub.add_argument("ids", nargs="+", metavar="ID")
+    sub = command("expire", expire, "make a file expire after TIME (never: keep it)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("time", metavar="TIME", help="90s, 10m, 1h, 7d, or never")
+    sub = command("request", request, "print an upload request: a link to send you files")
+    sub.add_argument("folder", metavar="FOLDER", help="where what is sent lands")
+    sub.add_argument("--max-files", type=int, metavar="N")
+    sub.add_argument("--max-bytes", type=parse_size, metavar="SIZE", help="all files together: 100MiB, 2GiB")
+    sub.add_argument("--expires", type=parse_duration, metavar="TIME")
+    sub.add_argument("--password", help="the password the link asks for")
+    command("requests", requests, "list your upload requests", json_answer=True)
+    sub = command("end-request", end_request, "end upload requests (by id, from `requests`)")
+    sub.add_argument("ids", nargs="+", metavar="ID")
+    command("usage", usage, "what you store, against your quota", json_answer=True)
     return parser
 
 
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except CliError as exc:
-        err.print(f"file-uploader: {exc}", style="red", markup=False, highlight=False)
+        _say(f"file-uploader: {exc}", style="red")
         return 1
     except KeyboardInterrupt:
         return 130

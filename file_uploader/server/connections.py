@@ -30,7 +30,7 @@ and a traceback that quote the request, token and file name included: here
 they are one INFO line that names the error's kind only.
 
 Bodies have their own timeout, CLIENT_TIMEOUT, for a client that stops
-sending (api/body.py) or stops reading (api/files.py).
+sending (api/body.py) or stops reading (api/downloads.py).
 
 `GatewayRunner` is what `python -m file_uploader` and the gunicorn worker run
 the app with; in-process test servers use aiohttp's plain runner.

@@ -2,42 +2,27 @@
 
 Every S3 call of the gateway goes through `S3`, as tusd's S3 store goes
 through its S3API interface: one place names each operation (for metrics and
-logs), translates botocore's and aiohttp's errors into the storage layer's own,
-paginates, batches deletes and aborts. Nothing outside this module and
-connection.py (the client's configuration, its factory and the lanes of its
-connection pool) imports aiobotocore or botocore.
+logs), has its errors translated into the storage layer's own (s3_errors.py),
+paginates, batches deletes and aborts. Nothing outside this module,
+s3_errors.py and connection.py (the client's configuration, its factory and
+the lanes of its connection pool) imports aiobotocore or botocore.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import logging
 import re
 import urllib.parse
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import IO, Any
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
-
-from ..ops import metrics
 from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, format_size
 from .connection import Lane, Lanes, send_bodies_as_is
 from .encryption import NO_ENCRYPTION, Encryption
-from .errors import (
-    FileNotFound,
-    PartsChanged,
-    PreconditionFailed,
-    RangeNotSatisfiable,
-    StorageError,
-    StorageFailure,
-    StorageUnavailable,
-    TooLarge,
-    TransferCorrupted,
-)
+from .errors import FileNotFound, StorageError, StorageFailure, TooLarge
+from .s3_errors import translated
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +33,6 @@ warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarni
 # What XML 1.0 cannot carry (outside its Char production), and C0 controls, which XML
 # parsers rewrite (CR) or refuse: a key holding one cannot be named in an XML request body.
 _NOT_IN_XML = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
-_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
-_BUSY_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
-# S3 computed a digest of the bytes it received and it is not the one sent:
-# Content-MD5 (BadDigest, and AWS for x-amz-checksum-*), MinIO's x-amz-checksum-*,
-# the SigV4 payload hash.
-_CORRUPTION_CODES = {"BadDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
-
-# Set while probe.py sends requests meant to be refused: their refusals are
-# findings, not faults, so they are neither logged as warnings nor counted.
-_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
-# A conditional request found another version (AWS answers 409 ConditionalRequestConflict
-# when two conditional writes to one key overlap).
-_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 Body = bytes | IO[bytes]
 
@@ -73,58 +45,6 @@ class ListPage:
     objects: list[dict[str, Any]]
     prefixes: list[str]
     truncated: bool
-
-
-@contextlib.contextmanager
-def translated(operation: str) -> Iterator[None]:
-    """Time one S3 call, and turn what botocore and aiohttp raise into the storage layer's errors.
-
-    A refusal is logged once, as a warning naming the operation and S3's
-    error code, and counted by code (file_uploader_s3_errors_total): never
-    the key or the bucket, which S3's message may carry. A missing key is an
-    answer, not a refusal (DEBUG); so is a failed precondition, which the
-    gateway asked for (INFO).
-    """
-    quiet = _probing.get()
-    with metrics.s3_call(operation, count_errors=not quiet):
-        try:
-            yield
-        except ClientError as exc:
-            raise _refusal(operation, exc, quiet) from exc
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
-            if not quiet:
-                log.warning("S3 unreachable on %s (%s)", operation, type(exc).__name__)
-            raise StorageUnavailable(f"S3 is unreachable ({operation})") from exc
-
-
-def _refusal(operation: str, exc: ClientError, quiet: bool) -> StorageFailure:
-    """The storage error for an S3 error answer, logged as its kind deserves."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-    level = logging.DEBUG if quiet else logging.WARNING
-    failure: StorageFailure
-    if code in _NOT_FOUND_CODES:
-        failure, level = FileNotFound("no such file"), logging.DEBUG
-    elif code == "InvalidRange":
-        failure, level = RangeNotSatisfiable(int(error.get("ActualObjectSize", 0) or 0)), logging.DEBUG
-    elif code in _BUSY_CODES:
-        failure = StorageUnavailable(f"S3 is busy ({code} on {operation})")
-    elif code in _PRECONDITION_CODES:
-        failure = PreconditionFailed(f"another version is there ({operation}: {code})", code)
-        level = min(level, logging.INFO)
-    elif code == "InvalidPart":
-        # CompleteMultipartUpload named a part whose ETag S3 does not hold: another writer
-        # replaced it (storage/tus/ records every part's ETag to find out).
-        failure = PartsChanged(f"S3 holds other parts than recorded ({operation})")
-        level = min(level, logging.INFO)
-    elif code in _CORRUPTION_CODES:
-        failure = TransferCorrupted(f"S3 refused {operation} ({code}): it received other bytes", code)
-    else:
-        failure = StorageError(f"S3 refused {operation} ({code})", code)
-    failure.s3_code = code
-    log.log(level, "S3 refused %s: %s (HTTP %s)", operation, code, status)
-    return failure
 
 
 @dataclasses.dataclass
@@ -171,7 +91,7 @@ class S3:
         self._create = encryption.create()
         self._use = encryption.use()
         self.lanes = lanes
-        self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
+        self._conditions_wanted = conditional_writes  # Settings.s3_conditional_writes (tests: False)
         self._conditions_honoured = True  # until the probe finds otherwise
         self.presigner: Any = None  # open_presigner's client, when direct URLs are on
         send_bodies_as_is(client)
@@ -179,22 +99,12 @@ class S3:
     @property
     def conditional_writes(self) -> bool:
         """Whether compare-and-swap sends its conditions to S3 (cas.py): only where both are
-        wanted (S3_CONDITIONAL_WRITES) and the write probe found S3 to honour both kinds."""
+        wanted (Settings.s3_conditional_writes) and the write probe found S3 to honour both kinds."""
         return self._conditions_wanted and self._conditions_honoured
 
     def found_conditions(self, *, if_none_match: bool, if_match: bool) -> None:
         """What the write probe found S3 to do with If-None-Match: * and If-Match on PutObject."""
         self._conditions_honoured = if_none_match and if_match
-
-    @staticmethod
-    @contextlib.contextmanager
-    def probing() -> Iterator[None]:
-        """Calls in this block are meant to be refused: no warnings, no error metrics (probe.py)."""
-        token = _probing.set(True)
-        try:
-            yield
-        finally:
-            _probing.reset(token)
 
     # Buckets.
 

@@ -20,7 +20,7 @@ So each call takes a `Lane` first, a semaphore with a bounded wait:
 The lanes add up to the pool's size, so aiohttp's own wait never happens; a
 call that finds its lane full for S3_POOL_WAIT_SECONDS raises StorageBusy (503 with
 Retry-After). Downloads cannot starve uploads or listings, nor the other way
-round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/files.py),
+round; a client that stops reading is cut off after CLIENT_TIMEOUT (api/downloads.py),
 which gives its connection back.
 """
 

@@ -12,8 +12,8 @@ from schemathesis import checks
 
 from file_uploader import __version__
 from file_uploader.api.errors import CATALOGUE
-from file_uploader.api.files import MAX_FILE_EXPIRES_IN
 from file_uploader.api.openapi import DOCUMENT, OPENAPI_PATH
+from file_uploader.api.params import MAX_FILE_EXPIRES_IN
 from file_uploader.api.public import MAX_PAGE
 from file_uploader.api.tus import TUS_VERSION
 from file_uploader.app import create_app

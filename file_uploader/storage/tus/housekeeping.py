@@ -1,6 +1,6 @@
 """The end of tus uploads: terminated (DELETE, a folder deleted), or expired (gc).
 
-An upload that nobody PATCHes past its expiry (UPLOAD_EXPIRY) is aborted by
+An upload that nobody PATCHes past its expiry (UPLOAD_EXPIRY_SECONDS) is aborted by
 gc; until then its multipart upload may rightly sit idle, so gc's sweep of
 stale multipart uploads must skip it (`live_multipart_ids`).
 """
@@ -46,6 +46,7 @@ class Housekeeping:
             raise
         if upload.state != DONE or upload.partial:  # a partial upload's lease holds its bytes until now
             await self.quotas.upload_ended(upload.user, upload.id)
+        await self.completion.released(upload)
 
     async def terminate_folder(self, user: str, folder: str) -> int:
         """Terminate the user's uploads that would store a file under `folder`; how many."""
@@ -77,7 +78,7 @@ class Housekeeping:
         """The S3 UploadIds of unexpired, unfinished uploads.
 
         A tus upload's multipart upload may rightly sit idle for up to
-        UPLOAD_EXPIRY: a sweep of stale multipart uploads must skip these ids.
+        UPLOAD_EXPIRY_SECONDS: a sweep of stale multipart uploads must skip these ids.
         """
         return {
             upload.s3_upload_id
