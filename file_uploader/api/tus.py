@@ -90,7 +90,9 @@ def tus_route(handler: Handler) -> Handler:
 _MAX_DIGITS = 19
 
 
-def _number(request: web.Request, header: str) -> int | None:
+def header_number(request: web.Request, header: str) -> int | None:
+    """A whole number in `header` (Upload-Length, Upload-Offset; tus and the IETF draft alike),
+    None when absent; 400 invalid_header for anything else."""
     value = request.headers.get(header)
     if value is None:
         return None
@@ -181,11 +183,11 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     if upload.partials:  # before the body's size is judged: 403 whatever it is (tus concatenation)
         raise FinalUpload(FINAL_TAKES_NO_PATCH)
-    length = _number(request, "Upload-Length")
+    length = header_number(request, "Upload-Length")
     checksum = _checksum(request)
     most = upload.limit(request.app[SETTINGS].max_file_size)
     _check_body_fits(request, length if length is not None else upload.length, offset, most)
-    return await request.app[STORAGE].resumable.append(
+    return await request.app[STORAGE].resumable.appender.append(
         upload,
         offset,
         read_body(request, most),
@@ -230,7 +232,7 @@ async def create(request: web.Request) -> web.Response:
     concat = _concat(request)
     if concat:
         return await _create_final(request, concat)
-    length = _number(request, "Upload-Length")
+    length = header_number(request, "Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
     if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
         raise INVALID_LENGTH()
@@ -266,7 +268,7 @@ async def create(request: web.Request) -> web.Response:
     headers: dict[str, str] = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}")}
     if with_upload:
         try:
-            upload = await resumable.append(
+            upload = await resumable.appender.append(
                 upload, 0, read_body(request, most), now=time.time(), checksum=checksum, finish=finish
             )
         except (TooLarge, ChecksumMismatch, QuotaExceeded):
@@ -293,7 +295,7 @@ async def _create_final(request: web.Request, partial_ids: list[str]) -> web.Res
         """The pre-create hook, once the size is known: the most bytes the file may have."""
         return hooked.limit(request, await hooked.pre_create(request, name, size, "tus", metadata))
 
-    upload = await request.app[STORAGE].resumable.concatenate(
+    upload = await request.app[STORAGE].resumable.concatenation.concatenate(
         request[USER_ID],
         name,
         raw_metadata,
@@ -330,7 +332,7 @@ async def head(request: web.Request) -> web.Response:
 
 @tus_route
 async def patch(request: web.Request) -> web.Response:
-    offset = _number(request, "Upload-Offset")
+    offset = header_number(request, "Upload-Offset")
     if offset is None:
         raise MISSING_OFFSET()
     if request.content_type != OFFSET_OCTET_STREAM:
@@ -359,7 +361,7 @@ async def _check_body(request: web.Request) -> None:
         # A partial upload is no file: no key, and the hooks are asked of its final upload.
         partial = request.headers.get("Upload-Concat", "").strip() == "partial"
         name = None if partial else metadata.get("filename")
-        length = _number(request, "Upload-Length")
+        length = header_number(request, "Upload-Length")
         if name and length is not None:  # (without a name, the creation is refused anyway)
             key = file_key(request[USER_ID], name)
     await storage.admit(request[USER_ID], key, length)
