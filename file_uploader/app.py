@@ -103,6 +103,11 @@ ROUTES = [
     web.delete(requests.REQUEST, requests.end_request),
     web.get(requests.REQUEST_PAGE, requests.page, name=requests.REQUEST_PAGE_NAME, allow_head=False),
     web.put(requests.REQUEST_FILE, requests.put_file, expect_handler=requests.expect_upload),
+    # ... and resumably, with tus (the page's way): only uploads made under the request.
+    web.post(requests.REQUEST_UPLOADS, requests.TUS.create, expect_handler=requests.TUS.expect),
+    web.head(requests.REQUEST_UPLOAD, requests.TUS.head),
+    web.patch(requests.REQUEST_UPLOAD, requests.TUS.patch, expect_handler=requests.TUS.expect),
+    web.delete(requests.REQUEST_UPLOAD, requests.TUS.terminate),
     # Resumable uploads: tus 1.0.0, and the IETF draft on the same routes (a request with
     # Upload-Draft-Interop-Version is the draft's: api/resumable_draft.py).
     *[

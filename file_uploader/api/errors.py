@@ -114,6 +114,9 @@ INVALID_MAX_BYTES = _whole_number("max_bytes", or_null=True)
 INVALID_PASSWORD = Error(400, "invalid_password", "password must be text of 1 to {maximum} bytes, or null")
 INVALID_HEADER = Error(400, "invalid_header", "{header} must be a non-negative integer of at most 19 digits")
 INVALID_LENGTH = Error(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")
+LENGTH_REQUIRED = Error(
+    400, "length_required", "send Upload-Length: an upload request takes a file's room before its bytes"
+)
 MISSING_OFFSET = Error(400, "missing_offset", "send Upload-Offset")
 INVALID_METADATA = Error(400, "invalid_metadata", "Upload-Metadata {key!r} is not base64 UTF-8")
 UNSUPPORTED_CHECKSUM = Error(400, "unsupported_checksum", "Upload-Checksum algorithms: {algorithms}")

@@ -1,6 +1,6 @@
 """Upload requests: `POST /api/requests` makes one, `GET /api/requests` lists them,
 `DELETE /api/requests/{id}` ends one; `PUT /r/{id}/{file name}` adds a file, `GET /r/{id}` is its
-page.
+page, and `/r/{id}/uploads` takes files as tus uploads (resumable: the page's way).
 
 Anyone holding the URL may add files to the owner's folder, within the
 request's limits (storage/requests.py), and do nothing else: there is no
@@ -22,9 +22,10 @@ from ..storage.errors import InvalidName
 from ..storage.keys import split_file_key
 from ..storage.landing import Finish
 from ..storage.requests import UploadRequest
-from . import hooked
+from ..storage.tus import Upload
+from . import hooked, tus
 from .body import declared_length, expect_body, file_too_large, read_body
-from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES
+from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES, LENGTH_REQUIRED
 from .links import basic_password, expires_in, json_body, password, whole_number
 from .names import content_type, raw_path
 from .page import PAGE_HEADERS, STATIC
@@ -38,6 +39,10 @@ REQUEST = "/api/requests/{id}"
 REQUEST_PAGE = "/r/{id}"
 REQUEST_PAGE_NAME = "upload_request"  # the route's name, to build URLs with
 REQUEST_FILE = r"/r/{id}/{name:[\s\S]+}"
+# tus under the request: creation (POST), then HEAD, PATCH and DELETE of what it created. A file
+# named `uploads` is still sent with PUT: no route here takes PUT.
+REQUEST_UPLOADS = "/r/{id}/uploads"
+REQUEST_UPLOAD = "/r/{id}/uploads/{upload_id}"
 # The most files one request may be given: any more is no limit worth counting.
 MAX_FILES = 100_000
 # The most bytes one request may be given: a pebibyte, past which a limit means nothing.
@@ -156,3 +161,68 @@ async def _admit(request: web.Request) -> None:
 
 
 expect_upload = expect_body(_admit)
+
+
+class RequestScope(tus.Scope):
+    """tus under an upload request (/r/{id}/uploads/): the same handlers as /api/uploads/, for
+    whoever holds the link. Whole files of a declared length only (their room is taken from the
+    request at creation: storage/request_uploads.py), no expiry of the sender's choosing, the
+    password (HTTP Basic) asked at every request, and only the uploads made under this request."""
+
+    hook_upload = UPLOAD_REQUEST
+    concatenation = False
+    deferred_length = False
+    expiry = False
+
+    async def identify(self, request: web.Request) -> None:
+        """No token: the link (and its password, checked with the request's record) is all."""
+
+    async def owner(self, request: web.Request, name: str, length: int | None) -> tuple[str, str | None]:
+        if length is None:
+            raise LENGTH_REQUIRED()
+        found, key = await request.app[STORAGE].request_uploads.admit(
+            request.match_info["id"], basic_password(request), name, length
+        )
+        return found.uid, key
+
+    async def writer(self, request: web.Request) -> str:
+        return (await self.upload_of(request)).user
+
+    def location(self, request: web.Request, upload_id: str) -> str:
+        path = REQUEST_UPLOAD.format(id=request.match_info["id"], upload_id=upload_id)
+        return absolute_url(request, path)
+
+    async def start(
+        self,
+        request: web.Request,
+        name: str,
+        length: int | None,
+        raw_metadata: str,
+        *,
+        max_size: int | None,
+        finish: Finish | None,
+        partial: bool,
+    ) -> Upload:
+        if length is None:
+            raise LENGTH_REQUIRED()
+        return await request.app[STORAGE].request_uploads.create(
+            request.match_info["id"],
+            basic_password(request),
+            name,
+            length,
+            raw_metadata,
+            time.time(),
+            max_size=max_size,
+            finish=finish,
+        )
+
+    async def upload_of(self, request: web.Request) -> Upload:
+        return await request.app[STORAGE].request_uploads.get(
+            request.match_info["id"], basic_password(request), request.match_info["upload_id"], time.time()
+        )
+
+    def finish(self, request: web.Request, upload: Upload) -> Finish | None:
+        return request.app[STORAGE].request_uploads.finish(upload.key, super().finish(request, upload))
+
+
+TUS = tus.handlers(RequestScope())

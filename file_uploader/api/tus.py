@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import re
 import time
@@ -25,18 +26,19 @@ from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..hooks.blocking import ALLOWED
 from ..sizes import format_size
 from ..storage.errors import ChecksumMismatch, FinalUpload, InvalidName, QuotaExceeded, TooLarge
-from ..storage.keys import file_key
+from ..storage.keys import file_key, split_file_key
 from ..storage.landing import Finish
 from ..storage.tus import FINAL_TAKES_NO_PATCH, UPLOAD_CHECKSUMS, Upload
 from . import hooked
 from .auth import authenticate
-from .body import expect_body, read_body
+from .body import ExpectHandler, expect_body, read_body
 from .errors import (
     INVALID_CHECKSUM,
     INVALID_CONCAT,
     INVALID_HEADER,
     INVALID_LENGTH,
     INVALID_METADATA,
+    LENGTH_REQUIRED,
     MISSING_OFFSET,
     UNSUPPORTED_CHECKSUM,
     UNSUPPORTED_MEDIA_TYPE,
@@ -178,7 +180,87 @@ def _check_body_fits(request: web.Request, length: int | None, offset: int, most
         raise UPLOAD_TOO_LARGE(detail=f"the upload ends at byte {end}")
 
 
-async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
+class Scope:
+    """Whose tus uploads a set of routes serves, and what a creation there may be. This one: the
+    token's user's own, under /api/uploads/. api/requests.py's serves an upload request's, under
+    /r/{id}/uploads/. The handlers (`Handlers`) and the store are the same for both."""
+
+    # What the blocking hooks are told the upload is (their `upload` field).
+    hook_upload = "tus"
+    # Upload-Concat (concatenation), Upload-Defer-Length, and the file's expiry in the metadata.
+    concatenation = True
+    deferred_length = True
+    expiry = True
+
+    async def identify(self, request: web.Request) -> None:
+        """Before anything else (the expect handler runs before the auth middleware): the token."""
+        await authenticate(request)
+
+    async def owner(self, request: web.Request, name: str, length: int | None) -> tuple[str, str | None]:
+        """Whose space an upload of `name` (`length` bytes, None: not declared) goes to, and the
+        file's key there (None: too little known yet); refuses what may not be created."""
+        uid = request[USER_ID]
+        return uid, file_key(uid, name) if name and length is not None else None
+
+    async def writer(self, request: web.Request) -> str:
+        """Before a PATCH's body: whose upload slots it takes (refusing what may not be written)."""
+        return request[USER_ID]
+
+    def location(self, request: web.Request, upload_id: str) -> str:
+        # Absolute, on the public origin: the client sends its token there next.
+        return absolute_url(request, f"{UPLOADS}/{upload_id}")
+
+    async def start(
+        self,
+        request: web.Request,
+        name: str,
+        length: int | None,
+        raw_metadata: str,
+        *,
+        max_size: int | None,
+        finish: Finish | None,
+        partial: bool,
+    ) -> Upload:
+        return await request.app[STORAGE].resumable.create(
+            request[USER_ID],
+            name,
+            length,
+            raw_metadata,
+            time.time(),
+            max_size=max_size,
+            finish=finish,
+            partial=partial,
+        )
+
+    async def upload_of(self, request: web.Request) -> Upload:
+        """The upload the request's path names, if this scope's (UploadNotFound otherwise)."""
+        return await request.app[STORAGE].resumable.get(
+            request[USER_ID], request.match_info["upload_id"], time.time()
+        )
+
+    def finish(self, request: web.Request, upload: Upload) -> Finish | None:
+        """What is awaited just before the upload's file is stored: the pre-finish hook."""
+        return hooked.pre_finish(
+            request, upload.name, self.hook_upload, _stored_metadata(upload), user=upload.user
+        )
+
+
+OWN = Scope()
+
+
+async def upload_of(request: web.Request) -> Upload:
+    """The upload the request's path names, of the request's user (tus and the IETF draft)."""
+    return await OWN.upload_of(request)
+
+
+def _stored_metadata(upload: Upload) -> dict[str, str]:
+    try:
+        return _metadata(upload.metadata)
+    except ApiError:
+        return {}
+
+
+async def _append(request: web.Request, scope: Scope, upload: Upload, offset: int) -> Upload:
     if request.content_type != OFFSET_OCTET_STREAM:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     if upload.partials:  # before the body's size is judged: 403 whatever it is (tus concatenation)
@@ -194,16 +276,8 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
         now=time.time(),
         length=length,
         checksum=checksum,
-        finish=_pre_finish(request, upload),
+        finish=scope.finish(request, upload),
     )
-
-
-def _pre_finish(request: web.Request, upload: Upload) -> Finish | None:
-    try:
-        metadata = _metadata(upload.metadata)
-    except ApiError:
-        metadata = {}
-    return hooked.pre_finish(request, upload.name, "tus", metadata)
 
 
 def _upload_headers(upload: Upload) -> dict[str, str]:
@@ -227,13 +301,16 @@ async def options(request: web.Request) -> web.Response:
     )
 
 
-@tus_route
-async def create(request: web.Request) -> web.Response:
+async def _create(request: web.Request, scope: Scope) -> web.Response:
     concat = _concat(request)
+    if concat is not None and not scope.concatenation:
+        raise INVALID_CONCAT(detail="only whole files are sent here: no Upload-Concat")
     if concat:
         return await _create_final(request, concat)
     length = header_number(request, "Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
+    if length is None and not scope.deferred_length:
+        raise LENGTH_REQUIRED()
     if (length is None) == (deferred is None) or (deferred is not None and deferred != "1"):
         raise INVALID_LENGTH()
     raw_metadata = request.headers.get("Upload-Metadata", "")
@@ -242,9 +319,17 @@ async def create(request: web.Request) -> web.Response:
     name = metadata.get("filename", "")
     if not name and not partial:
         raise InvalidName("Upload-Metadata has no filename")
-    file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
+    if scope.expiry:
+        file_expires_in(metadata.get(EXPIRES_FIELD))  # checked now, applied when the file is stored
     # A partial upload is no file yet: the hooks are asked of its final upload.
-    verdict = ALLOWED if partial else await hooked.pre_create(request, name, length, "tus", metadata)
+    name_seen, user = name, None
+    if partial:
+        verdict = ALLOWED
+    else:
+        user, key = await scope.owner(request, name, length)
+        if key is not None:  # the name in the user's space (an upload request's folder, name)
+            name_seen = split_file_key(key)[1]
+        verdict = await hooked.pre_create(request, name_seen, length, scope.hook_upload, metadata, user=user)
     most = hooked.limit(request, verdict)
     if length is not None and length > most:
         raise UPLOAD_TOO_LARGE(detail=f"the limit is {format_size(most)}")
@@ -253,23 +338,22 @@ async def create(request: web.Request) -> web.Response:
         _check_body_fits(request, length, 0, most)
         checksum = _checksum(request)
     resumable = request.app[STORAGE].resumable
-    finish = None if partial else hooked.pre_finish(request, name, "tus", metadata)
-    upload = await resumable.create(
-        request[USER_ID],
-        name,
-        length,
-        raw_metadata,
-        time.time(),
-        max_size=verdict.max_size,
-        finish=finish,
-        partial=partial,
+    finish = (
+        None if partial else hooked.pre_finish(request, name_seen, scope.hook_upload, metadata, user=user)
     )
-    # Absolute, on the public origin: the client sends its token there next.
-    headers: dict[str, str] = {hdrs.LOCATION: absolute_url(request, f"{UPLOADS}/{upload.id}")}
+    upload = await scope.start(
+        request, name, length, raw_metadata, max_size=verdict.max_size, finish=finish, partial=partial
+    )
+    headers: dict[str, str] = {hdrs.LOCATION: scope.location(request, upload.id)}
     if with_upload:
         try:
             upload = await resumable.appender.append(
-                upload, 0, read_body(request, most), now=time.time(), checksum=checksum, finish=finish
+                upload,
+                0,
+                read_body(request, most),
+                now=time.time(),
+                checksum=checksum,
+                finish=None if partial else scope.finish(request, upload),
             )
         except (TooLarge, ChecksumMismatch, QuotaExceeded):
             # The client is told the upload failed and gets no Location: leave no upload behind.
@@ -308,16 +392,8 @@ async def _create_final(request: web.Request, partial_ids: list[str]) -> web.Res
     return web.Response(status=201, headers=headers)
 
 
-async def upload_of(request: web.Request) -> Upload:
-    """The upload the request's path names, of the request's user (tus and the IETF draft)."""
-    return await request.app[STORAGE].resumable.get(
-        request[USER_ID], request.match_info["upload_id"], time.time()
-    )
-
-
-@tus_route
-async def head(request: web.Request) -> web.Response:
-    upload = await upload_of(request)
+async def _head(request: web.Request, scope: Scope) -> web.Response:
+    upload = await scope.upload_of(request)
     headers = _upload_headers(upload)
     headers[hdrs.CACHE_CONTROL] = "no-store"
     if upload.length is None:
@@ -330,43 +406,88 @@ async def head(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-@tus_route
-async def patch(request: web.Request) -> web.Response:
+async def _patch(request: web.Request, scope: Scope) -> web.Response:
     offset = header_number(request, "Upload-Offset")
     if offset is None:
         raise MISSING_OFFSET()
     if request.content_type != OFFSET_OCTET_STREAM:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
-    upload = await _append(request, await upload_of(request), offset)
+    upload = await _append(request, scope, await scope.upload_of(request), offset)
     return web.Response(status=204, headers=_upload_headers(upload))
 
 
-@tus_route
-async def terminate(request: web.Request) -> web.Response:
-    upload = await upload_of(request)
+async def _terminate(request: web.Request, scope: Scope) -> web.Response:
+    upload = await scope.upload_of(request)
     await request.app[STORAGE].resumable.terminate(upload)
     return web.Response(status=204)
 
 
-async def _check_body(request: web.Request) -> None:
-    """What a tus request with a body refuses before reading it: token, version, upload slots,
-    and for a creation, an Upload-Length that cannot fit in the user's quota."""
-    await authenticate(request)
+async def _check_body(request: web.Request, scope: Scope) -> None:
+    """What a tus request with a body refuses before reading it: credentials, version, upload
+    slots, and for a creation, an Upload-Length that cannot fit in the quota of the space the
+    file goes to; a PATCH, an upload that is not the scope's."""
+    await scope.identify(request)
     _check_version(request)
     storage = request.app[STORAGE]
-    key = length = None
-    name = None
     if request.method == hdrs.METH_POST:
         metadata = _metadata(request.headers.get("Upload-Metadata", ""))
         # A partial upload is no file: no key, and the hooks are asked of its final upload.
         partial = request.headers.get("Upload-Concat", "").strip() == "partial"
         name = None if partial else metadata.get("filename")
         length = header_number(request, "Upload-Length")
-        if name and length is not None:  # (without a name, the creation is refused anyway)
-            key = file_key(request[USER_ID], name)
-    await storage.admit(request[USER_ID], key, length)
-    if name:
-        await hooked.pre_create(request, name, length, "tus", metadata)
+        if not name:  # (the creation is refused anyway, unless partial)
+            if not partial:
+                raise InvalidName("Upload-Metadata has no filename")
+            await storage.admit(request[USER_ID], None, None)
+            return
+        user, key = await scope.owner(request, name, length)
+        await storage.admit(user, key, length)
+        name_seen = split_file_key(key)[1] if key is not None else name
+        await hooked.pre_create(request, name_seen, length, scope.hook_upload, metadata, user=user)
+    else:
+        await storage.admit(await scope.writer(request), None, None)
 
 
-expect_patch = expect_body(_check_body, _TUS_HEADERS)
+@dataclasses.dataclass(frozen=True)
+class Handlers:
+    """The tus routes of one scope: creation, HEAD, PATCH, termination, and the expect handler
+    of the routes that take a body."""
+
+    create: Handler
+    head: Handler
+    patch: Handler
+    terminate: Handler
+    expect: ExpectHandler
+
+
+def handlers(scope: Scope) -> Handlers:
+    async def create(request: web.Request) -> web.StreamResponse:
+        return await _create(request, scope)
+
+    async def head(request: web.Request) -> web.StreamResponse:
+        return await _head(request, scope)
+
+    async def patch(request: web.Request) -> web.StreamResponse:
+        return await _patch(request, scope)
+
+    async def terminate(request: web.Request) -> web.StreamResponse:
+        return await _terminate(request, scope)
+
+    async def check(request: web.Request) -> None:
+        await _check_body(request, scope)
+
+    return Handlers(
+        create=tus_route(create),
+        head=tus_route(head),
+        patch=tus_route(patch),
+        terminate=tus_route(terminate),
+        expect=expect_body(check, _TUS_HEADERS),
+    )
+
+
+_OWN_ROUTES = handlers(OWN)
+create = _OWN_ROUTES.create
+head = _OWN_ROUTES.head
+patch = _OWN_ROUTES.patch
+terminate = _OWN_ROUTES.terminate
+expect_patch = _OWN_ROUTES.expect

@@ -25,6 +25,7 @@
     grants.py     what a user hands to others: records with an index, a password, compare-and-swap
     links.py      share links as records: expiry, password, download limit, revocation
     requests.py   upload requests: anyone with the link adds files to one folder, within limits
+    request_uploads.py  tus uploads sent to an upload request: its room, its uploads only
     zips.py       a folder as one zip, streamed (stream-zip, in threads of its own)
     passwords.py  the slow hash (scrypt) that links and upload requests keep instead of a password
 
@@ -61,6 +62,7 @@ from .passwords import Passwords
 from .probe import Capabilities
 from .quotas import Quotas
 from .readiness import Readiness
+from .request_uploads import RequestUploads
 from .requests import UploadRequests
 from .thumbnails import Thumbnails
 from .tus import Resumable
@@ -114,6 +116,12 @@ class Storage:
             s3, self.library, self.thumbnails, self.quotas, self.events, self.pipeline.slots, self.expiry
         )
         self.files = Files(s3, self.pipeline, self.library, self.quotas, self.landing, self.expiry)
+        self.direct = DirectUploads(
+            s3, self.quotas, self.landing, part_size=settings.part_size, expiry=settings.upload_expiry
+        )
+        self.passwords = Passwords()
+        self.links = Links(s3, self.passwords)
+        self.requests = UploadRequests(s3, self.passwords, self.files)
         self.resumable = Resumable(
             s3,
             self.pipeline,
@@ -122,13 +130,9 @@ class Storage:
             lock_seconds=lease_seconds,
             quotas=self.quotas,
             landing=self.landing,
+            released=self.requests.released,
         )
-        self.direct = DirectUploads(
-            s3, self.quotas, self.landing, part_size=settings.part_size, expiry=settings.upload_expiry
-        )
-        self.passwords = Passwords()
-        self.links = Links(s3, self.passwords)
-        self.requests = UploadRequests(s3, self.passwords, self.files)
+        self.request_uploads = RequestUploads(self.requests, self.resumable)
         self.zips = Zips(self.files)
         self.readiness = Readiness(s3, self.pipeline, settings, known=known)
         self.direct.etags_are_md5 = lambda: self.readiness.capabilities.etag_is_md5

@@ -115,26 +115,23 @@ class UploadRequests:
         """The request and the key `name` would be stored at, if a file of `length` may come now
         (before its body); else LinkNotFound, LinkExpired, PasswordRequired, LinkBlocked,
         RequestFull, TooLarge, InvalidName or FileExists. No room is taken yet."""
-        now = time.time()
-        record, _ = await self.grants.get(request_id)
-        request = UploadRequest.from_json(request_id, record)
-        if request.expired(now):
-            raise LinkExpired("this upload request has expired")
-        await self.grants.check_password(request_id, record, password, now)
+        request = await self.open(request_id, password)
         _room(request, length)
         if name is None:
             return request, None
-        key = self._key(request, name)
-        await self._absent(key)
+        key = self.key(request, name)
+        await self.absent(key)
         return request, key
 
     @staticmethod
-    def _key(request: UploadRequest, name: str) -> str:
+    def key(request: UploadRequest, name: str) -> str:
+        """Where `name` sent to the request is stored (InvalidName unless one path segment)."""
         if "/" in validate_name(name):
             raise InvalidName("a file sent to an upload request is named by one path segment (no /)")
         return file_key(request.uid, request.folder + name)
 
-    async def _absent(self, key: str) -> None:
+    async def absent(self, key: str) -> None:
+        """FileExists if a file is at `key`: nothing sent to a request ever replaces one."""
         try:
             await self.s3.head_object(key)
         except FileNotFound:
@@ -156,20 +153,7 @@ class UploadRequests:
         awaited with the size just before the file is stored, and may refuse it (files.put)."""
         request, key = await self.admit(request_id, password, name, size)
         assert key is not None
-        now = time.time()
-        taken = 0
-
-        def take(fields: dict[str, Any]) -> dict[str, Any]:
-            nonlocal taken
-            current = UploadRequest.from_json(request_id, fields)
-            if current.expired(now):
-                raise LinkExpired("this upload request has expired")
-            _room(current, size)
-            left = current.bytes_left()
-            taken = size if size is not None else (left or 0)
-            return {**fields, "files": current.files + 1, "bytes": current.bytes + (taken or 0)}
-
-        await self.grants.update(request_id, take)
+        taken = await self.take(request_id, size)
         stored = 0
 
         async def metered() -> AsyncIterator[bytes]:
@@ -190,6 +174,40 @@ class UploadRequests:
         if stored != taken:  # what it used, not what it held (a chunked body holds all that is left)
             await self._give_back(request_id, files=0, size=taken - stored)
         return stored
+
+    async def take(self, request_id: str, size: int | None) -> int:
+        """Take one file's room from the request by compare-and-swap: one file, and `size` bytes
+        (None: all the bytes left); the bytes taken. RequestFull, TooLarge, LinkExpired."""
+        now = time.time()
+        taken = 0
+
+        def take(fields: dict[str, Any]) -> dict[str, Any]:
+            nonlocal taken
+            current = UploadRequest.from_json(request_id, fields)
+            if current.expired(now):
+                raise LinkExpired("this upload request has expired")
+            _room(current, size)
+            left = current.bytes_left()
+            taken = size if size is not None else (left or 0)
+            return {**fields, "files": current.files + 1, "bytes": current.bytes + taken}
+
+        await self.grants.update(request_id, take)
+        return taken
+
+    async def released(self, request_id: str, size: int) -> None:
+        """A file that took its room (`take`) will not land: one file and `size` bytes back."""
+        await self._give_back(request_id, files=1, size=size)
+
+    async def open(self, request_id: str, password: str | None) -> UploadRequest:
+        """The request, if it still takes files and `password` is its own (LinkNotFound,
+        LinkExpired, PasswordRequired, LinkBlocked): what continuing an upload asks."""
+        now = time.time()
+        record, _ = await self.grants.get(request_id)
+        request = UploadRequest.from_json(request_id, record)
+        if request.expired(now):
+            raise LinkExpired("this upload request has expired")
+        await self.grants.check_password(request_id, record, password, now)
+        return request
 
     async def _give_back(self, request_id: str, *, files: int, size: int) -> None:
         def give(fields: dict[str, Any]) -> dict[str, Any]:

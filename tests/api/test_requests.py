@@ -181,6 +181,9 @@ def test_the_request_page_sends_files_in_chromium(gateway_process, browser_page,
     )
     page.click("#request-send")
     page.locator('#request-results li[data-name="second.txt"][data-status]').wait_for()
-    assert page.locator('#request-results li[data-name="hello.txt"]').get_attribute("data-status") == "204"
-    assert page.locator('#request-results li[data-name="second.txt"]').get_attribute("data-status") == "409"
+    assert page.locator('#request-results li[data-name="hello.txt"]').get_attribute("data-status") == "sent"
+    # Refused at its tus creation: the request took its one file.
+    second = page.locator('#request-results li[data-name="second.txt"]')
+    assert second.get_attribute("data-status") == "409"
+    assert "taken its 1 files" in second.locator(".detail").inner_text()
     assert stored_files(s3, bucket) == ["from-page/hello.txt"]

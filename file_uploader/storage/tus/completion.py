@@ -22,6 +22,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...ops import metrics
@@ -35,18 +36,35 @@ from .info import COMPLETING, DONE, OPEN, Records, Upload, recorded
 
 log = logging.getLogger(__name__)
 
+# Told when an upload made under an upload request ends unfinished (terminated, expired, refused
+# at its end): the request's id and the bytes it held, which the request takes back (requests.py).
+Released = Callable[[str, int], Awaitable[None]]
+
 
 class Completion:
     """Turns a whole upload into its file, and says so (landing.py, the quota)."""
 
     def __init__(
-        self, s3: S3, pipeline: PartPipeline, records: Records, quotas: Quotas, landing: Landing
+        self,
+        s3: S3,
+        pipeline: PartPipeline,
+        records: Records,
+        quotas: Quotas,
+        landing: Landing,
+        released: Released | None = None,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
         self.records = records
         self.quotas = quotas
         self.landing = landing
+        self._released = released
+
+    async def released(self, upload: Upload) -> None:
+        """An unfinished upload is forgotten: the upload request it was made under (if any) gets
+        its room back, one file and its length."""
+        if upload.grant is not None and self._released is not None and upload.state != DONE:
+            await self._released(upload.grant, upload.length or 0)
 
     async def size_before(self, upload: Upload) -> tuple[int | None, bool]:
         """The size of the file the upload will replace, and whether that is known for sure."""
@@ -60,7 +78,9 @@ class Completion:
         counted = self.quotas.upload_stored(
             upload.user, upload.key, upload.id if lease else None, size, replaced, exact=exact
         )
-        seconds = expires_in(upload.metadata)
+        # A file sent to an upload request keeps: its sender has no say in how long the owner keeps
+        # it (as PUT /r/... ignores X-Expires-In).
+        seconds = expires_in(upload.metadata) if upload.grant is None else None
         expires = time.time() + seconds if seconds is not None else None
         await self.landing.stored(upload.key, size, etag, counted, expires=expires)
 
@@ -92,6 +112,7 @@ class Completion:
             await self.records.delete_all(upload)  # its info, tails and lock
         finally:
             await self.quotas.upload_ended(upload.user, upload.id)
+        await self.released(upload)  # once it is surely gone: else gc's terminate gives it back
 
     async def finish(self, upload: Upload, tail: Part | None = None, *, resumed: bool = True) -> None:
         """Complete the multipart upload of a "completing" upload, and mark it done.

@@ -46,6 +46,7 @@ class Housekeeping:
             raise
         if upload.state != DONE or upload.partial:  # a partial upload's lease holds its bytes until now
             await self.quotas.upload_ended(upload.user, upload.id)
+        await self.completion.released(upload)
 
     async def terminate_folder(self, user: str, folder: str) -> int:
         """Terminate the user's uploads that would store a file under `folder`; how many."""

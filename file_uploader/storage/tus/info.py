@@ -64,6 +64,9 @@ class Upload:
     # file; a final upload was assembled from the partial uploads `partials` names, in order.
     partial: bool = False
     partials: list[str] = dataclasses.field(default_factory=list)
+    # The upload request (requests.py) it was created under, whose room it holds: given back if it
+    # ends unfinished (completion.Completion.released). Only that request's routes reach it.
+    grant: str | None = None
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 

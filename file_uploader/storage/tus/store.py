@@ -12,7 +12,7 @@ from ..keys import validate_name
 from ..landing import Finish, Landing
 from ..parts import PartPipeline
 from ..quotas import Quotas
-from .completion import Completion
+from .completion import Completion, Released
 from .concat import Concatenation
 from .housekeeping import Housekeeping
 from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id
@@ -33,6 +33,7 @@ class Resumable:
         quotas: Quotas,
         landing: Landing,
         lock_seconds: float = LEASE_SECONDS,
+        released: Released | None = None,
     ) -> None:
         self.s3 = s3
         self.pipeline = pipeline
@@ -43,7 +44,8 @@ class Resumable:
         self.max_size = max_size
         self.records = Records(s3)
         self.locks = Locks(s3, lock_seconds)
-        self.completion = Completion(s3, pipeline, self.records, quotas, landing)
+        # `released`: an upload request's room back, when an upload made under it ends unfinished.
+        self.completion = Completion(s3, pipeline, self.records, quotas, landing, released)
         # Writing an upload's bytes: PATCH (upload.py) and final uploads (concat.py), which the
         # handlers call directly.
         writer = (s3, pipeline, self.records, self.locks, self.completion, quotas)
@@ -71,11 +73,13 @@ class Resumable:
         max_size: int | None = None,
         finish: Finish | None = None,
         partial: bool = False,
+        grant: str | None = None,
     ) -> Upload:
         """Start an upload of `length` bytes (None: declared later) to be stored as `name`.
         `max_size`: its own limit, below MAX_FILE_SIZE; `finish`: awaited with the file's size
         just before it is stored (a length of 0 is stored at once), and may refuse it by raising.
-        `partial`: one whose bytes wait for a final upload to name it (concat.py; no name)."""
+        `partial`: one whose bytes wait for a final upload to name it (concat.py; no name).
+        `grant`: the upload request it is made under, which has taken its room (requests.py)."""
         if partial:
             name = ""
         else:
@@ -97,6 +101,7 @@ class Resumable:
             step=plan.step,
             max_size=max_size,
             partial=partial,
+            grant=grant,
         )
         if length == 0:
             # Nothing will ever be PATCHed, and S3 cannot complete a multipart
@@ -127,14 +132,17 @@ class Resumable:
             raise
         return upload
 
-    async def get(self, user: str, upload_id: str, now: float) -> Upload:
+    async def get(self, user: str, upload_id: str, now: float, *, grant: str | None = None) -> Upload:
         """The user's upload `upload_id`; another user's id is as unknown as a made-up one.
+        `grant`: only an upload made under that upload request (any other is as unknown).
 
         An upload left "completing" (its process died mid-completion) is finished first.
         """
         if not is_upload_id(upload_id):
             raise UploadNotFound("no such upload")
         upload = await self.records.read(user, upload_id)
+        if grant is not None and upload.grant != grant:
+            raise UploadNotFound("no such upload")
         if upload.state == COMPLETING:
             await self.completion.finish(upload)
         if upload.state == OPEN and upload.expires < now:
