@@ -5,12 +5,17 @@ sent at once, alternating between the processes, ROUNDS times (a new user each r
 each round's statuses and bytes stored past the quota, then the worst.
 
     python bench/quota_overshoot.py [CONDITIONAL_WRITES=1|0] [UPLOADS=24] [ROUNDS=10]
+
+With CONDITIONAL_WRITES=0 the gateways reach moto through a proxy that drops If-Match and
+If-None-Match (tests/faultproxy.py): the write probe finds them ignored, and the ledger keeps
+to the read-back rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import sys
 import tempfile
@@ -24,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from file_uploader.sizes import KiB
 from file_uploader.storage.keys import user_id, user_prefix
+from tests.faultproxy import proxy_process
 from tests.helpers import ACCESS_KEY, SECRET_KEY, free_port, run_gateway, start_moto
 
 BUCKET = "quota-overshoot"
@@ -53,13 +59,17 @@ def main() -> None:
     s3_url = f"http://127.0.0.1:{port}"
     s3 = boto3.client("s3", endpoint_url=s3_url)
     s3.create_bucket(Bucket=BUCKET)
-    settings = {"USER_QUOTA": str(QUOTA), "S3_CONDITIONAL_WRITES": conditional}
+    settings = {"USER_QUOTA": str(QUOTA)}
     workdir = Path(tempfile.mkdtemp())
     try:
-        with (
-            run_gateway(s3_url, BUCKET, workdir / "a", **settings) as first,
-            run_gateway(s3_url, BUCKET, workdir / "b", **settings) as second,
-        ):
+        with contextlib.ExitStack() as stack:
+            endpoint = (
+                s3_url
+                if conditional == "1"
+                else stack.enter_context(proxy_process(s3_url, ignore_conditions=True))
+            )
+            first = stack.enter_context(run_gateway(endpoint, BUCKET, workdir / "a", **settings))
+            second = stack.enter_context(run_gateway(endpoint, BUCKET, workdir / "b", **settings))
             worst = 0
             for number in range(int(rounds)):
                 token = str(uuid.uuid4())
@@ -69,7 +79,8 @@ def main() -> None:
                 worst = max(worst, stored - QUOTA)
                 print(f"round {number}: {dict(statuses)}, {stored - QUOTA} bytes past the quota")
             print(
-                f"S3_CONDITIONAL_WRITES={conditional}, {uploads} uploads x {rounds} rounds: worst {worst} B"
+                f"conditional writes {'on' if conditional == '1' else 'off'}, {uploads} uploads x {rounds} "
+                f"rounds: worst {worst} B"
             )
     finally:
         moto.kill()

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from file_uploader.settings import BOTOCORE_VARIABLES, env_name, grouped, shown_default
+from file_uploader.settings import BOTOCORE_VARIABLES, REMOVED, env_name, grouped, shown_default
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -80,6 +80,10 @@ def settings_table() -> str:
     lines += ["| variable | what it sets |", "| --- | --- |"]
     for name, (doc, _example) in BOTOCORE_VARIABLES.items():
         lines.append(f"| `{name}` | {_cell(doc)} |")
+    lines += ["", "**No longer settings**: set, each stops the gateway at startup with this line", ""]
+    lines += ["| name | what replaced it |", "| --- | --- |"]
+    for name, replacement in sorted(REMOVED.items()):
+        lines.append(f"| `{name}` | {_cell(replacement)} |")
     lines += ["", TABLE_END]
     return "\n".join(lines)
 

@@ -39,6 +39,7 @@ from .appkeys import BLOCKING_HOOKS, IDENTITIES, IN_FLIGHT, KNOWN_S3, SETTINGS, 
 from .hooks import webhooks
 from .hooks.blocking import BlockingHooks
 from .identity import Identities
+from .ops import malloc
 from .ops.inflight import RequestsInFlight
 from .settings import Settings, load_settings
 from .storage import open_storage
@@ -212,6 +213,7 @@ async def create_app(
     `open_storage`). Gunicorn and `python -m file_uploader` never pass it.
     """
     settings = settings or load_settings()
+    malloc.keep_part_memory()  # each worker process, before its first part
     app = web.Application(middlewares=MIDDLEWARES, handler_args={"lingering_time": LINGERING_SECONDS})
     app[SETTINGS] = settings
     if known_s3 is not None:
@@ -224,6 +226,7 @@ async def create_app(
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(links.scripted_challenge)
     app.on_response_prepare.append(cors.cors_headers)
     app.router.add_routes(ROUTES)
     return app

@@ -6,7 +6,11 @@ the field's metadata. `.env.example` and the table in docs/operations.md are
 generated from them (`python -m devtools.settings_doc`), and a test keeps them
 current. What is not a user's business (lease and lock periods, pool waits,
 queue lengths, thumbnail safety limits) is a named constant beside the code
-that uses it, with the reason for its value (sizes.py, and the modules).
+that uses it, with the reason for its value (sizes.py, and the modules). A few
+of those stay fields of `Settings`, made with `fixed` and read from no
+variable, so that the code built from `Settings` takes them from one place
+and a test can pass another value (a one-second upload expiry, read-back
+mode); what the probe decides (conditional writes) is one of them.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from .sizes import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
+    MAX_UPLOADS_PER_USER,
     MIN_PART_SIZE,
     PARTS_IN_FLIGHT,
     PARTS_PER_SIZE_STEP,
+    UPLOAD_EXPIRY_SECONDS,
+    WEBHOOK_BACKLOG,
     GiB,
     MiB,
     PartPlan,
@@ -45,8 +52,9 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # What S3_CHECKSUM may name (storage/checksums.py says what each costs and does).
 S3_CHECKSUMS = ("crc32", "crc32c", "sha256", "md5", "off")
-# What the gateway does when the probe finds that S3 does not verify
-# S3_CHECKSUM: send Content-MD5 instead, or keep it and warn (storage/probe.py).
+# What the gateway does when the probe finds that S3 does not verify S3_CHECKSUM: send
+# Content-MD5 instead (always, for a user), or keep it and warn (storage/probe.py; the tests of
+# what S3 keeps of a checksum it does not verify).
 S3_CHECKSUM_FALLBACKS = ("md5", "warn")
 # What S3_SSE may name (storage/encryption.py says what each sends on which call).
 S3_SSE_MODES = ("none", "sse-s3", "sse-kms", "sse-c")
@@ -268,6 +276,13 @@ def setting(
     return dataclasses.field(default=default, repr=not secret, metadata=metadata)
 
 
+def fixed(default: Any) -> Any:
+    """A field of `Settings` that no environment variable sets: `default` is a named constant (its
+    reason beside it) or what the probe decides. Code built from `Settings` reads it like any
+    other, and a test may pass another value (read-back mode, a one-second expiry)."""
+    return dataclasses.field(default=default, metadata={"fixed": True})
+
+
 # Names older versions read, each with what replaced it: set, they stop the gateway at startup
 # rather than be silently ignored.
 _INTERNAL = "a fixed internal period or limit now (file_uploader/sizes.py says why); remove it"
@@ -280,6 +295,19 @@ REMOVED: dict[str, str] = {
     "KEEPALIVE_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
     "SEND_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
     "BODY_READ_TIMEOUT": "use CLIENT_TIMEOUT (one timeout for a silent client)",
+    "S3_CONDITIONAL_WRITES": (
+        "the write probe finds whether S3 honours If-None-Match and If-Match, and the gateway "
+        "sends them only then (docs/s3-engines.md); remove it"
+    ),
+    "S3_CHECKSUM_FALLBACK": (
+        "where S3 does not verify S3_CHECKSUM the gateway always falls back to Content-MD5 (the "
+        "former md5); for no checksum at all, set S3_CHECKSUM=off; remove it"
+    ),
+    "S3_EQUAL_PARTS_MAX_FILE_SIZE": (
+        "use MAX_FILE_SIZE: with S3_EQUAL_PARTS, parts are sized so that S3_MAX_PARTS of them hold it"
+    ),
+    "UPLOAD_EXPIRY": "a fixed day after the last PATCH now (file_uploader/sizes.py says why); remove it",
+    "SHARE_MAX_SECONDS": "a fixed week now (SigV4's own limit for a presigned URL; sizes.py); remove it",
     **dict.fromkeys(
         (
             "S3_POOL_TIMEOUT",
@@ -292,6 +320,8 @@ REMOVED: dict[str, str] = {
             "THUMBNAIL_MAX_PIXELS",
             "THUMBNAIL_MAX_BYTES",
             "THUMBNAIL_WORKERS",
+            "MAX_UPLOADS_PER_USER",
+            "WEBHOOK_BACKLOG",
         ),
         _INTERNAL,
     ),
@@ -370,32 +400,14 @@ class Settings:
         _at_least(3, int, "a whole number"),
         default=64,
     )
-    s3_conditional_writes: bool = setting(
-        S3,
-        "Whether the S3 honours conditional writes (If-None-Match: * and If-Match on PutObject: AWS "
-        "since 2024, MinIO, moto); tus locks and commits and the quota ledger compare-and-swap when it "
-        "does. Set 0 for one that does not: racing tus PATCHes can then cost a client its work (409), "
-        "but never mix two files.",
-        _bool,
-        default=True,
-    )
     s3_checksum: str = setting(
         S3,
         "The checksum sent with each part for S3 to verify: crc32, crc32c, sha256, md5 (Content-MD5, "
         "which even old S3-compatible servers check) or off. At startup the gateway probes whether S3 "
-        "really verifies it (docs/s3-engines.md).",
+        "really verifies it, and sends Content-MD5 instead where it does not (docs/s3-engines.md).",
         _one_of(S3_CHECKSUMS),
         default="crc32",
     )
-    s3_checksum_fallback: str = setting(
-        S3,
-        "When the probe finds that S3 does not verify S3_CHECKSUM: md5 sends Content-MD5 instead (or, "
-        "where S3 verifies nothing but its ETags are MD5s, compares them); warn keeps S3_CHECKSUM and "
-        "logs a warning.",
-        _one_of(S3_CHECKSUM_FALLBACKS),
-        default="md5",
-    )
-
     s3_max_parts: int = setting(
         S3,
         f"The most parts one multipart upload may have: S3's {MAX_PARTS:,}, or fewer for an engine that "
@@ -408,22 +420,12 @@ class Settings:
         S3,
         "Every part but the last of an upload the same size, also for bodies of unknown length (chunked "
         "PUT, forms, tus with a deferred length), whose parts otherwise grow: for Cloudflare R2, which "
-        "refuses unequal parts (1/0). Their part size is chosen up front from "
-        "S3_EQUAL_PARTS_MAX_FILE_SIZE.",
+        "refuses unequal parts (1/0). Their part size is chosen up front: PART_SIZE, "
+        "grown until S3_MAX_PARTS parts hold MAX_FILE_SIZE, so set that to the largest file expected "
+        "(100GiB with 10,000 parts: 11 MiB).",
         _bool,
         default=False,
     )
-    s3_equal_parts_max_file_size: int | None = setting(
-        S3,
-        "With S3_EQUAL_PARTS: the largest file of unknown length expected; the part size is PART_SIZE, "
-        "grown until S3_MAX_PARTS parts hold this, and a body that passes what they hold is refused "
-        "(413). Unset: PART_SIZE x S3_MAX_PARTS (78 GiB at the defaults).",
-        _size,
-        default=None,
-        shown="unset (PART_SIZE x S3_MAX_PARTS)",
-        example="100GiB",
-    )
-
     s3_sse: str = setting(
         S3,
         "Server-side encryption asked for on every object the gateway writes: none (the bucket's "
@@ -551,23 +553,10 @@ class Settings:
     )
     max_file_size: int = setting(
         UPLOADS,
-        "Largest file accepted (default: S3's own maximum object size).",
+        "Largest file accepted (default: S3's own maximum object size). With S3_EQUAL_PARTS, also what "
+        "the parts of a body of unknown length are sized for: set it to the largest file expected.",
         _size,
         default=MAX_OBJECT_SIZE,
-    )
-    max_uploads_per_user: int = setting(
-        UPLOADS,
-        "Uploads one user may run at once, per process (0: no limit); the next gets 429 with "
-        "Retry-After. High enough that parallel clients (xargs -P 50 curl) never see it: MEMORY_BUDGET, "
-        "shared fairly, is what makes uploads wait.",
-        _whole(0),
-        default=128,
-    )
-    upload_expiry: float = setting(
-        UPLOADS,
-        "Seconds a resumable (tus) upload may go without a PATCH before it expires and `gc` may abort it.",
-        _seconds(1),
-        default=24 * 3600.0,
     )
     user_quota: int | None = setting(
         UPLOADS,
@@ -605,9 +594,6 @@ class Settings:
         secret=True,
         example="",
     )
-    share_max_seconds: int = setting(
-        FEATURES, "Longest lifetime a share link may be given, in seconds.", _whole(1), default=7 * 24 * 3600
-    )
     webhook_url: str | None = setting(
         FEATURES,
         "Where each file.stored / file.deleted event is POSTed as JSON, after the client's response, "
@@ -633,14 +619,6 @@ class Settings:
         default=86_400.0,
         shown="86400 (a day)",
     )
-    webhook_backlog: int = setting(
-        FEATURES,
-        "Most events kept in the bucket's journal waiting for the receiver; past it, new events are "
-        "kept in the process's memory only (logged). Bounds what a receiver gone for good costs.",
-        _whole(1),
-        default=100_000,
-    )
-
     # --- Identity and hooks (docs/identity-and-hooks.md) ---
     auth_uuid_tokens: bool = setting(
         AUTH,
@@ -732,6 +710,16 @@ class Settings:
         example="",
     )
 
+    # --- Not read from the environment: decided by the gateway (see `fixed`) ---
+    # Compare-and-swap sends If-None-Match / If-Match where the write probe found S3 to honour
+    # them (storage/cas.py); False keeps to the read-back rule even then.
+    s3_conditional_writes: bool = fixed(True)
+    # Where S3 does not verify S3_CHECKSUM: md5, or warn (keep it unverified).
+    s3_checksum_fallback: str = fixed("md5")
+    max_uploads_per_user: int = fixed(MAX_UPLOADS_PER_USER)
+    upload_expiry: float = fixed(UPLOAD_EXPIRY_SECONDS)
+    webhook_backlog: int = fixed(WEBHOOK_BACKLOG)
+
     def __post_init__(self) -> None:
         for name, value, choices in (
             ("LOG_FORMAT", self.log_format, LOG_FORMATS),
@@ -753,18 +741,29 @@ class Settings:
                 f"S3_MAX_PARTS must be at most {MAX_PARTS:,} (S3's part numbers run from 1 to "
                 f"{MAX_PARTS:,}), got {self.s3_max_parts}"
             )
-        largest = self.s3_equal_parts_max_file_size
-        if largest is not None and largest > self.s3_max_parts * MAX_PART_SIZE:
-            raise SettingsError(
-                "S3_EQUAL_PARTS_MAX_FILE_SIZE cannot be more than S3_MAX_PARTS parts of 5 GiB (S3's "
-                f"largest part) hold: {format_size(self.s3_max_parts * MAX_PART_SIZE)}"
-            )
         self._check_encryption()
         if self.memory_budget < self.part_size:
             raise SettingsError("MEMORY_BUDGET must be at least PART_SIZE: an upload holds a part at a time")
+        if self.s3_equal_parts:
+            self._check_equal_parts()
         if self.webhook_url and not self.webhook_secret:
             raise SettingsError("WEBHOOK_URL needs WEBHOOK_SECRET: every event is signed with it")
         self._check_identity()
+
+    def _check_equal_parts(self) -> None:
+        most = self.s3_max_parts * MAX_PART_SIZE
+        if self.max_file_size > most:
+            raise SettingsError(
+                f"S3_EQUAL_PARTS needs a MAX_FILE_SIZE that S3_MAX_PARTS parts of 5 GiB (S3's largest "
+                f"part) hold, at most {format_size(most)}: set it to the largest file expected"
+            )
+        equal = self.part_plan().equal or 0
+        if equal > self.memory_budget:
+            raise SettingsError(
+                f"S3_EQUAL_PARTS sizes parts so that S3_MAX_PARTS of them hold MAX_FILE_SIZE: "
+                f"{format_size(equal)} here, more than MEMORY_BUDGET; set MAX_FILE_SIZE to the largest "
+                "file expected (100GiB with 10,000 parts: 11 MiB parts)"
+            )
 
     def _check_encryption(self) -> None:
         if self.s3_sse not in S3_SSE_MODES:
@@ -800,8 +799,8 @@ class Settings:
         """How uploads are cut into parts on this engine: PART_SIZE, S3_MAX_PARTS, S3_EQUAL_PARTS."""
         equal = None
         if self.s3_equal_parts:
-            largest = self.s3_equal_parts_max_file_size or self.part_size * self.s3_max_parts
-            equal = part_size_for(largest, self.part_size, max_parts=self.s3_max_parts)
+            # Bodies of unknown length: parts of which S3_MAX_PARTS hold the largest file accepted.
+            equal = part_size_for(self.max_file_size, self.part_size, max_parts=self.s3_max_parts)
         return PartPlan(self.part_size, self.s3_max_parts, equal)
 
     def s3_where(self) -> str:
@@ -837,7 +836,8 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-FIELDS = dataclasses.fields(Settings)
+# The fields a user sets; the `fixed` ones are not read from the environment.
+FIELDS = tuple(field for field in dataclasses.fields(Settings) if "group" in field.metadata)
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:

@@ -57,6 +57,23 @@ THUMBNAIL_MAX_BYTES = 32 * MiB
 # decodes at the pixel limit stay far below the default MEMORY_BUDGET.
 THUMBNAIL_WORKERS = 2
 
+# Uploads one user may run at once, per process (PUTs and tus PATCHes alike; the next gets 429
+# with Retry-After): a bound on what one user's runaway client can hold, high enough that
+# parallel clients (xargs -P 50 curl) never see it. MEMORY_BUDGET, shared fairly, is what makes
+# uploads wait.
+MAX_UPLOADS_PER_USER = 128
+# A resumable (tus) upload that nobody PATCHes for this long expires and `gc` may abort it: a day
+# after the last PATCH, so a client that resumes at all keeps it, while what an abandoned one
+# holds (its parts in S3, its room in the quota) comes back within a day.
+UPLOAD_EXPIRY_SECONDS = 24 * 3600.0
+# The longest lifetime a share or download link may be given: a week, SigV4's own limit for a
+# presigned S3 URL (the bound S3's users already know); a link can be revoked before.
+SHARE_MAX_SECONDS = 7 * 24 * 3600
+# Most webhook events kept in the bucket's journal waiting for the receiver; past it, new events
+# are kept in the process's memory only (logged). Bounds what a receiver gone for good costs
+# (an event is a few hundred bytes: about 50 MB of small objects at this bound).
+WEBHOOK_BACKLOG = 100_000
+
 _UNITS = {
     "": 1,
     "b": 1,

@@ -5,7 +5,13 @@ a `Fault` matches (by method and query parameters), which it answers with an
 S3 error document, a connection reset in the middle of the request body, a
 delay, or forwards with one bit of the body flipped: the corruption in
 transit that a checksum exists to catch. `down()` makes it reset every
-connection, as if S3 were unreachable. Loopback only; one proxy per test.
+connection, as if S3 were unreachable. `ignore_conditions()` drops
+If-Match and If-None-Match from what it forwards: an engine without
+conditional writes, as the gateway's write probe then finds it. Loopback
+only; one proxy per test. `proxy_in_a_thread` runs one beside gateway
+processes that a test starts and waits for with blocking calls;
+`proxy_process` runs one in its own process (`python -m tests.faultproxy`),
+where its timing does not share a GIL with the test's own clients.
 
 For an https engine it can speak TLS on both sides (`tls=(cert, key)` to
 serve, `upstream_ca` to trust the engine): the gateway then talks https to
@@ -15,14 +21,23 @@ connections, where only the gateway's own checksum can notice it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import dataclasses
 import ssl
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from devtools.ports import child_server, free_port
+
+# The conditions of a conditional write, which `ignore_conditions` drops.
+_CONDITIONS = {"if-match", "if-none-match"}
 # Headers that belong to one hop, not to the request being forwarded.
 _HOP = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade", "expect"}
 
@@ -99,6 +114,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, str]] = []  # (operation, query string), in order
         self.is_down = False
+        self.conditions_ignored = False
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -116,10 +132,13 @@ class FaultProxy:
     def up(self) -> None:
         self.is_down = False
 
+    def ignore_conditions(self) -> None:
+        self.conditions_ignored = True
+
     def count(self, operation: str) -> int:
         return sum(1 for op, _ in self.calls if op == operation)
 
-    async def start(self) -> FaultProxy:
+    async def start(self, port: int = 0) -> FaultProxy:
         # auto_decompress=False and raw bytes both ways: the proxy must not
         # change what the gateway signed or what S3 answered.
         connector = aiohttp.TCPConnector(ssl=self._upstream_tls) if self._upstream_tls else None
@@ -133,7 +152,7 @@ class FaultProxy:
         if self._tls:
             serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             serving.load_cert_chain(*self._tls)
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=serving)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=serving)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"{'https' if serving else 'http'}://127.0.0.1:{port}"
@@ -183,7 +202,8 @@ class FaultProxy:
         assert self._session is not None
         if body is None:
             body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        dropped = _HOP | _CONDITIONS if self.conditions_ignored else _HOP
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
         # The Host the gateway signed (SigV4 covers it): an engine that checks
         # signatures (RGW) refuses the request under any other.
         headers["Host"] = request.host
@@ -201,3 +221,56 @@ class FaultProxy:
             if request.method == "HEAD" and "Content-Length" in upstream.headers:
                 out["Content-Length"] = upstream.headers["Content-Length"]  # botocore reads it
             return web.Response(status=upstream.status, body=payload, headers=out)
+
+
+@contextlib.contextmanager
+def proxy_in_a_thread(upstream: str) -> Iterator[FaultProxy]:
+    """A FaultProxy on its own event loop: the gateway process is started and waited for with
+    blocking calls, which must not stop the proxy from answering it."""
+    loop = asyncio.new_event_loop()
+    proxy = FaultProxy(upstream)
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(proxy.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def proxy_process(upstream: str, *, ignore_conditions: bool = False) -> Iterator[str]:
+    """A FaultProxy in a process of its own, in front of `upstream`; yields its URL."""
+    port = free_port()
+    args = [sys.executable, "-m", "tests.faultproxy", "--port", str(port), "--upstream", upstream]
+    root = Path(__file__).resolve().parent.parent
+    with child_server(args + (["--ignore-conditions"] if ignore_conditions else []), port, cwd=root):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def _serve(port: int, upstream: str, ignore_conditions: bool) -> None:
+    proxy = FaultProxy(upstream)
+    if ignore_conditions:
+        proxy.ignore_conditions()
+    await proxy.start(port)
+    await asyncio.Event().wait()  # until terminated
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.faultproxy")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--ignore-conditions", action="store_true")
+    options = parser.parse_args()
+    asyncio.run(_serve(options.port, options.upstream, options.ignore_conditions))

@@ -1,6 +1,7 @@
 """`python -m file_uploader gc --older-than 24h`: abort unfinished multipart uploads,
-expire resumable uploads and delete files whose expiry has come (the work is
-storage/sweep.py's; this parses and prints).
+expire resumable uploads, delete files whose expiry has come, and remove share
+links and upload requests a week past their expiry (the work is storage/sweep.py's;
+this parses and prints).
 
 An S3 lifecycle rule (AbortIncompleteMultipartUpload, see docs/operations.md)
 does the first half of the same job on AWS.
@@ -51,6 +52,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(f"gc: aborted {len(collected.aborted)} multipart upload(s) older than {args.older_than}")
     print(f"gc: deleted {collected.expired_files} expired file(s)")
+    print(f"gc: removed {collected.expired_grants} share link(s) and upload request(s) expired a week ago")
     return 0
 
 

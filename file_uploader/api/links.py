@@ -23,8 +23,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from ..appkeys import SETTINGS, SHARE_KEY, STORAGE, USER_ID
+from ..appkeys import SHARE_KEY, STORAGE, USER_ID
 from ..formats import iso8601
+from ..sizes import SHARE_MAX_SECONDS
 from ..storage.keys import file_key, user_prefix, validate_folder
 from ..storage.links import Link
 from ..storage.passwords import MAX_PASSWORD_BYTES
@@ -32,6 +33,7 @@ from . import share
 from .downloads import send_zip, serve
 from .errors import INVALID_BODY, INVALID_EXPIRY, INVALID_MAX_DOWNLOADS, INVALID_PASSWORD
 from .files import FILE
+from .grants import owner_routes
 from .names import decode_name
 from .proxies import absolute_url
 
@@ -114,6 +116,22 @@ def basic_password(request: web.Request) -> str | None:
     return text.partition(":")[2] or None
 
 
+# What a script sends when it asks for a password in its own page (request.js does).
+SCRIPTED = ("X-Requested-With", "XMLHttpRequest")
+
+
+async def scripted_challenge(request: web.Request, response: web.StreamResponse) -> None:
+    """A 401 to a script that asks for the password itself goes without the Basic challenge: a
+    browser would otherwise open its own prompt over the page, and hold the request until it
+    is answered. Anyone else (curl, a browser following a link) gets the challenge."""
+    if (
+        response.status == 401
+        and request.headers.get(SCRIPTED[0]) == SCRIPTED[1]
+        and response.headers.get(hdrs.WWW_AUTHENTICATE, "").startswith("Basic")
+    ):
+        del response.headers[hdrs.WWW_AUTHENTICATE]
+
+
 def link_url(request: web.Request, link_id: str) -> str:
     return absolute_url(request, str(request.app.router[SHARED_NAME].url_for(link=link_id)))
 
@@ -135,11 +153,10 @@ def describe(request: web.Request, link: Link) -> dict[str, Any]:
 
 
 async def create_link(request: web.Request) -> web.Response:
-    """A link to the file: `expires_in` (JSON or query; an hour by default, SHARE_MAX_SECONDS at
-    most), optional `password` and `max_downloads`."""
-    settings = request.app[SETTINGS]
+    """A link to the file: `expires_in` (JSON or query; an hour by default, a week at
+    most: sizes.SHARE_MAX_SECONDS), optional `password` and `max_downloads`."""
     body = await json_body(request, _EXAMPLE)
-    maximum = settings.share_max_seconds
+    maximum = SHARE_MAX_SECONDS
     seconds = expires_in(
         body.get("expires_in", request.query.get("expires_in")), maximum, min(DEFAULT_SHARE_SECONDS, maximum)
     )
@@ -164,9 +181,8 @@ async def create_download_link(request: web.Request) -> web.Response:
     cannot carry the token header): a stateless signature (share.py), so it is never stored,
     listed or counted, and it stops working when the file is replaced. For a folder (a name
     ending in /): its zip, as it is when the link is followed."""
-    settings = request.app[SETTINGS]
     body = await json_body(request, '{"expires_in": 60}')
-    maximum = settings.share_max_seconds
+    maximum = SHARE_MAX_SECONDS
     seconds = expires_in(
         body.get("expires_in", request.query.get("expires_in")),
         maximum,
@@ -188,14 +204,8 @@ async def create_download_link(request: web.Request) -> web.Response:
     )
 
 
-async def list_links(request: web.Request) -> web.Response:
-    links = await request.app[STORAGE].links.of_user(request[USER_ID])
-    return web.json_response([describe(request, link) for link in links])
-
-
-async def revoke_link(request: web.Request) -> web.Response:
-    await request.app[STORAGE].links.revoke(request[USER_ID], request.match_info["id"])
-    return web.Response(status=204)
+# GET /api/links, DELETE /api/links/{id}.
+list_links, revoke_link = owner_routes(lambda storage: storage.links, describe)
 
 
 async def serve_link(request: web.Request) -> web.StreamResponse:

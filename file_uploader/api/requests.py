@@ -26,6 +26,7 @@ from ..storage.tus import Upload
 from . import hooked, tus
 from .body import declared_length, expect_body, file_too_large, read_body
 from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES, LENGTH_REQUIRED
+from .grants import owner_routes
 from .links import basic_password, expires_in, json_body, password, whole_number
 from .names import content_type, raw_path
 from .page import PAGE_HEADERS, STATIC
@@ -97,14 +98,8 @@ async def create_request(request: web.Request) -> web.Response:
     return web.json_response(describe(request, made), status=201)
 
 
-async def list_requests(request: web.Request) -> web.Response:
-    found = await request.app[STORAGE].requests.of_user(request[USER_ID])
-    return web.json_response([describe(request, item) for item in found])
-
-
-async def end_request(request: web.Request) -> web.Response:
-    await request.app[STORAGE].requests.end(request[USER_ID], request.match_info["id"])
-    return web.Response(status=204)
+# GET /api/requests, DELETE /api/requests/{id} (ends one).
+list_requests, end_request = owner_routes(lambda storage: storage.requests, describe)
 
 
 async def page(request: web.Request) -> web.FileResponse:

@@ -7,7 +7,7 @@ The key holds the one-way user id, never the token.
 
 No new ones are made: `POST /api/files/{name}/share` now makes a record
 (links.py). Those already handed out are served here until their own expiry
-(SHARE_MAX_SECONDS at most, a week by default), as long as SHARE_SECRET is
+(a week at most, sizes.SHARE_MAX_SECONDS), as long as SHARE_SECRET is
 kept: taking them back early is what rotating SHARE_SECRET still does.
 `/s/<link>` tells the two apart by the '.' only these have.
 """

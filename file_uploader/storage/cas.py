@@ -18,14 +18,14 @@ keeps its `.info` objects and its `Locker` behind one interface:
   when done. Anyone else is refused (Locked).
 
 **With conditional writes** (S3 honours both ``If-None-Match: *`` and
-``If-Match`` on PutObject: S3_CONDITIONAL_WRITES on and the startup probe
-finding both honoured, `S3.conditional_writes`), S3 does the comparing: a
+``If-Match`` on PutObject: the startup probe finding both honoured,
+`S3.conditional_writes`), S3 does the comparing: a
 write is a PutObject with the condition, and 412 means another won.
 
-**Without them, the one rule** (S3_CONDITIONAL_WRITES=0, or an engine that
-ignores either condition): every body carries a random ``_writer`` nonce, so
-the ETag a write gets back is its own. A write first reads the object and
-gives up (PreconditionFailed) unless it is still the version expected; then
+**Without them, the one rule** (an engine the probe finds ignoring either
+condition, or Settings.s3_conditional_writes=False in tests): every body
+carries a random ``_writer`` nonce, so the ETag a write gets back is its own.
+A write first reads the object and gives up (PreconditionFailed) unless it is still the version expected; then
 puts it unconditionally; then reads it back twice, at once and again after as
 long as the write took (a write by another that read the old version may
 still be on its way), and gives up unless both reads find its own ETag. Two

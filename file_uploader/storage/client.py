@@ -91,7 +91,7 @@ class S3:
         self._create = encryption.create()
         self._use = encryption.use()
         self.lanes = lanes
-        self._conditions_wanted = conditional_writes  # S3_CONDITIONAL_WRITES
+        self._conditions_wanted = conditional_writes  # Settings.s3_conditional_writes (tests: False)
         self._conditions_honoured = True  # until the probe finds otherwise
         self.presigner: Any = None  # open_presigner's client, when direct URLs are on
         send_bodies_as_is(client)
@@ -99,7 +99,7 @@ class S3:
     @property
     def conditional_writes(self) -> bool:
         """Whether compare-and-swap sends its conditions to S3 (cas.py): only where both are
-        wanted (S3_CONDITIONAL_WRITES) and the write probe found S3 to honour both kinds."""
+        wanted (Settings.s3_conditional_writes) and the write probe found S3 to honour both kinds."""
         return self._conditions_wanted and self._conditions_honoured
 
     def found_conditions(self, *, if_none_match: bool, if_match: bool) -> None:

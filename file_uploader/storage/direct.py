@@ -23,7 +23,7 @@ The flow, which @uppy/aws-s3's multipart mode drives (docs/api.md):
 
 An upload abandoned by its client is `gc`'s: its multipart upload is under ``files/`` and
 idle, so `sweep.collect_garbage` aborts it as any other, and removes records whose multipart
-upload is gone; its quota lease runs out by itself (1.25 x UPLOAD_EXPIRY).
+upload is gone; its quota lease runs out by itself (1.25 x UPLOAD_EXPIRY_SECONDS).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from .quotas import Quotas, size_before
 
 SHA256_BYTES = 32  # a SHA-256 digest, as x-amz-checksum-sha256 carries it (base64)
 MD5_BYTES = 16  # an MD5 digest, as Content-MD5 carries it (base64)
-# The quota lease lasts as long as a tus upload's would: idle uploads are gc's after UPLOAD_EXPIRY.
+# The quota lease lasts as long as a tus upload's would: idle uploads are gc's after UPLOAD_EXPIRY_SECONDS.
 LEASE_SPAN = 1.25
 
 
@@ -144,7 +144,7 @@ class DirectUploads:
         self.quotas = quotas
         self.landing = landing
         self.part_size = part_size
-        self.expiry = expiry  # UPLOAD_EXPIRY: how long an idle upload is kept
+        self.expiry = expiry  # UPLOAD_EXPIRY_SECONDS: how long an idle upload is kept
         # Whether S3's part ETags are the MD5 of their bytes (the startup probe's finding, set by
         # Storage): only then can a part's ETag be held to the MD5 signed for it.
         self.etags_are_md5: Callable[[], bool] = lambda: False

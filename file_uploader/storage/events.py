@@ -103,7 +103,7 @@ class Journal:
             if not self._full_logged:
                 self._full_logged = True
                 log.warning(
-                    "the event journal holds %d events (WEBHOOK_BACKLOG): new events are kept in "
+                    "the event journal holds %d events (sizes.WEBHOOK_BACKLOG): new events are kept in "
                     "memory only until the receiver catches up",
                     self.backlog,
                 )

@@ -17,7 +17,7 @@ use): counting only whole downloads would let a client fetch a file in two
 halves for one use. Links without a limit count their uses too, but give up
 counting after a few lost races rather than delay a download (their count is
 then a little low, never high). Without conditional writes
-(S3_CONDITIONAL_WRITES=0) the compare-and-swap is cas.py's read-back rule, and
+(where the write probe finds S3 ignoring them) the compare-and-swap is cas.py's read-back rule, and
 the limit holds but for the rare case that rule states.
 """
 

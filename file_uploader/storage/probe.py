@@ -19,7 +19,7 @@ objects under its own prefix `probe/` (deleted at once):
   ETag; AWS and moto take both forms). CompleteMultipartUpload's conditions
   are not probed: neither moto nor RGW 16 honours them.
 
-`choose` then turns S3_CHECKSUM and S3_CHECKSUM_FALLBACK into the `Integrity`
+`choose` then turns S3_CHECKSUM (and its fallback, Content-MD5) into the `Integrity`
 the part pipeline applies (the rules are in its docstring and in
 docs/s3-engines.md).
 """
@@ -212,7 +212,7 @@ class Decision:
 
 
 def choose(name: str, fallback: str, found: Capabilities) -> Decision:
-    """The integrity to apply for S3_CHECKSUM=`name` and S3_CHECKSUM_FALLBACK=`fallback`.
+    """The integrity to apply for S3_CHECKSUM=`name` and the fallback `fallback` (md5; warn only in tests).
 
     - `off`: nothing is sent, nothing checked (as asked).
     - The chosen checksum is enforced: it is sent, S3 verifies it.
@@ -245,11 +245,7 @@ def choose(name: str, fallback: str, found: Capabilities) -> Decision:
     kept = chosen if verdict == IGNORED else None
     note = (
         f"S3 does not verify S3_CHECKSUM={name}"
-        + (
-            " (S3_CHECKSUM_FALLBACK=warn)"
-            if fallback == "warn"
-            else ", nor Content-MD5, nor are its ETags MD5s"
-        )
+        + (" (fallback: warn)" if fallback == "warn" else ", nor Content-MD5, nor are its ETags MD5s")
         + ": nothing checks that S3 stores the bytes the gateway sends"
     )
     return Decision(Integrity(kept, BY_NOBODY), note, loud=True)

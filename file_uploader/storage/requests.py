@@ -106,7 +106,8 @@ class UploadRequests:
     async def of_user(self, uid: str) -> list[UploadRequest]:
         return [UploadRequest.from_json(rid, record) for rid, record in await self.grants.of_user(uid)]
 
-    async def end(self, uid: str, request_id: str) -> None:
+    async def revoke(self, uid: str, request_id: str) -> None:
+        """End the request: refused from its next use on, on every replica."""
         await self.grants.revoke(uid, request_id)
 
     async def admit(

@@ -104,13 +104,14 @@ class Collected:
     expired_tus_uploads: int
     aborted: list[StaleUpload]
     expired_files: int = 0
+    expired_grants: int = 0  # share links and upload requests, EXPIRED_GRANTS_KEPT past their expiry
 
 
 async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> Collected:
     """Expire tus uploads past their Upload-Expires, then abort other stale multipart uploads.
 
     A live tus upload's multipart upload may rightly sit idle for up to
-    UPLOAD_EXPIRY, whatever `older_than` says, so its id is kept.
+    UPLOAD_EXPIRY_SECONDS, whatever `older_than` says, so its id is kept.
     """
     now = time.time()
     expired = await storage.resumable.expire(now)
@@ -120,7 +121,22 @@ async def collect_garbage(storage: Storage, older_than: datetime.timedelta) -> C
     await storage.direct.forget_abandoned(older_than)
     await _forget_old_removals(storage, now)
     expired_files = await delete_expired_files(storage, now)
-    return Collected(expired, aborted, expired_files)
+    return Collected(expired, aborted, expired_files, await forget_expired_grants(storage, now))
+
+
+# An expired share link or upload request stays listed (GET /api/links, /api/requests: "expired":
+# true) this long, so that its owner sees it ran out (and what it served or took) rather than
+# find it gone; then gc deletes its record, as a revoke would.
+EXPIRED_GRANTS_KEPT = datetime.timedelta(days=7)
+
+
+async def forget_expired_grants(storage: Storage, now: float) -> int:
+    """Delete the links and upload requests that expired more than EXPIRED_GRANTS_KEPT before
+    `now`; how many."""
+    before = now - EXPIRED_GRANTS_KEPT.total_seconds()
+    return await storage.links.grants.forget_expired(before) + await storage.requests.grants.forget_expired(
+        before
+    )
 
 
 async def delete_expired_files(storage: Storage, now: float) -> int:

@@ -7,18 +7,25 @@ import base64
 import datetime
 import os
 import re
+import time
 
 import aiohttp
 import pytest
 
 from file_uploader.admin.gc import parse_age
+from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.sizes import MiB
 from file_uploader.storage import open_storage
-from file_uploader.storage.sweep import abort_stale_uploads, collect_garbage
+from file_uploader.storage.sweep import (
+    EXPIRED_GRANTS_KEPT,
+    abort_stale_uploads,
+    collect_garbage,
+    forget_expired_grants,
+)
 
 from ..faultproxy import Fault, FaultProxy
-from ..helpers import new_token, open_uploads, run_admin
+from ..helpers import all_keys, new_token, open_uploads, run_admin
 
 GATEWAY_KEY = "files/" + "ab" * 32 + "/crashed.bin"
 OTHER_KEY = "backups/not-ours.bin"
@@ -42,6 +49,7 @@ def test_gc_command_aborts_the_gateways_stale_uploads_and_says_so(s3_url, bucket
     assert result.returncode == 0, result.stderr
     assert upload_id in result.stdout
     assert "aborted 1 multipart upload(s)" in result.stdout
+    assert "removed 0 share link(s) and upload request(s)" in result.stdout
     assert open_keys(s3, bucket) == [OTHER_KEY]  # outside files/: not the gateway's to abort
 
 
@@ -169,3 +177,35 @@ async def test_gc_works_with_keys_s3_xml_cannot_carry_planted_in_the_bucket(sett
         collected = await collect_garbage(storage, datetime.timedelta(0))
     assert [upload.upload_id for upload in collected.aborted] == [stale]
     assert open_uploads(s3, bucket) == []
+
+
+async def test_expired_links_and_upload_requests_stay_listed_as_expired_then_gc_removes_them(
+    client, auth, s3, bucket
+):
+    assert (await client.put("/api/files/a.txt", data=b"a", headers=auth)).status == 204
+
+    async def made(path: str, body: dict) -> str:
+        response = await client.post(path, json=body, headers=auth)
+        assert response.status in (200, 201), await response.text()
+        return (await response.json())["id"]
+
+    link = await made("/api/files/a.txt/share", {"expires_in": 1})
+    kept_link = await made("/api/files/a.txt/share", {})
+    request = await made("/api/requests", {"folder": "in", "expires_in": 1})
+    kept_request = await made("/api/requests", {"folder": "in"})
+    await asyncio.sleep(1.1)
+
+    async def listed(path: str) -> dict[str, bool]:
+        return {item["id"]: item["expired"] for item in await (await client.get(path, headers=auth)).json()}
+
+    # Past its time, each is still listed, as expired, for its owner to see why it stopped.
+    assert await listed("/api/links") == {link: True, kept_link: False}
+    assert await listed("/api/requests") == {request: True, kept_request: False}
+    storage = client.app[STORAGE]
+    assert await forget_expired_grants(storage, time.time()) == 0
+    # A week on, gc removes them: their records and index entries, as a revoke would.
+    later = time.time() + EXPIRED_GRANTS_KEPT.total_seconds() + 1
+    assert await forget_expired_grants(storage, later) == 2
+    assert await listed("/api/links") == {kept_link: False}
+    assert await listed("/api/requests") == {kept_request: False}
+    assert not [key for key in all_keys(s3, bucket) if link in key or request in key]

@@ -132,9 +132,10 @@ async def test_a_declared_length_sets_parts_that_fit_s3_max_parts(
     assert sizes == [7 * MiB, 7 * MiB, 6 * MiB]
 
 
-# S3_EQUAL_PARTS: every part of a body of unknown length one size, chosen up front.
+# S3_EQUAL_PARTS: every part of a body of unknown length one size, chosen up front so that
+# S3_MAX_PARTS of them hold MAX_FILE_SIZE (4 x 5 MiB hold 20 MiB).
 
-EQUAL = {"s3_equal_parts": True, "s3_max_parts": 4, "s3_equal_parts_max_file_size": 20 * MiB}
+EQUAL = {"s3_equal_parts": True, "s3_max_parts": 4, "max_file_size": 20 * MiB}
 
 
 async def test_a_chunked_upload_with_equal_parts_has_parts_of_one_size(
@@ -152,14 +153,14 @@ async def test_a_chunked_upload_with_equal_parts_has_parts_of_one_size(
     assert digest(await read_back(gw, auth, "r2.bin")) == digest(data)
 
 
-async def test_a_chunked_upload_past_the_equal_parts_largest_file_gets_413_and_leaves_nothing(
+async def test_a_chunked_upload_with_equal_parts_past_max_file_size_gets_413_and_leaves_nothing(
     aiohttp_client, app_for, settings, auth, s3, bucket
 ):
     gw = await gateway(aiohttp_client, app_for, settings, **EQUAL)
     data = os.urandom(20 * MiB + 1)
     response = await gw.put("/api/files/r2.bin", data=PausedBody(data, len(data)), headers=auth)
     assert response.status == 413
-    assert "at most 20 MiB" in (await response.json())["error"]["message"]
+    assert "limit of 20 MiB" in (await response.json())["error"]["message"]
     assert open_uploads(s3, bucket) == []
     assert "files/" not in "".join(all_keys(s3, bucket))
 

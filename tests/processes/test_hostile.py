@@ -12,7 +12,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +21,7 @@ import requests
 from file_uploader.server.connections import HEAD_SECONDS
 from file_uploader.sizes import MiB
 
-from ..faultproxy import Fault, FaultProxy
+from ..faultproxy import Fault, proxy_in_a_thread
 from ..helpers import metric, new_token, open_uploads, path_of, rss_bytes, run_gateway
 
 pytestmark = pytest.mark.process
@@ -218,32 +217,6 @@ def test_sigterm_during_a_tus_patch_keeps_the_parts_already_in_s3(s3_url, bucket
     )
     assert head.status_code == 200
     assert int(head.headers["Upload-Offset"]) == 6 * PART
-
-
-@contextlib.contextmanager
-def proxy_in_a_thread(upstream: str) -> Iterator[FaultProxy]:
-    """A FaultProxy on its own event loop: the gateway process is started and waited for with
-    blocking calls, which must not stop the proxy from answering it."""
-    loop = asyncio.new_event_loop()
-    proxy = FaultProxy(upstream)
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(proxy.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    try:
-        yield proxy
-    finally:
-        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(20)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The one compare-and-swap and the one lease lock (storage/cas.py), on moto's server over HTTP,
-with conditional writes and without (S3_CONDITIONAL_WRITES=0: cas.py's read-back rule).
+with conditional writes and without (s3_conditional_writes=False: cas.py's read-back rule).
 tests/engines/test_cas_on_rgw.py runs the same tests against Ceph RGW."""
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ others may take its room).
 every lease it holds each third of that, in one write per user; an upload
 whose lease could not be renewed in time is not stored (ReservationLost,
 503). A process killed mid-upload leaves its leases to run out. A tus
-upload's lease lasts as long as the upload may (1.25 x UPLOAD_EXPIRY, renewed
-by the PATCH that finds less than one UPLOAD_EXPIRY left), and ends when it
+upload's lease lasts as long as the upload may (1.25 x UPLOAD_EXPIRY_SECONDS, renewed
+by the PATCH that finds less than one UPLOAD_EXPIRY_SECONDS left), and ends when it
 completes, is terminated or expires.
 
 **Counting again.** A completed upload's lease becomes bytes in ``used``
@@ -58,8 +58,8 @@ RECOUNT_ON_REFUSAL_SECONDS. A count taken while uploads are in flight can
 only count a landing file twice, never miss one: it refuses too early rather
 than too late, and the landing file's commit marks it stale again.
 
-**Without conditional writes** (S3_CONDITIONAL_WRITES=0, or an S3 the probe
-finds ignoring them) the ledger follows cas.py's one rule: a write that finds
+**Without conditional writes** (an S3 the write probe finds
+ignoring them) the ledger follows cas.py's one rule: a write that finds
 another's version, or whose read-back finds another's write, is applied
 again on the other's version. Two processes can then both succeed only when
 one's write is delayed past the other's second read-back: that process's
@@ -344,7 +344,7 @@ class Quotas:
         self, uid: str, key: str, upload_id: str, need: int, *, until: float, renew_before: float
     ) -> Reservation:
         """Before a PATCH: the upload's lease covers `need` bytes and runs past `renew_before`
-        (else it is extended to `until`: one write per UPLOAD_EXPIRY at most). A lease that is
+        (else it is extended to `until`: one write per UPLOAD_EXPIRY_SECONDS at most). A lease that is
         missing (the quota was turned on after the upload began) is taken now, if it fits."""
         if self.limit_of(uid) is None:
             return NO_RESERVATION

@@ -38,8 +38,8 @@ file mixed from both bodies. Three things stop that:
    InvalidPart: the upload is rolled back to its last part that does match
    (HEAD tells the client where to resume) and nothing is stored.
 
-**Without conditional writes** (S3_CONDITIONAL_WRITES=0, for an S3 that
-ignores or refuses them), the lock is written after checking that none is held
+**Without conditional writes** (an S3 the write probe finds
+ignoring or refusing them), the lock is written after checking that none is held
 and read back to see whose it is; two writers within the same few
 milliseconds can both believe they hold it, and the info's last writer wins.
 What remains guaranteed is point 3: the stored file is only ever made of the

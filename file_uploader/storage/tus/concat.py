@@ -27,7 +27,7 @@ library, thumbnails), and its partial uploads are removed. A process that
 dies between the copies and that record leaves a multipart upload no record
 names (gc's stale-upload sweep aborts it) and the partial uploads whole: the
 client's retry of the final upload starts again. One that dies after the
-completion leaves the partial uploads to expire (UPLOAD_EXPIRY), their leases
+completion leaves the partial uploads to expire (UPLOAD_EXPIRY_SECONDS), their leases
 with them. Quotas: each
 partial upload holds its room (its lease) from its creation, as any upload;
 the final upload takes no more room, its file's bytes are counted once stored

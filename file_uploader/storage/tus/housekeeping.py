@@ -1,6 +1,6 @@
 """The end of tus uploads: terminated (DELETE, a folder deleted), or expired (gc).
 
-An upload that nobody PATCHes past its expiry (UPLOAD_EXPIRY) is aborted by
+An upload that nobody PATCHes past its expiry (UPLOAD_EXPIRY_SECONDS) is aborted by
 gc; until then its multipart upload may rightly sit idle, so gc's sweep of
 stale multipart uploads must skip it (`live_multipart_ids`).
 """
@@ -78,7 +78,7 @@ class Housekeeping:
         """The S3 UploadIds of unexpired, unfinished uploads.
 
         A tus upload's multipart upload may rightly sit idle for up to
-        UPLOAD_EXPIRY: a sweep of stale multipart uploads must skip these ids.
+        UPLOAD_EXPIRY_SECONDS: a sweep of stale multipart uploads must skip these ids.
         """
         return {
             upload.s3_upload_id

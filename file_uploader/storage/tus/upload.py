@@ -63,7 +63,7 @@ UPLOAD_CHECKSUMS: dict[str, Callable[[], Hasher]] = {
 
 def lease_end(now: float, expiry: float) -> float:
     """Where a tus upload's lease in the quota is made to end: past the upload's own expiry
-    (now + UPLOAD_EXPIRY) by a quarter of it, so that a PATCH renews it at most once in that
+    (now + UPLOAD_EXPIRY_SECONDS) by a quarter of it, so that a PATCH renews it at most once in that
     quarter, and an abandoned upload holds its room no longer than that after it expired."""
     return now + 1.25 * expiry
 
