@@ -226,6 +226,7 @@ async def create_app(
     app.cleanup_ctx.append(webhooks_context)  # after the storage: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(links.scripted_challenge)
     app.on_response_prepare.append(cors.cors_headers)
     app.router.add_routes(ROUTES)
     return app

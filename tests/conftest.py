@@ -41,15 +41,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.process)
         if "browser_page" in fixtures:
             item.add_marker(pytest.mark.browser)
+        # An engine is chosen by a parameter ("rgw-http", "rgw-https") as often as by the fixture.
         callspec = getattr(item, "callspec", None)
-        engine = callspec.params.get("target") if callspec else None
-        if "rgw" in fixtures or (isinstance(engine, str) and engine.startswith("rgw")):
+        params = callspec.params.values() if callspec else ()
+        if "rgw" in fixtures or any(isinstance(value, str) and value.startswith("rgw") for value in params):
             item.add_marker(pytest.mark.slow)
+            # Under pytest-xdist, every RGW test on one worker: one Ceph cluster, not one per worker.
+            item.add_marker(pytest.mark.xdist_group("rgw"))
 
 
 @pytest.fixture(autouse=True)
 def _isolated_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep a developer's own AWS profile and credentials out of every test."""
+    isolate_aws_environment(monkeypatch)
+
+
+def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AWS_") or name.startswith("S3_") or name in ("BUCKET", "PART_SIZE"):
             monkeypatch.delenv(name)
@@ -75,16 +82,19 @@ def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def s3(s3_url: str):
-    """A plain boto3 client on the same server, to check what S3 really holds."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
+    """A plain boto3 client on the same server, to check what S3 really holds. One for the session:
+    a boto3 client holds no state between calls, and building one costs more than most tests."""
+    with pytest.MonkeyPatch.context() as monkeypatch:  # built before any test's own isolation
+        isolate_aws_environment(monkeypatch)
+        return boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import shutil
 import subprocess
@@ -13,19 +14,28 @@ import pytest
 NODE_DIR = Path(__file__).parent / "node"
 
 
+def npm_installed(directory: Path, package: str, why: str) -> Path:
+    """`directory` with the packages of its lock file installed (`npm ci`, once, until `package` is
+    there); skips, saying `why`, where Node is missing. The install holds a lock on the directory:
+    under pytest-xdist two workers may ask at once, and `npm ci` starts by deleting node_modules."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip(f"node and npm are needed for {why}")
+    with (directory / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "node_modules" / package).is_dir():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"],
+                cwd=directory,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+    return directory
+
+
 def node_clients() -> Path:
     """tests/node/ with its packages installed (`npm ci`, once); skips where Node is missing."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the JavaScript clients")
-    if not (NODE_DIR / "node_modules" / "tus-js-client").is_dir():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return NODE_DIR
+    return npm_installed(NODE_DIR, "tus-js-client", "the JavaScript clients")
 
 
 async def tus_js_upload(

@@ -116,6 +116,22 @@ def basic_password(request: web.Request) -> str | None:
     return text.partition(":")[2] or None
 
 
+# What a script sends when it asks for a password in its own page (request.js does).
+SCRIPTED = ("X-Requested-With", "XMLHttpRequest")
+
+
+async def scripted_challenge(request: web.Request, response: web.StreamResponse) -> None:
+    """A 401 to a script that asks for the password itself goes without the Basic challenge: a
+    browser would otherwise open its own prompt over the page, and hold the request until it
+    is answered. Anyone else (curl, a browser following a link) gets the challenge."""
+    if (
+        response.status == 401
+        and request.headers.get(SCRIPTED[0]) == SCRIPTED[1]
+        and response.headers.get(hdrs.WWW_AUTHENTICATE, "").startswith("Basic")
+    ):
+        del response.headers[hdrs.WWW_AUTHENTICATE]
+
+
 def link_url(request: web.Request, link_id: str) -> str:
     return absolute_url(request, str(request.app.router[SHARED_NAME].url_for(link=link_id)))
 

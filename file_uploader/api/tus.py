@@ -6,6 +6,11 @@ partial`, then `final;<url> <url>...`: storage/tus/concat.py). The file name
 comes from the `filename` key of Upload-Metadata (a partial upload needs none:
 the final upload's names the file); a completed upload is an ordinary file.
 Its `expires_in` metadata key (seconds) makes the file expire that long after it is stored.
+
+The handlers serve a `Scope`: whose uploads, and what a creation may be. The
+token's user's own here; an upload request's at /r/{id}/uploads/ (requests.py:
+no token but the request's password, whole files of a declared length, only
+the uploads made under it). One set of handlers, one store, for both.
 """
 
 from __future__ import annotations

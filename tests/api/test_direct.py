@@ -19,7 +19,6 @@ import datetime
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -39,6 +38,7 @@ from file_uploader.storage.sweep import collect_garbage
 from ..helpers import new_token, run_gateway
 from ..hooks.test_blocking import SECRET as HOOK_SECRET
 from ..hooks.test_blocking import Receiver
+from ..node_clients import npm_installed
 
 
 @pytest.fixture
@@ -168,17 +168,7 @@ UPPY_DIR = Path(__file__).parent.parent / "node_uppy"
 
 def uppy_client() -> Path:
     """tests/node_uppy/ with Uppy installed (`npm ci`, once); skips where Node is missing."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for Uppy")
-    if not (UPPY_DIR / "node_modules" / "@uppy" / "aws-s3").is_dir():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=UPPY_DIR,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return UPPY_DIR / "uppy_upload.mjs"
+    return npm_installed(UPPY_DIR, "@uppy/aws-s3", "Uppy") / "uppy_upload.mjs"
 
 
 @pytest.mark.slow

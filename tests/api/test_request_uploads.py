@@ -190,6 +190,16 @@ async def test_a_wrong_password_is_refused_at_every_request(client, auth, s3, bu
     assert stored_files(s3, bucket) == ["locked/f.bin"]
 
 
+async def test_a_script_that_asks_for_the_password_itself_gets_no_basic_challenge(client, auth):
+    """The request's page asks in its own field: a Basic challenge would make the browser open its
+    own prompt over the page, and hold the request until it is answered."""
+    made = await make_request(client, auth, folder="locked", password="open sesame")
+    scripted = await create(client, made, "f.bin", 3, **{"X-Requested-With": "XMLHttpRequest"})
+    assert scripted.status == 401 and (await scripted.json())["error"]["code"] == "password_required"
+    assert "WWW-Authenticate" not in scripted.headers
+    assert "WWW-Authenticate" in (await create(client, made, "f.bin", 3)).headers
+
+
 async def test_tuspy_with_the_password_sends_and_without_it_fails(client, auth, s3, bucket):
     made = await make_request(client, auth, folder="locked", password="pw")
     with pytest.raises(TusCommunicationError):
@@ -367,3 +377,27 @@ def committed_offset(upload_url: str) -> int:
         if offset > 0 or time.monotonic() > deadline:
             return offset
         time.sleep(0.1)
+
+
+def test_the_request_page_sends_with_the_password_typed_and_says_when_it_is_missing(
+    gateway_process, browser_page, s3, bucket
+):
+    owner = {"X-Auth-Token": new_token()}
+    made = requests.post(
+        f"{gateway_process}/api/requests",
+        json={"folder": "locked", "password": "open sesame"},
+        headers=owner,
+        timeout=10,
+    ).json()
+    page = browser_page
+    page.goto(made["url"])
+    page.set_input_files("#request-files", [{"name": "a.txt", "mimeType": "text/plain", "buffer": b"a"}])
+    page.click("#request-send")
+    refused = page.locator('#request-results li[data-name="a.txt"][data-status="401"]')
+    refused.wait_for()
+    assert "needs its password" in refused.locator(".detail").inner_text()
+    page.fill("#request-password", "open sesame")
+    page.set_input_files("#request-files", [{"name": "b.txt", "mimeType": "text/plain", "buffer": b"b"}])
+    page.click("#request-send")
+    page.locator('#request-results li.done[data-name="b.txt"]').wait_for()
+    assert stored_files(s3, bucket) == ["locked/b.txt"]

@@ -379,3 +379,39 @@ async def test_the_hooks_judge_a_file_sent_to_an_upload_request_in_its_owners_sp
     assert [key for key in all_keys(s3, bucket) if key.startswith("files/")] == []
     hook = receiver.hooks[0]
     assert (hook["user"], hook["name"], hook["upload"]) == (user_id(token), "inbox/a.txt", "request")
+
+
+async def test_the_hooks_judge_a_tus_upload_sent_to_an_upload_request_in_its_owners_space(
+    gw, receiver, auth, token, s3, bucket
+):
+    made = await (
+        await gw.post("/api/requests", json={"folder": "inbox", "max_files": 5}, headers=auth)
+    ).json()
+    base = "/" + made["url"].split("://", 1)[1].split("/", 1)[1] + "/uploads"
+
+    async def create(name: str, length: int):
+        return await gw.post(
+            base, headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": tus_metadata(name)}
+        )
+
+    receiver.answers["pre-create"] = (403, {"message": "the inbox is closed"})
+    refused = await create("a.txt", 1)
+    assert refused.status == 403 and (await refused.json())["error"]["message"] == "the inbox is closed"
+    receiver.answers = {"pre-finish": (403, {"message": "scanned: no"})}
+    created = await create("a.txt", 1)
+    assert created.status == 201
+    sent = await gw.patch(
+        path_of(created.headers["Location"]),
+        data=b"a",
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    assert sent.status == 403
+    assert [key for key in all_keys(s3, bucket) if key.startswith("files/")] == []
+    assert open_uploads(s3, bucket) == []
+    listed = await (await gw.get("/api/requests", headers=auth)).json()
+    assert (listed[0]["files"], listed[0]["bytes"]) == (0, 0)  # each refusal gave its room back
+    assert [(hook["type"], hook["user"], hook["name"], hook["upload"]) for hook in receiver.hooks] == [
+        ("pre-create", user_id(token), "inbox/a.txt", "request"),
+        ("pre-create", user_id(token), "inbox/a.txt", "request"),
+        ("pre-finish", user_id(token), "inbox/a.txt", "request"),
+    ]

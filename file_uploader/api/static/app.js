@@ -17,18 +17,6 @@ const thumbnails = new Map(); // name + modified -> blob: URL of its thumbnail
 
 // ---- formatting -------------------------------------------------------------
 
-function formatSize(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = -1;
-  do {
-    value /= 1000;
-    unit += 1;
-  } while (value >= 1000 && unit < units.length - 1);
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
 function formatDate(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
@@ -183,11 +171,7 @@ function formatDuration(seconds) {
 }
 
 function tusError(error) {
-  const response = error.originalResponse;
-  if (!response) return explain(0);
-  let body = null;
-  try { body = JSON.parse(response.getBody()); } catch { /* not JSON */ }
-  return explain(response.getStatus(), body);
+  return explain(...tusFailure(error));
 }
 
 function uploadRow(name) {

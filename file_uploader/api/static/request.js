@@ -19,23 +19,14 @@ function fingerprint(file) {
 }
 
 function credentials() {
+  // X-Requested-With: this page asks for the password in its own field, so the gateway leaves
+  // out the Basic challenge that would make the browser open its own prompt over the page.
+  const headers = { "X-Requested-With": "XMLHttpRequest" };
   const password = $("#request-password").value;
-  if (!password) return {};
+  if (!password) return headers;
   // HTTP Basic: any user name, the request's password (UTF-8, as the server reads it).
   const bytes = new TextEncoder().encode(":" + password);
-  return { Authorization: "Basic " + btoa(String.fromCharCode(...bytes)) };
-}
-
-function formatSize(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = -1;
-  do {
-    value /= 1000;
-    unit += 1;
-  } while (value >= 1000 && unit < units.length - 1);
-  return `${value.toFixed(1)} ${units[unit]}`;
+  return { ...headers, Authorization: "Basic " + btoa(String.fromCharCode(...bytes)) };
 }
 
 function explain(status, body) {
@@ -47,23 +38,10 @@ function explain(status, body) {
   return message || `The server answered ${status}.`;
 }
 
-function tusError(error) {
-  const response = error.originalResponse;
-  if (!response) return [0, explain(0)];
-  let body = null;
-  try { body = JSON.parse(response.getBody()); } catch { /* not JSON */ }
-  return [response.getStatus(), explain(response.getStatus(), body)];
-}
-
 // A refusal that trying again cannot change: the request took its files, or the name is taken.
 function final(error) {
-  const response = error.originalResponse;
-  if (!response || response.getStatus() !== 409) return false;
-  try {
-    return ["request_full", "file_exists"].includes(JSON.parse(response.getBody()).error.code);
-  } catch {
-    return false;
-  }
+  const [status, body] = tusFailure(error);
+  return status === 409 && Boolean(body && body.error) && ["request_full", "file_exists"].includes(body.error.code);
 }
 
 function resultRow(name) {
@@ -124,8 +102,8 @@ function send(file, row) {
         finish("done", "sent", `sent${resumed}`);
       },
       onError: (error) => {
-        const [status, text] = tusError(error);
-        finish("failed", String(status), text);
+        const [status, body] = tusFailure(error);
+        finish("failed", String(status), explain(status, body));
       },
     });
     transfer.findPreviousUploads().then((found) => {
