@@ -105,10 +105,16 @@ def bucket(s3) -> Iterator[str]:
     for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
         s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        if page.get("Contents"):
-            # One at a time: a test may plant a key that DeleteObjects' XML cannot carry.
-            for item in page["Contents"]:
-                s3.delete_object(Bucket=name, Key=item["Key"])
+        keys = [item["Key"] for item in page.get("Contents", [])]
+        # A page in one request (a request each cost more than many a test), but one at a time
+        # for a key DeleteObjects' XML may not carry (a test may plant one): its refusal is retried.
+        batch = [key for key in keys if key.isprintable()]
+        left = [key for key in keys if not key.isprintable()]
+        if batch:
+            answer = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": key} for key in batch]})
+            left += [error["Key"] for error in answer.get("Errors", [])]
+        for key in left:
+            s3.delete_object(Bucket=name, Key=key)
     s3.delete_bucket(Bucket=name)
 
 
