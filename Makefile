@@ -52,21 +52,21 @@ run: $(INSTALLED) ## start the gateway on :8080 (S3 from .env, else a local in-m
 system-deps: ## as root: Debian's chromium and Ceph RGW for the tests (else: say what is missing)
 	bash devtools/system-deps.sh
 
-# The tests run in WORKERS processes (pytest-xdist; auto: one per core, 0: in pytest's own process),
+# The tests run in TEST_WORKERS processes (pytest-xdist; auto: one per core, 0: in pytest's own process),
 # each with its own moto server. --dist loadgroup: the tests marked xdist_group("rgw") share one
 # worker, so one Ceph cluster starts, not one per worker.
-WORKERS ?= auto
-XDIST = -n $(WORKERS) --dist loadgroup
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
 # What the edit loop leaves out. Spelt in full: a -m here replaces the one in setup.cfg's addopts.
 FAST_MARKERS = not slow and not process and not browser and not deploy and not distributed
 
-test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium): about 10 min on 2 cores
+test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium), a worker per core (TEST_WORKERS)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-distributed: $(INSTALLED) system-deps ## break SeaweedFS (3 volume servers) and Ceph (3 OSDs, 2 RGWs) while uploads run (minutes)
 	$(BIN)/python -m pytest -m distributed --timeout=400 tests/distributed $(PYTEST_ARGS)
 
-test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones: under a minute on 2 cores
+test-fast: $(INSTALLED) ## the edit loop: every test but the slow, process and browser ones (1.5 min on 2 quiet cores)
 	$(BIN)/python -m pytest $(XDIST) -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## check the code: ruff, and mypy for types
