@@ -78,6 +78,12 @@ class Error:
         )
 
 
+def _whole_number(field: str, *, or_null: bool = False) -> Error:
+    """400 invalid_<field>: a count or size out of its range, worded alike for every field."""
+    message = f"{field} must be a whole number from 1 to {{maximum}}" + (", or null" if or_null else "")
+    return Error(400, f"invalid_{field}", message)
+
+
 # The catalogue, by status. Entries whose message is "{detail}" carry the
 # storage error's own text (STORAGE_ERRORS) or the router's reason.
 INVALID_NAME = Error(400, "invalid_name", "{detail}")
@@ -90,7 +96,7 @@ DIGEST_MISMATCH = Error(400, "digest_mismatch", "the body does not match its {he
 INVALID_PUBLIC = Error(400, "invalid_public", "{what} must be true or false ({words})")
 INVALID_FLAG = Error(400, "invalid_flag", "{what} must be a yes or no ({words})")
 INVALID_BODY = Error(400, "invalid_body", "send JSON such as {example}")
-INVALID_LIMIT = Error(400, "invalid_limit", "limit must be a whole number from 1 to {maximum}")
+INVALID_LIMIT = _whole_number("limit")
 INVALID_CURSOR = Error(400, "invalid_cursor", "after must be the `next` of an earlier page")
 INVALID_DELIMITER = Error(400, "invalid_delimiter", "the only delimiter is /")
 INVALID_THUMBNAIL = Error(400, "invalid_thumbnail", "thumbnail must be one of {sizes}")
@@ -100,17 +106,11 @@ FOLDER_NOT_RECURSIVE = Error(
 INVALID_EXPIRY = Error(
     400, "invalid_expiry", "expires_in must be a whole number of seconds from 1 to {maximum}"
 )
-INVALID_MAX_DOWNLOADS = Error(
-    400, "invalid_max_downloads", "max_downloads must be a whole number from 1 to {maximum}, or null"
-)
+INVALID_MAX_DOWNLOADS = _whole_number("max_downloads", or_null=True)
 INVALID_FORMAT = Error(400, "invalid_format", "a folder is downloaded with ?format=zip")
 INVALID_FOLDER = Error(400, "invalid_folder", "folder must be the name of a folder, such as inbox/")
-INVALID_MAX_FILES = Error(
-    400, "invalid_max_files", "max_files must be a whole number from 1 to {maximum}, or null"
-)
-INVALID_MAX_BYTES = Error(
-    400, "invalid_max_bytes", "max_bytes must be a whole number from 1 to {maximum}, or null"
-)
+INVALID_MAX_FILES = _whole_number("max_files", or_null=True)
+INVALID_MAX_BYTES = _whole_number("max_bytes", or_null=True)
 INVALID_PASSWORD = Error(400, "invalid_password", "password must be text of 1 to {maximum} bytes, or null")
 INVALID_HEADER = Error(400, "invalid_header", "{header} must be a non-negative integer of at most 19 digits")
 INVALID_LENGTH = Error(400, "invalid_length", "send either Upload-Length or Upload-Defer-Length: 1")

@@ -47,7 +47,7 @@ from .errors import (
     as_api_error,
 )
 from .proxies import absolute_url
-from .tus import upload_of
+from .tus import header_number, upload_of
 
 INTEROP = "Upload-Draft-Interop-Version"
 INTEROP_VERSIONS = ("6", "7", "8")
@@ -57,7 +57,6 @@ _APPEND_TYPES = (PARTIAL_UPLOAD, "application/offset+octet-stream")
 UPLOADS = "/api/uploads"
 # What the blocking hooks (HOOK_URL) are told an upload of the draft is: its `upload` field.
 DRAFT = "draft"
-_MAX_DIGITS = 19
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -107,15 +106,6 @@ def _complete(request: web.Request) -> bool:
     return value == "?1"
 
 
-def _number(request: web.Request, header: str) -> int | None:
-    value = request.headers.get(header)
-    if value is None:
-        return None
-    if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
-        raise INVALID_HEADER(header=header)
-    return int(value)
-
-
 def _file_name(request: web.Request) -> str:
     """Content-Disposition's filename (RFC 6266; filename* too), as tusd takes it."""
     header = request.headers.get(hdrs.CONTENT_DISPOSITION, "")
@@ -130,7 +120,7 @@ def _file_name(request: web.Request) -> str:
 def _declared_length(request: web.Request, offset: int) -> int | None:
     """The file's length as this request tells it: Upload-Length, or with Upload-Complete: ?1
     where the request's body ends (Content-Length); None while not known."""
-    length = _number(request, "Upload-Length")
+    length = header_number(request, "Upload-Length")
     if length is None and _complete(request) and request.content_length is not None:
         length = offset + request.content_length
     return length
@@ -159,13 +149,15 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
         raise TooLarge(f"the upload ends at byte {end}")
     most = upload.limit(request.app[SETTINGS].max_file_size)
     finish = hooked.pre_finish(request, upload.name, DRAFT)
-    upload = await resumable.append(
+    upload = await resumable.appender.append(
         upload, offset, read_body(request, most), now=time.time(), length=length, finish=finish
     )
     if _complete(request) and not upload.done:
         # The body had no Content-Length: the file ends where it did.
         end = upload.offset
-        upload = await resumable.append(upload, end, _empty(), now=time.time(), length=end, finish=finish)
+        upload = await resumable.appender.append(
+            upload, end, _empty(), now=time.time(), length=end, finish=finish
+        )
     return upload
 
 
@@ -229,7 +221,7 @@ async def head(request: web.Request) -> web.Response:
 async def patch(request: web.Request) -> web.Response:
     if request.content_type not in _APPEND_TYPES:
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {PARTIAL_UPLOAD}")
-    offset = _number(request, "Upload-Offset")
+    offset = header_number(request, "Upload-Offset")
     if offset is None:
         raise MISSING_OFFSET()
     upload = await _append(request, await upload_of(request), offset)

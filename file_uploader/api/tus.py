@@ -97,7 +97,9 @@ def tus_route(handler: Handler) -> Handler:
 _MAX_DIGITS = 19
 
 
-def _number(request: web.Request, header: str) -> int | None:
+def header_number(request: web.Request, header: str) -> int | None:
+    """A whole number in `header` (Upload-Length, Upload-Offset; tus and the IETF draft alike),
+    None when absent; 400 invalid_header for anything else."""
     value = request.headers.get(header)
     if value is None:
         return None
@@ -268,11 +270,11 @@ async def _append(request: web.Request, scope: Scope, upload: Upload, offset: in
         raise UNSUPPORTED_MEDIA_TYPE(expected=f"Content-Type: {OFFSET_OCTET_STREAM}")
     if upload.partials:  # before the body's size is judged: 403 whatever it is (tus concatenation)
         raise FinalUpload(FINAL_TAKES_NO_PATCH)
-    length = _number(request, "Upload-Length")
+    length = header_number(request, "Upload-Length")
     checksum = _checksum(request)
     most = upload.limit(request.app[SETTINGS].max_file_size)
     _check_body_fits(request, length if length is not None else upload.length, offset, most)
-    return await request.app[STORAGE].resumable.append(
+    return await request.app[STORAGE].resumable.appender.append(
         upload,
         offset,
         read_body(request, most),
@@ -310,7 +312,7 @@ async def _create(request: web.Request, scope: Scope) -> web.Response:
         raise INVALID_CONCAT(detail="only whole files are sent here: no Upload-Concat")
     if concat:
         return await _create_final(request, concat)
-    length = _number(request, "Upload-Length")
+    length = header_number(request, "Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
     if length is None and not scope.deferred_length:
         raise LENGTH_REQUIRED()
@@ -350,7 +352,7 @@ async def _create(request: web.Request, scope: Scope) -> web.Response:
     headers: dict[str, str] = {hdrs.LOCATION: scope.location(request, upload.id)}
     if with_upload:
         try:
-            upload = await resumable.append(
+            upload = await resumable.appender.append(
                 upload,
                 0,
                 read_body(request, most),
@@ -382,7 +384,7 @@ async def _create_final(request: web.Request, partial_ids: list[str]) -> web.Res
         """The pre-create hook, once the size is known: the most bytes the file may have."""
         return hooked.limit(request, await hooked.pre_create(request, name, size, "tus", metadata))
 
-    upload = await request.app[STORAGE].resumable.concatenate(
+    upload = await request.app[STORAGE].resumable.concatenation.concatenate(
         request[USER_ID],
         name,
         raw_metadata,
@@ -410,7 +412,7 @@ async def _head(request: web.Request, scope: Scope) -> web.Response:
 
 
 async def _patch(request: web.Request, scope: Scope) -> web.Response:
-    offset = _number(request, "Upload-Offset")
+    offset = header_number(request, "Upload-Offset")
     if offset is None:
         raise MISSING_OFFSET()
     if request.content_type != OFFSET_OCTET_STREAM:
@@ -437,7 +439,7 @@ async def _check_body(request: web.Request, scope: Scope) -> None:
         # A partial upload is no file: no key, and the hooks are asked of its final upload.
         partial = request.headers.get("Upload-Concat", "").strip() == "partial"
         name = None if partial else metadata.get("filename")
-        length = _number(request, "Upload-Length")
+        length = header_number(request, "Upload-Length")
         if not name:  # (the creation is refused anyway, unless partial)
             if not partial:
                 raise InvalidName("Upload-Metadata has no filename")

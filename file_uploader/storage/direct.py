@@ -117,26 +117,25 @@ def signed_prefix(uid: str, upload_id: str) -> str:
     return f"{record_key(uid, upload_id)}.signed/"
 
 
-def md5_checksum(text: object) -> str | None:
-    """`text` if it is the base64 of an MD5 digest (Content-MD5), else None."""
+def _base64_digest(text: object, size: int) -> str | None:
+    """`text` if it is the base64 of a digest of `size` bytes, else None."""
     if not isinstance(text, str):
         return None
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return text if len(raw) == MD5_BYTES else None
+    return text if len(raw) == size else None
+
+
+def md5_checksum(text: object) -> str | None:
+    """`text` if it is the base64 of an MD5 digest (Content-MD5), else None."""
+    return _base64_digest(text, MD5_BYTES)
 
 
 def sha256_checksum(text: object) -> str | None:
     """`text` if it is the base64 of a SHA-256 digest, else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return text if len(raw) == SHA256_BYTES else None
+    return _base64_digest(text, SHA256_BYTES)
 
 
 class DirectUploads:

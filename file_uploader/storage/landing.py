@@ -64,24 +64,17 @@ class Removed:
 ASK = object()
 
 
+@dataclasses.dataclass(eq=False)
 class Landing:
-    def __init__(
-        self,
-        s3: S3,
-        library: Library,
-        thumbnails: Thumbnails,
-        quotas: Quotas,
-        events: Events,
-        slots: UploadSlots,
-        expiry: Expiry,
-    ) -> None:
-        self.s3 = s3
-        self.library = library
-        self.thumbnails = thumbnails
-        self.quotas = quotas
-        self.events = events
-        self.slots = slots
-        self.expiry = expiry
+    """What every kind of upload and delete hands a stored or deleted file to."""
+
+    s3: S3
+    library: Library
+    thumbnails: Thumbnails
+    quotas: Quotas
+    events: Events
+    slots: UploadSlots
+    expiry: Expiry
 
     async def admit(self, uid: str, key: str | None, length: int | None) -> None:
         """Refuse an upload before its body: TooManyUploads when the user has no upload slot

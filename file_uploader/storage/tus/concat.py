@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ...sizes import MAX_PART_SIZE, MIN_PART_SIZE, PARTS_IN_FLIGHT, format_size
@@ -55,7 +55,7 @@ from ..cas import HeldLock
 from ..errors import ConcatInvalid, ConcatUnfinished, TooLarge, UploadNotFound
 from ..keys import validate_name
 from ..landing import Finish
-from .info import COMPLETING, DONE, Upload, is_upload_id, new_upload_id
+from .info import COMPLETING, DONE, Upload, is_upload_id
 from .upload import Writer
 
 log = logging.getLogger(__name__)
@@ -180,67 +180,61 @@ class Concatenation(Writer):
         if len(set(partial_ids)) < len(partial_ids):
             raise ConcatInvalid("a final upload names each partial upload once")
         with self.pipeline.upload(user, "tus"):
-            return await self._concatenate(user, name, metadata, partial_ids, now, admit, finish)
-
-    async def _concatenate(
-        self,
-        user: str,
-        name: str,
-        metadata: str,
-        partial_ids: list[str],
-        now: float,
-        admit: Admit | None,
-        finish: Finish | None,
-    ) -> Upload:
-        partials = [await self._partial(user, upload_id) for upload_id in partial_ids]
-        length = sum(upload.length or 0 for upload in partials)
-        limit = min(self.max_size, await admit(length)) if admit is not None else self.max_size
-        if length > limit:
-            raise TooLarge(
-                f"the partial uploads hold {format_size(length)}; the limit is {format_size(limit)}"
+            partials = [await self._partial(user, upload_id) for upload_id in partial_ids]
+            length = sum(upload.length or 0 for upload in partials)
+            limit = min(self.max_size, await admit(length)) if admit is not None else self.max_size
+            if length > limit:
+                raise TooLarge(
+                    f"the partial uploads hold {format_size(length)}; the limit is {format_size(limit)}"
+                )
+            plan = self.pipeline.plan
+            parts = layout(
+                [upload.length or 0 for upload in partials], equal=None if plan.grows else plan.first(length)
             )
-        plan = self.pipeline.plan
-        parts = layout(
-            [upload.length or 0 for upload in partials], equal=None if plan.grows else plan.first(length)
-        )
-        if len(parts) > plan.max_parts:
-            raise self.pipeline.too_many_parts(length)
+            if len(parts) > plan.max_parts:
+                raise self.pipeline.too_many_parts(length)
+            async with self._locked(partials):
+                # Read again under the locks: another final upload may have taken them meanwhile.
+                partials = [await self._partial(user, upload_id) for upload_id in partial_ids]
+                final = Upload.new(
+                    user,
+                    name,
+                    length,
+                    metadata,
+                    expires=now + self.expiry,
+                    part_size=0,  # its parts are laid out from its partial uploads
+                    grow=False,
+                    partials=list(partial_ids),
+                )
+                if finish is not None:
+                    await finish(length)
+                await self._assemble(final, partials, parts)
+                await self.completion.finish(final, resumed=False)
+                # The file holds their bytes now: their objects go, and their leases with them.
+                for upload in partials:
+                    await self.records.delete_all(upload)
+                    await self.quotas.upload_ended(upload.user, upload.id)
+            log.info(
+                "tus final upload %s: %d partial uploads in %d parts", final.id, len(partials), len(parts)
+            )
+            return final
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, partials: list[Upload]) -> AsyncIterator[None]:
+        """The partial uploads' locks, taken in order and renewed while the block runs."""
         locks: list[HeldLock] = []
         keepers: list[asyncio.Task[None]] = []
         try:
             for upload in partials:
                 locks.append(await self.locks.take(upload))
             keepers = [asyncio.create_task(lock.keep()) for lock in locks]
-            # Read again under the locks: another final upload may have taken them meanwhile.
-            partials = [await self._partial(user, upload_id) for upload_id in partial_ids]
-            final = Upload(
-                id=new_upload_id(),
-                user=user,
-                name=name,
-                length=length,
-                metadata=metadata,
-                s3_upload_id="",
-                part_size=0,  # its parts are laid out from its partial uploads
-                grow=False,
-                expires=now + self.expiry,
-                partials=list(partial_ids),
-            )
-            if finish is not None:
-                await finish(length)
-            await self._assemble(final, partials, parts)
-            await self.completion.finish(final, resumed=False)
-            # The file holds their bytes now: their objects go, and their leases with them.
-            for upload in partials:
-                await self.records.delete_all(upload)
-                await self.quotas.upload_ended(upload.user, upload.id)
+            yield
         finally:
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
             for lock in locks:
                 await asyncio.shield(lock.release())
-        log.info("tus final upload %s: %d partial uploads in %d parts", final.id, len(partials), len(parts))
-        return final
 
     async def _assemble(self, final: Upload, partials: list[Upload], parts: list[list[Piece]]) -> None:
         """Send every part of the final upload to its own multipart upload, and record it

@@ -70,6 +70,34 @@ class Upload:
     # The info's ETag as read: what the next rewrite must still find. Not stored.
     version: str | None = dataclasses.field(default=None, compare=False)
 
+    @classmethod
+    def new(
+        cls,
+        user: str,
+        name: str,
+        length: int | None,
+        metadata: str,
+        *,
+        expires: float,
+        part_size: int,
+        grow: bool,
+        **fields: Any,
+    ) -> Upload:
+        """A new upload's record: a fresh id, no multipart upload yet; the optional `fields`
+        (step, max_size, partial, partials) as the class's."""
+        return cls(
+            id=new_upload_id(),
+            user=user,
+            name=name,
+            length=length,
+            metadata=metadata,
+            s3_upload_id="",
+            part_size=part_size,
+            grow=grow,
+            expires=expires,
+            **fields,
+        )
+
     @property
     def key(self) -> str:
         """Where its multipart upload lands: the file, or for a partial upload ``<id>.data``."""

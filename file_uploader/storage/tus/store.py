@@ -1,10 +1,9 @@
-"""`Resumable`: the tus store, as the rest of the gateway sees it (create, get, append, terminate,
-and what gc asks), composed of this package's rooms."""
+"""`Resumable`: the tus store, as the rest of the gateway sees it (create, get, terminate, and what
+gc asks; `appender` and `concatenation` write an upload's bytes), composed of this package's rooms."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 from ...sizes import LEASE_SECONDS, format_size
 from ..client import S3
@@ -14,9 +13,9 @@ from ..landing import Finish, Landing
 from ..parts import PartPipeline
 from ..quotas import Quotas
 from .completion import Completion, Released
-from .concat import Admit, Concatenation
+from .concat import Concatenation
 from .housekeeping import Housekeeping
-from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id, new_upload_id
+from .info import COMPLETING, DONE, OPEN, Records, Upload, is_upload_id
 from .lock import Locks
 from .upload import Appender, lease_end
 
@@ -47,12 +46,11 @@ class Resumable:
         self.locks = Locks(s3, lock_seconds)
         # `released`: an upload request's room back, when an upload made under it ends unfinished.
         self.completion = Completion(s3, pipeline, self.records, quotas, landing, released)
-        self.appender = Appender(
-            s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
-        )
-        self.concatenation = Concatenation(
-            s3, pipeline, self.records, self.locks, self.completion, quotas, expiry=expiry, max_size=max_size
-        )
+        # Writing an upload's bytes: PATCH (upload.py) and final uploads (concat.py), which the
+        # handlers call directly.
+        writer = (s3, pipeline, self.records, self.locks, self.completion, quotas)
+        self.appender = Appender(*writer, expiry=expiry, max_size=max_size)
+        self.concatenation = Concatenation(*writer, expiry=expiry, max_size=max_size)
         self.housekeeping = Housekeeping(s3, self.records, self.locks, self.completion, quotas)
 
     @property
@@ -92,16 +90,14 @@ class Resumable:
         plan = self.pipeline.plan
         if length is not None and length > plan.capacity(length):
             raise self.pipeline.too_many_parts(length)
-        upload = Upload(
-            id=new_upload_id(),
-            user=user,
-            name=name,
-            length=length,
-            metadata=metadata,
-            s3_upload_id="",
+        upload = Upload.new(
+            user,
+            name,
+            length,
+            metadata,
+            expires=now + self.expiry,
             part_size=plan.first(length),
             grow=length is None and plan.grows,
-            expires=now + self.expiry,
             step=plan.step,
             max_size=max_size,
             partial=partial,
@@ -152,38 +148,6 @@ class Resumable:
         if upload.state == OPEN and upload.expires < now:
             raise UploadExpired("the upload has expired")
         return upload
-
-    async def append(
-        self,
-        upload: Upload,
-        offset: int,
-        chunks: AsyncIterator[bytes],
-        *,
-        now: float,
-        length: int | None = None,
-        checksum: tuple[str, bytes] | None = None,
-        finish: Finish | None = None,
-    ) -> Upload:
-        """upload.py's `Appender.append`."""
-        return await self.appender.append(
-            upload, offset, chunks, now=now, length=length, checksum=checksum, finish=finish
-        )
-
-    async def concatenate(
-        self,
-        user: str,
-        name: str,
-        metadata: str,
-        partial_ids: list[str],
-        now: float,
-        *,
-        admit: Admit | None = None,
-        finish: Finish | None = None,
-    ) -> Upload:
-        """concat.py's `Concatenation.concatenate`: the final upload, stored as `name`."""
-        return await self.concatenation.concatenate(
-            user, name, metadata, partial_ids, now, admit=admit, finish=finish
-        )
 
     async def terminate(self, upload: Upload) -> None:
         """Forget the upload; an unfinished one is aborted (a finished one's file stays)."""

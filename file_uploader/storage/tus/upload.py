@@ -19,6 +19,7 @@ already has. The upload's last byte hands it to completion.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -131,31 +132,21 @@ def check_offset(upload: Upload, offset: int, length: int | None) -> None:
             raise LengthConflict(f"the upload already has {upload.offset} bytes")
 
 
+@dataclasses.dataclass(eq=False)
 class Writer:
     """What writes an upload's bytes needs, the same for PATCH (Appender) and for joining
     partial uploads (concat.Concatenation): S3, the part pipeline, the records, their locks,
     completion, quotas, and the limits on an upload's life and size."""
 
-    def __init__(
-        self,
-        s3: S3,
-        pipeline: PartPipeline,
-        records: Records,
-        locks: Locks,
-        completion: Completion,
-        quotas: Quotas,
-        *,
-        expiry: float,
-        max_size: int,
-    ) -> None:
-        self.s3 = s3
-        self.pipeline = pipeline
-        self.records = records
-        self.locks = locks
-        self.completion = completion
-        self.quotas = quotas
-        self.expiry = expiry
-        self.max_size = max_size
+    s3: S3
+    pipeline: PartPipeline
+    records: Records
+    locks: Locks
+    completion: Completion
+    quotas: Quotas
+    _: dataclasses.KW_ONLY
+    expiry: float
+    max_size: int
 
 
 class Appender(Writer):
