@@ -14,6 +14,7 @@ import logging
 import posixpath
 import resource
 
+import pytest
 from yarl import URL
 
 from file_uploader.storage.keys import MAX_NAME_BYTES, user_id, user_prefix
@@ -239,6 +240,7 @@ def rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@pytest.mark.slow  # 2,000 requests
 async def test_a_burst_of_2000_tiny_requests_is_answered_without_errors_or_memory_growth(client, auth):
     """Mostly requests the gateway refuses without S3 (the cheap attack), some real listings."""
     gate = asyncio.Semaphore(50)

@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.identity import callback
 from file_uploader.identity.users import callback_user
 
@@ -26,9 +25,9 @@ def hook():
 
 
 @pytest.fixture
-async def gw(aiohttp_client, settings, hook):
+async def gw(aiohttp_client, app_for, settings, hook):
     return await aiohttp_client(
-        await create_app(dataclasses.replace(settings, auth_hook_url=hook.url, hook_secret=HOOK_SECRET))
+        await app_for(dataclasses.replace(settings, auth_hook_url=hook.url, hook_secret=HOOK_SECRET))
     )
 
 
@@ -69,6 +68,7 @@ async def test_any_other_answer_fails_closed_with_503(gw, hook, answer):
     assert "did not answer" in body["error"]["message"]
 
 
+@pytest.mark.slow  # waits out CALLBACK_SECONDS (5 s)
 async def test_a_callback_that_does_not_answer_in_time_fails_closed_with_503(gw, hook):
     hook.answers["session-abc"] = (200, {"user": "user-42"})
     hook.delay = callback.CALLBACK_SECONDS + 1
@@ -78,9 +78,9 @@ async def test_a_callback_that_does_not_answer_in_time_fails_closed_with_503(gw,
     assert asyncio.get_running_loop().time() - started < callback.CALLBACK_SECONDS + 1
 
 
-async def test_a_callback_nobody_listens_on_fails_closed_with_503(aiohttp_client, settings):
+async def test_a_callback_nobody_listens_on_fails_closed_with_503(aiohttp_client, app_for, settings):
     gw = await aiohttp_client(
-        await create_app(
+        await app_for(
             dataclasses.replace(settings, auth_hook_url="http://127.0.0.1:9/auth", hook_secret=HOOK_SECRET)
         )
     )
@@ -111,10 +111,12 @@ async def test_a_quota_from_the_callback_is_enforced(gw, hook):
     assert response.status == 413
 
 
-async def test_a_jwt_the_gateway_verifies_is_never_sent_to_the_callback(aiohttp_client, settings, hook):
+async def test_a_jwt_the_gateway_verifies_is_never_sent_to_the_callback(
+    aiohttp_client, app_for, settings, hook
+):
     with KeyServer().running() as issuer:
         gw = await aiohttp_client(
-            await create_app(
+            await app_for(
                 dataclasses.replace(
                     settings,
                     auth_hook_url=hook.url,

@@ -15,7 +15,6 @@ import uuid
 import jwt
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.identity.users import jwt_user
 
 from ..helpers import all_keys, new_token
@@ -31,11 +30,11 @@ def issuer():
 
 
 @pytest.fixture
-def gateway(aiohttp_client, settings):
+def gateway(aiohttp_client, app_for, settings):
     """The gateway in-process with the AUTH_ settings given (as Settings fields)."""
 
     async def start(**auth):
-        return await aiohttp_client(await create_app(dataclasses.replace(settings, **auth)))
+        return await aiohttp_client(await app_for(dataclasses.replace(settings, **auth)))
 
     return start
 

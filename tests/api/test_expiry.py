@@ -45,6 +45,7 @@ async def visible(replica, auth, name: str, link: str, public_url: str) -> dict[
     }
 
 
+@pytest.mark.slow  # waits out the 3 s expiry
 async def test_a_file_with_a_3_second_expiry_is_gone_everywhere_on_two_replicas_and_gc_deletes_it(
     client, second, auth, settings, s3, bucket
 ):

@@ -206,6 +206,7 @@ async def test_a_terminated_partial_upload_gives_back_its_room_and_bytes(
 # tus-js-client (Node) ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Node and tus-js-client as a process, a part at a time
 async def test_tus_js_client_parallel_uploads_are_byte_exact_with_1_kib_partials(gw, auth, tmp_path):
     endpoint = f"http://127.0.0.1:{gw.port}/api/uploads/"
     for name, size, parallel in [("tiny.bin", 4 * KiB, 4), ("mixed.bin", 13 * MiB + 3, 3)]:

@@ -8,6 +8,7 @@ import io
 import os
 import zipfile
 
+import pytest
 from yarl import URL
 
 from file_uploader.sizes import MiB
@@ -20,6 +21,7 @@ async def put(client, auth, name: str, data) -> None:
     assert response.status == 204, await response.text()
 
 
+@pytest.mark.slow  # 100 MiB through moto: the smaller zip tests stay in the edit loop
 async def test_a_folder_zip_holds_every_file_byte_for_byte_one_of_them_100_mib(client, auth):
     big = os.urandom(MiB) * 100  # 100 MiB, sent in pieces
     small = {"photos/a.txt": b"alpha" * 1000, "photos/2024/b.bin": os.urandom(300_000), "photos/empty": b""}

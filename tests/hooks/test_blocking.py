@@ -18,7 +18,6 @@ from aiohttp import web
 from tusclient.client import TusClient
 from tusclient.exceptions import TusCommunicationError
 
-from file_uploader.app import create_app
 from file_uploader.sizes import MiB
 from file_uploader.storage.keys import user_id
 
@@ -69,12 +68,12 @@ async def receiver():
 
 
 @pytest.fixture
-def gateway(aiohttp_client, settings, receiver):
+def gateway(aiohttp_client, app_for, settings, receiver):
     async def start(**changes):
         changed = dataclasses.replace(
             settings, hook_url=receiver.url, hook_secret=SECRET, part_size=5 * MiB, **changes
         )
-        return await aiohttp_client(await create_app(changed))
+        return await aiohttp_client(await app_for(changed))
 
     return start
 
@@ -315,16 +314,18 @@ async def test_an_answer_that_is_neither_2xx_nor_4xx_refuses_with_503(gw, receiv
     assert (await gw.put("/api/files/a", data=b"a", headers=auth)).status == 503
 
 
-async def test_with_hook_fail_open_a_hook_that_is_down_lets_uploads_through(aiohttp_client, settings, auth):
+async def test_with_hook_fail_open_a_hook_that_is_down_lets_uploads_through(
+    aiohttp_client, app_for, settings, auth
+):
     with contextlib.closing(__import__("socket").socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{sock.getsockname()[1]}/hooks"  # bound, never listening
         closed = await aiohttp_client(
-            await create_app(dataclasses.replace(settings, hook_url=nobody, hook_secret=SECRET))
+            await app_for(dataclasses.replace(settings, hook_url=nobody, hook_secret=SECRET))
         )
         assert (await closed.put("/api/files/a", data=b"a", headers=auth)).status == 503
         fail_open = dataclasses.replace(settings, hook_url=nobody, hook_secret=SECRET, hook_fail_open=True)
-        opened = await aiohttp_client(await create_app(fail_open))
+        opened = await aiohttp_client(await app_for(fail_open))
         assert (await opened.put("/api/files/a", data=b"a", headers=auth)).status == 204
 
 

@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from file_uploader.app import create_app
 from file_uploader.hooks.webhooks import ANSWER_BYTES, SENDERS, Webhooks
 from file_uploader.settings import Settings
 from file_uploader.storage.events import STORED, FileEvent
@@ -276,13 +275,13 @@ async def test_deleting_a_folder_posts_one_event_per_file_after_its_answer(gw, r
 
 
 async def test_refused_events_are_given_up_and_never_hold_other_users_events(
-    aiohttp_client, settings, receiver, auth
+    aiohttp_client, app_for, settings, receiver, auth
 ):
     """A receiver that answers 400 to some events: each is posted once, counted as refused, and
     the other user's events go out at once."""
     await receiver.start()
     receiver.refuse = "refused-"
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     before = metric(await metric_samples(gw), "file_uploader_webhooks_dropped_total", reason="refused")
     refused = 2 * SENDERS
     for number in range(refused):
@@ -303,12 +302,12 @@ async def test_refused_events_are_given_up_and_never_hold_other_users_events(
     )
 
 
-async def test_a_huge_answer_is_not_read_whole(aiohttp_client, settings, receiver, auth):
+async def test_a_huge_answer_is_not_read_whole(aiohttp_client, app_for, settings, receiver, auth):
     """A receiver answering 200 with 256 MiB: the gateway reads ANSWER_BYTES of it and closes, so
     the receiver gets out little more than the sockets' buffers; the event counts as delivered."""
     await receiver.start()
     receiver.answer_bytes = 256 * 1024 * 1024
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     before = metric(await metric_samples(gw), "file_uploader_webhooks_sent_total")
     assert (await gw.put("/api/files/notes.txt", data=b"hello", headers=auth)).status == 204
     await receiver.wait_for(1)
@@ -322,12 +321,14 @@ async def test_a_huge_answer_is_not_read_whole(aiohttp_client, settings, receive
 
 
 @pytest.mark.slow
-async def test_one_users_burst_of_events_does_not_delay_anothers(aiohttp_client, settings, receiver, auth):
+async def test_one_users_burst_of_events_does_not_delay_anothers(
+    aiohttp_client, app_for, settings, receiver, auth
+):
     """One form of 300 tiny files, a receiver taking 0.1 s per event: another user's next 10
     events are delivered beside the burst (in turn), not after its 300 (7.5 s with 4 senders)."""
     await receiver.start()
     receiver.delay = 0.1
-    gw = await aiohttp_client(await create_app(hooked(settings, receiver)))
+    gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     form = aiohttp.FormData()
     for number in range(300):
         form.add_field("file", b"t", filename=f"burst-{number}")

@@ -17,6 +17,9 @@ from ..cutproxy import CutProxy
 from ..helpers import new_token, open_uploads, run_gateway
 from ..node_clients import tus_js_upload
 
+# Every test here runs gateways as processes.
+pytestmark = pytest.mark.process
+
 PART = 5 * MiB
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
