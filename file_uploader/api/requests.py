@@ -11,14 +11,12 @@ share links' does: the password of HTTP Basic authentication.
 from __future__ import annotations
 
 import time
-import urllib.parse
 from typing import Any
 
 from aiohttp import web
 
 from ..appkeys import SETTINGS, STORAGE, USER_ID
 from ..formats import iso8601
-from ..storage.errors import InvalidName
 from ..storage.keys import split_file_key
 from ..storage.landing import Finish
 from ..storage.requests import UploadRequest
@@ -28,7 +26,7 @@ from .body import declared_length, expect_body, file_too_large, read_body
 from .errors import INVALID_FOLDER, INVALID_MAX_BYTES, INVALID_MAX_FILES, LENGTH_REQUIRED
 from .grants import owner_routes
 from .links import basic_password, expires_in, json_body, password, whole_number
-from .names import content_type, raw_path
+from .names import content_type, decode_name
 from .page import PAGE_HEADERS, STATIC
 from .params import MAX_FILE_EXPIRES_IN
 from .proxies import absolute_url
@@ -108,15 +106,6 @@ async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "request.html", headers=PAGE_HEADERS)
 
 
-def _name(request: web.Request) -> str:
-    """The file name after /r/<id>/, percent-decoded strictly (as names.decode_name)."""
-    raw = raw_path(request).split("/", 3)[3]
-    try:
-        return urllib.parse.unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidName("the file name is not valid UTF-8") from None
-
-
 async def _check_upload(request: web.Request) -> tuple[int, Finish | None]:
     """What PUT /r/... refuses before its body: the request (gone, expired, password), its room,
     the name (one segment, not taken), the length (MAX_FILE_SIZE), and the blocking hook
@@ -124,7 +113,7 @@ async def _check_upload(request: web.Request) -> tuple[int, Finish | None]:
     may have, and its pre-finish hook."""
     size = declared_length(request, request.app[SETTINGS])
     found, key = await request.app[STORAGE].requests.admit(
-        request.match_info["id"], basic_password(request), _name(request), size
+        request.match_info["id"], basic_password(request), decode_name(request), size
     )
     if not hooked.enabled(request) or key is None:
         return request.app[SETTINGS].max_file_size, None
@@ -136,7 +125,7 @@ async def _check_upload(request: web.Request) -> tuple[int, Finish | None]:
 
 
 async def put_file(request: web.Request) -> web.Response:
-    name = _name(request)
+    name = decode_name(request)
     size = declared_length(request, request.app[SETTINGS])
     most, finish = await _check_upload(request) if hooked.enabled(request) else (None, None)
     await request.app[STORAGE].requests.receive(

@@ -83,24 +83,16 @@ class FolderPage:
     next: str | None  # the name to list after for the next page; None at the end
 
 
+@dataclasses.dataclass(eq=False)
 class Files:
     """The users' files in one bucket."""
 
-    def __init__(
-        self,
-        s3: S3,
-        pipeline: PartPipeline,
-        library: Library,
-        quotas: Quotas,
-        landing: Landing,
-        expiry: Expiry,
-    ) -> None:
-        self.s3 = s3
-        self.expiry = expiry
-        self.pipeline = pipeline
-        self.library = library
-        self.quotas = quotas
-        self.landing = landing
+    s3: S3
+    pipeline: PartPipeline
+    library: Library
+    quotas: Quotas
+    landing: Landing
+    expiry: Expiry
 
     async def list_entries(self, prefix: str) -> AsyncIterator[list[tuple[str, ObjectInfo]]]:
         """The names under `prefix` with their size, ETag and date, a page at a time, in S3's

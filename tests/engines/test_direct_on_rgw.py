@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
 from collections.abc import Iterator
 
 import aiohttp
-import boto3
 import pytest
 
 from devtools.rgw import RgwEngine
@@ -22,33 +20,13 @@ from file_uploader.sizes import MiB
 from file_uploader.storage.direct import part_checksum
 from file_uploader.storage.keys import file_key, user_id
 
+from .conftest import own_bucket, rgw_s3, rgw_settings
+
 
 @pytest.fixture
-def rgw_settings(rgw: RgwEngine) -> Iterator[Settings]:
-    bucket = f"direct-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=rgw.http_url,
-        region_name="us-east-1",
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-    )
-    s3.create_bucket(Bucket=bucket)
-    yield Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.http_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        part_size=5 * MiB,
-        client_timeout=5,
-        direct_uploads=True,
-    )
-    for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=item["Key"])
-    s3.delete_bucket(Bucket=bucket)
+def direct_settings(rgw: RgwEngine) -> Iterator[Settings]:
+    with own_bucket(rgw_s3(rgw), "direct") as bucket:
+        yield rgw_settings(rgw, bucket, part_size=5 * MiB, client_timeout=5, direct_uploads=True)
 
 
 def _md5(data: bytes) -> str:
@@ -56,9 +34,9 @@ def _md5(data: bytes) -> str:
 
 
 async def test_rgw_refuses_a_part_whose_bytes_do_not_match_the_signed_checksum(
-    aiohttp_client, app_for, rgw_settings, auth, token
+    aiohttp_client, app_for, rgw, direct_settings, auth, token
 ):
-    client = await aiohttp_client(await app_for(rgw_settings))
+    client = await aiohttp_client(await app_for(direct_settings))
     meant = b"what the client meant to store\n" * 100
     flipped = meant[:-2] + b"!\n"
     created = await client.post("/api/direct", json={"name": "rgw.bin", "size": len(meant)}, headers=auth)
@@ -81,12 +59,6 @@ async def test_rgw_refuses_a_part_whose_bytes_do_not_match_the_signed_checksum(
             assert stored.status == 200
     done = await client.post(f"/api/direct/{plan['uploadId']}/complete", headers=auth)
     assert done.status == 200, await done.text()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=rgw_settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=rgw_settings.aws_access_key_id,
-        aws_secret_access_key=rgw_settings.aws_secret_access_key,
-    )
+    s3 = rgw_s3(rgw)
     key = file_key(user_id(token), "rgw.bin")
-    assert s3.get_object(Bucket=rgw_settings.s3_bucket, Key=key)["Body"].read() == meant
+    assert s3.get_object(Bucket=direct_settings.s3_bucket, Key=key)["Body"].read() == meant

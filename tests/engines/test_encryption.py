@@ -15,10 +15,8 @@ import hashlib
 import io
 import os
 import secrets
-import uuid
 from collections.abc import Iterator
 
-import boto3
 import botocore.exceptions
 import pytest
 from PIL import Image
@@ -30,7 +28,7 @@ from file_uploader.storage.errors import StorageError
 from file_uploader.storage.keys import file_key, user_id
 
 from ..helpers import chunked, path_of
-from .conftest import RGW_KMS_KEY_ID
+from .conftest import RGW_KMS_KEY_ID, own_bucket, rgw_s3, rgw_settings
 
 PART = MIN_PART_SIZE
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -106,23 +104,17 @@ async def test_every_object_the_gateway_writes_asks_for_the_configured_encryptio
 
 @pytest.fixture
 def rgw_bucket(rgw, monkeypatch) -> Iterator[tuple[object, str]]:
+    """A bucket of the test's own on RGW over https, and a client of it; the gateway trusts the
+    cluster's CA through AWS_CA_BUNDLE."""
     monkeypatch.setenv("AWS_CA_BUNDLE", rgw.ca_file)
-    client = boto3.client(
-        "s3",
-        endpoint_url=rgw.https_url,
-        region_name="us-east-1",
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        verify=rgw.ca_file,
-    )
-    bucket = f"sse-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    yield client, bucket
-    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        client.delete_object(Bucket=bucket, Key=item["Key"])
-    client.delete_bucket(Bucket=bucket)
+    client = rgw_s3(rgw, https=True)
+    with own_bucket(client, "sse") as bucket:
+        yield client, bucket
+
+
+def _over_https(rgw, bucket: str, **sse: object) -> Settings:
+    """The gateway on RGW over https with the encryption settings `sse`, in parts of 5 MiB."""
+    return rgw_settings(rgw, bucket, https=True, part_size=PART, client_timeout=5, **sse)
 
 
 async def test_sse_c_round_trips_on_rgw_and_the_engine_refuses_a_read_without_the_key(
@@ -130,17 +122,7 @@ async def test_sse_c_round_trips_on_rgw_and_the_engine_refuses_a_read_without_th
 ):
     client, bucket = rgw_bucket
     key = secrets.token_bytes(32)
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.https_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        part_size=PART,
-        client_timeout=5,
-        s3_sse="sse-c",
-        s3_sse_c_key=key,
-    )
-    gw = await aiohttp_client(await app_for(settings))
+    gw = await aiohttp_client(await app_for(_over_https(rgw, bucket, s3_sse="sse-c", s3_sse_c_key=key)))
     ready = await (await gw.get("/readyz")).json()
     assert ready.get("status", "ok") != "unready", ready
     data = os.urandom(2 * PART + 5)
@@ -176,11 +158,9 @@ async def test_the_write_probe_sends_the_customer_key_so_rgw_over_http_refuses_i
     """RGW refuses SSE-C over plain http (the key would travel in clear): that the probe is
     refused there shows it sends the key, and the gateway is not ready, saying why."""
     _, bucket = rgw_bucket
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.http_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
+    settings = rgw_settings(
+        rgw,
+        bucket,
         s3_sse="sse-c",
         s3_sse_c_key=secrets.token_bytes(32),
     )
@@ -195,17 +175,9 @@ async def test_sse_kms_with_a_key_id_round_trips_on_rgw_and_each_object_names_th
     aiohttp_client, app_for, rgw, rgw_bucket, token, auth
 ):
     client, bucket = rgw_bucket
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.https_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        part_size=PART,
-        client_timeout=5,
-        s3_sse="sse-kms",
-        s3_sse_kms_key_id=RGW_KMS_KEY_ID,
+    gw = await aiohttp_client(
+        await app_for(_over_https(rgw, bucket, s3_sse="sse-kms", s3_sse_kms_key_id=RGW_KMS_KEY_ID))
     )
-    gw = await aiohttp_client(await app_for(settings))
     data = os.urandom(2 * PART + 5)
     for name in await upload_every_way(gw, auth, data):
         expected = data[:1000] if name == "small.bin" else data
@@ -223,17 +195,7 @@ async def test_sse_c_reaches_the_server_side_copies_of_a_tus_upload_completed_pa
     would only complete with a failed PATCH's stray parts): source and new part both need the key."""
     client, bucket = rgw_bucket
     key = secrets.token_bytes(32)
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.https_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        part_size=PART,
-        client_timeout=5,
-        s3_sse="sse-c",
-        s3_sse_c_key=key,
-    )
-    gw = await aiohttp_client(await app_for(settings))
+    gw = await aiohttp_client(await app_for(_over_https(rgw, bucket, s3_sse="sse-c", s3_sse_c_key=key)))
     created = await gw.post(
         "/api/uploads/",
         headers={**auth, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": "filename Zg=="},
@@ -263,17 +225,7 @@ async def test_sse_c_reaches_a_tus_concatenation_copies_and_reads_of_its_partial
     short ones back (a ranged GetObject): each needs the customer key (storage/tus/concat.py)."""
     client, bucket = rgw_bucket
     key = secrets.token_bytes(32)
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=rgw.https_url,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        part_size=PART,
-        client_timeout=5,
-        s3_sse="sse-c",
-        s3_sse_c_key=key,
-    )
-    gw = await aiohttp_client(await app_for(settings))
+    gw = await aiohttp_client(await app_for(_over_https(rgw, bucket, s3_sse="sse-c", s3_sse_c_key=key)))
     pieces = [os.urandom(1024), os.urandom(2 * PART + 7), os.urandom(3)]  # joined, copied, copied
     urls = []
     for piece in pieces:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,24 +42,16 @@ log = logging.getLogger(__name__)
 Released = Callable[[str, int], Awaitable[None]]
 
 
+@dataclasses.dataclass(eq=False)
 class Completion:
     """Turns a whole upload into its file, and says so (landing.py, the quota)."""
 
-    def __init__(
-        self,
-        s3: S3,
-        pipeline: PartPipeline,
-        records: Records,
-        quotas: Quotas,
-        landing: Landing,
-        released: Released | None = None,
-    ) -> None:
-        self.s3 = s3
-        self.pipeline = pipeline
-        self.records = records
-        self.quotas = quotas
-        self.landing = landing
-        self._released = released
+    s3: S3
+    pipeline: PartPipeline
+    records: Records
+    quotas: Quotas
+    landing: Landing
+    _released: Released | None = None
 
     async def released(self, upload: Upload) -> None:
         """An unfinished upload is forgotten: the upload request it was made under (if any) gets
