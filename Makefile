@@ -53,10 +53,9 @@ system-deps: ## as root: Debian's chromium and Ceph RGW for the tests (else: say
 	bash devtools/system-deps.sh
 
 # The tests run in TEST_WORKERS processes (pytest-xdist; auto: one per core, 0: in pytest's own process),
-# each with its own moto server. --dist loadgroup: the tests marked xdist_group("rgw") share one
-# worker, so one Ceph cluster starts, not one per worker.
+# each with its own moto server, and with its own Ceph cluster once it runs an RGW test.
 TEST_WORKERS ?= auto
-XDIST = -n $(TEST_WORKERS) --dist loadgroup
+XDIST = -n $(TEST_WORKERS)
 # What the edit loop leaves out. Spelt in full: a -m here replaces the one in setup.cfg's addopts.
 FAST_MARKERS = not slow and not process and not browser and not deploy and not distributed
 

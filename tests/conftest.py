@@ -46,8 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params.values() if callspec else ()
         if "rgw" in fixtures or any(isinstance(value, str) and value.startswith("rgw") for value in params):
             item.add_marker(pytest.mark.slow)
-            # Under pytest-xdist, every RGW test on one worker: one Ceph cluster, not one per worker.
-            item.add_marker(pytest.mark.xdist_group("rgw"))
 
 
 @pytest.fixture(autouse=True)
