@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import boto3
+import hypothesis
 import pytest
 from aiohttp import web
 
@@ -46,6 +47,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params.values() if callspec else ()
         if "rgw" in fixtures or any(isinstance(value, str) and value.startswith("rgw") for value in params):
             item.add_marker(pytest.mark.slow)
+
+
+# A property's examples are timed against a deadline by default; here that measures the machine
+# (two workers beside the servers they start), not the code, so the properties have none.
+hypothesis.settings.register_profile("suite", deadline=None)
+hypothesis.settings.load_profile("suite")
 
 
 @pytest.fixture(autouse=True)

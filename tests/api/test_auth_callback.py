@@ -71,11 +71,13 @@ async def test_any_other_answer_fails_closed_with_503(gw, hook, answer):
 @pytest.mark.slow  # waits out CALLBACK_SECONDS (5 s)
 async def test_a_callback_that_does_not_answer_in_time_fails_closed_with_503(gw, hook):
     hook.answers["session-abc"] = (200, {"user": "user-42"})
-    hook.delay = callback.CALLBACK_SECONDS + 1
+    hook.delay = callback.CALLBACK_SECONDS + 10
     started = asyncio.get_running_loop().time()
     response = await gw.get("/api/files", headers=bearer("session-abc"))
     assert response.status == 503
-    assert asyncio.get_running_loop().time() - started < callback.CALLBACK_SECONDS + 1
+    # Refused at its own timeout, not when the callback would have answered: with room for a
+    # loaded machine between the two.
+    assert asyncio.get_running_loop().time() - started < callback.CALLBACK_SECONDS + 5
 
 
 async def test_a_callback_nobody_listens_on_fails_closed_with_503(aiohttp_client, app_for, settings):
