@@ -175,10 +175,7 @@ function tusError(error) {
 }
 
 function uploadRow(name) {
-  const row = document.createElement("li");
-  row.dataset.name = name;
-  row.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="detail">waiting…</span><button type="button" class="secondary cancel">Cancel</button>';
-  row.querySelector(".name").textContent = name;
+  const row = progressRow(name, '<button type="button" class="secondary cancel">Cancel</button>');
   $("#uploads").prepend(row);
   return row;
 }

@@ -23,3 +23,13 @@ function tusFailure(error) {
   try { body = JSON.parse(response.getBody()); } catch { /* not JSON */ }
   return [response.getStatus(), body];
 }
+
+// A row for a file being sent: its name (as text, never markup), a progress bar and a detail
+// line, then `extra` (markup of the page's own, such as a Cancel button).
+function progressRow(name, extra = "") {
+  const row = document.createElement("li");
+  row.dataset.name = name;
+  row.innerHTML = `<span class="name"></span><progress max="1" value="0"></progress><span class="detail">waiting…</span>${extra}`;
+  row.querySelector(".name").textContent = name;
+  return row;
+}

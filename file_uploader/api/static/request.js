@@ -45,10 +45,7 @@ function final(error) {
 }
 
 function resultRow(name) {
-  const row = document.createElement("li");
-  row.dataset.name = name;
-  row.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="detail">waiting…</span>';
-  row.querySelector(".name").textContent = name;
+  const row = progressRow(name);
   $("#request-results").append(row);
   return row;
 }
