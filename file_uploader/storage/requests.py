@@ -21,6 +21,7 @@ its room taken (the owner can make a new request).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -170,7 +171,7 @@ class UploadRequests:
                 request.uid, key, metered(), size=size, content_type=content_type, finish=finish
             )
         except BaseException:
-            await self._give_back(request_id, files=1, size=taken)
+            await asyncio.shield(self._unless_landed(request_id, key, taken))
             raise
         if stored != taken:  # what it used, not what it held (a chunked body holds all that is left)
             await self._give_back(request_id, files=0, size=taken - stored)
@@ -209,6 +210,20 @@ class UploadRequests:
             raise LinkExpired("this upload request has expired")
         await self.grants.check_password(request_id, record, password, now)
         return request
+
+    async def _unless_landed(self, request_id: str, key: str, taken: int) -> None:
+        """A file sent to the request failed: its room comes back, unless the file is there all the
+        same (a step after the store failed: the replaced file's library entry, its event...), when
+        only what it did not use does. If S3 cannot say, the room stays taken: a request never
+        holds more files than it allows, and its owner can make another."""
+        try:
+            head = await self.s3.head_object(key)
+        except FileNotFound:
+            await self._give_back(request_id, files=1, size=taken)
+            return
+        except StorageFailure:
+            return
+        await self._give_back(request_id, files=0, size=max(0, taken - int(head["ContentLength"])))
 
     async def _give_back(self, request_id: str, *, files: int, size: int) -> None:
         def give(fields: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,11 @@ import urllib.request
 import pytest
 from yarl import URL
 
+from file_uploader.app import create_app
 from file_uploader.sizes import MiB
 from file_uploader.storage.keys import FILES_ROOT, REQUEST_INDEX_ROOT, REQUESTS_ROOT
 
+from ..faultproxy import Fault, FaultProxy
 from ..helpers import CHROMIUM, NO_CHROMIUM, all_keys, new_token
 
 
@@ -116,6 +118,29 @@ async def test_the_file_limit_is_exact_over_two_replicas(client, second, auth, s
     statuses = await asyncio.gather(*(send(index) for index in range(12)))
     assert statuses.count(204) == 3 and statuses.count(409) == 9
     assert len(stored_files(s3, bucket)) == 3
+
+
+async def test_a_file_that_landed_keeps_its_room_when_what_follows_it_fails(
+    aiohttp_client, settings, auth, s3_url, s3, bucket
+):
+    """The file is stored, then a step after it (here: whether it replaced a public file) finds S3
+    failing, and the sender gets an error. The file is there all the same, so the request does not
+    take its room back: a request for 1 file never ends up holding 2."""
+    proxy = await FaultProxy(s3_url).start()
+    try:
+        gw = await aiohttp_client(await create_app(dataclasses.replace(settings, s3_endpoint_url=proxy.url)))
+        made = await make_request(gw, auth, folder="one", max_files=1)
+        path = URL(made["url"]).path
+        proxy.add(Fault("GET other", match=lambda request: "/pub/" in request.path))
+        failed = await gw.put(f"{path}/first.txt", data=b"x" * 100)
+        assert failed.status == 502  # S3 answered 500: storage_error
+        assert stored_files(s3, bucket) == ["one/first.txt"]
+        proxy.clear()
+        second = await gw.put(f"{path}/second.txt", data=b"x" * 100)
+        assert second.status == 409
+        assert stored_files(s3, bucket) == ["one/first.txt"]
+    finally:
+        await proxy.close()
 
 
 async def test_the_owners_quota_covers_what_lands(aiohttp_client, app_for, settings, s3, bucket):
