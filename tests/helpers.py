@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -59,6 +60,13 @@ async def chunked(data: bytes, piece: int = 250_000) -> AsyncIterator[bytes]:
     """`data` as a request body of unknown length (sent chunked)."""
     for start in range(0, len(data), piece):
         yield data[start : start + piece]
+
+
+def reset_moto(url: str) -> None:
+    """Forget everything moto's server at `url` holds (buckets, objects, uploads), in one request."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request) as answer:
+        answer.read()
 
 
 def start_moto(port: int) -> subprocess.Popen:
