@@ -25,6 +25,7 @@ from .helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     NO_CHROMIUM,
+    ROOT,
     SECRET_KEY,
     Gateway,
     new_token,
@@ -74,13 +75,15 @@ def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server in its own process, as a real S3 endpoint over HTTP."""
+    """moto's S3 server in its own process, as a real S3 endpoint over HTTP (devtools/moto_s3.py:
+    moto's S3 application alone, without moto.server's per-request search for the service)."""
     port = free_port()
     with (
         (tmp_path_factory.mktemp("moto") / "moto.log").open("w") as log,
         child_server(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "devtools.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
             port,
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         ),

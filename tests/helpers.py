@@ -72,7 +72,8 @@ def reset_moto(url: str) -> None:
 def start_moto(port: int) -> subprocess.Popen:
     """moto's S3 server on `port`, for a test that stops and starts S3 itself."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "devtools.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
