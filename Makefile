@@ -59,6 +59,11 @@ XDIST = -n $(TEST_WORKERS)
 # What the edit loop leaves out. Spelt in full: a -m here replaces the one in setup.cfg's addopts.
 FAST_MARKERS = not slow and not process and not browser and not deploy and not distributed
 
+# Where PYTHONDONTWRITEBYTECODE is set (some shells and images set it), each worker compiled
+# every module and pytest rewrote every test module again on each run: 8 s of CPU per worker,
+# a sixth of test-fast. The test targets keep the caches (__pycache__/, ignored by git).
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
+
 test: $(INSTALLED) system-deps ## run the whole test suite (moto, Ceph RGW, curl, tus clients, Chromium), a worker per core (TEST_WORKERS)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 

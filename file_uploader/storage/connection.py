@@ -30,10 +30,13 @@ import asyncio
 import contextlib
 import enum
 import functools
+import os
+import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 from botocore.handlers import add_expect_header, convert_body_to_file_like_object
 
@@ -52,6 +55,35 @@ def _session() -> AioSession:
     return get_session()
 
 
+class SharedTlsSession(AIOHTTPSession):
+    """aiobotocore's aiohttp session, with one TLS context per process for each CA bundle.
+
+    aiobotocore 3.10 builds a TLS context for each client it opens (the CA bundle parsed again,
+    30-40 ms of CPU), even for an http:// endpoint. A context serves any number of connections
+    on any loop, so one is built per CA bundle (botocore's default, or AWS_CA_BUNDLE /
+    REQUESTS_CA_BUNDLE: the file as it is now, built again once it changes) and shared. The
+    server opens one client per process and feels nothing; the test suite opens a thousand
+    (one app per test) and spent most of each app's startup here. A client certificate or a
+    proxy keeps aiobotocore's own context per client: those are changed after they are built.
+    """
+
+    _contexts: ClassVar[dict[object, ssl.SSLContext]] = {}
+
+    def _build_ssl_contexts(self, proxy_url: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext | None]:
+        if self._cert_file or proxy_url:
+            return super()._build_ssl_contexts(proxy_url)
+        key: object = self._verify
+        if isinstance(self._verify, str):
+            try:
+                found = os.stat(self._verify)
+            except OSError:  # aiobotocore's own build says what is wrong with it
+                return super()._build_ssl_contexts(proxy_url)
+            key = (self._verify, found.st_ino, found.st_mtime_ns, found.st_size)
+        if key not in self._contexts:
+            self._contexts[key], _ = super()._build_ssl_contexts(None)
+        return self._contexts[key], None
+
+
 def s3_config(settings: Settings) -> AioConfig:
     s3: dict[str, object] = {
         # The SHA-256 payload signature that botocore adds over plain http
@@ -65,6 +97,7 @@ def s3_config(settings: Settings) -> AioConfig:
         # endpoint's own host name, not as virtual-host subdomains.
         s3["addressing_style"] = "path"
     return AioConfig(
+        http_session_cls=SharedTlsSession,
         # Every part in flight holds a connection; concurrent uploads share the pool.
         max_pool_connections=settings.s3_max_connections,
         s3=s3,
