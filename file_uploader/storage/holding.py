@@ -162,6 +162,8 @@ class Part:
         self._holding = holding
         self.owner = owner
         self._hasher: Hasher | None = checksum.new() if checksum is not None else None
+        # Hashed as the pieces arrive (a cheap CRC), else once the part is whole (`prepare`).
+        self._inline = checksum is not None and checksum.inline
         self._pieces: list[bytes | memoryview] = []
         self._body: Pieces | None = None  # the pieces, once hashed and ready to send
         self._file: IO[bytes] | None = tempfile.TemporaryFile() if spool else None
@@ -185,6 +187,8 @@ class Part:
             if memory.try_acquire(self.owner, size) or await self._holding.take_memory(self.owner, size):
                 self._pieces.append(piece)
                 self.memory += size
+                if self._inline:
+                    self._hash(piece)
             else:
                 await self._take_disk(self.memory)
                 self.spill()
@@ -222,7 +226,8 @@ class Part:
         self._file = tempfile.TemporaryFile()
         for piece in self._pieces:
             self._file.write(piece)
-            self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
+            if not self._inline:
+                self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
         self._pieces = []
         self._holding.filling.discard(self)
         self._holding.memory.release(self.owner, self.memory)
@@ -237,15 +242,17 @@ class Part:
         """Make the part ready to send: in memory, hash its pieces, in a worker thread.
 
         The pieces are sent as they are (pieces.py), never joined into one
-        buffer: that copy of every byte bought nothing. hashlib (above 2 KiB),
-        zlib-ng's CRC32 and google-crc32c release the GIL, so on two cores
-        the hash runs beside the event loop's socket work instead of on it,
-        and once per part rather than once per chunk; without a checksum
-        there is nothing to do. A part on disk was hashed as it was written.
+        buffer: that copy of every byte bought nothing. MD5 and SHA-256 are
+        hashed here, once per part: hashlib releases the GIL above 2 KiB, so
+        on two cores the hash runs beside the event loop's socket work instead
+        of on it. CRC32 and CRC32C (`Checksum.inline`) cost less hashed as
+        each piece arrives than a thread hand-off per part, and without a
+        checksum there is nothing to do. A part on disk was hashed as it was
+        written.
         """
         if self._file is None and self._body is None:
             pieces, self._pieces = self._pieces, []
-            if self._hasher is not None:
+            if self._hasher is not None and not self._inline:
                 await asyncio.to_thread(self._hash_all, pieces)
             self._body = Pieces(pieces)
 
@@ -259,7 +266,8 @@ class Part:
             self._file.seek(0)
             return self._file
         if self._body is None:  # not prepared: a tus tail read back, say (small, or rare)
-            self._hash_all(self._pieces)
+            if not self._inline:
+                self._hash_all(self._pieces)
             self._body = Pieces(self._pieces)
             self._pieces = []
         self._body.seek(0)
