@@ -22,6 +22,7 @@ from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, format_size
 from .connection import Lane, Lanes, send_bodies_as_is
 from .encryption import NO_ENCRYPTION, Encryption
 from .errors import FileNotFound, StorageError, StorageFailure, TooLarge
+from .pieces import Pieces
 from .s3_errors import translated
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarni
 # parsers rewrite (CR) or refuse: a key holding one cannot be named in an XML request body.
 _NOT_IN_XML = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 
-Body = bytes | IO[bytes]
+# What PutObject and UploadPart send: bytes, a part's pieces as they arrived, or a spool file.
+Body = bytes | Pieces | IO[bytes]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
-from botocore.handlers import convert_body_to_file_like_object
+from botocore.handlers import add_expect_header, convert_body_to_file_like_object
 
 from ..ops import metrics
 from ..settings import Settings
@@ -149,18 +149,21 @@ def open_presigner(settings: Settings) -> Any:
 
 
 def send_bodies_as_is(client: Any) -> None:
-    """Let PutObject and UploadPart send a `bytes` body without botocore's copies.
+    """Let PutObject and UploadPart send a body without botocore's copies or waits.
 
-    By default botocore wraps such a body in a BytesIO, which aiohttp then
-    copies whole, and the request waits for `Expect: 100-continue`: a round
-    trip per part. Handed over as plain bytes, the body is written to the
-    socket as it is. The profile of an upload through the gateway put these
-    copies at about a third of its CPU time.
+    By default botocore wraps a `bytes` body in a BytesIO, which aiohttp then
+    copies whole, and a request whose body has `read` (that BytesIO, a part's
+    Pieces, a spool file) waits for `Expect: 100-continue`: a round trip per
+    part, for an answer that could only refuse a part the gateway has
+    already read from its client. Handed over as they are, bytes and pieces
+    are written to the socket as they are. The profile of an upload through
+    the gateway put these copies at about a third of its CPU time.
     """
     for operation in ("UploadPart", "PutObject"):
         client.meta.events.unregister(
             f"before-parameter-build.s3.{operation}", convert_body_to_file_like_object
         )
+    client.meta.events.unregister("before-call.s3", add_expect_header)
 
 
 class Lane(enum.Enum):

@@ -55,6 +55,7 @@ from .budget import FairBudget, GaveUp
 from .checksums import Checksum, Hasher
 from .client import Body
 from .errors import StorageBusy
+from .pieces import Pieces
 
 # No single upload may hold more than this fraction of MEMORY_BUDGET in memory.
 MEMORY_SHARE = 8
@@ -161,8 +162,10 @@ class Part:
         self._holding = holding
         self.owner = owner
         self._hasher: Hasher | None = checksum.new() if checksum is not None else None
+        # Hashed as the pieces arrive (a cheap CRC), else once the part is whole (`prepare`).
+        self._inline = checksum is not None and checksum.inline
         self._pieces: list[bytes | memoryview] = []
-        self._data: bytes | None = None
+        self._body: Pieces | None = None  # the pieces, once hashed and ready to send
         self._file: IO[bytes] | None = tempfile.TemporaryFile() if spool else None
         # Seconds spent waiting for the client's bytes while this part filled,
         # and since when it waits for them now (None: it does not).
@@ -184,6 +187,8 @@ class Part:
             if memory.try_acquire(self.owner, size) or await self._holding.take_memory(self.owner, size):
                 self._pieces.append(piece)
                 self.memory += size
+                if self._inline:
+                    self._hash(piece)
             else:
                 await self._take_disk(self.memory)
                 self.spill()
@@ -221,7 +226,8 @@ class Part:
         self._file = tempfile.TemporaryFile()
         for piece in self._pieces:
             self._file.write(piece)
-            self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
+            if not self._inline:
+                self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
         self._pieces = []
         self._holding.filling.discard(self)
         self._holding.memory.release(self.owner, self.memory)
@@ -233,33 +239,39 @@ class Part:
         self._holding.filling.discard(self)
 
     async def prepare(self) -> None:
-        """Make the part ready to send: in memory, join its pieces into one buffer (the one
-        copy of each byte in memory) and hash it, in a worker thread.
+        """Make the part ready to send: in memory, hash its pieces, in a worker thread.
 
-        Both release the GIL on large buffers (bytes.join above 1 MiB,
-        hashlib above 2 KiB, zlib's CRC32 and google-crc32c always), so
-        on two cores they run beside the event loop's socket work instead of
-        on it, and once per part rather than once per chunk. A part on disk
-        was hashed as it was written.
+        The pieces are sent as they are (pieces.py), never joined into one
+        buffer: that copy of every byte bought nothing. MD5 and SHA-256 are
+        hashed here, once per part: hashlib releases the GIL above 2 KiB, so
+        on two cores the hash runs beside the event loop's socket work instead
+        of on it. CRC32 and CRC32C (`Checksum.inline`) cost less hashed as
+        each piece arrives than a thread hand-off per part, and without a
+        checksum there is nothing to do. A part on disk was hashed as it was
+        written.
         """
-        if self._file is None and self._data is None:
+        if self._file is None and self._body is None:
             pieces, self._pieces = self._pieces, []
-            self._data = await asyncio.to_thread(self._join_and_hash, pieces)
+            if self._hasher is not None and not self._inline:
+                await asyncio.to_thread(self._hash_all, pieces)
+            self._body = Pieces(pieces)
 
-    def _join_and_hash(self, pieces: list[bytes | memoryview]) -> bytes:
-        data = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
-        self._hash(data)
-        return data
+    def _hash_all(self, pieces: list[bytes | memoryview]) -> None:
+        for piece in pieces:
+            self._hash(piece)
 
     def body(self) -> Body:
-        """What botocore sends: the bytes, or the spool file from its start (again on a retry)."""
+        """What botocore sends: the pieces, or the spool file from its start (again on a retry)."""
         if self._file is not None:
             self._file.seek(0)
             return self._file
-        if self._data is None:  # not prepared: a tus tail read back, say (small, or rare)
-            self._data = self._join_and_hash(self._pieces)
+        if self._body is None:  # not prepared: a tus tail read back, say (small, or rare)
+            if not self._inline:
+                self._hash_all(self._pieces)
+            self._body = Pieces(self._pieces)
             self._pieces = []
-        return self._data
+        self._body.seek(0)
+        return self._body
 
     def digest(self) -> bytes:
         """The checksum's digest of the part's bytes (an MD5 when ETags are compared)."""
@@ -284,7 +296,7 @@ class Part:
         """Drop the bytes and give their memory and disk back; safe to call more than once."""
         self._holding.filling.discard(self)
         self._pieces = []
-        self._data = None
+        self._body = None
         if self._file is not None:
             self._file.close()
             self._file = None

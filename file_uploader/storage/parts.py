@@ -1,8 +1,9 @@
 """The part pipeline: how the bytes of every upload, PUT or resumable, become S3 parts.
 
 A body arrives as an async iterator of chunks of any size. `PartReader` cuts it
-into parts of exact sizes; each part is joined and hashed once (checksums.py),
-in a worker thread, by the task that sends it (`Part.prepare`), while
+into parts of exact sizes; each part is hashed (checksums.py: a CRC as its
+pieces arrive, MD5 or SHA-256 once, in a worker thread, by the task that sends
+it: `Part.prepare`) and sent as the pieces it arrived in (pieces.py), while
 `PartPipeline.send` keeps up to PARTS_IN_FLIGHT UploadPart calls running and
 reads the next part. One pipeline serves the whole process, so one memory
 budget, one checksum rule, one slot count per user and one set of upload
