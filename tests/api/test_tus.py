@@ -148,6 +148,7 @@ async def test_an_empty_upload_is_an_empty_file(gw, auth, s3, bucket):
     assert open_uploads(s3, bucket) == []
 
 
+@pytest.mark.slow  # 4 s: hundreds of PATCHes and the S3 calls of each
 async def test_tiny_patches_add_up_to_several_parts(gw, auth, s3, bucket):
     """Few-KiB PATCHes, many of them crossing part boundaries, through the tail object."""
     total = 2 * PART + 20 * KiB

@@ -266,6 +266,7 @@ async def test_a_part_overwritten_behind_the_uploads_back_is_never_completed(gw,
     assert leftovers(s3, bucket) == []
 
 
+@pytest.mark.slow  # waits out a PATCH of four seconds
 async def test_a_long_patch_keeps_its_lock_past_its_lease(aiohttp_client, app_for, settings, auth):
     """A lease of 1.5 s, renewed every half second, held by a PATCH that lasts four."""
     gw = await aiohttp_client(await app_for(settings))
