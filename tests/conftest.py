@@ -25,9 +25,11 @@ from .helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     NO_CHROMIUM,
+    ROOT,
     SECRET_KEY,
     Gateway,
     new_token,
+    reset_moto,
     run_gateway,
 )
 
@@ -73,13 +75,15 @@ def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server in its own process, as a real S3 endpoint over HTTP."""
+    """moto's S3 server in its own process, as a real S3 endpoint over HTTP (devtools/moto_s3.py:
+    moto's S3 application alone, without moto.server's per-request search for the service)."""
     port = free_port()
     with (
         (tmp_path_factory.mktemp("moto") / "moto.log").open("w") as log,
         child_server(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "devtools.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
             port,
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         ),
@@ -103,24 +107,18 @@ def s3(s3_url: str):
 
 
 @pytest.fixture
-def bucket(s3) -> Iterator[str]:
+def bucket(s3, s3_url: str) -> Iterator[str]:
+    """A bucket of the test's own on this worker's moto server.
+
+    Afterwards the whole server is reset (moto's /moto-api/reset: every bucket, object and
+    multipart upload gone, in one request) instead of aborting, listing, deleting and removing
+    the bucket's contents (five requests and more, a tenth of an average test's CPU). The
+    server is this worker's alone, its tests run one at a time, and nothing of the session
+    lives in it: whatever a test left there, other buckets too, goes with it."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     yield name
-    for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [item["Key"] for item in page.get("Contents", [])]
-        # A page in one request (a request each cost more than many a test), but one at a time
-        # for a key DeleteObjects' XML may not carry (a test may plant one): its refusal is retried.
-        batch = [key for key in keys if key.isprintable()]
-        left = [key for key in keys if not key.isprintable()]
-        if batch:
-            answer = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": key} for key in batch]})
-            left += [error["Key"] for error in answer.get("Errors", [])]
-        for key in left:
-            s3.delete_object(Bucket=name, Key=key)
-    s3.delete_bucket(Bucket=name)
+    reset_moto(s3_url)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -61,10 +62,18 @@ async def chunked(data: bytes, piece: int = 250_000) -> AsyncIterator[bytes]:
         yield data[start : start + piece]
 
 
+def reset_moto(url: str) -> None:
+    """Forget everything moto's server at `url` holds (buckets, objects, uploads), in one request."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request) as answer:
+        answer.read()
+
+
 def start_moto(port: int) -> subprocess.Popen:
     """moto's S3 server on `port`, for a test that stops and starts S3 itself."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "devtools.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError, FlexibleChecksumError, MissingDepen
 
 from devtools.rgw import RgwEngine, RgwStartError, running_rgw
 
+from ..helpers import reset_moto
 from .conftest import require_ceph
 
 MOTO, RGW = "moto", "rgw"
@@ -91,19 +92,12 @@ def _new_engine(name: str, url: str, verify: str | bool, access_key: str, secret
     return engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def moto_engine(s3_url: str) -> Iterator[Engine]:
-    """moto's server, shared with the rest of the suite: its bucket is emptied and removed afterwards."""
-    engine = _new_engine("moto", s3_url, True, "moto-key", "moto-secret")
-    yield engine
-    s3 = s3_client(engine)
-    for upload in s3.list_multipart_uploads(Bucket=engine.bucket).get("Uploads", []):
-        s3.abort_multipart_upload(Bucket=engine.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=engine.bucket):  # pages of 1000 at most
-        if page.get("Contents"):
-            keys = [{"Key": item["Key"]} for item in page["Contents"]]
-            s3.delete_objects(Bucket=engine.bucket, Delete={"Objects": keys, "Quiet": True})
-    s3.delete_bucket(Bucket=engine.bucket)
+    """moto's server, shared with the rest of the suite, with a bucket of the test's own: gone
+    with all the server holds once the test ends (tests/conftest.py's `bucket` says why)."""
+    yield _new_engine("moto", s3_url, True, "moto-key", "moto-secret")
+    reset_moto(s3_url)
 
 
 @pytest.fixture(scope="session")
