@@ -1024,8 +1024,12 @@ async def peer_figures(
             figures: dict[str, dict[str, list[float]]] = {
                 name: {"speed": [], "cpu": [], "rss": [], "disk": []} for name in lines
             }
-            for _ in range(runs):
-                for name, (process, scratch, upload) in lines.items():
+            order = list(lines)
+            for run in range(runs):
+                # Each run starts with the next line: no line always follows the same one (say, the
+                # gateway's tus right after the peer's upload, while RGW still digests it).
+                for name in order[run % len(order) :] + order[: run % len(order)]:
+                    process, scratch, upload = lines[name]
                     spent, rss, disk, (status, elapsed) = await watched(process, scratch, upload())
                     if status not in (200, 204):
                         raise RuntimeError(f"{name} upload answered {status}")
