@@ -49,10 +49,6 @@ def declared_length(request: web.Request, settings: Settings) -> int | None:
     return length
 
 
-def _timed_out(settings: Settings) -> ApiError:
-    return BODY_TIMEOUT(seconds=settings.client_timeout)
-
-
 def _incomplete() -> ApiError:
     return INCOMPLETE_BODY()
 
@@ -71,6 +67,9 @@ class ClientWaits:
     wait under way for CLIENT_TIMEOUT cancels the reading task, which the read
     turns into BODY_TIMEOUT; a younger wait sets the timer again for when it
     would be due; no wait under way, and the next one sets it.
+
+    A reader wraps each read in `with waits:`, which turns that cancel into
+    BODY_TIMEOUT and lets any other one through.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -93,6 +92,14 @@ class ClientWaits:
     def stop(self) -> None:
         """The wait is over (bytes came, or the read failed)."""
         self._since = None
+
+    def __enter__(self) -> None:
+        self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.stop()
+        if kind is asyncio.CancelledError and self.timed_out():
+            raise BODY_TIMEOUT(seconds=self._seconds) from None
 
     def timed_out(self) -> bool:
         """Was the CancelledError at hand ours (the wait timed out), and nobody else's?"""
@@ -126,19 +133,13 @@ async def read_body(request: web.Request, limit: int | None = None) -> AsyncIter
     waits = ClientWaits(settings.client_timeout)
     try:
         while True:
-            waits.start()
-            try:
-                # readchunk hands over aiohttp's buffers as received, without
-                # joining them into a new bytes object first.
-                chunk, _ = await content.readchunk()
-            except asyncio.CancelledError:
-                if waits.timed_out():
-                    raise _timed_out(settings) from None
-                raise
-            except Exception as exc:  # what aiohttp raises for a connection lost midway
-                raise _incomplete() from exc
-            finally:
-                waits.stop()
+            with waits:
+                try:
+                    # readchunk hands over aiohttp's buffers as received, without
+                    # joining them into a new bytes object first.
+                    chunk, _ = await content.readchunk()
+                except Exception as exc:  # what aiohttp raises for a connection lost midway
+                    raise _incomplete() from exc
             if not chunk:
                 # An empty read is either the end of one HTTP chunk or the end of
                 # the body; ask the stream which. (aiohttp's shared empty-body
@@ -172,19 +173,13 @@ async def read_part(
     waits = ClientWaits(settings.client_timeout)
     try:
         while True:
-            waits.start()
-            try:
-                chunk = await part.read_chunk(PART_READ_SIZE)
-            except asyncio.CancelledError:
-                if waits.timed_out():
-                    raise _timed_out(settings) from None
-                raise
-            except ValueError as exc:  # aiohttp's word for a body that breaks the multipart rules
-                raise INVALID_FORM(problem="is malformed") from exc
-            except Exception as exc:
-                raise _incomplete() from exc
-            finally:
-                waits.stop()
+            with waits:
+                try:
+                    chunk = await part.read_chunk(PART_READ_SIZE)
+                except ValueError as exc:  # aiohttp's word for a body that breaks the multipart rules
+                    raise INVALID_FORM(problem="is malformed") from exc
+                except Exception as exc:
+                    raise _incomplete() from exc
             if not chunk:
                 if not part.at_eof():
                     # The body ended where the part's closing boundary should be: aiohttp hands

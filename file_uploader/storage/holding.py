@@ -253,12 +253,16 @@ class Part:
         if self._file is None and self._body is None:
             pieces, self._pieces = self._pieces, []
             if self._hasher is not None and not self._inline:
-                await asyncio.to_thread(self._hash_all, pieces)
-            self._body = Pieces(pieces)
+                self._body = await asyncio.to_thread(self._sealed, pieces)
+            else:
+                self._body = self._sealed(pieces)
 
-    def _hash_all(self, pieces: list[bytes | memoryview]) -> None:
-        for piece in pieces:
-            self._hash(piece)
+    def _sealed(self, pieces: list[bytes | memoryview]) -> Pieces:
+        """The pieces as the body to send, hashed unless they were as they came."""
+        if self._hasher is not None and not self._inline:
+            for piece in pieces:
+                self._hasher.update(piece)
+        return Pieces(pieces)
 
     def body(self) -> Body:
         """What botocore sends: the pieces, or the spool file from its start (again on a retry)."""
@@ -266,10 +270,8 @@ class Part:
             self._file.seek(0)
             return self._file
         if self._body is None:  # not prepared: a tus tail read back, say (small, or rare)
-            if not self._inline:
-                self._hash_all(self._pieces)
-            self._body = Pieces(self._pieces)
-            self._pieces = []
+            pieces, self._pieces = self._pieces, []
+            self._body = self._sealed(pieces)
         self._body.seek(0)
         return self._body
 
