@@ -394,6 +394,10 @@ async def usage(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# New ids never begin with '-'; ones made before that do, and argparse reads them as options.
+_DASHED_IDS = "an ID that begins with '-' goes after --, as in: %(prog)s -- -AbC..."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="file-uploader", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("FILE_UPLOADER_URL", DEFAULT_URL), help="gateway URL")
@@ -442,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-downloads", type=int, metavar="N", help="the link serves N downloads")
     command("links", links, "list your share links and how often each was used", json_answer=True)
     sub = command("revoke", revoke, "revoke share links (by id, from `links`)")
-    sub.add_argument("ids", nargs="+", metavar="ID")
+    sub.add_argument("ids", nargs="+", metavar="ID", help=_DASHED_IDS)
     sub = command("expire", expire, "make a file expire after TIME (never: keep it)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("time", metavar="TIME", help="90s, 10m, 1h, 7d, or never")
@@ -454,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--password", help="the password the link asks for")
     command("requests", requests, "list your upload requests", json_answer=True)
     sub = command("end-request", end_request, "end upload requests (by id, from `requests`)")
-    sub.add_argument("ids", nargs="+", metavar="ID")
+    sub.add_argument("ids", nargs="+", metavar="ID", help=_DASHED_IDS)
     command("usage", usage, "what you store, against your quota", json_answer=True)
     return parser
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from file_uploader.client.cli import build_parser
 from file_uploader.sizes import MiB
 
 from ..faultproxy import Fault
@@ -50,6 +51,12 @@ def test_token_prints_a_new_uuid():
     second = cli("token", url="http://unused", token=None)
     assert first.returncode == 0
     assert uuid.UUID(first.stdout.strip()) != uuid.UUID(second.stdout.strip())
+
+
+def test_an_id_made_before_ids_lost_their_leading_dash_goes_after_a_double_dash():
+    parser = build_parser()
+    assert parser.parse_args(["revoke", "--", "-ZkqVA5LGU7aLGsrp_SMCg"]).ids == ["-ZkqVA5LGU7aLGsrp_SMCg"]
+    assert parser.parse_args(["end-request", "--", "-Zk", "AbC"]).ids == ["-Zk", "AbC"]
 
 
 def test_put_ls_get_rm_round_trip(gateway_process, tmp_path):
