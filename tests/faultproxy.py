@@ -3,8 +3,9 @@
 It forwards every request to the real S3 endpoint unchanged, except the ones
 a `Fault` matches (by method and query parameters), which it answers with an
 S3 error document, a connection reset in the middle of the request body, a
-delay, or forwards with one bit of the body flipped: the corruption in
-transit that a checksum exists to catch. `down()` makes it reset every
+delay, a body it stops reading (an S3 that stopped taking a part, as Ceph RGW
+did) or reads slowly, or forwards with one bit of the body flipped: the
+corruption in transit that a checksum exists to catch. `down()` makes it reset every
 connection, as if S3 were unreachable. `ignore_conditions()` drops
 If-Match and If-None-Match from what it forwards: an engine without
 conditional writes, as the gateway's write probe then finds it. Loopback
@@ -73,10 +74,14 @@ class Fault:
     """What to do to matching requests, for the first `times` of them (None: always).
 
     `action` is "error" (answer `status` with S3 error `code`), "reset" (read
-    `after_bytes` of the body, then reset the connection), "delay" (wait
-    `seconds`, then forward), "rewrite" (forward, then pass S3's response
-    body through `rewrite`) or "corrupt" (forward the body with the lowest
-    bit of its byte at `at_byte` flipped; None: the middle byte).
+    `after_bytes` of the body, then reset the connection), "stall" (read
+    `after_bytes` of the body, then neither read nor answer until the proxy
+    closes: a socket nobody reads never learns that its peer went, and the
+    client addresses of the connections held are in `held`), "delay" (wait
+    `seconds`, then forward), "throttle" (read the body at `rate` bytes a
+    second, wait `seconds`, then forward), "rewrite" (forward, then pass S3's
+    response body through `rewrite`) or "corrupt" (forward the body with the
+    lowest bit of its byte at `at_byte` flipped; None: the middle byte).
     """
 
     operation: str
@@ -87,6 +92,8 @@ class Fault:
     after_bytes: int = 64 * 1024
     seconds: float = 0.0
     at_byte: int | None = None
+    rate: int = 1024 * 1024
+    held: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     match: Callable[[web.Request], bool] = lambda request: True
     rewrite: Callable[[bytes], bytes] = lambda body: body
     hits: int = 0
@@ -104,6 +111,19 @@ def _reset(request: web.Request) -> web.Response:
     return web.Response(status=499)
 
 
+async def _throttled(request: web.Request, rate: int, then: float) -> bytes:
+    """The body, read at `rate` bytes a second in steps of a tenth of a second; `then` seconds later."""
+    step = max(1, rate // 10)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    body = bytearray()
+    while chunk := await request.content.read(step):
+        body += chunk
+        await asyncio.sleep(max(0.0, started + len(body) / rate - loop.time()))
+    await asyncio.sleep(then)
+    return bytes(body)
+
+
 class FaultProxy:
     def __init__(
         self, upstream: str, *, upstream_ca: str | None = None, tls: tuple[str, str] | None = None
@@ -115,6 +135,7 @@ class FaultProxy:
         self.calls: list[tuple[str, str]] = []  # (operation, query string), in order
         self.is_down = False
         self.conditions_ignored = False
+        self._closing = asyncio.Event()  # set by close(): stalled requests let go
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -159,6 +180,7 @@ class FaultProxy:
         return self
 
     async def close(self) -> None:
+        self._closing.set()
         if self._runner:
             await self._runner.cleanup()
         if self._session:
@@ -182,8 +204,16 @@ class FaultProxy:
             if fault.action == "reset":
                 await request.content.readexactly(min(fault.after_bytes, request.content_length or 0))
                 return _reset(request)
+            if fault.action == "stall":
+                await request.content.readexactly(min(fault.after_bytes, request.content_length or 0))
+                assert request.transport is not None
+                fault.held.append(request.transport.get_extra_info("peername")[:2])
+                await self._closing.wait()
+                return _reset(request)
             if fault.action == "delay":
                 await asyncio.sleep(fault.seconds)
+            if fault.action == "throttle":
+                return await self._forward(request, body=await _throttled(request, fault.rate, fault.seconds))
             if fault.action == "rewrite":
                 return await self._forward(request, fault.rewrite)
             if fault.action == "corrupt":
