@@ -41,6 +41,14 @@ SPILL_SECONDS = 1.0
 # How long a call waits for a free S3 connection of its kind before a 503 with Retry-After
 # (aiobotocore's own pool would wait for ever): longer than any healthy call takes.
 S3_POOL_WAIT_SECONDS = 10.0
+# How long S3 may take none of a request body (a part, a small file) before its connection is
+# dropped and the call fails or is retried (storage/pieces.py): nothing else bounds a write,
+# since aiohttp's read timeout starts only once the body is sent, and Ceph RGW that stopped
+# reading a part held an upload for over 8 minutes. The same 60 s as botocore's read timeout
+# (left at its default), which bounds the other direction: S3 may be silent either way for as
+# long. Far above a slow but moving S3 (a ~256 KiB piece taken in 60 s is 4 KiB/s) and above
+# Ceph's own threshold for a slow OSD write (30 s), during which RGW stops reading.
+S3_SEND_STALL_SECONDS = 60.0
 # A lease: how long a claim on a shared thing holds unless its holder renews it (a tus upload's
 # lock, an upload's room in its user's quota; storage/cas.py), renewed every third of it. Long
 # enough that a holder whose S3 calls are slow for a while still renews it twice before it runs

@@ -52,6 +52,12 @@ S3_POOL_TIMEOUTS = Counter(
     "S3 calls refused (503) because no connection of their lane came free in S3_POOL_WAIT_SECONDS",
     ["lane"],
 )
+S3_SEND_STALLS = Counter(
+    "file_uploader_s3_send_stalls",
+    "Request bodies (parts, small files) S3 took nothing of for S3_SEND_STALL_SECONDS: their "
+    "connections dropped, the call then retried by botocore or failed (503)",
+    ["operation"],
+)
 PARTS_SPILLED = Counter(
     "file_uploader_parts_spilled",
     "Parts moved from memory to a temporary file because memory was contended",

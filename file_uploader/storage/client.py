@@ -16,13 +16,13 @@ import re
 import urllib.parse
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import IO, Any
+from typing import Any
 
-from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, format_size
+from ..sizes import DELETE_BATCH_SIZE, LIST_PAGE_SIZE, S3_SEND_STALL_SECONDS, format_size
 from .connection import Lane, Lanes, send_bodies_as_is
 from .encryption import NO_ENCRYPTION, Encryption
 from .errors import FileNotFound, StorageError, StorageFailure, TooLarge
-from .pieces import Pieces
+from .pieces import WatchedBody
 from .s3_errors import translated
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarni
 # parsers rewrite (CR) or refuse: a key holding one cannot be named in an XML request body.
 _NOT_IN_XML = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 
-# What PutObject and UploadPart send: bytes, a part's pieces as they arrived, or a spool file.
-Body = bytes | Pieces | IO[bytes]
+# What PutObject and UploadPart send: bytes (small objects of the gateway's own), or a part's
+# bytes (its pieces as they arrived, or its spool file), whose send S3 must keep taking.
+Body = bytes | WatchedBody
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,7 @@ class S3:
         *,
         conditional_writes: bool = True,
         encryption: Encryption = NO_ENCRYPTION,
+        send_stall: float = S3_SEND_STALL_SECONDS,
     ) -> None:
         self._client = client
         self.bucket = bucket
@@ -93,6 +95,9 @@ class S3:
         self._create = encryption.create()
         self._use = encryption.use()
         self.lanes = lanes
+        # How long S3 may take nothing of a part's body before its connection is dropped
+        # (pieces.py); tests set a short one before the first request.
+        self.send_stall = send_stall
         self._conditions_wanted = conditional_writes  # Settings.s3_conditional_writes (tests: False)
         self._conditions_honoured = True  # until the probe finds otherwise
         self.presigner: Any = None  # open_presigner's client, when direct URLs are on
@@ -134,6 +139,8 @@ class S3:
         self, key: str, body: Body, *, lane: Lane = Lane.SHORT, **params: Any
     ) -> dict[str, Any]:
         """PutObject; `params` are botocore's (ContentType, Metadata, a checksum, conditions)."""
+        if isinstance(body, WatchedBody):
+            body.watch(self.send_stall, "PutObject")
         async with self.lanes.hold(lane):
             with translated("PutObject"):
                 return await self._client.put_object(
@@ -310,6 +317,8 @@ class S3:
         self, key: str, upload_id: str, number: int, body: Body, **params: str
     ) -> dict[str, Any]:
         """UploadPart; the part as CompleteMultipartUpload wants it (number, ETag, checksum)."""
+        if isinstance(body, WatchedBody):
+            body.watch(self.send_stall, "UploadPart")
         async with self.lanes.hold(Lane.UPLOAD):
             with translated("UploadPart"):
                 response = await self._client.upload_part(

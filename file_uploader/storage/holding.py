@@ -53,9 +53,8 @@ from typing import IO
 from ..ops import metrics
 from .budget import FairBudget, GaveUp
 from .checksums import Checksum, Hasher
-from .client import Body
 from .errors import StorageBusy
-from .pieces import Pieces
+from .pieces import Pieces, Spooled
 
 # No single upload may hold more than this fraction of MEMORY_BUDGET in memory.
 MEMORY_SHARE = 8
@@ -264,11 +263,11 @@ class Part:
                 self._hasher.update(piece)
         return Pieces(pieces)
 
-    def body(self) -> Body:
-        """What botocore sends: the pieces, or the spool file from its start (again on a retry)."""
+    def body(self) -> Pieces | Spooled:
+        """What botocore sends: the pieces, or the spool file, from their start (again on a retry)."""
         if self._file is not None:
             self._file.seek(0)
-            return self._file
+            return Spooled(self._file, self.size)
         if self._body is None:  # not prepared: a tus tail read back, say (small, or rare)
             pieces, self._pieces = self._pieces, []
             self._body = self._sealed(pieces)
