@@ -324,9 +324,15 @@ async def test_a_huge_answer_is_not_read_whole(aiohttp_client, app_for, settings
 async def test_one_users_burst_of_events_does_not_delay_anothers(
     aiohttp_client, app_for, settings, receiver, auth
 ):
-    """One form of 300 tiny files, a receiver taking 0.1 s per event: another user's next 10
-    events are delivered beside the burst (in turn), not after its 300 (7.5 s with 4 senders)."""
+    """One form of 300 tiny files, then another user's 10 files, all queued while the receiver
+    holds its first events; then it takes 0.1 s per event. The other user's 10 are delivered
+    beside the burst (in turn), not after its 300 (7.5 s with 4 senders).
+
+    Counted in events, not seconds: the queue is full before the first answer, so how long the
+    uploads take on a busy machine changes nothing (a 4 s bound from the first PUT failed at
+    load 5)."""
     await receiver.start()
+    receiver.hang = True
     receiver.delay = 0.1
     gw = await aiohttp_client(await app_for(hooked(settings, receiver)))
     form = aiohttp.FormData()
@@ -334,12 +340,17 @@ async def test_one_users_burst_of_events_does_not_delay_anothers(
         form.add_field("file", b"t", filename=f"burst-{number}")
     assert (await gw.post("/api/files", data=form, headers=auth)).status == 200
     other = {"X-Auth-Token": new_token()}
-    started = time.monotonic()
     for number in range(10):
         assert (await gw.put(f"/api/files/other-{number}", data=b"o", headers=other)).status == 204
+    assert not receiver.events  # nothing answered yet: every event is queued
+    receiver.hang = False
+    receiver.released.set()
+    started = time.monotonic()
     while sum(event["name"].startswith("other-") for event in distinct(receiver.events)) < 10:
-        assert time.monotonic() - started < 4, "another user's events waited behind the burst"
+        assert time.monotonic() - started < 60, "another user's events never arrived"
         await asyncio.sleep(0.05)
     burst = sum(event["name"].startswith("burst-") for event in distinct(receiver.events))
     print(f"another user's 10 events delivered in {time.monotonic() - started:.1f} s ({burst} of 300 before)")
-    assert burst < 300
+    # In turn: about one of the burst's per other's, plus the senders' first held ones (14 here);
+    # first come, first served would be all 300.
+    assert burst < 50
