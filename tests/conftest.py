@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import boto3
 import hypothesis
 import pytest
-from aiohttp import web
+from aiohttp import web, web_app
 
 from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
@@ -49,6 +50,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params.values() if callspec else ()
         if "rgw" in fixtures or any(isinstance(value, str) and value.startswith("rgw") for value in params):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the session imported and collected (a few hundred thousand objects) lives to its end:
+    frozen out of the garbage collector's sight, every full collection stops walking it again."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """aiohttp keeps the middleware chain it builds for each (handler, apps) in an lru_cache of
+    1,024 entries (web_app._cached_build_middleware), each holding its app: in a suite that builds
+    an app per test, up to 1,024 dead apps, their storage and S3 clients, 600,000 objects that
+    every full garbage collection walked. Emptied after each test, it holds the test's own."""
+    cached = getattr(web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
 
 
 # A property's examples are timed against a deadline by default; here that measures the machine

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import http.server
 import io
+import itertools
 import json
 import threading
 import time
@@ -31,6 +32,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 AUDIENCE = "file-uploader-tests"
+# RSA keys a process makes and then hands out in turn (`rsa_key`). Making one takes 50 to 100 ms
+# of CPU, and the tests asked for one with every issuer and rotation (a second of the edit loop);
+# no test takes more than four, so any key it gets differs from every other it gets.
+RSA_KEYS_KEPT = 8
+_rsa_keys: list[rsa.RSAPrivateKey] = []
+_rsa_turn = itertools.count()
+
+
+def rsa_key() -> rsa.RSAPrivateKey:
+    """A 2048-bit RSA key, different from the RSA_KEYS_KEPT - 1 handed out before it."""
+    turn = next(_rsa_turn) % RSA_KEYS_KEPT
+    if turn == len(_rsa_keys):
+        _rsa_keys.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _rsa_keys[turn]
 
 
 def b64url(data: bytes) -> str:
@@ -83,14 +98,14 @@ class KeyServer:
 
     def add_key(self, private: Any = None) -> str:
         kid = uuid.uuid4().hex[:12]
-        self.keys.append((kid, private or rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+        self.keys.append((kid, private or rsa_key()))
         return kid
 
     def rotate(self) -> str:
         """A new RSA key replaces the first: tokens signed with the old one stop verifying."""
         del self.keys[0]
         kid = uuid.uuid4().hex[:12]
-        self.keys.insert(0, (kid, rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+        self.keys.insert(0, (kid, rsa_key()))
         return kid
 
     def jwks(self) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from file_uploader.app import create_app
 from file_uploader.settings import Settings, SettingsError
 from file_uploader.sizes import MiB
 from file_uploader.storage import open_storage
@@ -286,6 +285,7 @@ async def hook_receiver():
 
 async def test_the_blocking_hooks_judge_a_direct_upload_before_any_url_and_before_its_file(
     aiohttp_client,
+    app_for,
     direct_settings,
     hook_receiver,
     auth,
@@ -293,7 +293,7 @@ async def test_the_blocking_hooks_judge_a_direct_upload_before_any_url_and_befor
     bucket,
 ):
     settings = dataclasses.replace(direct_settings, hook_url=hook_receiver.url, hook_secret=HOOK_SECRET)
-    client = await aiohttp_client(await create_app(settings))
+    client = await aiohttp_client(await app_for(settings))
     hook_receiver.answers["pre-create"] = (403, {"message": "no videos here"})
     refused = await client.post("/api/direct", json={"name": "clip.mp4", "size": 10}, headers=auth)
     assert refused.status == 403

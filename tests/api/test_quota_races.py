@@ -13,7 +13,6 @@ import dataclasses
 
 import pytest
 
-from file_uploader.app import create_app
 from file_uploader.settings import Settings
 from file_uploader.sizes import KiB, MiB
 
@@ -28,22 +27,24 @@ PART = 5 * MiB
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-async def two_gateways(aiohttp_client, settings: Settings, quota: int, receiver: Receiver | None = None):
+async def two_gateways(
+    aiohttp_client, app_for, settings: Settings, quota: int, receiver: Receiver | None = None
+):
     tuned = dataclasses.replace(settings, user_quota=quota, part_size=PART)
     if receiver is not None:
         tuned = hooked(tuned, receiver)
-    return [await aiohttp_client(await create_app(tuned)) for _ in range(2)]
+    return [await aiohttp_client(await app_for(tuned)) for _ in range(2)]
 
 
 @pytest.mark.slow
 async def test_racing_deletes_of_one_file_count_once_and_say_so_once(
-    aiohttp_client, settings, receiver, s3, bucket
+    aiohttp_client, app_for, settings, receiver, s3, bucket
 ):
     """Fill the quota, DELETE one file with 8 requests at once (over two gateways), fill again;
     five times. Before: each DELETE that succeeded took the size off again."""
     await receiver.start()
     size, quota = 20 * KiB, 100 * KiB
-    gws = await two_gateways(aiohttp_client, settings, quota, receiver)
+    gws = await two_gateways(aiohttp_client, app_for, settings, quota, receiver)
     token = new_token()
     auth = {"X-Auth-Token": token}
     number = 0
@@ -68,11 +69,13 @@ async def test_racing_deletes_of_one_file_count_once_and_say_so_once(
     assert len(deleted) == deletions, collections.Counter(event["name"] for event in deleted)
 
 
-async def test_tus_uploads_aimed_at_one_existing_name_share_one_credit(aiohttp_client, settings, auth):
+async def test_tus_uploads_aimed_at_one_existing_name_share_one_credit(
+    aiohttp_client, app_for, settings, auth
+):
     """20 tus uploads to replace one file of 999,999 bytes under a 1 MiB quota: one may count only
     what it adds to the file, the others count in full. Before: all 20 were created."""
     quota, size = 1 * MiB, 999_999
-    gws = await two_gateways(aiohttp_client, settings, quota)
+    gws = await two_gateways(aiohttp_client, app_for, settings, quota)
     assert (await gws[0].put("/api/files/target", data=b"t" * size, headers=auth)).status == 204
     metadata = "filename dGFyZ2V0"  # base64 of "target"
     headers = {**auth, **TUS, "Upload-Length": str(size), "Upload-Metadata": metadata}
@@ -88,12 +91,12 @@ async def test_tus_uploads_aimed_at_one_existing_name_share_one_credit(aiohttp_c
 
 
 async def test_small_chunked_uploads_when_less_than_a_part_is_left_are_not_refused_too_early(
-    aiohttp_client, settings, s3, bucket
+    aiohttp_client, app_for, settings, s3, bucket
 ):
     """640 KiB of room, ten chunked bodies of 50 KiB at once: all fit. Before: the first to come
     took all the room left (its first grant was a whole part) and 2 or 3 of them were stored."""
     quota, size = 640 * KiB, 50 * KiB
-    gws = await two_gateways(aiohttp_client, settings, quota)
+    gws = await two_gateways(aiohttp_client, app_for, settings, quota)
     token = new_token()
     auth = {"X-Auth-Token": token}
     statuses = await asyncio.gather(

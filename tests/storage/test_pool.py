@@ -15,7 +15,6 @@ import time
 import pytest
 from yarl import URL
 
-from file_uploader.app import create_app
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
 from file_uploader.storage.connection import Lane
@@ -31,11 +30,11 @@ POOL_WAIT = 1.0  # S3_POOL_WAIT_SECONDS, shortened
 FEW_SECONDS = 5.0  # "within a few seconds", generous for two busy cores
 
 
-async def hostile(aiohttp_client, settings: Settings, pool_wait: float = POOL_WAIT, **changes):
+async def hostile(aiohttp_client, app_for, settings: Settings, pool_wait: float = POOL_WAIT, **changes):
     """A gateway with a pool of 8 and a short client timeout, whose lanes wait `pool_wait` seconds
     for a connection (the storage layer's own parameter, set before the first request)."""
     values = {"s3_max_connections": POOL, "client_timeout": CLIENT_TIMEOUT}
-    gateway = await aiohttp_client(await create_app(dataclasses.replace(settings, **{**values, **changes})))
+    gateway = await aiohttp_client(await app_for(dataclasses.replace(settings, **{**values, **changes})))
     gateway.app[STORAGE].s3.lanes.timeout = pool_wait
     return gateway
 
@@ -67,8 +66,8 @@ async def timed(call) -> tuple[float, int]:
 
 
 @pytest.fixture
-async def gateway(aiohttp_client, settings):
-    return await hostile(aiohttp_client, settings)
+async def gateway(aiohttp_client, app_for, settings):
+    return await hostile(aiohttp_client, app_for, settings)
 
 
 async def shared_big_file(client) -> str:
@@ -117,10 +116,10 @@ async def test_waiting_for_a_download_connection_ends_in_503_with_retry_after(ga
         sock.close()
 
 
-async def test_a_busy_download_lane_answers_json_503_with_retry_after(aiohttp_client, settings):
+async def test_a_busy_download_lane_answers_json_503_with_retry_after(aiohttp_client, app_for, settings):
     # 3/8 of three connections: one download at a time.
     assert dataclasses.replace(settings, s3_max_connections=3).s3_lanes()[0] == 1
-    gateway = await hostile(aiohttp_client, settings, s3_max_connections=3)
+    gateway = await hostile(aiohttp_client, app_for, settings, s3_max_connections=3)
     link = await shared_big_file(gateway)
     attacker = await never_read(gateway, link)
     await asyncio.sleep(0.5)
@@ -170,11 +169,18 @@ async def slow_s3(s3_url):
 
 
 @pytest.mark.slow
-async def test_slow_uploads_to_s3_do_not_starve_downloads_or_listings(aiohttp_client, settings, slow_s3):
+async def test_slow_uploads_to_s3_do_not_starve_downloads_or_listings(
+    aiohttp_client, app_for, settings, slow_s3
+):
     """Every UploadPart takes 8 s: ten parts of five uploads fill their lane (and would fill the
     whole pool of eight), and downloads and listings still go."""
     gateway = await hostile(
-        aiohttp_client, settings, pool_wait=30, s3_endpoint_url=slow_s3.url, part_size=5 * 1024 * 1024
+        aiohttp_client,
+        app_for,
+        settings,
+        pool_wait=30,
+        s3_endpoint_url=slow_s3.url,
+        part_size=5 * 1024 * 1024,
     )
     user = {"X-Auth-Token": new_token()}
     assert (await gateway.put("/api/files/small", data=b"x" * 1000, headers=user)).status == 204
