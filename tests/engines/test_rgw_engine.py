@@ -21,6 +21,7 @@ fail instead, so that CI cannot pass without running them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib.util
 import socket
@@ -84,11 +85,19 @@ def s3_client(engine: Engine, *, checksums: str = "when_required", sign_payload:
     )
 
 
+@functools.cache
+def _bucket_maker(url: str, verify: str | bool, access_key: str, secret_key: str):
+    """The client that makes each test's bucket, one per engine and process: building a boto3
+    client costs 20 to 50 ms of CPU, more than most tests here. It only ever creates buckets; the
+    tests get clients of their own (`s3_client`), which some of them change (event handlers)."""
+    return s3_client(Engine("", "", url, verify, access_key, secret_key, ""))
+
+
 def _new_engine(name: str, url: str, verify: str | bool, access_key: str, secret_key: str) -> Engine:
     engine = Engine(
         name, name.split("-")[0], url, verify, access_key, secret_key, f"facts-{uuid.uuid4().hex[:12]}"
     )
-    s3_client(engine).create_bucket(Bucket=engine.bucket)
+    _bucket_maker(url, verify, access_key, secret_key).create_bucket(Bucket=engine.bucket)
     return engine
 
 
