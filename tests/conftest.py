@@ -9,11 +9,14 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import hypothesis
 import pytest
+from aiobotocore.client import AioClientCreator
 from aiohttp import web, web_app
+from botocore.client import ClientCreator
 
 from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
@@ -50,6 +53,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params.values() if callspec else ()
         if "rgw" in fixtures or any(isinstance(value, str) and value.startswith("rgw") for value in params):
             item.add_marker(pytest.mark.slow)
+
+
+def share_service_models() -> None:
+    """Every S3 client of a worker uses the S3 model botocore parsed for its first, and the client
+    class built from it, instead of parsing and building its own.
+
+    A gateway makes one client per process; the suite makes one per app, a thousand a run, and
+    botocore gave each a new ServiceModel, whose every shape and operation was resolved again on
+    the client's first calls, and a new class of ~100 methods: 25 ms of CPU per test, a sixth of
+    a worker's. The model is the same JSON from the same loader and nothing changes it after, and
+    the class is keyed by the session whose handlers made it: the clients are otherwise the same,
+    each with its own config, connections, retries and handlers, and nothing of aiobotocore's calls
+    is replaced. botocore and aiobotocore are pinned (requirements.txt): check this when upgrading."""
+    models: dict[tuple[str, str | None], Any] = {}
+    classes: dict[tuple[int, int], tuple[Any, Any, type]] = {}
+    load_model = ClientCreator._load_service_model
+    create_class = AioClientCreator._create_client_class
+
+    def load_once(self: ClientCreator, service_name: str, api_version: str | None = None) -> Any:
+        key = (service_name, api_version)
+        if key not in models:
+            models[key] = load_model(self, service_name, api_version)
+        return models[key]
+
+    async def build_once(self: AioClientCreator, service_name: str, service_model: Any) -> type:
+        emitter = self._event_emitter
+        key = (id(emitter), id(service_model))
+        if key not in classes:  # the emitter and the model are kept: their ids stay theirs
+            classes[key] = (emitter, service_model, await create_class(self, service_name, service_model))
+        return classes[key][2]
+
+    ClientCreator._load_service_model = load_once  # type: ignore[method-assign]
+    AioClientCreator._create_client_class = build_once  # type: ignore[method-assign]
+
+
+share_service_models()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
