@@ -121,11 +121,13 @@ async def test_the_file_limit_is_exact_over_two_replicas(client, second, auth, s
 
 
 async def test_a_file_that_landed_keeps_its_room_when_what_follows_it_fails(
-    aiohttp_client, settings, auth, s3_url, s3, bucket
+    aiohttp_client, settings, auth, s3_url, s3, bucket, monkeypatch
 ):
     """The file is stored, then a step after it (here: whether it replaced a public file) finds S3
     failing, and the sender gets an error. The file is there all the same, so the request does not
     take its room back: a request for 1 file never ends up holding 2."""
+    # S3 fails every time: botocore's retries (backing off up to 1 s, then 2 s) only delay the error.
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     proxy = await FaultProxy(s3_url).start()
     try:
         gw = await aiohttp_client(await create_app(dataclasses.replace(settings, s3_endpoint_url=proxy.url)))
