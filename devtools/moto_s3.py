@@ -10,7 +10,7 @@ have picked, under the same werkzeug server and moto's request handler (which
 keeps connections here, below); /moto-api/ (`reset`, between tests) still goes
 through moto's dispatcher.
 
-Two things are added. First, moto checks a conditional write's If-Match or
+Three things are added. First, moto checks a conditional write's If-Match or
 If-None-Match and then stores the object, with nothing between the two to stop
 another thread's write of the same key, where S3 makes them one atomic step;
 the compare-and-swap (file_uploader/storage/cas.py) and its race tests rely on
@@ -26,6 +26,14 @@ thread as before, and aiobotocore's pool reuses them: a seventh less CPU a
 call, on both sides. (gunicorn's gthread worker keeps connections too, but
 adds a process and hands every request from its poller thread to a pool and
 back, for no less CPU here.)
+
+Third, a key's ETag is hashed under the key's lock. moto computes it on
+first use by seeking its buffer to the start and reading it, without the lock
+its `value` takes; a part of 5 MiB is a file on disk, whose reads let another
+thread run, so an UploadPart's answer and a ListParts of the same upload at
+that moment hashed what the other left in the buffer: 2 of 48 parts got the
+ETag of other bytes, kept, and the gateway (rightly) refused the part. S3
+has no such race.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any, cast
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.s3.models import FakeKey
 from werkzeug.serving import DechunkedInput, run_simple
 from werkzeug.wsgi import LimitedStream
 
@@ -71,6 +80,17 @@ class S3Only:
             with self.conditional_writes:
                 return self.s3(environ, start_response)
         return self.s3(environ, start_response)
+
+
+def hash_etags_under_the_keys_lock() -> None:
+    """FakeKey.etag, taking the lock FakeKey.value takes (a plain Lock: neither calls the other)."""
+    unlocked = vars(FakeKey)["etag"].fget
+
+    def etag(key: FakeKey) -> str:
+        with key.lock:
+            return unlocked(key)
+
+    FakeKey.etag = property(etag)  # type: ignore[assignment,method-assign]
 
 
 class KeepAliveHandler(MotoRequestHandler):
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server sets it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as moto.server: exit cleanly when stopped
+    hash_etags_under_the_keys_lock()
     run_simple(args.host, args.port, S3Only(), threaded=True, request_handler=KeepAliveHandler)
 
 
