@@ -16,7 +16,9 @@ import hypothesis
 import pytest
 from aiobotocore.client import AioClientCreator
 from aiohttp import web, web_app
+from botocore import regions
 from botocore.client import ClientCreator
+from botocore.hooks import EVENT_ALIASES, EventAliaser
 
 from devtools.ports import child_server, free_port
 from file_uploader.app import create_app
@@ -55,21 +57,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def share_service_models() -> None:
-    """Every S3 client of a worker uses the S3 model botocore parsed for its first, and the client
-    class built from it, instead of parsing and building its own.
+def share_what_botocore_builds_per_client() -> None:
+    """Every S3 client of a worker uses what botocore built for the first from the same data,
+    instead of building it again: the parsed S3 model, the client class made from it, the
+    endpoint rules, and the cache of event names.
 
     A gateway makes one client per process; the suite makes one per app, a thousand a run, and
-    botocore gave each a new ServiceModel, whose every shape and operation was resolved again on
-    the client's first calls, and a new class of ~100 methods: 25 ms of CPU per test, a sixth of
-    a worker's. The model is the same JSON from the same loader and nothing changes it after, and
-    the class is keyed by the session whose handlers made it: the clients are otherwise the same,
-    each with its own config, connections, retries and handlers, and nothing of aiobotocore's calls
-    is replaced. botocore and aiobotocore are pinned (requirements.txt): check this when upgrading."""
+    botocore built each of these anew: the model's shapes and operations resolved again on the
+    client's first calls, a class of ~100 methods, the S3 endpoint rule tree parsed again (with
+    its cache of resolved endpoints), every event name aliased again. A new client and its first
+    seven calls took 67 ms of CPU, 28 ms with these shared: a fifth of a worker's CPU. All four
+    are made from the same JSON of the same loader and the same alias table, and nothing changes
+    them after; each client keeps its own config, credentials, connections, retries and
+    handlers, and every call still goes through aiobotocore to moto over HTTP. botocore and
+    aiobotocore are pinned (requirements.txt): check this when upgrading them."""
     models: dict[tuple[str, str | None], Any] = {}
     classes: dict[tuple[int, int], tuple[Any, Any, type]] = {}
+    providers: dict[tuple[int, int, Any], tuple[Any, Any, Any]] = {}
+    aliases: dict[str, str] = {}
     load_model = ClientCreator._load_service_model
     create_class = AioClientCreator._create_client_class
+    make_provider = regions.EndpointProvider
+    make_aliaser = EventAliaser.__init__
 
     def load_once(self: ClientCreator, service_name: str, api_version: str | None = None) -> Any:
         key = (service_name, api_version)
@@ -78,17 +87,33 @@ def share_service_models() -> None:
         return models[key]
 
     async def build_once(self: AioClientCreator, service_name: str, service_model: Any) -> type:
-        emitter = self._event_emitter
+        emitter = self._event_emitter  # whose handlers add to the class
         key = (id(emitter), id(service_model))
         if key not in classes:  # the emitter and the model are kept: their ids stay theirs
             classes[key] = (emitter, service_model, await create_class(self, service_name, service_model))
         return classes[key][2]
 
+    def provider_once(ruleset_data: Any, partition_data: Any, excluded_params: Any = None) -> Any:
+        key = (id(ruleset_data), id(partition_data), frozenset(excluded_params or ()))
+        if key not in providers:  # the loader's data is kept: its ids stay its own
+            made = make_provider(
+                ruleset_data=ruleset_data, partition_data=partition_data, excluded_params=excluded_params
+            )
+            providers[key] = (ruleset_data, partition_data, made)
+        return providers[key][2]
+
+    def aliaser(self: EventAliaser, event_emitter: Any, event_aliases: Any = None) -> None:
+        make_aliaser(self, event_emitter, event_aliases)
+        if self._event_aliases == EVENT_ALIASES:  # a copy's table is a copy of the same one
+            self._alias_name_cache = aliases
+
     ClientCreator._load_service_model = load_once  # type: ignore[method-assign]
     AioClientCreator._create_client_class = build_once  # type: ignore[method-assign]
+    regions.EndpointProvider = provider_once  # type: ignore[assignment,misc]
+    EventAliaser.__init__ = aliaser  # type: ignore[method-assign]
 
 
-share_service_models()
+share_what_botocore_builds_per_client()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
