@@ -27,6 +27,7 @@ bench/results/. Settings (environment):
     BENCH_SECTIONS=cpu,upload,memory,concurrency,download,list,form,zip,peer,scale,waiting,workers
     BENCH_GATEWAY_DIR=<checkout>         run the gateway from another checkout (say, a
                                          git worktree of an older commit) to compare versions
+    BENCH_DEBUG_LOGS=1                   the servers' own logs on stderr (else discarded)
 
 The gateway runs as `python -m file_uploader` with its own defaults (PART_SIZE,
 MEMORY_BUDGET, ... from the environment if set); the direct client uses the
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -100,7 +102,7 @@ def server(
         port,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_DEBUG_LOGS") else subprocess.DEVNULL,
         cwd=cwd,
     ) as process:
         yield process
@@ -552,7 +554,14 @@ async def bench_concurrency(report: Report, runs: int) -> None:
                         grew, statuses = await peak_growth(pid, burst)
                         elapsed = time.perf_counter() - started
                         speeds.append(count * size / MiB / elapsed)
-                        failures.append(sum(status != 204 for status in statuses))
+                        failed = [status for status in statuses if status != 204]
+                        failures.append(len(failed))
+                        if failed:  # what they were: a status, or what the client raised
+                            kinds = collections.Counter(
+                                status if isinstance(status, int) else type(status).__name__
+                                for status in failed
+                            )
+                            print(f"{count} concurrent: {dict(kinds)}", file=sys.stderr)
                         peaks.append(grew / MiB)
                     limit = budget / MiB + 100
                     label = f"{count} x {human(size)} concurrent"
