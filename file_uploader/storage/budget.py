@@ -82,6 +82,8 @@ class FairBudget:
 
     def try_acquire(self, owner: str, size: int) -> bool:
         """Take `size` bytes now if they are free, within `owner`'s cap, and nobody waits; whether it did."""
+        if not size:
+            return True  # nothing taken, and `owner` not counted as a user holding some
         if self._queues or not self._grantable(owner, size):
             return False
         self._take(owner, size)
@@ -132,6 +134,8 @@ class FairBudget:
             raise
 
     def release(self, owner: str, size: int) -> None:
+        if not size:
+            return  # a part moved to disk before it held any memory gives back nothing
         self.held -= size
         left = self.held_by[owner] - size
         if left:

@@ -229,9 +229,8 @@ class Part:
                 self._hash(piece)  # not hashed yet: in memory that waits for `prepare`
         self._pieces = []
         self._holding.filling.discard(self)
-        if self.memory:  # none when its first piece found no memory, maybe its user none at all
-            self._holding.memory.release(self.owner, self.memory)
-            self.memory = 0
+        self._holding.memory.release(self.owner, self.memory)
+        self.memory = 0
         metrics.PARTS_SPILLED.inc()
 
     def finish(self) -> None:

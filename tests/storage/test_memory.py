@@ -275,3 +275,10 @@ async def test_a_part_whose_first_piece_finds_no_memory_goes_to_disk_whole():
     assert part.body().read() == b"".join(pieces)  # what botocore sends
     part.release()
     assert (holding.disk.held, holding.memory.held_by) == (0, {"other": 2 * PART})
+
+
+async def test_taking_or_giving_back_nothing_leaves_no_trace():
+    budget = FairBudget(10, slack=2)
+    await budget.acquire("a", 0)
+    budget.release("b", 0)  # b holds nothing: giving back nothing is no error
+    assert (budget.held, budget.held_by, budget.cap()) == (0, {}, 12)
