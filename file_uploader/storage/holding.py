@@ -138,11 +138,15 @@ class Holding:
 
     def sent_off(self, part: Part) -> None:
         """`part` is on its way to S3: its memory comes back on its own, when `landed` says so."""
+        if not part.memory:
+            return  # on disk: its user is not counted as sending memory back
         self.sending += part.memory
         self.sending_by[part.owner] = self.sending_by.get(part.owner, 0) + part.memory
 
     def landed(self, owner: str, memory: int) -> None:
         """A part of `owner` that held `memory` bytes is no longer on its way to S3."""
+        if not memory:
+            return  # a part on disk: `sent_off` counted nothing
         self.sending -= memory
         left = self.sending_by[owner] - memory
         if left:

@@ -282,3 +282,27 @@ async def test_taking_or_giving_back_nothing_leaves_no_trace():
     await budget.acquire("a", 0)
     budget.release("b", 0)  # b holds nothing: giving back nothing is no error
     assert (budget.held, budget.held_by, budget.cap()) == (0, {}, 12)
+
+
+async def test_one_users_parts_on_disk_and_in_memory_land_in_any_order():
+    """A part on disk holds no memory: its landing after the user's last part in memory has
+    landed takes nothing back. Before: a KeyError in the part's done callback, which then never
+    gave its disk back; 253 of 500 concurrent 32 MiB uploads in `make bench` failed."""
+    holding = Holding(
+        part_size=PART, memory_budget=4 * PART, spool_budget=4 * PART, spill_after=5, wait_timeout=5
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"x" * PART
+
+    reader = PartReader(holding, None, chunks(), "user")
+    on_disk = await reader.read(2 * PART)  # more than one upload's share: straight to disk
+    in_memory = await reader.read(PART)
+    assert (on_disk.spooled, on_disk.memory, in_memory.spooled, in_memory.memory) == (True, 0, False, PART)
+    for part in (on_disk, in_memory):
+        holding.sent_off(part)
+    for part in (in_memory, on_disk):
+        holding.landed(part.owner, part.memory)
+        part.release()
+    assert (holding.sending, holding.sending_by, holding.memory.held, holding.disk.held) == (0, {}, 0, 0)
