@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 Piece = bytes | memoryview
 
 # What Spooled reads from its file at a time: about the size pieces arrive from a client in,
-# so a spooled part costs as many worker-thread reads as a part in memory has pieces.
+# so a spooled part is sent in as many writes as a part in memory has pieces.
 FILE_PIECE = 256 * KiB
 
 
@@ -201,9 +201,14 @@ class Pieces(WatchedBody):
 class Spooled(WatchedBody):
     """The first `size` bytes of a part's temporary file (holding.py) as one request body.
 
-    Written a FILE_PIECE at a time, each read in a worker thread at its offset (pread), so that
-    aiohttp's sending never moves the file's position, which is botocore's reading position
-    (`read`, `seek`, `tell`), as in `Pieces`.
+    Written a FILE_PIECE at a time, each read at its offset (pread), so that aiohttp's sending
+    never moves the file's position, which is botocore's reading position (`read`, `seek`,
+    `tell`), as in `Pieces`. Read on the event loop, as holding.py writes the file: it was
+    written moments ago and is in the page cache, where 256 KiB take tens of microseconds.
+    Each read in a worker thread queued behind every other use of the loop's six threads
+    while the send held its S3 connection: with 500 concurrent uploads spilling parts, 343
+    of them waited more than S3_POOL_WAIT_SECONDS for a connection and got 503 (69 reading
+    here).
     """
 
     def __init__(self, file: IO[bytes], size: int) -> None:
@@ -224,13 +229,12 @@ class Spooled(WatchedBody):
 
     async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
         end = self._total if content_length is None else min(content_length, self._total)
-        loop = asyncio.get_running_loop()
         fd = self._file.fileno()
         watch = self._watch(writer)
         try:
             offset = 0
             while offset < end:
-                piece = await loop.run_in_executor(None, os.pread, fd, min(FILE_PIECE, end - offset), offset)
+                piece = os.pread(fd, min(FILE_PIECE, end - offset), offset)
                 if not piece:
                     raise OSError(f"the part's file ends at {offset} bytes of {end}")
                 offset += len(piece)
