@@ -1,8 +1,9 @@
 """glibc's allocator told to keep the memory of parts between one part and the next.
 
-Every part in memory is one fresh buffer of PART_SIZE (8 MiB) when its
-pieces are joined (storage/holding.py), and every socket read a fresh bytes
-object of up to 256 KiB. By default glibc serves blocks that large with mmap
+Every socket read is a fresh bytes object of up to 256 KiB, kept as one of
+its part's pieces until S3 has the part (storage/holding.py; when this was
+measured, the pieces were also joined into one 8 MiB buffer per part, which
+they no longer are). By default glibc serves blocks that large with mmap
 and gives them back to the kernel with munmap when they are freed, or trims
 the heap once more than twice the largest freed block sits free at its top;
 either way the next part faults the same pages in again: 20,000-100,000
@@ -41,10 +42,10 @@ MMAP_THRESHOLD = 32 << 20
 # Free memory at the top of a heap that glibc keeps rather than trims: room for
 # the parts in flight of a few uploads to be freed and taken again.
 TRIM_THRESHOLD = 128 << 20
-# One heap for every thread. Parts are joined in worker threads (asyncio.to_thread),
-# each of which would otherwise get a heap of its own that keeps its own free
-# memory: 50 MiB more RSS in the profile. A join per part takes the heap's lock
-# a few times a second, nothing to contend over.
+# One heap for every thread. Worker threads (asyncio.to_thread: a part's MD5 or SHA-256)
+# would otherwise each get a heap of their own that keeps its own free memory: 50 MiB
+# more RSS in the profile, when parts were still joined there. What they allocate takes
+# the heap's lock a few times a second, nothing to contend over.
 ARENA_MAX = 1
 
 # What a deployment sets to choose for itself (glibc reads them at startup).
