@@ -38,8 +38,9 @@ PARTS_IN_FLIGHT = 4
 # While memory is short, parts whose clients keep them waiting longer than this move to
 # temporary files: long enough that a client merely between two TCP windows is left alone.
 SPILL_SECONDS = 1.0
-# How long a call waits for a free S3 connection of its kind before a 503 with Retry-After
-# (aiobotocore's own pool would wait for ever): longer than any healthy call takes.
+# How long a call waits with no S3 connection of its kind coming free before a 503 with
+# Retry-After (aiobotocore's own pool would wait for ever): longer than any healthy call takes.
+# While connections come free (to calls ahead of it), it waits its turn (connection.py).
 S3_POOL_WAIT_SECONDS = 10.0
 # How long S3 may take none of a request body (a part, a small file) before its connection is
 # dropped and the call fails or is retried (storage/pieces.py): nothing else bounds a write,

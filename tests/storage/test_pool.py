@@ -17,7 +17,8 @@ from yarl import URL
 
 from file_uploader.appkeys import STORAGE
 from file_uploader.settings import Settings
-from file_uploader.storage.connection import Lane
+from file_uploader.storage.connection import Lane, Lanes
+from file_uploader.storage.errors import StorageBusy
 
 from ..faultproxy import Fault, FaultProxy
 from ..helpers import metric, metric_samples, new_token
@@ -203,3 +204,28 @@ def test_lanes_add_up_to_the_pool():
     downloads, uploads, short = Settings(s3_bucket="b").s3_lanes()
     assert (downloads, uploads, short) == (24, 32, 8)
     assert downloads + uploads + short == Settings(s3_bucket="b").s3_max_connections
+
+
+async def test_a_call_waits_in_line_while_its_lane_moves_and_only_then():
+    """A lane of one connection, each call holding it for 0.1 s: the sixth in line waits 0.5 s,
+    longer than the lane's wait of 0.25 s, and gets its turn, since a connection came free
+    every 0.1 s. Before: 503 after 0.25 s in line (62 of 500 concurrent uploads in the bench).
+    A lane whose connection is never given back still answers 503 after its wait."""
+    lanes = Lanes({Lane.UPLOAD: 1}, timeout=0.25)
+
+    async def call() -> None:
+        async with lanes.hold(Lane.UPLOAD):
+            await asyncio.sleep(0.1)
+
+    started = time.monotonic()
+    await asyncio.gather(*(call() for _ in range(6)))
+    assert time.monotonic() - started >= 0.6
+    assert lanes.in_use[Lane.UPLOAD] == 0
+
+    await lanes.take(Lane.UPLOAD)  # and never given back
+    started = time.monotonic()
+    with pytest.raises(StorageBusy):
+        await lanes.take(Lane.UPLOAD)
+    assert 0.25 <= time.monotonic() - started < 1
+    lanes.give(Lane.UPLOAD)
+    await asyncio.wait_for(lanes.take(Lane.UPLOAD), 1)  # the one that gave up left the line
