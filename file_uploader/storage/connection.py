@@ -27,7 +27,6 @@ which gives its connection back.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import functools
@@ -44,6 +43,7 @@ from botocore.handlers import add_expect_header, convert_body_to_file_like_objec
 from ..ops import metrics
 from ..settings import Settings
 from ..sizes import S3_POOL_WAIT_SECONDS
+from .budget import FairBudget, GaveUp
 from .errors import StorageBusy
 
 
@@ -174,13 +174,21 @@ class Lane(enum.Enum):
 
 
 class Lanes:
-    """The S3 connections each kind of call may hold, and how long a call waits for one."""
+    """The S3 connections each kind of call may hold, and how long a call waits for one.
+
+    Each lane is a FairBudget of connections with one user, the lane: its line is first come,
+    first served, and its wait (`acquire` with `give_up`) keeps a call's place in line while
+    it looks at the lane every `timeout` seconds.
+    """
 
     def __init__(self, sizes: Mapping[Lane, int], timeout: float) -> None:
         self.timeout = timeout
-        self._free = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
-        self.in_use = dict.fromkeys(sizes, 0)
+        self._free = {lane: FairBudget(size) for lane, size in sizes.items()}
         self.given = dict.fromkeys(sizes, 0)  # connections given back so far, per lane
+
+    @property
+    def in_use(self) -> dict[Lane, int]:
+        return {lane: budget.held for lane, budget in self._free.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lanes:
@@ -196,33 +204,22 @@ class Lanes:
         500 concurrent uploads to a healthy S3 waited more than 10 s in line, and 62 of them got
         503 while a connection came free every few milliseconds.
         """
-        free = self._free[lane]
-        if not free.locked():
-            await free.acquire()  # at once: no task, no timer
-        else:
-            # One acquire, kept in line across the looks at the lane.
-            taking = asyncio.ensure_future(free.acquire())
-            try:
-                while True:
-                    given = self.given[lane]
-                    await asyncio.wait([taking], timeout=self.timeout)
-                    if taking.done():
-                        break
-                    if self.given[lane] == given:
-                        metrics.S3_POOL_TIMEOUTS.labels(lane.value).inc()
-                        raise StorageBusy(f"no S3 connection came free for {self.timeout:g} s")
-            except BaseException:
-                if taking.done() and not taking.cancelled():
-                    free.release()  # granted just as the wait ended
-                else:
-                    taking.cancel()
-                raise
-        self.in_use[lane] += 1
+        seen = self.given[lane]
+
+        def stuck() -> bool:
+            nonlocal seen
+            moved, seen = self.given[lane] != seen, self.given[lane]
+            return not moved
+
+        try:
+            await self._free[lane].acquire(lane.value, 1, every=self.timeout, give_up=stuck)
+        except GaveUp:
+            metrics.S3_POOL_TIMEOUTS.labels(lane.value).inc()
+            raise StorageBusy(f"no S3 connection came free for {self.timeout:g} s") from None
 
     def give(self, lane: Lane) -> None:
-        self.in_use[lane] -= 1
         self.given[lane] += 1
-        self._free[lane].release()
+        self._free[lane].release(lane.value, 1)
 
     @contextlib.asynccontextmanager
     async def hold(self, lane: Lane) -> AsyncIterator[None]:
